@@ -1,0 +1,58 @@
+/** Public interfaces of the route stream. Implementations: see transports/. */
+import type { ActivityMap, ReplicaStatus, Route, RouteChange, Snapshot } from './types.ts';
+
+/** Read-only view of the routes a proxy holds. Lookup is a Map get: constant cost. */
+export interface RouteTable {
+  get(path: string): Route | undefined;
+  readonly size: number;
+  values(): IterableIterator<Route>;
+}
+
+export interface SubscriberEvents {
+  /** A route was added, replaced or removed (by a change or by a resync). */
+  change: (path: string, before: Route | undefined, after: Route | undefined) => void;
+  /** A full resync finished. */
+  resync: (version: number, reason: string) => void;
+  /** The first snapshot is loaded: the proxy may report ready. */
+  ready: (version: number) => void;
+}
+
+/** Proxy side. */
+export interface RouteSubscriber {
+  /** Subscribes, loads the snapshot, applies buffered newer changes. Resolves once subscribed (not necessarily ready). */
+  start(): Promise<void>;
+  readonly ready: boolean;
+  /** Version of the last applied change or snapshot; 0 before the first snapshot. */
+  readonly version: number;
+  readonly table: RouteTable;
+  /** Number of full resyncs since start (for metrics). */
+  readonly resyncs: number;
+  on<E extends keyof SubscriberEvents>(event: E, listener: SubscriberEvents[E]): this;
+  off<E extends keyof SubscriberEvents>(event: E, listener: SubscriberEvents[E]): this;
+  /** Records activity on a route in memory; flushed in batches every few seconds. No I/O here. */
+  recordActivity(path: string, at?: number): void;
+  /** Stops timers, flushes activity, withdraws the replica announcement, closes connections. */
+  close(): Promise<void>;
+}
+
+/** Control-plane side. The only writer of routes. */
+export interface RoutePublisher {
+  /** Applies one change to the snapshot and publishes it, atomically; ignored if not newer. Returns whether applied. */
+  publish(change: RouteChange): Promise<boolean>;
+  /** Replaces the whole snapshot (republish from the database) unless the stored one is newer. */
+  republish(snapshot: Snapshot): Promise<boolean>;
+  /** Version of the stored snapshot, or null when the store has none (e.g. Redis lost its data). */
+  storedVersion(): Promise<number | null>;
+  /** Live replicas (announcement not expired). */
+  replicas(): Promise<ReplicaStatus[]>;
+  /**
+   * Waits until every live replica has applied `version` (or newer). Resolves with ok=false and
+   * the laggards when the timeout passes. With no live replica, ok is true at once.
+   */
+  waitForReplicas(version: number, timeoutMs: number): Promise<{ ok: boolean; lagging: ReplicaStatus[] }>;
+  /** Latest activity per route as seen by any replica (merged). */
+  readActivity(): Promise<ActivityMap>;
+  /** Called when a proxy asks for a full republish (it found the store behind its own table). */
+  onResyncRequest(listener: () => void): void;
+  close(): Promise<void>;
+}

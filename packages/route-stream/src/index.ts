@@ -1,0 +1,7 @@
+/**
+ * The route stream: a full snapshot plus numbered changes from the control plane to every proxy
+ * replica, over Redis (several processes) or an in-process bus (the embedded start).
+ * See README.md for the protocol.
+ */
+export * from './types.ts';
+export * from './api.ts';
