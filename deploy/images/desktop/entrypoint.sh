@@ -1,0 +1,58 @@
+#!/bin/bash
+# Starts a Kasm-like desktop in the deskhub/desktop image (run by tini as uid 1000): an X server,
+# openbox, an xterm, x11vnc on loopback and noVNC behind websockify on HTTPS 6901 with Kasm's
+# basic auth (kasm_user:$VNC_PW). If any part dies the container exits, so the control plane
+# sees a dead desktop instead of a half-working one.
+set -euo pipefail
+
+VNC_PW=${VNC_PW:-}
+if [ "${#VNC_PW}" -lt 6 ]; then
+  # Kasm's vnc_startup.sh aborts the same way.
+  echo "deskhub-desktop: VNC_PW must be set and at least 6 characters long" >&2
+  exit 1
+fi
+
+export HOME=${HOME:-/home/kasm-user} DISPLAY=${DISPLAY:-:1}
+resolution=${VNC_RESOLUTION:-1280x720}
+state=$HOME/.deskhub
+mkdir -p "$state"
+cd "$HOME"
+
+# A new self-signed certificate at every start, like Kasm's images.
+openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$(hostname)" \
+  -keyout "$state/self.pem" -out "$state/self.pem" 2>/dev/null
+chmod 600 "$state/self.pem"
+
+Xvfb "$DISPLAY" -screen 0 "${resolution}x24" -nolisten tcp >"$state/xvfb.log" 2>&1 &
+xvfb=$!
+for _ in $(seq 1 100); do
+  [ -S "/tmp/.X11-unix/X${DISPLAY#:}" ] && break
+  sleep 0.1
+done
+[ -S "/tmp/.X11-unix/X${DISPLAY#:}" ] || { cat "$state/xvfb.log" >&2; echo "deskhub-desktop: Xvfb did not start" >&2; exit 1; }
+
+openbox >"$state/openbox.log" 2>&1 &
+xterm -geometry 100x30+40+40 -bg '#1d2a3a' -fg '#f4f7fa' -title "deskhub desktop" >/dev/null 2>&1 &
+if [ -n "${LAUNCH_URL:-}" ] && command -v firefox-esr >/dev/null; then
+  firefox-esr "$LAUNCH_URL" >"$state/firefox.log" 2>&1 &
+fi
+
+# x11vnc listens on loopback only and has no VNC password: the only way in from outside is
+# websockify, which checks basic auth on every request like KasmVNC. A VNC password would make
+# noVNC ask the user for it, and the user never sees the desktop's password.
+x11vnc -display "$DISPLAY" -rfbport 5901 -localhost -forever -shared -nopw -quiet \
+  -noxdamage >"$state/x11vnc.log" 2>&1 &
+vnc=$!
+
+websockify --web /usr/share/novnc --cert "$state/self.pem" --ssl-only \
+  --web-auth --auth-plugin BasicHTTPAuth --auth-source "kasm_user:$VNC_PW" \
+  6901 127.0.0.1:5901 &
+web=$!
+
+# The X server, the VNC server or the web server exiting ends the desktop (tini -g then signals
+# the rest); closing the xterm does not.
+set +e
+wait -n "$xvfb" "$vnc" "$web"
+status=$?
+echo "deskhub-desktop: the X, VNC or web server exited with status $status; stopping" >&2
+exit "$status"
