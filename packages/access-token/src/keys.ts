@@ -37,9 +37,21 @@ export function generateKeyPair(): GeneratedKeyPair {
   };
 }
 
+/** OpenSSL's own errors ("DECODER routines::unsupported") say little to the person configuring deskhub. */
+function readPem(pem: string, kind: string, load: (pem: string) => KeyObject): KeyObject {
+  try {
+    return load(pem);
+  } catch (err) {
+    throw new TypeError(`expected a PEM ${kind} key, could not read it (${(err as Error).message})`);
+  }
+}
+
 /** Loads an Ed25519 private key; throws TypeError for anything else (a public key included). */
 export function toPrivateKey(input: KeyInput): KeyObject {
-  const key = typeof input === 'string' ? createPrivateKey(input) : input;
+  if (typeof input === 'string' && /-----BEGIN PUBLIC KEY-----/.test(input)) {
+    throw new TypeError('expected an Ed25519 private key, got a public key');
+  }
+  const key = typeof input === 'string' ? readPem(input, 'private', createPrivateKey) : input;
   if (key.type !== 'private' || key.asymmetricKeyType !== 'ed25519') {
     throw new TypeError(`expected an Ed25519 private key, got a ${key.asymmetricKeyType ?? 'secret'} ${key.type} key`);
   }
@@ -54,7 +66,7 @@ export function toPublicKey(input: KeyInput): KeyObject {
   if (typeof input === 'string' && /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(input)) {
     throw new TypeError('expected an Ed25519 public key, got a private key (proxies need only the public key)');
   }
-  const key = typeof input === 'string' ? createPublicKey(input) : input;
+  const key = typeof input === 'string' ? readPem(input, 'public', createPublicKey) : input;
   if (key.type !== 'public' || key.asymmetricKeyType !== 'ed25519') {
     throw new TypeError(`expected an Ed25519 public key, got a ${key.asymmetricKeyType ?? 'secret'} ${key.type} key`);
   }
