@@ -31,6 +31,12 @@ export interface RouteSubscriber {
   off<E extends keyof SubscriberEvents>(event: E, listener: SubscriberEvents[E]): this;
   /** Records activity on a route in memory; flushed in batches every few seconds. No I/O here. */
   recordActivity(path: string, at?: number): void;
+  /** Name this replica announces itself under (see RoutePublisher.replicas). */
+  readonly replicaId: string;
+  /** Resolves true once the table is ready and holds `version` or newer; false after `timeoutMs` or on close. */
+  waitForVersion(version: number, timeoutMs: number): Promise<boolean>;
+  /** Writes the recorded activity now, in one batch (it is also written every few seconds). */
+  flushActivity(): Promise<void>;
   /** Stops timers, flushes activity, withdraws the replica announcement, closes connections. */
   close(): Promise<void>;
 }

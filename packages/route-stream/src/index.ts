@@ -5,3 +5,6 @@
  */
 export * from './types.ts';
 export * from './api.ts';
+export { createRouteStream } from './stream.ts';
+export type { RouteStream, RouteStreamOptions, SubscriberOptions } from './stream.ts';
+export { RouteMessageError, parseRoute, parseRouteChange } from './schema.ts';

@@ -1,0 +1,150 @@
+/**
+ * The schema of route-stream messages, checked wherever a message enters a process (a change from
+ * the channel, a route from the snapshot, a change handed to the publisher).
+ *
+ * Hand-written rather than generated: a proxy checks every route of a 100,000-route snapshot at
+ * start, and this costs about a microsecond per route. The parsers return fresh objects holding
+ * only the known fields, so nothing a sender adds travels further, and a header value with CR/LF
+ * can never reach the proxy's upstream request.
+ */
+import type { Route, RouteChange, RouteState, Upstream } from './types.ts';
+
+/** A message or route that does not match the schema; `message` says which field and why. */
+export class RouteMessageError extends Error {
+  override readonly name = 'RouteMessageError';
+  /** Dotted location of the offending field, e.g. "route.upstream.port". */
+  readonly field: string;
+  constructor(field: string, problem: string) {
+    super(`${field}: ${problem}`);
+    this.field = field;
+  }
+}
+
+/** Proxy paths as architecture.md fixes them: lowercase [a-z0-9-], no leading or trailing "-". */
+const PROXY_PATH = /^[a-z0-9](?:[a-z0-9-]{0,198}[a-z0-9])?$/;
+/** Hostnames and IP literals (IPv6 without brackets); no spaces, slashes, or "@". */
+const UPSTREAM_HOST = /^[A-Za-z0-9._:-]{1,253}$/;
+/** A header value or query we put on the wire ourselves: printable ASCII only, so no CR/LF. */
+const HEADER_SAFE = /^[\x20-\x7e]*$/;
+const STATES: ReadonlySet<string> = new Set<RouteState>(['starting', 'running', 'stopping']);
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return value.length > 40 ? `a string of ${value.length} characters` : JSON.stringify(value);
+  if (typeof value === 'object') return 'an object';
+  return String(value);
+}
+
+function fromJson(raw: unknown, field: string): unknown {
+  if (typeof raw !== 'string' && !Buffer.isBuffer(raw)) return raw;
+  try {
+    return JSON.parse(raw.toString());
+  } catch {
+    throw new RouteMessageError(field, 'not valid JSON');
+  }
+}
+
+function record(value: unknown, field: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new RouteMessageError(field, `expected an object, got ${describe(value)}`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function text(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 1024) {
+    throw new RouteMessageError(field, `expected a non-empty string (at most 1024 characters), got ${describe(value)}`);
+  }
+  return value;
+}
+
+function flag(value: unknown, field: string): boolean {
+  if (typeof value !== 'boolean') throw new RouteMessageError(field, `expected true or false, got ${describe(value)}`);
+  return value;
+}
+
+export function parseProxyPath(value: unknown, field = 'path'): string {
+  if (typeof value !== 'string' || !PROXY_PATH.test(value)) {
+    throw new RouteMessageError(field, `expected a proxy path (lowercase a-z, 0-9 and "-", no "-" at either end), got ${describe(value)}`);
+  }
+  return value;
+}
+
+function parseUpstream(value: unknown, field: string): Upstream {
+  const u = record(value, field);
+  const scheme = u.scheme;
+  if (scheme !== 'http' && scheme !== 'https') {
+    throw new RouteMessageError(`${field}.scheme`, `expected "http" or "https", got ${describe(scheme)}`);
+  }
+  if (typeof u.host !== 'string' || !UPSTREAM_HOST.test(u.host)) {
+    throw new RouteMessageError(`${field}.host`, `expected a host name or IP address, got ${describe(u.host)}`);
+  }
+  const port = u.port;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RouteMessageError(`${field}.port`, `expected an integer from 1 to 65535, got ${describe(port)}`);
+  }
+  return { scheme, host: u.host, port, verifyTls: flag(u.verifyTls, `${field}.verifyTls`) };
+}
+
+function routeFrom(value: unknown, field: string): Route {
+  const r = record(value, field);
+  const sharedWith = r.sharedWith;
+  if (!Array.isArray(sharedWith)) {
+    throw new RouteMessageError(`${field}.sharedWith`, `expected an array of user ids, got ${describe(sharedWith)}`);
+  }
+  const shared = sharedWith.map((id, i) => text(id, `${field}.sharedWith[${i}]`));
+  const authorization = r.authorization;
+  if (authorization !== null && (typeof authorization !== 'string' || authorization.length > 8192 || !HEADER_SAFE.test(authorization))) {
+    throw new RouteMessageError(`${field}.authorization`, 'expected null or a header value of printable ASCII (at most 8192 characters)');
+  }
+  const entryQuery = r.entryQuery;
+  if (typeof entryQuery !== 'string' || entryQuery.length > 2048 || !HEADER_SAFE.test(entryQuery) || /[?#\s]/.test(entryQuery)) {
+    throw new RouteMessageError(`${field}.entryQuery`, `expected a query without "?", "#" or spaces (may be ""), got ${describe(entryQuery)}`);
+  }
+  if (typeof r.state !== 'string' || !STATES.has(r.state)) {
+    throw new RouteMessageError(`${field}.state`, `expected "starting", "running" or "stopping", got ${describe(r.state)}`);
+  }
+  return {
+    path: parseProxyPath(r.path, `${field}.path`),
+    desktopId: text(r.desktopId, `${field}.desktopId`),
+    owner: text(r.owner, `${field}.owner`),
+    sharedWith: shared,
+    upstream: parseUpstream(r.upstream, `${field}.upstream`),
+    stripPrefix: flag(r.stripPrefix, `${field}.stripPrefix`),
+    authorization,
+    entryQuery,
+    state: r.state as RouteState,
+  };
+}
+
+/** Checks a route (an object, or its JSON text) and returns a clean copy. Throws RouteMessageError. */
+export function parseRoute(raw: unknown): Route {
+  return routeFrom(fromJson(raw, 'route'), 'route');
+}
+
+/** Checks a change message (an object, or its JSON text) and returns a clean copy. Throws RouteMessageError. */
+export function parseRouteChange(raw: unknown): RouteChange {
+  const m = record(fromJson(raw, 'change'), 'change');
+  const version = m.version;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) {
+    throw new RouteMessageError('change.version', `expected a positive integer, got ${describe(version)}`);
+  }
+  if (m.op === 'put') return { version, op: 'put', route: routeFrom(m.route, 'change.route') };
+  if (m.op === 'delete') return { version, op: 'delete', path: parseProxyPath(m.path, 'change.path') };
+  throw new RouteMessageError('change.op', `expected "put" or "delete", got ${describe(m.op)}`);
+}
+
+/** Two routes are the same when every field is: a resync reports only real differences. */
+export function sameRoute(a: Route, b: Route): boolean {
+  if (
+    a.path !== b.path || a.desktopId !== b.desktopId || a.owner !== b.owner || a.stripPrefix !== b.stripPrefix ||
+    a.authorization !== b.authorization || a.entryQuery !== b.entryQuery || a.state !== b.state ||
+    a.upstream.scheme !== b.upstream.scheme || a.upstream.host !== b.upstream.host ||
+    a.upstream.port !== b.upstream.port || a.upstream.verifyTls !== b.upstream.verifyTls ||
+    a.sharedWith.length !== b.sharedWith.length
+  ) {
+    return false;
+  }
+  return a.sharedWith.every((id, i) => id === b.sharedWith[i]);
+}
