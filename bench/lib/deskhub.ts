@@ -1,0 +1,143 @@
+/**
+ * deskhub's side of a benchmark run: a Redis started for the run, the route stream on it with
+ * the harness acting as the control plane (the only publisher), and proxy replicas started as
+ * separate processes from services/proxy/src/main.ts so their CPU and memory can be read.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { Route, RoutePublisher, RouteSubscriber, Snapshot } from '../../packages/route-stream/src/index.ts';
+import { freePort, portOpen, spawnService, waitUntil, type Service } from './child.ts';
+
+/** The factory the route-stream package exports (see packages/route-stream/src/api.ts). */
+export interface RouteStream {
+  publisher(): RoutePublisher;
+  subscriber(opts?: Record<string, unknown>): RouteSubscriber;
+  close(): Promise<void>;
+}
+type CreateRouteStream = (opts: { redisUrl: string; keyPrefix: string; logger: unknown }) => RouteStream;
+
+export interface ReplicaOptions {
+  name: string;
+  port: number;
+  metricsPort: number;
+  upstreamPort: number;
+}
+
+export interface DeskhubStream {
+  redisUrl: string;
+  keyPrefix: string;
+  stream: RouteStream;
+  publisher: RoutePublisher;
+  /** Last published version. */
+  version: number;
+  /** Publishes a route to the upstream on 127.0.0.1:port; resolves with its version. */
+  put(routePath: string, upstreamPort: number): Promise<number>;
+  startReplica(opts: ReplicaOptions): Service;
+  /** A second stream on the same Redis under another prefix (snapshot figures use their own key space). */
+  openStream(keyPrefix: string): Promise<RouteStream>;
+  close(): Promise<void>;
+}
+
+export function benchRoute(routePath: string, upstreamPort: number): Route {
+  return {
+    path: routePath,
+    desktopId: routePath,
+    owner: 'bench',
+    sharedWith: [],
+    upstream: { scheme: 'http', host: '127.0.0.1', port: upstreamPort, verifyTls: false },
+    stripPrefix: true,
+    authorization: null,
+    entryQuery: '',
+    state: 'running',
+  };
+}
+
+export async function createLoggerQuiet(): Promise<unknown> {
+  const { createLogger } = await import('../../packages/config/src/index.ts');
+  return createLogger('bench', 'warn');
+}
+
+async function loadFactory(repoRoot: string): Promise<CreateRouteStream> {
+  const mod: Record<string, unknown> = await import(path.join(repoRoot, 'packages/route-stream/src/index.ts'));
+  const factory = mod.createRouteStream;
+  if (typeof factory !== 'function') {
+    throw new Error('deskhub: packages/route-stream does not export createRouteStream yet (the route stream is not built)');
+  }
+  return factory as CreateRouteStream;
+}
+
+export async function startRedis(runDir: string): Promise<{ url: string; service: Service }> {
+  const port = await freePort();
+  const service = spawnService({
+    name: `redis-${port}`,
+    command: 'redis-server',
+    args: ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', runDir],
+    logDir: runDir,
+  });
+  await waitUntil(service, 'Redis accepting connections', () => portOpen(port));
+  return { url: `redis://127.0.0.1:${port}`, service };
+}
+
+/** `nodeArgs` go before the entry point of every replica (e.g. --cpu-prof). */
+export async function startDeskhubStream(repoRoot: string, runDir: string, nodeArgs: string[] = []): Promise<DeskhubStream> {
+  const main = path.join(repoRoot, 'services/proxy/src/main.ts');
+  if (!existsSync(main)) throw new Error('deskhub: services/proxy/src/main.ts does not exist yet (the proxy is not built)');
+  const createRouteStream = await loadFactory(repoRoot);
+  const redis = await startRedis(runDir);
+  const logger = await createLoggerQuiet();
+  const keyPrefix = 'bench:';
+  const streams: RouteStream[] = [];
+  const openStream = async (prefix: string) => {
+    const s = createRouteStream({ redisUrl: redis.url, keyPrefix: prefix, logger });
+    streams.push(s);
+    return s;
+  };
+  const stream = await openStream(keyPrefix);
+  const publisher = stream.publisher();
+  const replicas: Service[] = [];
+  const state: DeskhubStream = {
+    redisUrl: redis.url,
+    keyPrefix,
+    stream,
+    publisher,
+    version: 1,
+    async put(routePath, upstreamPort) {
+      const version = ++state.version;
+      const applied = await publisher.publish({ version, op: 'put', route: benchRoute(routePath, upstreamPort) });
+      if (!applied) throw new Error(`deskhub: publisher refused version ${version}`);
+      return version;
+    },
+    startReplica(opts) {
+      const service = spawnService({
+        name: opts.name,
+        command: process.execPath,
+        args: [...nodeArgs, '--import', 'tsx', main],
+        cwd: repoRoot,
+        env: {
+          PORT: String(opts.port),
+          HOST: '127.0.0.1',
+          METRICS_PORT: String(opts.metricsPort),
+          REDIS_URL: redis.url,
+          ROUTE_STREAM_PREFIX: keyPrefix,
+          AUTH_MODE: 'dev',
+          // Paths outside /desktop/ are not measured; the upstream answers them.
+          CONTROL_PLANE_URL: `http://127.0.0.1:${opts.upstreamPort}`,
+          LOG_LEVEL: 'warn',
+          NODE_ENV: 'production',
+        },
+        logDir: runDir,
+      });
+      replicas.push(service);
+      return service;
+    },
+    openStream,
+    async close() {
+      await Promise.all(replicas.map((r) => r.stop()));
+      for (const s of streams) await s.close().catch(() => {});
+      await redis.service.stop();
+    },
+  };
+  const snapshot: Snapshot = { version: 1, routes: [] };
+  await publisher.republish(snapshot);
+  return state;
+}

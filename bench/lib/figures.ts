@@ -1,0 +1,203 @@
+/**
+ * One function per figure the benchmark reports, each measuring one target once. The proxy's CPU
+ * and memory come from /proc for its process tree; the load generators' own CPU is reported too
+ * because on a 2-core machine they compete with the proxy.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { treeCpuSeconds, treeRssBytes } from './proc.ts';
+import { median, percentile } from './stats.ts';
+import type { Target } from './targets.ts';
+import { runWrk, type WrkResult } from './wrk.ts';
+import { frameStream, idleSockets, roundTrips } from './ws-load.ts';
+
+export interface Settings {
+  /** Seconds per wrk run and per frame stream. */
+  seconds: number;
+  smallThreads: number;
+  smallConnections: number;
+  mibThreads: number;
+  mibConnections: number;
+  rttCount: number;
+  rttWarmup: number;
+  frameWindow: number;
+  /** Open idle WebSockets for the memory figure, smaller then larger. */
+  socketCounts: [number, number];
+  routeChangeSockets: number;
+  propagationChanges: number;
+  propagationReplicas: number;
+  snapshotSizes: number[];
+}
+
+function wrkErrors(r: WrkResult): number {
+  const e = r.errors;
+  return e.connect + e.read + e.write + e.status + e.timeout;
+}
+
+/** Runs wrk against a target and reads the proxy's CPU over the same interval. */
+async function wrkWithCpu(target: Target, url: string, threads: number, connections: number, seconds: number, runDir: string) {
+  const cpu0 = target.pid ? treeCpuSeconds(target.pid) : 0;
+  const r = await runWrk({ url, threads, connections, seconds, runDir });
+  const proxyCpu = target.pid ? treeCpuSeconds(target.pid) - cpu0 : NaN;
+  return { r, proxyCpu };
+}
+
+export interface SmallResult {
+  requestsPerSecond: number;
+  p50Us: number;
+  p99Us: number;
+  /** Proxy CPU (user + system) per request, microseconds. */
+  cpuPerRequestUs: number;
+  /** Cores the proxy used on average during the run. */
+  proxyCores: number;
+  /** Cores wrk used on average during the run. */
+  loadGeneratorCores: number;
+  errors: number;
+  requests: number;
+}
+
+export async function smallRequests(target: Target, s: Settings, runDir: string): Promise<SmallResult> {
+  const { r, proxyCpu } = await wrkWithCpu(target, `${target.httpBase}small`, s.smallThreads, s.smallConnections, s.seconds, runDir);
+  return {
+    requestsPerSecond: r.requests / r.durationSeconds,
+    p50Us: r.p50Us,
+    p99Us: r.p99Us,
+    cpuPerRequestUs: (proxyCpu / r.requests) * 1e6,
+    proxyCores: proxyCpu / r.durationSeconds,
+    loadGeneratorCores: r.wrkCpuSeconds / r.durationSeconds,
+    errors: wrkErrors(r),
+    requests: r.requests,
+  };
+}
+
+export interface MibResult {
+  /** Response bytes per second through the proxy, in 10^6 bytes. */
+  megabytesPerSecond: number;
+  requestsPerSecond: number;
+  /** Proxy CPU per MiB body, milliseconds. */
+  cpuPerMibMs: number;
+  proxyCores: number;
+  loadGeneratorCores: number;
+  errors: number;
+}
+
+export async function mibBodies(target: Target, s: Settings, runDir: string): Promise<MibResult> {
+  const { r, proxyCpu } = await wrkWithCpu(target, `${target.httpBase}mib`, s.mibThreads, s.mibConnections, s.seconds, runDir);
+  return {
+    megabytesPerSecond: r.bytes / r.durationSeconds / 1e6,
+    requestsPerSecond: r.requests / r.durationSeconds,
+    cpuPerMibMs: (proxyCpu / r.requests) * 1e3,
+    proxyCores: proxyCpu / r.durationSeconds,
+    loadGeneratorCores: r.wrkCpuSeconds / r.durationSeconds,
+    errors: wrkErrors(r),
+  };
+}
+
+export interface RttResult {
+  p50Us: number;
+  p99Us: number;
+  samples: number;
+}
+
+export async function wsRoundTrips(target: Target, s: Settings): Promise<RttResult> {
+  const samples = await roundTrips(`${target.wsBase}rtt`, s.rttCount, s.rttWarmup);
+  return { p50Us: percentile(samples, 50), p99Us: percentile(samples, 99), samples: samples.length };
+}
+
+export interface FramesResult {
+  framesPerSecond: number;
+  megabytesPerSecond: number;
+  proxyCores: number;
+  loadGeneratorCores: number;
+}
+
+export async function wsFrames(target: Target, s: Settings): Promise<FramesResult> {
+  const cpu0 = target.pid ? treeCpuSeconds(target.pid) : 0;
+  const r = await frameStream(`${target.wsBase}frames`, s.seconds, s.frameWindow);
+  const proxyCpu = target.pid ? treeCpuSeconds(target.pid) - cpu0 : NaN;
+  return {
+    framesPerSecond: r.framesPerSecond,
+    megabytesPerSecond: r.megabytesPerSecond,
+    proxyCores: proxyCpu / r.seconds,
+    loadGeneratorCores: r.clientCpuSeconds / r.seconds,
+  };
+}
+
+export interface MemoryResult {
+  /** RSS just before the sockets were opened in this round, bytes. */
+  baselineRssBytes: number;
+  rssBytes: [number, number];
+  /** (RSS with n open - baseline) / n, bytes. */
+  perSocketBytes: [number, number];
+  counts: [number, number];
+}
+
+/** Reads RSS a few times after things settle and keeps the median (a GC or an allocation burst moves single readings). */
+async function settledRss(pid: number): Promise<number> {
+  await sleep(500);
+  const readings: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    readings.push(treeRssBytes(pid));
+    await sleep(100);
+  }
+  return median(readings);
+}
+
+export async function idleSocketMemory(target: Target, s: Settings): Promise<MemoryResult | null> {
+  if (!target.pid) return null;
+  const pid = target.pid;
+  const [n1, n2] = s.socketCounts;
+  const sockets = idleSockets();
+  try {
+    const baseline = await settledRss(pid);
+    await sockets.open(`${target.wsBase}idle`, n1);
+    const rss1 = await settledRss(pid);
+    await sockets.open(`${target.wsBase}idle`, n2 - n1);
+    const rss2 = await settledRss(pid);
+    if (sockets.closes > 0) throw new Error(`${sockets.closes} idle sockets closed while open`);
+    return {
+      baselineRssBytes: baseline,
+      rssBytes: [rss1, rss2],
+      perSocketBytes: [(rss1 - baseline) / n1, (rss2 - baseline) / n2],
+      counts: [n1, n2],
+    };
+  } finally {
+    await sockets.closeAll();
+    // Let the proxy tear down its upstream side before the next figure.
+    await sleep(500);
+  }
+}
+
+export interface RouteChangeResult {
+  sockets: number;
+  /** Sockets closed between the change and the check (the point: should be 0). */
+  dropped: number;
+  /** Sockets that still echoed a message after the change. */
+  echoedAfter: number;
+  /** From asking for the change until the new route answered, milliseconds. */
+  changeMs: number;
+  how: string;
+}
+
+const changeHow: Record<string, string> = {
+  nginx: 'new location + nginx -s reload',
+  chp: 'POST /api/routes',
+  deskhub: 'route stream publish (put)',
+};
+
+export async function routeChangeWithOpenSockets(target: Target, n: number, changeNumber: number): Promise<RouteChangeResult | null> {
+  if (!target.pid) return null;
+  const sockets = idleSockets();
+  try {
+    await sockets.open(`${target.wsBase}change`, n);
+    const t0 = process.hrtime.bigint();
+    await target.changeRoute(changeNumber);
+    const changeMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    // Sockets a reload would cut go within moments; give them a second to show it.
+    await sleep(1000);
+    const echoedAfter = await sockets.echoAll();
+    return { sockets: n, dropped: sockets.closes, echoedAfter, changeMs, how: changeHow[target.name] ?? '' };
+  } finally {
+    await sockets.closeAll();
+    await sleep(300);
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * Turns a run's raw per-round measurements into what people read: medians over rounds, ratios
+ * against direct, nginx and CHP, the proxy issue's targets met or not, as JSON and Markdown.
+ */
+import type { FramesResult, MemoryResult, MibResult, RouteChangeResult, RttResult, Settings, SmallResult } from './figures.ts';
+import type { Machine } from './machine.ts';
+import type { PropagationResult, SnapshotResult } from './route-figures.ts';
+import { median } from './stats.ts';
+import { targetLabels, type TargetName } from './targets.ts';
+
+export interface RoundResult {
+  small?: SmallResult;
+  mib?: MibResult;
+  rtt?: RttResult;
+  frames?: FramesResult;
+  memory?: MemoryResult | null;
+}
+
+export interface RunResults {
+  mode: 'quick' | 'full';
+  startedAt: string;
+  finishedAt: string;
+  machine: Machine;
+  loadGenerators: { http: string; websocket: string };
+  settings: Settings;
+  targets: TargetName[];
+  /** Fresh proxy RSS right after start-up and route set-up, before any traffic, bytes. */
+  idleRssBytes: Partial<Record<TargetName, number>>;
+  rounds: { round: number; order: TargetName[]; results: Partial<Record<TargetName, RoundResult>> }[];
+  routeChange: Partial<Record<TargetName, RouteChangeResult>>;
+  propagation?: PropagationResult;
+  snapshot: SnapshotResult[];
+  /** Figures that could not be measured, with why. A run with errors exits non-zero. */
+  errors: string[];
+}
+
+type Better = 'higher' | 'lower' | 'info';
+
+interface Row {
+  key: string;
+  label: string;
+  better: Better;
+  decimals: number;
+  get(r: RoundResult): number | undefined;
+}
+
+const kib = 1024;
+const mib = 1024 * 1024;
+
+function rows(s: Settings): Row[] {
+  const [n1, n2] = s.socketCounts;
+  return [
+    { key: 'smallRequestsPerSecond', label: `small requests/s (wrk -t${s.smallThreads} -c${s.smallConnections})`, better: 'higher', decimals: 0, get: (r) => r.small?.requestsPerSecond },
+    { key: 'smallP50Us', label: 'small request latency p50 (us)', better: 'lower', decimals: 0, get: (r) => r.small?.p50Us },
+    { key: 'smallP99Us', label: 'small request latency p99 (us)', better: 'lower', decimals: 0, get: (r) => r.small?.p99Us },
+    { key: 'cpuPerRequestUs', label: 'proxy CPU per small request (us)', better: 'lower', decimals: 1, get: (r) => r.small?.cpuPerRequestUs },
+    { key: 'smallProxyCores', label: 'proxy cores busy, small requests', better: 'info', decimals: 2, get: (r) => r.small?.proxyCores },
+    { key: 'smallWrkCores', label: 'wrk cores busy, small requests', better: 'info', decimals: 2, get: (r) => r.small?.loadGeneratorCores },
+    { key: 'mibMegabytesPerSecond', label: `1 MiB bodies MB/s (wrk -t${s.mibThreads} -c${s.mibConnections})`, better: 'higher', decimals: 0, get: (r) => r.mib?.megabytesPerSecond },
+    { key: 'mibCpuMs', label: 'proxy CPU per 1 MiB body (ms)', better: 'lower', decimals: 2, get: (r) => r.mib?.cpuPerMibMs },
+    { key: 'mibWrkCores', label: 'wrk cores busy, 1 MiB bodies', better: 'info', decimals: 2, get: (r) => r.mib?.loadGeneratorCores },
+    { key: 'wsRttP50Us', label: 'WebSocket round trip p50 (us, 100 B)', better: 'lower', decimals: 0, get: (r) => r.rtt?.p50Us },
+    { key: 'wsRttP99Us', label: 'WebSocket round trip p99 (us, 100 B)', better: 'lower', decimals: 0, get: (r) => r.rtt?.p99Us },
+    { key: 'wsFramesPerSecond', label: `WebSocket 64 KiB frames/s (echo, ${s.frameWindow} in flight)`, better: 'higher', decimals: 0, get: (r) => r.frames?.framesPerSecond },
+    { key: 'wsFramesProxyCores', label: 'proxy cores busy, 64 KiB frames', better: 'info', decimals: 2, get: (r) => r.frames?.proxyCores },
+    { key: 'wsFramesClientCores', label: 'ws client cores busy, 64 KiB frames', better: 'info', decimals: 2, get: (r) => r.frames?.loadGeneratorCores },
+    { key: 'rssN1MiB', label: `proxy RSS with ${n1} idle WebSockets (MiB)`, better: 'lower', decimals: 1, get: (r) => (r.memory ? r.memory.rssBytes[0] / mib : undefined) },
+    { key: 'rssN2MiB', label: `proxy RSS with ${n2} idle WebSockets (MiB)`, better: 'lower', decimals: 1, get: (r) => (r.memory ? r.memory.rssBytes[1] / mib : undefined) },
+    { key: 'perSocketN1KiB', label: `memory per idle WebSocket at ${n1} (KiB)`, better: 'lower', decimals: 1, get: (r) => (r.memory ? r.memory.perSocketBytes[0] / kib : undefined) },
+    { key: 'perSocketN2KiB', label: `memory per idle WebSocket at ${n2} (KiB)`, better: 'lower', decimals: 1, get: (r) => (r.memory ? r.memory.perSocketBytes[1] / kib : undefined) },
+  ];
+}
+
+export type Medians = Partial<Record<TargetName, Record<string, number>>>;
+
+export function medians(results: RunResults): Medians {
+  const out: Medians = {};
+  for (const t of results.targets) {
+    const m: Record<string, number> = {};
+    for (const row of rows(results.settings)) {
+      const values = results.rounds.map((r) => r.results[t]).filter((x): x is RoundResult => !!x).map((x) => row.get(x)).filter((v): v is number => v !== undefined);
+      const v = median(values);
+      if (Number.isFinite(v)) m[row.key] = v;
+    }
+    const idle = results.idleRssBytes[t];
+    if (idle !== undefined) m.rssIdleMiB = idle / mib;
+    out[t] = m;
+  }
+  return out;
+}
+
+/** value(target) / value(reference) for every figure both have. */
+export function ratios(med: Medians): Partial<Record<TargetName, Partial<Record<TargetName, Record<string, number>>>>> {
+  const out: ReturnType<typeof ratios> = {};
+  for (const [t, m] of Object.entries(med) as [TargetName, Record<string, number>][]) {
+    const perRef: Partial<Record<TargetName, Record<string, number>>> = {};
+    for (const ref of ['direct', 'nginx', 'chp'] as TargetName[]) {
+      const r = med[ref];
+      if (!r || ref === t) continue;
+      const q: Record<string, number> = {};
+      for (const [k, v] of Object.entries(m)) if (r[k] !== undefined && r[k] !== 0) q[k] = v / r[k]!;
+      perRef[ref] = q;
+    }
+    out[t] = perRef;
+  }
+  return out;
+}
+
+export interface TargetCheck {
+  goal: string;
+  measured: string;
+  met: boolean | null;
+}
+
+/** The speed targets of the proxy issue (issue 2), checked against this run. */
+export function checkTargets(results: RunResults, med: Medians): TargetCheck[] {
+  const d = med.deskhub;
+  const n = med.nginx;
+  const c = med.chp;
+  const checks: TargetCheck[] = [];
+  const add = (goal: string, value: number | undefined, ref: number | undefined, test: (v: number, r: number) => boolean, fmt: (v: number, r: number) => string) => {
+    if (value === undefined || ref === undefined || !Number.isFinite(value) || !Number.isFinite(ref)) {
+      checks.push({ goal, measured: 'not measured', met: null });
+    } else {
+      checks.push({ goal, measured: fmt(value, ref), met: test(value, ref) });
+    }
+  };
+  const x = (v: number, r: number) => `${(v / r).toFixed(2)}x (${round(v)} vs ${round(r)})`;
+  add('small requests/s >= 3x CHP', d?.smallRequestsPerSecond, c?.smallRequestsPerSecond, (v, r) => v >= 3 * r, x);
+  add('small requests/s >= 0.45x nginx', d?.smallRequestsPerSecond, n?.smallRequestsPerSecond, (v, r) => v >= 0.45 * r, x);
+  add('proxy CPU per request <= 60 us', d?.cpuPerRequestUs, 60, (v) => v <= 60, (v) => `${v.toFixed(1)} us`);
+  add('1 MiB bodies MB/s >= 1.2x nginx', d?.mibMegabytesPerSecond, n?.mibMegabytesPerSecond, (v, r) => v >= 1.2 * r, x);
+  add('WebSocket 64 KiB frames/s >= 1.2x nginx', d?.wsFramesPerSecond, n?.wsFramesPerSecond, (v, r) => v >= 1.2 * r, x);
+  add('WebSocket round trip p99 <= nginx', d?.wsRttP99Us, n?.wsRttP99Us, (v, r) => v <= r, (v, r) => `${round(v)} us vs ${round(r)} us`);
+  add(`memory per idle WebSocket <= 20 KiB (at ${results.settings.socketCounts[1]})`, d?.perSocketN2KiB, 20, (v) => v <= 20, (v) => `${v.toFixed(1)} KiB`);
+  const p = results.propagation;
+  add(`route change on all ${p?.replicas ?? 3} replicas p99 <= 50 ms`, p?.allP99Ms, 50, (v) => v <= 50, (v) => `${v.toFixed(1)} ms (p50 ${p?.allP50Ms.toFixed(1)} ms)`);
+  const big = results.snapshot.find((s) => s.routes >= 100_000);
+  const small = results.snapshot.find((s) => s.routes <= 10);
+  add(`${big?.routes ?? 100000} routes loaded from a snapshot < 1 s`, big?.loadMs, 1000, (v) => v < 1000, (v) => `${v.toFixed(0)} ms`);
+  add('lookup cost the same at 10 and 100,000 routes (within 2x)', big?.lookupNs, small?.lookupNs, (v, r) => v <= 2 * r, (v, r) => `${v.toFixed(0)} ns vs ${r.toFixed(0)} ns`);
+  const rc = results.routeChange.deskhub;
+  add(`route change with ${rc?.sockets ?? 1000} WebSockets open: none dropped`, rc?.dropped, 0, (v) => v === 0 && rc!.echoedAfter === rc!.sockets, (v) => `${v} dropped, ${rc!.echoedAfter}/${rc!.sockets} echoed after`);
+  return checks;
+}
+
+function round(v: number): string {
+  return v >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1);
+}
+
+function fmt(v: number | undefined, decimals: number): string {
+  if (v === undefined || !Number.isFinite(v)) return '—';
+  return v.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+}
+
+export function markdown(results: RunResults, med: Medians, checks: TargetCheck[]): string {
+  const m = results.machine;
+  const t = results.targets;
+  const lines: string[] = [];
+  lines.push(`### Benchmark ${results.mode} run, ${results.startedAt.slice(0, 16).replace('T', ' ')} UTC`);
+  lines.push('');
+  lines.push(
+    `Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memoryGiB} GiB, Linux ${m.kernel}; Node ${m.node}; nginx ${m.nginx}; ` +
+      `configurable-http-proxy ${m.chp}; Redis ${m.redis}; wrk ${m.wrk}; open-file limit ${m.openFileLimit}; ` +
+      `load average ${m.loadAverageStart} at start, ${m.loadAverageEnd ?? '?'} at end; commit ${m.gitCommit}.`,
+  );
+  lines.push(
+    `Load: ${results.loadGenerators.http} for HTTP, ${results.loadGenerators.websocket} for WebSockets, on the same cores as the proxy. ` +
+      `Medians of ${results.rounds.length} interleaved round(s), ${results.settings.seconds} s per run.`,
+  );
+  lines.push('');
+  lines.push(`| figure | ${t.map((x) => targetLabels[x]).join(' | ')} |`);
+  lines.push(`|---|${t.map(() => '---:').join('|')}|`);
+  const allRows = rows(results.settings);
+  const idleRow: Row = { key: 'rssIdleMiB', label: 'proxy RSS idle, fresh start (MiB)', better: 'lower', decimals: 1, get: () => undefined };
+  allRows.splice(allRows.findIndex((r) => r.key === 'rssN1MiB'), 0, idleRow);
+  for (const row of allRows) {
+    lines.push(`| ${row.label} | ${t.map((x) => fmt(med[x]?.[row.key], row.decimals)).join(' | ')} |`);
+  }
+  const rc = results.routeChange;
+  const rcTargets = t.filter((x) => rc[x]);
+  if (rcTargets.length) {
+    const n = rc[rcTargets[0]!]!.sockets;
+    lines.push(`| route change with ${n} WebSockets open: dropped | ${t.map((x) => (rc[x] ? String(rc[x]!.dropped) : '—')).join(' | ')} |`);
+    lines.push(`| route change: ms until the new route answered | ${t.map((x) => fmt(rc[x]?.changeMs, 1)).join(' | ')} |`);
+  }
+  lines.push('');
+
+  const d = med.deskhub;
+  if (d) {
+    lines.push('deskhub relative to the others (value ÷ theirs; above 1 is better for throughput, below 1 is better for latency, CPU and memory):');
+    lines.push('');
+    const refs = (['direct', 'nginx', 'chp'] as TargetName[]).filter((r) => med[r]);
+    lines.push(`| figure | ${refs.map((r) => `÷ ${targetLabels[r]}`).join(' | ')} |`);
+    lines.push(`|---|${refs.map(() => '---:').join('|')}|`);
+    for (const row of allRows.filter((r) => r.better !== 'info')) {
+      if (d[row.key] === undefined) continue;
+      const cells = refs.map((r) => {
+        const ref = med[r]?.[row.key];
+        return ref ? `${(d[row.key]! / ref).toFixed(2)}x` : '—';
+      });
+      lines.push(`| ${row.label} | ${cells.join(' | ')} |`);
+    }
+    lines.push('');
+  }
+
+  const p = results.propagation;
+  if (p) {
+    lines.push(
+      `Route propagation, publication to all ${p.replicas} replicas, ${p.changes} changes: p50 ${p.allP50Ms.toFixed(2)} ms, ` +
+        `p99 ${p.allP99Ms.toFixed(2)} ms, max ${p.allMaxMs.toFixed(2)} ms (to each replica: p50 ${p.eachP50Ms.toFixed(2)} ms, p99 ${p.eachP99Ms.toFixed(2)} ms).`,
+    );
+    lines.push('');
+  }
+  if (results.snapshot.length) {
+    lines.push('| routes in snapshot | republish (ms) | subscriber load until ready (ms) | lookup hit (ns) | lookup miss (ns) |');
+    lines.push('|---:|---:|---:|---:|---:|');
+    for (const s of results.snapshot) {
+      lines.push(`| ${s.routes.toLocaleString('en-US')} | ${s.publishMs.toFixed(1)} | ${s.loadMs.toFixed(1)} | ${s.lookupNs.toFixed(1)} | ${s.missNs.toFixed(1)} |`);
+    }
+    lines.push('');
+  }
+  if (checks.length) {
+    lines.push('Targets from the proxy issue (issue 2):');
+    lines.push('');
+    lines.push('| target | measured | met |');
+    lines.push('|---|---|---|');
+    for (const c of checks) lines.push(`| ${c.goal} | ${c.measured} | ${c.met === null ? '—' : c.met ? 'yes' : '**no**'} |`);
+    lines.push('');
+  }
+  const wrkErrors = t.flatMap((x) =>
+    results.rounds.flatMap((r) => {
+      const rr = r.results[x];
+      const e = (rr?.small?.errors ?? 0) + (rr?.mib?.errors ?? 0);
+      return e ? [`${targetLabels[x]} round ${r.round}: ${e} HTTP errors reported by wrk`] : [];
+    }),
+  );
+  const problems = [...results.errors, ...wrkErrors];
+  if (problems.length) {
+    lines.push('Problems in this run:');
+    lines.push('');
+    for (const e of problems) lines.push(`- ${e.split('\n')[0]}`);
+    lines.push('');
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,143 @@
+/**
+ * The figures only deskhub has: how fast a published route reaches every proxy replica, and how
+ * long a large snapshot takes to load and how much a lookup costs as the table grows.
+ */
+import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { benchRoute, type DeskhubStream } from './deskhub.ts';
+import { freePort, httpGet, waitUntil, type Service } from './child.ts';
+import { percentile, median } from './stats.ts';
+
+export interface PropagationResult {
+  replicas: number;
+  changes: number;
+  /** Publication until the last replica served the route, milliseconds. */
+  allP50Ms: number;
+  allP99Ms: number;
+  allMaxMs: number;
+  /** Publication until one replica served it, over every replica and change. */
+  eachP50Ms: number;
+  eachP99Ms: number;
+  method: string;
+}
+
+/** GET status with a keep-alive agent of one connection per replica: the probe stays cheap and in order. */
+function probe(agent: http.Agent, port: number, urlPath: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent }, (res) => {
+      res.resume();
+      res.once('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('error', reject);
+  });
+}
+
+/** Probes one replica in a tight loop until the path stops being 404; returns ms since `t0`. */
+async function arrival(agent: http.Agent, port: number, urlPath: string, t0: bigint, timeoutMs: number): Promise<number> {
+  for (;;) {
+    const status = await probe(agent, port, urlPath);
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (status === 200) return ms;
+    if (status !== 404) throw new Error(`replica on :${port} answered ${status} for ${urlPath}`);
+    if (ms > timeoutMs) throw new Error(`replica on :${port} did not serve ${urlPath} within ${timeoutMs} ms`);
+  }
+}
+
+export async function routePropagation(
+  deskhub: DeskhubStream, upstreamPort: number, replicaCount: number, changes: number,
+): Promise<PropagationResult> {
+  const replicas: { service: Service; port: number; agent: http.Agent }[] = [];
+  try {
+    for (let i = 0; i < replicaCount; i++) {
+      const port = await freePort();
+      const service = deskhub.startReplica({ name: `deskhub-replica-${i + 1}`, port, metricsPort: await freePort(), upstreamPort });
+      replicas.push({ service, port, agent: new http.Agent({ keepAlive: true, maxSockets: 1 }) });
+    }
+    for (const r of replicas) {
+      await waitUntil(r.service, 'replica ready', async () => (await httpGet(`http://127.0.0.1:${r.port}/desktop/bench/small`)).status === 200, 60_000);
+    }
+    const all: number[] = [];
+    const each: number[] = [];
+    for (let i = 0; i < changes; i++) {
+      const urlPath = `/desktop/prop-${i}/small`;
+      const t0 = process.hrtime.bigint();
+      const published = deskhub.put(`prop-${i}`, upstreamPort);
+      const times = await Promise.all(replicas.map((r) => arrival(r.agent, r.port, urlPath, t0, 10_000)));
+      await published;
+      each.push(...times);
+      all.push(Math.max(...times));
+      // Room between changes so each is measured on its own, not as a burst.
+      await sleep(10);
+    }
+    return {
+      replicas: replicaCount,
+      changes,
+      allP50Ms: percentile(all, 50),
+      allP99Ms: percentile(all, 99),
+      allMaxMs: Math.max(...all),
+      eachP50Ms: percentile(each, 50),
+      eachP99Ms: percentile(each, 99),
+      method:
+        `${replicaCount} proxy replicas as separate processes on one Redis; the harness publishes a put of a new route ` +
+        'and, from the moment before publish(), probes each replica in a tight loop (keep-alive HTTP GET of the new ' +
+        "route's path) until it answers 200 instead of 404; time = hrtime at the first 200",
+    };
+  } finally {
+    for (const r of replicas) {
+      r.agent.destroy();
+      await r.service.stop();
+    }
+  }
+}
+
+export interface SnapshotResult {
+  routes: number;
+  /** republish() of the whole snapshot into Redis, milliseconds. */
+  publishMs: number;
+  /** A new subscriber: start() until ready (snapshot fetched, parsed and loaded), milliseconds. */
+  loadMs: number;
+  /** RouteTable.get() of an existing route, nanoseconds (median of 5 passes). */
+  lookupNs: number;
+  /** RouteTable.get() of a missing route, nanoseconds. */
+  missNs: number;
+}
+
+function lookupCost(get: (p: string) => unknown, keys: string[], passes = 5, perPass = 1_000_000): number {
+  const results: number[] = [];
+  let found = 0;
+  for (let pass = 0; pass < passes; pass++) {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < perPass; i++) if (get(keys[i % keys.length]!) !== undefined) found++;
+    results.push(Number(process.hrtime.bigint() - t0) / perPass);
+  }
+  // Keeps the loop's result alive so it is not optimised away.
+  if (found < 0) throw new Error('unreachable');
+  return median(results);
+}
+
+export async function snapshotLoad(deskhub: DeskhubStream, size: number): Promise<SnapshotResult> {
+  const stream = await deskhub.openStream(`bench-snapshot-${size}:`);
+  const publisher = stream.publisher();
+  const routes = Array.from({ length: size }, (_, i) => benchRoute(`snap-${i}`, 1 + (i % 60000)));
+  let t0 = process.hrtime.bigint();
+  await publisher.republish({ version: 1, routes });
+  const publishMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const subscriber = stream.subscriber();
+  try {
+    const ready = new Promise<void>((resolve) => subscriber.on('ready', () => resolve()));
+    t0 = process.hrtime.bigint();
+    await subscriber.start();
+    if (!subscriber.ready) await ready;
+    const loadMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (subscriber.table.size !== size) throw new Error(`snapshot of ${size} routes loaded ${subscriber.table.size}`);
+    // Random existing keys, fixed in advance so the loop measures get() and not key building.
+    const keys = Array.from({ length: 4096 }, () => `snap-${Math.floor(Math.random() * size)}`);
+    const missing = Array.from({ length: 4096 }, (_, i) => `absent-${i}`);
+    const table = subscriber.table;
+    const lookupNs = lookupCost((p) => table.get(p), keys);
+    const missNs = lookupCost((p) => table.get(p), missing);
+    return { routes: size, publishMs, loadMs, lookupNs, missNs };
+  } finally {
+    await subscriber.close();
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * The four ways the same traffic reaches the upstream: direct, nginx, configurable-http-proxy
+ * and deskhub's proxy. Each target exposes the upstream under a URL prefix, names the process
+ * whose CPU and memory are measured, and can make an unrelated route change (for the figure
+ * "a route change with WebSockets open").
+ */
+import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { freePort, httpGet, portOpen, spawnService, waitUntil, type Service } from './child.ts';
+import { nginxArgs, reloadNginx, writeNginxConf, type NginxConfig } from './nginx.ts';
+import type { DeskhubStream } from './deskhub.ts';
+
+export type TargetName = 'direct' | 'nginx' | 'chp' | 'deskhub';
+export const allTargets: TargetName[] = ['direct', 'nginx', 'chp', 'deskhub'];
+
+export const targetLabels: Record<TargetName, string> = {
+  direct: 'direct',
+  nginx: 'nginx (1 worker)',
+  chp: 'configurable-http-proxy',
+  deskhub: 'deskhub proxy',
+};
+
+export interface Target {
+  name: TargetName;
+  /** Prefix of every HTTP URL, ending in "/": `${httpBase}small`. */
+  httpBase: string;
+  wsBase: string;
+  /** Root of the process tree whose CPU and memory count as the proxy's; null for direct. */
+  pid: number | null;
+  /** Adds a route to another upstream and resolves once this target serves it. */
+  changeRoute(n: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface TargetContext {
+  repoRoot: string;
+  runDir: string;
+  upstreamPort: number;
+  /** Largest number of WebSockets a figure holds open at once (sizes nginx's connection table). */
+  maxSockets: number;
+  deskhub: () => Promise<DeskhubStream>;
+}
+
+function bases(port: number, prefix: string): { httpBase: string; wsBase: string } {
+  return { httpBase: `http://127.0.0.1:${port}${prefix}`, wsBase: `ws://127.0.0.1:${port}${prefix}` };
+}
+
+/** Polls a URL until it answers 200: how each target proves a new route is live. */
+async function waitServed(service: Service | null, url: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (service && service.child.exitCode !== null) throw new Error(`${service.name} exited`);
+    const r = await httpGet(url).catch(() => ({ status: 0, body: '' }));
+    if (r.status === 200) return;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  throw new Error(`${url} not served within 30 s`);
+}
+
+async function startDirect(ctx: TargetContext): Promise<Target> {
+  return {
+    name: 'direct',
+    ...bases(ctx.upstreamPort, '/'),
+    pid: null,
+    async changeRoute() {
+      // Nothing to change: there is no proxy.
+    },
+    async stop() {},
+  };
+}
+
+async function startNginx(ctx: TargetContext): Promise<Target> {
+  try {
+    execFileSync('nginx', ['-v'], { stdio: 'ignore' });
+  } catch {
+    throw new Error('nginx is not installed: run scripts/ensure-services.sh (Debian package nginx-light)');
+  }
+  const conf: NginxConfig = {
+    dir: path.join(ctx.runDir, 'nginx'),
+    port: await freePort(),
+    workerConnections: 2 * ctx.maxSockets + 512,
+    locations: [{ prefix: '/desktop/bench/', upstreamPort: ctx.upstreamPort }],
+  };
+  writeNginxConf(conf);
+  const service = spawnService({ name: 'nginx', command: 'nginx', args: nginxArgs(conf), logDir: ctx.runDir });
+  const b = bases(conf.port, '/desktop/bench/');
+  await waitUntil(service, 'nginx serving the bench route', async () => (await httpGet(`${b.httpBase}small`)).status === 200);
+  return {
+    name: 'nginx',
+    ...b,
+    pid: service.pid,
+    async changeRoute(n) {
+      conf.locations.push({ prefix: `/desktop/other-${n}/`, upstreamPort: ctx.upstreamPort });
+      reloadNginx(conf);
+      await waitServed(service, `http://127.0.0.1:${conf.port}/desktop/other-${n}/small`);
+    },
+    stop: () => service.stop(),
+  };
+}
+
+async function startChp(ctx: TargetContext): Promise<Target> {
+  const bin = path.join(ctx.repoRoot, 'node_modules/configurable-http-proxy/bin/configurable-http-proxy');
+  if (!existsSync(bin)) {
+    throw new Error('configurable-http-proxy is not installed: run `npx -y pnpm@10 install` at the repository root');
+  }
+  const port = await freePort();
+  const apiPort = await freePort();
+  const token = `bench-${process.pid}-${Date.now()}`;
+  const service = spawnService({
+    name: 'chp',
+    command: process.execPath,
+    args: [bin, '--ip', '127.0.0.1', '--port', String(port), '--api-ip', '127.0.0.1', '--api-port', String(apiPort),
+      '--no-include-prefix', '--log-level', 'warn'],
+    env: { CONFIGPROXY_AUTH_TOKEN: token },
+    logDir: ctx.runDir,
+  });
+  await waitUntil(service, 'the CHP API port', () => portOpen(apiPort));
+  const addRoute = async (prefix: string) => {
+    const res = await fetch(`http://127.0.0.1:${apiPort}/api/routes${prefix}`, {
+      method: 'POST',
+      headers: { authorization: `token ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ target: `http://127.0.0.1:${ctx.upstreamPort}` }),
+    });
+    if (res.status !== 201) throw new Error(`CHP refused route ${prefix}: ${res.status} ${await res.text()}`);
+  };
+  await addRoute('/desktop/bench');
+  const b = bases(port, '/desktop/bench/');
+  await waitServed(service, `${b.httpBase}small`);
+  return {
+    name: 'chp',
+    ...b,
+    pid: service.pid,
+    async changeRoute(n) {
+      await addRoute(`/desktop/other-${n}`);
+      await waitServed(service, `http://127.0.0.1:${port}/desktop/other-${n}/small`);
+    },
+    stop: () => service.stop(),
+  };
+}
+
+async function startDeskhub(ctx: TargetContext): Promise<Target> {
+  const stream = await ctx.deskhub();
+  const port = await freePort();
+  const metricsPort = await freePort();
+  await stream.put('bench', ctx.upstreamPort);
+  const service = stream.startReplica({ name: 'deskhub', port, metricsPort, upstreamPort: ctx.upstreamPort });
+  const b = bases(port, '/desktop/bench/');
+  await waitUntil(service, 'deskhub proxy ready and serving the bench route', async () => (await httpGet(`${b.httpBase}small`)).status === 200, 60_000);
+  return {
+    name: 'deskhub',
+    ...b,
+    pid: service.pid,
+    async changeRoute(n) {
+      await stream.put(`other-${n}`, ctx.upstreamPort);
+      await waitServed(service, `http://127.0.0.1:${port}/desktop/other-${n}/small`);
+    },
+    stop: () => service.stop(),
+  };
+}
+
+export async function startTarget(name: TargetName, ctx: TargetContext): Promise<Target> {
+  switch (name) {
+    case 'direct':
+      return startDirect(ctx);
+    case 'nginx':
+      return startNginx(ctx);
+    case 'chp':
+      return startChp(ctx);
+    case 'deskhub':
+      return startDeskhub(ctx);
+  }
+}

@@ -1,0 +1,275 @@
+/**
+ * `pnpm bench`: the same traffic four ways (direct, nginx, configurable-http-proxy, deskhub's
+ * proxy), interleaved in rounds, plus the route-stream figures only deskhub has. Writes
+ * bench/results/latest.{json,md} and timestamped copies. See bench/README.md for each figure.
+ *
+ *   pnpm bench                 full run: 3 rounds, 8 s per run, 1,000 and 10,000 idle WebSockets
+ *   pnpm bench --quick         every figure briefly (1 round, 2 s runs): proves the harness works
+ *   options: --rounds N  --seconds S  --targets direct,nginx,chp,deskhub  --out DIR  --cpu-prof
+ *            --skip small,mib,rtt,frames,memory,change,propagation,snapshot
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { spawnService, type Service } from './lib/child.ts';
+import { startDeskhubStream, type DeskhubStream } from './lib/deskhub.ts';
+import {
+  idleSocketMemory, mibBodies, routeChangeWithOpenSockets, smallRequests, wsFrames, wsRoundTrips, type Settings,
+} from './lib/figures.ts';
+import { describeMachine, openFileLimit } from './lib/machine.ts';
+import { treeRssBytes } from './lib/proc.ts';
+import { summarizeProfiles } from './lib/profile.ts';
+import { checkTargets, markdown, medians, ratios, type RoundResult, type RunResults } from './lib/report.ts';
+import { routePropagation, snapshotLoad } from './lib/route-figures.ts';
+import { allTargets, startTarget, targetLabels, type Target, type TargetName } from './lib/targets.ts';
+import { checkWrk, runWrk } from './lib/wrk.ts';
+
+const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'change', 'propagation', 'snapshot'] as const;
+type FigureName = (typeof figureNames)[number];
+
+const repoRoot = path.resolve(import.meta.dirname, '..');
+
+function usage(message: string): never {
+  process.stderr.write(`bench: ${message}\n`);
+  process.exit(2);
+}
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    seconds: { type: 'string' },
+    targets: { type: 'string' },
+    skip: { type: 'string' },
+    out: { type: 'string' },
+    'cpu-prof': { type: 'boolean', default: false },
+  },
+  strict: true,
+});
+
+const quick = args.quick;
+const rounds = args.rounds ? Number(args.rounds) : quick ? 1 : 3;
+if (!Number.isInteger(rounds) || rounds < 1) usage(`--rounds: expected a whole number >= 1, got "${args.rounds}"`);
+const seconds = args.seconds ? Number(args.seconds) : quick ? 2 : 8;
+if (!Number.isInteger(seconds) || seconds < 1) usage(`--seconds: expected a whole number >= 1, got "${args.seconds}"`);
+const targets = (args.targets ? args.targets.split(',') : allTargets) as TargetName[];
+for (const t of targets) if (!allTargets.includes(t)) usage(`--targets: unknown target "${t}" (known: ${allTargets.join(', ')})`);
+const skip = new Set((args.skip ? args.skip.split(',') : []) as FigureName[]);
+for (const f of skip) if (!figureNames.includes(f)) usage(`--skip: unknown figure "${f}" (known: ${figureNames.join(', ')})`);
+const outDir = path.resolve(args.out ?? path.join(repoRoot, 'bench/results'));
+
+// A proxy holds two descriptors per WebSocket (client and upstream), and the limit is inherited by
+// every child: above (limit - headroom) / 2 sockets the proxy would fail for a reason that is not its own.
+const fdLimit = openFileLimit();
+const maxSocketsByFds = Math.floor((fdLimit - 400) / 2);
+const largeCount = Math.min(quick ? 1000 : 10_000, maxSocketsByFds);
+const settings: Settings = {
+  seconds,
+  smallThreads: 2,
+  smallConnections: 50,
+  mibThreads: 1,
+  mibConnections: 8,
+  rttCount: quick ? 1000 : 5000,
+  rttWarmup: quick ? 200 : 500,
+  frameWindow: 8,
+  socketCounts: [Math.min(quick ? 100 : 1000, largeCount), largeCount],
+  routeChangeSockets: Math.min(1000, maxSocketsByFds),
+  propagationChanges: quick ? 50 : 300,
+  propagationReplicas: 3,
+  snapshotSizes: [10, 100_000],
+};
+
+function log(message: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+async function main(): Promise<number> {
+  const wrkVersion = checkWrk();
+  const machine = describeMachine(repoRoot);
+  if (targets.includes('nginx') && machine.nginx === 'missing') {
+    throw new Error('nginx is not installed: run scripts/ensure-services.sh (Debian package nginx-light)');
+  }
+  const runDir = mkdtempSync(path.join(os.tmpdir(), 'deskhub-bench-'));
+  const profileDir = path.join(runDir, 'profiles');
+  log(`${quick ? 'quick' : 'full'} run, ${rounds} round(s) of ${seconds} s, targets ${targets.join(', ')}; logs in ${runDir}`);
+  if (largeCount < (quick ? 1000 : 10_000)) log(`open-file limit ${fdLimit}: the large idle-WebSocket figure uses ${largeCount} sockets`);
+
+  const results: RunResults = {
+    mode: quick ? 'quick' : 'full',
+    startedAt: new Date().toISOString(),
+    finishedAt: '',
+    machine,
+    loadGenerators: {
+      http: `wrk ${wrkVersion} (small: -t${settings.smallThreads} -c${settings.smallConnections}; 1 MiB: -t${settings.mibThreads} -c${settings.mibConnections})`,
+      websocket: `ws ${await wsVersion()} client in the harness process (Node ${process.version})`,
+    },
+    settings,
+    targets,
+    idleRssBytes: {},
+    rounds: [],
+    routeChange: {},
+    snapshot: [],
+    errors: [],
+  };
+
+  const services: Service[] = [];
+  const running = new Map<TargetName, Target>();
+  let deskhub: DeskhubStream | undefined;
+  const needDeskhub = targets.includes('deskhub') || !skip.has('propagation') || !skip.has('snapshot');
+  const stopAll = async () => {
+    for (const t of running.values()) await t.stop().catch(() => {});
+    if (deskhub) await deskhub.close().catch(() => {});
+    for (const s of services) await s.stop().catch(() => {});
+  };
+  const interrupted = () => {
+    log('interrupted: stopping everything started');
+    void stopAll().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+
+  try {
+    const upstream = spawnService({
+      name: 'upstream',
+      command: process.execPath,
+      args: ['--import', 'tsx', path.join(repoRoot, 'bench/upstream.ts')],
+      cwd: repoRoot,
+      logDir: runDir,
+    });
+    services.push(upstream);
+    const upstreamPort = Number((await upstream.firstJsonLine).port);
+
+    if (needDeskhub) {
+      try {
+        deskhub = await startDeskhubStream(repoRoot, runDir, args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []);
+      } catch (err) {
+        if (targets.includes('deskhub')) throw err;
+        results.errors.push(`route-stream figures: ${(err as Error).message}`);
+      }
+    }
+
+    const ctx = {
+      repoRoot,
+      runDir,
+      upstreamPort,
+      maxSockets: Math.max(settings.socketCounts[1], settings.routeChangeSockets),
+      deskhub: async () => {
+        if (!deskhub) throw new Error('deskhub route stream not started');
+        return deskhub;
+      },
+    };
+    for (const name of targets) {
+      log(`starting ${targetLabels[name]}`);
+      running.set(name, await startTarget(name, ctx));
+    }
+    await sleep(1000);
+    for (const [name, t] of running) if (t.pid) results.idleRssBytes[name] = treeRssBytes(t.pid);
+
+    // Node proxies compile their hot paths in the first seconds; every target gets the same warm-up.
+    for (const t of running.values()) {
+      await runWrk({ url: `${t.httpBase}small`, threads: 1, connections: 10, seconds: quick ? 1 : 2, runDir });
+    }
+
+    const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await fn();
+      } catch (err) {
+        const message = `${what}: ${(err as Error).message}`;
+        log(`FAILED ${message}`);
+        results.errors.push(message);
+        return undefined;
+      }
+    };
+
+    for (let round = 1; round <= rounds; round++) {
+      // Rotating the order each round spreads slow drift of the machine (other load, heat) over every target.
+      const order = targets.map((_, i) => targets[(i + round - 1) % targets.length]!);
+      const perTarget: Partial<Record<TargetName, RoundResult>> = {};
+      for (const t of order) perTarget[t] = {};
+      const each = async (figure: FigureName, fn: (t: Target, r: RoundResult) => Promise<void>) => {
+        if (skip.has(figure)) return;
+        for (const name of order) {
+          log(`round ${round}/${rounds}: ${figure} via ${targetLabels[name]}`);
+          await attempt(`${figure} via ${name} (round ${round})`, () => fn(running.get(name)!, perTarget[name]!));
+        }
+      };
+      await each('small', async (t, r) => void (r.small = await smallRequests(t, settings, runDir)));
+      await each('mib', async (t, r) => void (r.mib = await mibBodies(t, settings, runDir)));
+      await each('rtt', async (t, r) => void (r.rtt = await wsRoundTrips(t, settings)));
+      await each('frames', async (t, r) => void (r.frames = await wsFrames(t, settings)));
+      await each('memory', async (t, r) => void (r.memory = await idleSocketMemory(t, settings)));
+      results.rounds.push({ round, order, results: perTarget });
+    }
+
+    if (!skip.has('change')) {
+      let n = 0;
+      for (const [name, t] of running) {
+        if (!t.pid) continue;
+        log(`route change with ${settings.routeChangeSockets} WebSockets open via ${targetLabels[name]}`);
+        const r = await attempt(`route change via ${name}`, () => routeChangeWithOpenSockets(t, settings.routeChangeSockets, ++n));
+        if (r) results.routeChange[name] = r;
+      }
+    }
+    if (deskhub && !skip.has('propagation')) {
+      log(`route propagation to ${settings.propagationReplicas} replicas, ${settings.propagationChanges} changes`);
+      const p = await attempt('route propagation', () =>
+        routePropagation(deskhub!, upstreamPort, settings.propagationReplicas, settings.propagationChanges));
+      if (p) results.propagation = p;
+    }
+    if (deskhub && !skip.has('snapshot')) {
+      for (const size of settings.snapshotSizes) {
+        log(`snapshot of ${size} routes`);
+        const s = await attempt(`snapshot of ${size} routes`, () => snapshotLoad(deskhub!, size));
+        if (s) results.snapshot.push(s);
+      }
+    }
+  } finally {
+    await stopAll();
+  }
+
+  results.finishedAt = new Date().toISOString();
+  results.machine.loadAverageEnd = Math.round(os.loadavg()[0]! * 100) / 100;
+  const med = medians(results);
+  const checks = targets.includes('deskhub') ? checkTargets(results, med) : [];
+  const md = markdown(results, med, checks);
+  mkdirSync(outDir, { recursive: true });
+  const json = JSON.stringify({ ...results, medians: med, ratios: ratios(med), targetChecks: checks }, null, 2) + '\n';
+  const stamp = `${results.startedAt.slice(0, 19).replace(/:/g, '-')}-${results.mode}`;
+  for (const name of ['latest', stamp]) {
+    writeFileSync(path.join(outDir, `${name}.json`), json);
+    writeFileSync(path.join(outDir, `${name}.md`), md + '\n');
+  }
+  process.stdout.write(md + '\n');
+  log(`results written to ${path.relative(process.cwd(), outDir) || '.'}/latest.{json,md} and ${stamp}.*`);
+  if (args['cpu-prof']) {
+    const summary = summarizeProfiles(profileDir);
+    writeFileSync(path.join(outDir, `${stamp}-deskhub-profile.txt`), summary + '\n');
+    process.stdout.write(`\ndeskhub proxy CPU profile (${profileDir}):\n${summary}\n`);
+  } else if (results.errors.length === 0) {
+    rmSync(runDir, { recursive: true, force: true });
+  }
+  if (results.errors.length) {
+    log(`${results.errors.length} figure(s) failed; logs kept in ${runDir}`);
+    return 1;
+  }
+  return 0;
+}
+
+async function wsVersion(): Promise<string> {
+  try {
+    const { readFileSync } = await import('node:fs');
+    return (JSON.parse(readFileSync(path.join(repoRoot, 'node_modules/ws/package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '?';
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    process.stderr.write(`bench: ${err.message}\n`);
+    process.exit(1);
+  },
+);
