@@ -1,0 +1,167 @@
+/**
+ * The control plane's HTTP API as the browser sees it (architecture.md, and the additions the
+ * README lists under "What the UI needs from the control plane"). One fetch wrapper, one error
+ * type: every failed call becomes an ApiError carrying the server's `message`.
+ */
+
+export type DesktopState = 'creating' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
+
+export interface Me {
+  id: string;
+  username: string;
+  roles: string[];
+}
+
+export interface CatalogType {
+  id: string;
+  name: string;
+  runtime: string;
+  available: boolean;
+  reason?: string;
+  description?: string;
+}
+
+/** A desktop as GET /api/desktops returns it; the fields after `state` are optional extras the UI shows when present. */
+export interface Desktop {
+  id: string;
+  type: string;
+  owner: string | { id?: string; username?: string };
+  proxyPath: string;
+  url: string;
+  state: DesktopState;
+  name?: string | null;
+  reason?: string | null;
+  createdAt?: string | null;
+  lastActivityAt?: string | null;
+}
+
+export interface Provider {
+  id: string;
+  name: string;
+  loginUrl: string;
+}
+
+export interface Providers {
+  providers: Provider[];
+  /** null when the control plane does not say (no /auth/providers): the UI then offers dev sign-in and reports what the server answers. */
+  devLogin: boolean | null;
+}
+
+/** One lifecycle event on GET /api/desktops/:id/events/stream. */
+export interface DesktopEvent {
+  at: string;
+  kind: string;
+  message: string;
+  progress?: number;
+  state?: DesktopState;
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { accept: 'application/json' };
+  let payload: string | undefined;
+  // Fastify refuses an empty body declared as JSON, so a bodiless call sends no content-type.
+  if (body !== undefined) {
+    headers['content-type'] = 'application/json';
+    payload = JSON.stringify(body);
+  }
+  let res: Response;
+  try {
+    res = await fetch(path, { method, headers, body: payload, credentials: 'same-origin' });
+  } catch {
+    throw new ApiError(0, 'The server cannot be reached. Check your connection and try again.');
+  }
+  if (res.status === 204) return undefined as T;
+  const text = await res.text();
+  let data: unknown = undefined;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = undefined;
+    }
+  }
+  if (!res.ok) {
+    const message =
+      data && typeof data === 'object' && typeof (data as { message?: unknown }).message === 'string'
+        ? (data as { message: string }).message
+        : `${res.status} ${res.statusText || 'error'}`;
+    throw new ApiError(res.status, message);
+  }
+  return data as T;
+}
+
+export const api = {
+  me: () => call<Me>('GET', '/api/me'),
+  async providers(): Promise<Providers> {
+    try {
+      const data = await call<unknown>('GET', '/auth/providers');
+      if (Array.isArray(data)) return { providers: data as Provider[], devLogin: null };
+      const obj = (data ?? {}) as { providers?: Provider[]; devLogin?: boolean };
+      return { providers: obj.providers ?? [], devLogin: typeof obj.devLogin === 'boolean' ? obj.devLogin : null };
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) return { providers: [], devLogin: null };
+      throw err;
+    }
+  },
+  devLogin: (username: string) => call<unknown>('POST', '/auth/dev-login', { username }),
+  logout: () => call<unknown>('POST', '/auth/logout', {}),
+  catalog: () => call<CatalogType[]>('GET', '/api/catalog'),
+  desktops: () => call<Desktop[]>('GET', '/api/desktops'),
+  desktop: (id: string) => call<Desktop>('GET', `/api/desktops/${encodeURIComponent(id)}`),
+  create: (type: string, name?: string) => call<Desktop>('POST', '/api/desktops', name ? { type, name } : { type }),
+  stop: (id: string) => call<unknown>('POST', `/api/desktops/${encodeURIComponent(id)}/stop`, {}),
+  start: (id: string) => call<unknown>('POST', `/api/desktops/${encodeURIComponent(id)}/start`, {}),
+  remove: (id: string) => call<void>('DELETE', `/api/desktops/${encodeURIComponent(id)}`),
+  adminDesktops: () => call<Desktop[]>('GET', '/api/admin/desktops'),
+  adminStop: (id: string) => call<unknown>('POST', `/api/admin/desktops/${encodeURIComponent(id)}/stop`, {}),
+  adminRemove: (id: string) => call<void>('DELETE', `/api/admin/desktops/${encodeURIComponent(id)}`),
+};
+
+export function eventStreamUrl(id: string): string {
+  return `/api/desktops/${encodeURIComponent(id)}/events/stream`;
+}
+
+/** Lists may come bare or wrapped ({ desktops: [...] }); the UI accepts both so a small contract drift does not blank the page. */
+export function asList<T>(data: unknown, key: string): T[] {
+  if (Array.isArray(data)) return data as T[];
+  if (data && typeof data === 'object' && Array.isArray((data as Record<string, unknown>)[key])) {
+    return (data as Record<string, T[]>)[key] as T[];
+  }
+  return [];
+}
+
+export function ownerName(owner: Desktop['owner']): string {
+  if (typeof owner === 'string') return owner;
+  return owner?.username ?? owner?.id ?? 'unknown';
+}
+
+/** The desktop's address on this origin: architecture.md serves UI and desktops from one origin, and a relative
+ * address keeps working when PUBLIC_URL names the same host differently (localhost vs 127.0.0.1). */
+export function desktopHref(desktop: Desktop): string {
+  try {
+    const u = new URL(desktop.url, location.origin);
+    return u.pathname + u.search + u.hash;
+  } catch {
+    return `/desktop/${desktop.proxyPath}/`;
+  }
+}
+
+/** What an iframe needs on top of the entry URL: without it KasmVNC hides its control bar and turns off clipboard and resize. */
+export const KASM_IFRAME_QUERY =
+  'show_control_bar=true&resize=remote&clipboard_up=true&clipboard_down=true&clipboard_seamless=true';
+
+export function iframeSrc(desktop: Desktop): string {
+  const href = desktopHref(desktop);
+  const hashAt = href.indexOf('#');
+  const base = hashAt >= 0 ? href.slice(0, hashAt) : href;
+  return base + (base.includes('?') ? '&' : '?') + KASM_IFRAME_QUERY;
+}

@@ -1,0 +1,201 @@
+/**
+ * Live progress of a desktop that is being created or started: the control plane's event stream
+ * (server-sent events) supplies the steps and the pull percentage, and a slow poll of the desktop
+ * itself supplies the state, so a lost or missing stream only costs detail, never the outcome.
+ */
+import { useEffect, useState } from 'preact/hooks';
+import { api, eventStreamUrl, type Desktop, type DesktopEvent, type DesktopState } from '../api.ts';
+
+export type Stage = 'pull' | 'start' | 'wait' | 'ready' | 'failed' | 'stopped';
+
+export interface Progress {
+  stage: Stage;
+  /** Image pull percentage, when the runtime reports one. */
+  percent: number | null;
+  /** The latest human-readable step from the control plane. */
+  message: string;
+  state: DesktopState;
+  reason: string | null;
+  /** false when the event stream could not be opened and only the state poll is running. */
+  streaming: boolean;
+}
+
+const STAGE_OF_KIND: Record<string, Stage> = {
+  pull: 'pull',
+  create: 'start',
+  start: 'start',
+  starting: 'start',
+  probe: 'wait',
+  readiness: 'wait',
+  wait: 'wait',
+  route: 'wait',
+  publish: 'wait',
+  ready: 'ready',
+  error: 'failed',
+  failed: 'failed',
+};
+
+export const STAGES: { stage: Stage; label: string }[] = [
+  { stage: 'pull', label: 'Pulling image' },
+  { stage: 'start', label: 'Starting' },
+  { stage: 'wait', label: 'Waiting for the desktop to answer' },
+  { stage: 'ready', label: 'Ready' },
+];
+
+const POLL_MS = 2500;
+/** Bounded like every loop: a desktop that never settles stops being polled after this long (the list still refreshes). */
+const GIVE_UP_MS = 30 * 60 * 1000;
+
+function stageOfState(state: DesktopState, current: Stage): Stage {
+  switch (state) {
+    case 'running':
+      return 'ready';
+    case 'failed':
+      return 'failed';
+    case 'stopped':
+    case 'stopping':
+      return 'stopped';
+    default:
+      // creating/starting: keep the finer stage the events gave us.
+      return current === 'ready' || current === 'failed' || current === 'stopped' ? 'start' : current;
+  }
+}
+
+export function isSettled(state: DesktopState): boolean {
+  return state === 'running' || state === 'failed' || state === 'stopped';
+}
+
+export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): Progress {
+  const [progress, setProgress] = useState<Progress>(() => ({
+    stage: desktop.state === 'creating' ? 'pull' : stageOfState(desktop.state, 'start'),
+    percent: null,
+    message: desktop.state === 'creating' ? 'Preparing' : 'Starting',
+    state: desktop.state,
+    reason: desktop.reason ?? null,
+    streaming: true,
+  }));
+
+  // The list's own refresh may learn the state first: follow it, keeping the finer stage from events.
+  useEffect(() => {
+    setProgress((p) =>
+      p.state === desktop.state
+        ? p
+        : { ...p, state: desktop.state, stage: stageOfState(desktop.state, p.stage), reason: desktop.reason ?? p.reason },
+    );
+  }, [desktop.state, desktop.reason]);
+
+  useEffect(() => {
+    let done = false;
+    const started = Date.now();
+    let source: EventSource | null = null;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+
+    const finish = (d: Desktop) => {
+      if (done) return;
+      done = true;
+      source?.close();
+      clearTimeout(timer);
+      onSettled(d);
+    };
+
+    const apply = (ev: DesktopEvent) => {
+      setProgress((p) => {
+        let stage = STAGE_OF_KIND[ev.kind] ?? p.stage;
+        let state = p.state;
+        if (ev.state) {
+          state = ev.state;
+          stage = stageOfState(ev.state, stage);
+        }
+        return {
+          ...p,
+          stage,
+          state,
+          percent: typeof ev.progress === 'number' ? Math.max(0, Math.min(100, Math.round(ev.progress))) : p.percent,
+          message: ev.message || p.message,
+          reason: state === 'failed' ? ev.message || p.reason : p.reason,
+        };
+      });
+    };
+
+    if (typeof EventSource !== 'undefined') {
+      source = new EventSource(eventStreamUrl(desktop.id));
+      source.onmessage = (msg) => {
+        try {
+          apply(JSON.parse(msg.data) as DesktopEvent);
+        } catch {
+          // A malformed event is skipped: the state poll still carries the outcome.
+        }
+      };
+      source.onerror = () => {
+        // CLOSED means the browser will not retry (404, wrong content type): fall back to the poll alone.
+        if (source && source.readyState === EventSource.CLOSED) setProgress((p) => ({ ...p, streaming: false }));
+      };
+    }
+
+    const poll = async () => {
+      if (done) return;
+      try {
+        const d = await api.desktop(desktop.id);
+        setProgress((p) => ({
+          ...p,
+          state: d.state,
+          stage: stageOfState(d.state, p.stage),
+          reason: d.reason ?? p.reason,
+        }));
+        if (isSettled(d.state)) {
+          finish(d);
+          return;
+        }
+      } catch {
+        // Transient errors are retried on the next tick; a deleted desktop is the list's business.
+      }
+      if (!done && Date.now() - started < GIVE_UP_MS) timer = setTimeout(poll, POLL_MS);
+    };
+    timer = setTimeout(poll, POLL_MS);
+
+    return () => {
+      done = true;
+      source?.close();
+      clearTimeout(timer);
+    };
+    // One stream per desktop id; onSettled is read through the closure at settle time.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [desktop.id]);
+
+  return progress;
+}
+
+export function ProgressPanel({ progress, label }: { progress: Progress; label: string }) {
+  const current = STAGES.findIndex((s) => s.stage === progress.stage);
+  const percentText = progress.percent !== null ? `${progress.percent}%` : '';
+  return (
+    <div class="progress" aria-label={`Progress of ${label}`} role="group">
+      <ol class="steps">
+        {STAGES.map((s, i) => {
+          const status = current < 0 ? 'todo' : i < current ? 'done' : i === current ? 'current' : 'todo';
+          return (
+            <li key={s.stage} class={`step step-${status}`} aria-current={status === 'current' ? 'step' : undefined}>
+              <span class="step-mark" aria-hidden="true">
+                {status === 'done' ? '✓' : status === 'current' ? '•' : ''}
+              </span>
+              {s.label}
+              {s.stage === 'pull' && progress.percent !== null && status !== 'todo' ? ` ${percentText}` : ''}
+              <span class="visually-hidden">{status === 'done' ? ' (done)' : status === 'current' ? ' (in progress)' : ''}</span>
+            </li>
+          );
+        })}
+      </ol>
+      {progress.stage === 'pull' && progress.percent !== null ? (
+        <progress max={100} value={progress.percent} aria-label={`Image pull for ${label}`}>
+          {percentText}
+        </progress>
+      ) : progress.stage !== 'ready' && progress.stage !== 'failed' ? (
+        <progress aria-label={`Progress of ${label}`} />
+      ) : null}
+      <p class="progress-message" role="status" aria-live="polite">
+        {progress.stage === 'ready' ? 'Ready' : progress.message}
+        {!progress.streaming ? ' (live details unavailable; following the state)' : ''}
+      </p>
+    </div>
+  );
+}

@@ -1,0 +1,100 @@
+/**
+ * The admin view: every desktop on this deskhub with its owner, state, age and last activity, and
+ * stop or delete for any of them (through the admin API, which checks the role server-side; the
+ * UI hiding the link is only a convenience).
+ */
+import { useCallback, useEffect, useState } from 'preact/hooks';
+import { api, asList, ownerName, type Desktop } from '../api.ts';
+import { ConfirmDialog, type ConfirmRequest } from '../components/confirm.tsx';
+import { DesktopCard, desktopLabel } from '../components/desktop-card.tsx';
+
+const REFRESH_MS = 5000;
+
+export function Admin() {
+  const [desktops, setDesktops] = useState<Desktop[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [confirm, setConfirm] = useState<ConfirmRequest | null>(null);
+  const [announcement, setAnnouncement] = useState('');
+  const [filter, setFilter] = useState('');
+
+  const refresh = useCallback(async () => {
+    try {
+      setDesktops(asList<Desktop>(await api.adminDesktops(), 'desktops'));
+      setError(null);
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+    }
+  }, []);
+
+  useEffect(() => {
+    void refresh();
+    const timer = setInterval(() => document.visibilityState === 'visible' && void refresh(), REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [refresh]);
+
+  const actions = {
+    stop: async (d: Desktop) => {
+      await api.adminStop(d.id);
+      await refresh();
+      setAnnouncement(`Stopping ${desktopLabel(d)} of ${ownerName(d.owner)}.`);
+    },
+    remove: (d: Desktop) =>
+      setConfirm({
+        title: `Delete ${desktopLabel(d)} of ${ownerName(d.owner)}?`,
+        body: 'The desktop and everything in it are removed for its owner. This cannot be undone.',
+        confirmLabel: 'Delete desktop',
+        onConfirm: () => {
+          api
+            .adminRemove(d.id)
+            .then(() => {
+              setDesktops((list) => (list ?? []).filter((x) => x.id !== d.id));
+              setAnnouncement(`${desktopLabel(d)} deleted.`);
+            })
+            .catch((err) => setAnnouncement(`Could not delete ${desktopLabel(d)}: ${err instanceof Error ? err.message : String(err)}`));
+        },
+      }),
+  };
+
+  const needle = filter.trim().toLowerCase();
+  const shown = (desktops ?? []).filter(
+    (d) => !needle || [ownerName(d.owner), d.proxyPath, d.type, d.state, d.name ?? ''].some((v) => v.toLowerCase().includes(needle)),
+  );
+
+  return (
+    <>
+      <h1 tabIndex={-1}>All desktops</h1>
+      <p class="visually-hidden" role="status" aria-live="polite">
+        {announcement}
+      </p>
+      <div class="toolbar">
+        <label for="admin-filter">Filter by owner, address, type or state</label>
+        <input id="admin-filter" type="search" value={filter} onInput={(e) => setFilter((e.target as HTMLInputElement).value)} />
+        <button type="button" onClick={() => void refresh()}>
+          Refresh
+        </button>
+      </div>
+      {error ? (
+        <p class="error" role="alert">
+          Could not load the desktops: {error}
+        </p>
+      ) : null}
+      {desktops === null ? (
+        <p aria-busy="true">Loading…</p>
+      ) : shown.length === 0 ? (
+        <p class="muted">{desktops.length === 0 ? 'No desktops exist.' : 'No desktop matches the filter.'}</p>
+      ) : (
+        <>
+          <p class="muted">
+            {shown.length} of {desktops.length} desktops
+          </p>
+          <ul class="cards" id="all-desktops">
+            {shown.map((d) => (
+              <DesktopCard key={d.id} desktop={d} actions={actions} admin />
+            ))}
+          </ul>
+        </>
+      )}
+      <ConfirmDialog request={confirm} onClose={() => setConfirm(null)} />
+    </>
+  );
+}

@@ -1,0 +1,210 @@
+/**
+ * The dashboard: the catalog as cards (can this type run here, and if not why) with Launch, and
+ * the signed-in user's desktops with live progress and their actions. The list is refreshed by a
+ * bounded poll while the page is visible, so changes made elsewhere (another tab, the reconciler)
+ * show up without a reload.
+ */
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { api, asList, type CatalogType, type Desktop } from '../api.ts';
+import { ConfirmDialog, type ConfirmRequest } from '../components/confirm.tsx';
+import { DesktopCard, desktopLabel } from '../components/desktop-card.tsx';
+
+const REFRESH_MS = 5000;
+
+function CatalogCard({ type, onLaunch }: { type: CatalogType; onLaunch: (type: CatalogType, name: string) => Promise<void> }) {
+  const [name, setName] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const id = `type-${type.id}`;
+  return (
+    <li class={`card type ${type.available ? '' : 'unavailable'}`} aria-labelledby={`${id}-title`} data-type-id={type.id}>
+      <div class="card-head">
+        <h3 id={`${id}-title`}>{type.name}</h3>
+        <span class={`badge ${type.available ? 'badge-running' : 'badge-failed'}`}>
+          {type.available ? 'Can run here' : 'Unavailable'}
+        </span>
+      </div>
+      {type.description ? <p>{type.description}</p> : null}
+      <p class="muted">
+        <span class="visually-hidden">Runtime: </span>
+        {type.runtime} · <code>{type.id}</code>
+      </p>
+      {!type.available ? (
+        <p class="reason" id={`${id}-why`}>
+          <strong>Why not:</strong> {type.reason || 'The control plane did not say.'}
+        </p>
+      ) : null}
+      <form
+        class="launch"
+        onSubmit={async (e) => {
+          e.preventDefault();
+          if (busy || !type.available) return;
+          setBusy(true);
+          setError(null);
+          try {
+            await onLaunch(type, name.trim());
+            setName('');
+          } catch (err) {
+            setError(err instanceof Error ? err.message : String(err));
+          } finally {
+            setBusy(false);
+          }
+        }}
+      >
+        <label for={`${id}-name`}>
+          Name <span class="muted">(optional)</span>
+        </label>
+        <input
+          id={`${id}-name`}
+          name="name"
+          value={name}
+          onInput={(e) => setName((e.target as HTMLInputElement).value)}
+          maxLength={40}
+          autocomplete="off"
+          spellcheck={false}
+          disabled={!type.available}
+          aria-describedby={`${id}-name-hint`}
+        />
+        <span id={`${id}-name-hint`} class="hint">
+          Letters, digits and dashes; it becomes part of the desktop's address.
+        </span>
+        <button type="submit" class="primary" disabled={!type.available || busy} aria-describedby={!type.available ? `${id}-why` : undefined}>
+          {busy ? 'Launching…' : 'Launch'}
+          <span class="visually-hidden"> {type.name}</span>
+        </button>
+        {error ? (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        ) : null}
+      </form>
+    </li>
+  );
+}
+
+export function Dashboard() {
+  const [catalog, setCatalog] = useState<CatalogType[] | null>(null);
+  const [catalogError, setCatalogError] = useState<string | null>(null);
+  const [desktops, setDesktops] = useState<Desktop[] | null>(null);
+  const [listError, setListError] = useState<string | null>(null);
+  const [confirm, setConfirm] = useState<ConfirmRequest | null>(null);
+  const [announcement, setAnnouncement] = useState('');
+  const mounted = useRef(true);
+
+  const refresh = useCallback(async () => {
+    try {
+      const list = asList<Desktop>(await api.desktops(), 'desktops');
+      if (mounted.current) {
+        setDesktops(list);
+        setListError(null);
+      }
+    } catch (err) {
+      if (mounted.current) setListError(err instanceof Error ? err.message : String(err));
+    }
+  }, []);
+
+  useEffect(() => {
+    mounted.current = true;
+    api
+      .catalog()
+      .then((c) => setCatalog(asList<CatalogType>(c, 'catalog')))
+      .catch((err) => setCatalogError(err instanceof Error ? err.message : String(err)));
+    void refresh();
+    const timer = setInterval(() => {
+      if (document.visibilityState === 'visible') void refresh();
+    }, REFRESH_MS);
+    const onVisible = () => document.visibilityState === 'visible' && void refresh();
+    document.addEventListener('visibilitychange', onVisible);
+    return () => {
+      mounted.current = false;
+      clearInterval(timer);
+      document.removeEventListener('visibilitychange', onVisible);
+    };
+  }, [refresh]);
+
+  const replace = (d: Desktop) => setDesktops((list) => (list ?? []).map((x) => (x.id === d.id ? { ...x, ...d } : x)));
+
+  const launch = async (type: CatalogType, name: string) => {
+    const created = await api.create(type.id, name || undefined);
+    setDesktops((list) => [created, ...(list ?? []).filter((x) => x.id !== created.id)]);
+    setAnnouncement(`Launching ${desktopLabel(created)}. Progress is shown under My desktops.`);
+  };
+
+  const actions = {
+    stop: async (d: Desktop) => {
+      await api.stop(d.id);
+      replace({ ...d, state: 'stopping' });
+      await refresh();
+    },
+    start: async (d: Desktop) => {
+      await api.start(d.id);
+      replace({ ...d, state: 'starting', reason: null });
+    },
+    remove: (d: Desktop) =>
+      setConfirm({
+        title: `Delete ${desktopLabel(d)}?`,
+        body: 'The desktop and everything in it are removed. This cannot be undone.',
+        confirmLabel: 'Delete desktop',
+        onConfirm: () => {
+          api
+            .remove(d.id)
+            .then(() => {
+              setDesktops((list) => (list ?? []).filter((x) => x.id !== d.id));
+              setAnnouncement(`${desktopLabel(d)} deleted.`);
+            })
+            .catch((err) => setAnnouncement(`Could not delete ${desktopLabel(d)}: ${err instanceof Error ? err.message : String(err)}`));
+        },
+      }),
+    settled: (d: Desktop) => {
+      replace(d);
+      setAnnouncement(d.state === 'running' ? `${desktopLabel(d)} is ready.` : `${desktopLabel(d)} is ${d.state}.`);
+    },
+  };
+
+  return (
+    <>
+      <h1 tabIndex={-1}>Desktops</h1>
+      <p class="visually-hidden" role="status" aria-live="polite">
+        {announcement}
+      </p>
+      <section aria-labelledby="mine-title">
+        <h2 id="mine-title">My desktops</h2>
+        {listError ? (
+          <p class="error" role="alert">
+            Could not load your desktops: {listError}
+          </p>
+        ) : null}
+        {desktops === null ? (
+          <p aria-busy="true">Loading…</p>
+        ) : desktops.length === 0 ? (
+          <p class="muted">No desktops yet. Launch one below.</p>
+        ) : (
+          <ul class="cards" id="my-desktops">
+            {desktops.map((d) => (
+              <DesktopCard key={d.id} desktop={d} actions={actions} />
+            ))}
+          </ul>
+        )}
+      </section>
+      <section aria-labelledby="catalog-title">
+        <h2 id="catalog-title">Launch a desktop</h2>
+        {catalogError ? (
+          <p class="error" role="alert">
+            Could not load the catalog: {catalogError}
+          </p>
+        ) : catalog === null ? (
+          <p aria-busy="true">Loading…</p>
+        ) : catalog.length === 0 ? (
+          <p class="muted">The catalog is empty.</p>
+        ) : (
+          <ul class="cards" id="catalog">
+            {catalog.map((t) => (
+              <CatalogCard key={t.id} type={t} onLaunch={launch} />
+            ))}
+          </ul>
+        )}
+      </section>
+      <ConfirmDialog request={confirm} onClose={() => setConfirm(null)} />
+    </>
+  );
+}

@@ -1,0 +1,178 @@
+/**
+ * The Fastify plugin that serves deskhub's web UI from the control plane at `/`:
+ * `app.register(webUi)` is the whole integration. It serves index.html for the UI's own routes
+ * (never for /api or /auth, which stay the control plane's), hashed assets with immutable caching,
+ * a strict Content-Security-Policy, and compressed bodies held in memory (the bundle is ~15 kB).
+ *
+ * When dist/ is missing or older than the sources, registration builds it (Vite), or with
+ * `build: 'never'` fails with the command that builds it.
+ */
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import { extname, join, relative, sep } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { brotliCompressSync, constants as zlibConstants, gzipSync } from 'node:zlib';
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, RouteShorthandOptions } from 'fastify';
+import fp from 'fastify-plugin';
+import { defaultDistDir, ensureBuilt, STAMP_FILE, type BuildPolicy } from './build.ts';
+
+export { buildWebUi, ensureBuilt, measure, BUILD_COMMAND, defaultDistDir, type BuildStamp, type BuildPolicy } from './build.ts';
+
+/** Paths the single-page app renders itself; each gets index.html. Keep in step with client/router.ts. */
+export const SPA_ROUTES = ['/', '/signin', '/admin', '/desktops', '/desktops/:id'] as const;
+
+/**
+ * Scripts and styles only from this origin (no inline code, no CDN: the machines are offline),
+ * API calls and the event stream to this origin, desktops framed from this origin (they live
+ * under /desktop/ on the same host), and the UI itself framed by nobody else.
+ */
+export const CONTENT_SECURITY_POLICY = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "font-src 'self'",
+  "connect-src 'self'",
+  "frame-src 'self'",
+  "frame-ancestors 'self'",
+  "form-action 'self'",
+  "base-uri 'none'",
+  "object-src 'none'",
+].join('; ');
+
+export interface WebUiOptions {
+  /** Where the built bundle lives; default packages/web-ui/dist. */
+  distDir?: string;
+  /** When to build at registration: 'if-stale' (default: missing or older than the sources), 'if-missing', 'never'. */
+  build?: BuildPolicy;
+  /** Replace the Content-Security-Policy (e.g. to frame desktops from another origin). */
+  contentSecurityPolicy?: string;
+}
+
+interface Asset {
+  type: string;
+  body: Buffer;
+  gzip: Buffer | null;
+  br: Buffer | null;
+  etag: string;
+  cacheControl: string;
+}
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.json': 'application/json; charset=utf-8',
+  '.txt': 'text/plain; charset=utf-8',
+  '.webmanifest': 'application/manifest+json',
+  '.woff2': 'font/woff2',
+};
+const COMPRESSIBLE = new Set(['.html', '.js', '.css', '.svg', '.json', '.txt', '.webmanifest']);
+const IMMUTABLE = 'public, max-age=31536000, immutable';
+/** Keeps these routes out of the OpenAPI document (@fastify/swagger reads `hide`), which describes the API only. */
+const HIDDEN: RouteShorthandOptions = { schema: { hide: true } as FastifySchema };
+
+async function listFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.name.startsWith('.')) continue;
+    const full = join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await listFiles(full)));
+    else if (e.isFile()) out.push(full);
+  }
+  return out;
+}
+
+function toAsset(file: string, body: Buffer): Asset {
+  const ext = extname(file);
+  const compress = COMPRESSIBLE.has(ext) && body.length > 256;
+  return {
+    type: TYPES[ext] ?? 'application/octet-stream',
+    body,
+    gzip: compress ? gzipSync(body, { level: 9 }) : null,
+    br: compress ? brotliCompressSync(body, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11 } }) : null,
+    etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"`,
+    // Vite puts a content hash in every name under assets/: such a file never changes.
+    cacheControl: file.startsWith('assets/') ? IMMUTABLE : file === 'index.html' ? 'no-cache' : 'public, max-age=3600',
+  };
+}
+
+/** Reads the whole bundle into memory. A build swapping dist/ in at this moment leaves it missing for a
+ * few milliseconds, so a missing file is retried a bounded number of times. */
+async function loadBundle(distDir: string): Promise<Map<string, Asset>> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    try {
+      const assets = new Map<string, Asset>();
+      for (const full of await listFiles(distDir)) {
+        const file = relative(distDir, full).split(sep).join('/');
+        assets.set(file, toAsset(file, await readFile(full)));
+      }
+      if (!assets.has('index.html')) throw Object.assign(new Error('index.html missing'), { code: 'ENOENT' });
+      return assets;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      lastError = err;
+      await sleep(100);
+    }
+  }
+  throw lastError;
+}
+
+function preferredEncoding(header: string | undefined): 'br' | 'gzip' | null {
+  if (!header) return null;
+  const accepted = new Map<string, number>();
+  for (const part of header.split(',')) {
+    const [name, ...params] = part.trim().toLowerCase().split(';');
+    if (!name) continue;
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+    accepted.set(name, q ? Number(q.slice(2)) || 0 : 1);
+  }
+  const ok = (name: string) => (accepted.get(name) ?? accepted.get('*') ?? 0) > 0;
+  if (ok('br')) return 'br';
+  if (ok('gzip')) return 'gzip';
+  return null;
+}
+
+async function webUiPlugin(app: FastifyInstance, options: WebUiOptions): Promise<void> {
+  const distDir = options.distDir ?? defaultDistDir;
+  await ensureBuilt(distDir, options.build ?? 'if-stale');
+  const assets = await loadBundle(distDir);
+  const index = assets.get('index.html')!;
+  const csp = options.contentSecurityPolicy ?? CONTENT_SECURITY_POLICY;
+
+  const send = (request: FastifyRequest, reply: FastifyReply, asset: Asset): FastifyReply => {
+    reply
+      .header('content-type', asset.type)
+      .header('cache-control', asset.cacheControl)
+      .header('etag', asset.etag)
+      .header('x-content-type-options', 'nosniff')
+      .header('referrer-policy', 'same-origin');
+    if (asset.type.startsWith('text/html')) reply.header('content-security-policy', csp);
+    if (asset.gzip) reply.header('vary', 'accept-encoding');
+    if (request.headers['if-none-match'] === asset.etag) return reply.code(304).send();
+    const encoding = asset.gzip ? preferredEncoding(request.headers['accept-encoding']) : null;
+    if (encoding === 'br' && asset.br) return reply.header('content-encoding', 'br').send(asset.br);
+    if (encoding === 'gzip' && asset.gzip) return reply.header('content-encoding', 'gzip').send(asset.gzip);
+    return reply.send(asset.body);
+  };
+
+  for (const url of SPA_ROUTES) {
+    app.get(url, HIDDEN, (request, reply) => send(request, reply, index));
+  }
+  for (const [file, asset] of assets) {
+    if (file === 'index.html' || file === STAMP_FILE) continue;
+    app.get(`/${file}`, HIDDEN, (request, reply) => send(request, reply, asset));
+  }
+  // An old page asking for an asset of a previous build gets a plain 404 from here, not index.html:
+  // serving HTML as a script would only produce a confusing error in the browser.
+  app.get('/assets/*', HIDDEN, (_request, reply) =>
+    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'No such asset in this build of the web UI; reload the page.' }),
+  );
+}
+
+export const webUi = fp(webUiPlugin, { name: '@deskhub/web-ui', fastify: '5.x' });
+export default webUi;
