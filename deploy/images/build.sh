@@ -74,14 +74,19 @@ up_to_date() {
   return 1
 }
 
-# The kasm-test image: the host's node binary, the libraries it links, the dynamic loader and the
-# bundled demo desktop. Tied to this host's glibc and node; it exists for fast integration tests.
+# The kasm-test image: the host's node binary, the libraries it links, the dynamic loader, the
+# bundled demo desktop, and Docker's own init (tini-static, shipped with the engine) as PID 1:
+# node as PID 1 would ignore a SIGTERM that arrives before it has installed a handler, so a
+# desktop stopped in its first moments would wait for the kill timeout. Tied to this host's
+# glibc and node; it exists for fast integration tests.
 build_kasm_test() {
-  local image=deskhub/kasm-test:local node
+  local image=deskhub/kasm-test:local node init
   node=$(readlink -f "$(command -v node)")
+  init=$(readlink -f "$(command -v docker-init || command -v tini-static || echo /nonexistent)")
+  [ -x "$init" ] || { log "docker-init (tini-static) not found: apt-get install -y tini"; exit 1; }
   local hash
   hash=$( {
-    sha256sum "$node" "$here/build.sh" "$here/kasm-test/bundle.mjs" "$repo/packages/demo-desktop/package.json"
+    sha256sum "$node" "$init" "$here/build.sh" "$here/kasm-test/bundle.mjs" "$repo/packages/demo-desktop/package.json"
     find "$repo/packages/demo-desktop/src" -type f -print0 | sort -z | xargs -0 sha256sum
     # The bundled dependency versions come from the lockfile.
     sha256sum "$repo/pnpm-lock.yaml"
@@ -95,6 +100,7 @@ build_kasm_test() {
   chmod 1777 "$root/tmp"
   chown 1000:1000 "$root/home/kasm-user"
   cp "$node" "$root/usr/local/bin/node"
+  cp "$init" "$root/usr/local/bin/tini"
   # Every library ldd names, at the same path (the loader included: it is the "=>"-less line).
   ldd "$node" | awk '/=> \//{print $3} /^[ \t]*\/[^ ]+ \(/{print $1}' | while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"
@@ -105,7 +111,7 @@ build_kasm_test() {
   printf 'root:x:0:\nkasm-user:x:1000:\n' >"$root/etc/group"
 
   tar -C "$root" -c . | docker import \
-    --change 'ENTRYPOINT ["/usr/local/bin/node", "/app/main.mjs"]' \
+    --change 'ENTRYPOINT ["/usr/local/bin/tini", "--", "/usr/local/bin/node", "/app/main.mjs"]' \
     --change 'EXPOSE 6901' \
     --change 'ENV HOST=0.0.0.0 PORT=6901 TLS=true HOME=/home/kasm-user' \
     --change 'USER 1000:1000' \

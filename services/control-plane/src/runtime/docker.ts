@@ -1,0 +1,493 @@
+/**
+ * The Docker runtime: runs each desktop as a container on Docker Engine (dockerode), with the
+ * catalog entry's image, limits and environment, labelled so deskhub can find its containers
+ * again after any crash, and networked so that desktops reach neither each other nor the host.
+ *
+ * Two network modes (DOCKER_NETWORK_MODE):
+ * - `bridge` (default): containers join a user-defined bridge (DOCKER_NETWORK, default
+ *   `deskhub-desktops`) created with inter-container traffic disabled; the proxy reaches each
+ *   desktop at its address on that bridge. The host guard (docker/host-guard.ts) closes the one
+ *   gap Docker leaves: connections from containers to the host's own addresses.
+ * - `published`: the same network, and the desktop port is also published on 127.0.0.1 with a
+ *   port Docker picks; the proxy uses 127.0.0.1:<port>. For hosts where container addresses are
+ *   not routable from the proxy (Docker Desktop, a proxy in another network namespace).
+ *
+ * Readiness probing is the lifecycle's job: create() resolves once the container is started.
+ */
+import Docker from 'dockerode';
+import type { Logger } from 'pino';
+import type { Upstream } from '@deskhub/route-stream';
+import type {
+  Availability,
+  CatalogEntry,
+  DesktopRuntime,
+  DesktopSpec,
+  RuntimeEvent,
+  RuntimeInstance,
+  RuntimeStatus,
+} from './types.ts';
+import { EventWatcher } from './docker/events.ts';
+import { ensureImage, errorText, imagePresent, missingImageMessage } from './docker/images.ts';
+import { installHostGuard } from './docker/host-guard.ts';
+
+export type DockerNetworkMode = 'bridge' | 'published';
+
+export interface DockerRuntimeOptions {
+  /** A dockerode client; default one follows DOCKER_HOST like the docker CLI (else /var/run/docker.sock). */
+  docker?: Docker;
+  networkMode?: DockerNetworkMode;
+  /** The desktops' network, created if missing. */
+  networkName?: string;
+  /**
+   * `iptables` (default): install the host guard when preparing the network; failing to is an
+   * error (the runtime reports itself unavailable). `off`: leave the host firewall alone (you
+   * installed the guard yourself, or accept that desktops reach services bound to 0.0.0.0).
+   */
+  hostGuard?: 'iptables' | 'off';
+  /** Separates several deskhub installations (or test runs) on one engine; every container carries it. */
+  instance?: string;
+  /** Seconds a desktop gets to exit on stop before it is killed. */
+  stopTimeoutSeconds?: number;
+  logger?: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
+}
+
+export const DEFAULT_NETWORK = 'deskhub-desktops';
+
+/** Reads the runtime's settings; throws naming the variable on a bad value. */
+export function dockerRuntimeOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): DockerRuntimeOptions {
+  const mode = env.DOCKER_NETWORK_MODE ?? 'bridge';
+  if (mode !== 'bridge' && mode !== 'published') {
+    throw new Error(`DOCKER_NETWORK_MODE: expected bridge or published, got "${mode}"`);
+  }
+  const guard = env.DOCKER_HOST_GUARD ?? 'iptables';
+  if (guard !== 'iptables' && guard !== 'off') {
+    throw new Error(`DOCKER_HOST_GUARD: expected iptables or off, got "${guard}"`);
+  }
+  const network = env.DOCKER_NETWORK ?? DEFAULT_NETWORK;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(network)) {
+    throw new Error(`DOCKER_NETWORK: "${network}" is not a valid Docker network name`);
+  }
+  const instance = env.DESKHUB_INSTANCE ?? 'default';
+  if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(instance)) {
+    throw new Error(`DESKHUB_INSTANCE: expected lowercase letters, digits and -, got "${instance}"`);
+  }
+  return { networkMode: mode, hostGuard: guard, networkName: network, instance };
+}
+
+/** "512m", "1g", "2GB", "1048576" -> bytes. */
+export function parseSize(value: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(value.trim());
+  if (!m) throw new Error(`${what}: "${value}" is not a size like 512m or 2g`);
+  const units: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+  return Math.round(Number(m[1]) * (units[(m[2] ?? '').toLowerCase()] ?? 1));
+}
+
+interface ContainerFacts {
+  Id: string;
+  Labels: Record<string, string>;
+  running: boolean;
+  ip: string | undefined;
+  publishedPort: number | undefined;
+}
+
+export class DockerRuntime implements DesktopRuntime {
+  readonly name = 'docker' as const;
+  readonly docker: Docker;
+  readonly networkMode: DockerNetworkMode;
+  readonly networkName: string;
+  readonly instance: string;
+  private readonly hostGuard: 'iptables' | 'off';
+  private readonly stopTimeout: number;
+  private readonly log: DockerRuntimeOptions['logger'];
+  private prepared: Promise<{ bridge: string }> | null = null;
+  /** Containers deskhub itself is stopping or removing: their die/destroy events are not news. */
+  private readonly expected = new Map<string, number>();
+  private readonly watchers = new Set<EventWatcher>();
+
+  constructor(options: DockerRuntimeOptions = {}) {
+    this.docker = options.docker ?? new Docker();
+    this.networkMode = options.networkMode ?? 'bridge';
+    this.networkName = options.networkName ?? DEFAULT_NETWORK;
+    this.instance = options.instance ?? 'default';
+    this.hostGuard = options.hostGuard ?? 'iptables';
+    this.stopTimeout = options.stopTimeoutSeconds ?? 10;
+    this.log = options.logger;
+  }
+
+  /** Label filters that select this installation's desktops. */
+  get labelFilters(): string[] {
+    return ['deskhub=1', `deskhub.instance=${this.instance}`];
+  }
+
+  private engineAddress(): string {
+    const modem = this.docker.modem as unknown as { socketPath?: string; host?: string; port?: number | string };
+    if (modem.socketPath) return String(modem.socketPath);
+    return `${modem.host ?? 'localhost'}${modem.port ? `:${modem.port}` : ''}`;
+  }
+
+  async available(): Promise<Availability> {
+    try {
+      await this.docker.ping();
+    } catch (err) {
+      return { ok: false, reason: `Docker Engine not reachable at ${this.engineAddress()}: ${errorText(err)}` };
+    }
+    try {
+      await this.prepare();
+    } catch (err) {
+      return { ok: false, reason: (err as Error).message };
+    }
+    return { ok: true };
+  }
+
+  async availableFor(type: CatalogEntry): Promise<Availability> {
+    const engine = await this.available();
+    if (!engine.ok) return engine;
+    if (!type.image) return { ok: false, reason: `desktop type ${type.id} has no image` };
+    if ((type.pullPolicy ?? 'if-missing') !== 'never') return { ok: true };
+    try {
+      if (await imagePresent(this.docker, type.image)) return { ok: true };
+    } catch (err) {
+      return { ok: false, reason: `image ${type.image} could not be inspected: ${errorText(err)}` };
+    }
+    return { ok: false, reason: missingImageMessage(type.image) };
+  }
+
+  /** Creates the desktops' network when missing and installs the host guard; once per runtime (retried after a failure). */
+  prepare(): Promise<{ bridge: string }> {
+    if (!this.prepared) {
+      this.prepared = this.prepareOnce().catch((err: unknown) => {
+        this.prepared = null;
+        throw err;
+      });
+    }
+    return this.prepared;
+  }
+
+  private async prepareOnce(): Promise<{ bridge: string }> {
+    let info = await this.inspectNetwork();
+    if (!info) {
+      try {
+        await this.docker.createNetwork({
+          Name: this.networkName,
+          Driver: 'bridge',
+          CheckDuplicate: true,
+          Labels: { deskhub: '1' },
+          Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+        });
+      } catch (err) {
+        // Another deskhub process may have created it in the meantime (409).
+        if ((err as { statusCode?: number }).statusCode !== 409) {
+          throw new Error(`could not create Docker network ${this.networkName}: ${errorText(err)}`);
+        }
+      }
+      info = await this.inspectNetwork();
+      if (!info) throw new Error(`Docker network ${this.networkName} vanished right after it was created`);
+      this.log?.info({ network: this.networkName }, 'created the desktops network');
+    }
+    if (info.Driver !== 'bridge') {
+      throw new Error(`Docker network ${this.networkName} is a ${info.Driver} network; desktops need a bridge (DOCKER_NETWORK)`);
+    }
+    if (info.Options?.['com.docker.network.bridge.enable_icc'] !== 'false') {
+      // Never run desktops where they can reach each other.
+      throw new Error(
+        `Docker network ${this.networkName} allows traffic between containers; remove it (docker network rm ${this.networkName}) so deskhub recreates it with enable_icc=false`,
+      );
+    }
+    const bridge = info.Options?.['com.docker.network.bridge.name'] ?? `br-${info.Id.slice(0, 12)}`;
+    if (this.hostGuard === 'iptables') {
+      try {
+        await installHostGuard(bridge);
+      } catch (err) {
+        throw new Error(
+          `could not install the host guard on ${bridge} (iptables, needs root or CAP_NET_ADMIN): ${errorText(err)}; ` +
+            `install it as root with: node --import tsx services/control-plane/src/runtime/docker/host-guard.ts install ${bridge}, then set DOCKER_HOST_GUARD=off`,
+        );
+      }
+    }
+    return { bridge };
+  }
+
+  private async inspectNetwork(): Promise<{ Id: string; Driver: string; Options?: Record<string, string> } | null> {
+    try {
+      return (await this.docker.getNetwork(this.networkName).inspect()) as { Id: string; Driver: string; Options?: Record<string, string> };
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return null;
+      throw err;
+    }
+  }
+
+  containerName(spec: DesktopSpec): string {
+    const id = spec.desktopId.replace(/[^a-zA-Z0-9]/g, '').slice(0, 12);
+    const scope = this.instance === 'default' ? '' : `${this.instance}-`;
+    return `deskhub-${scope}${spec.proxyPath}-${id}`.replace(/[^a-zA-Z0-9_.-]/g, '-');
+  }
+
+  async create(spec: DesktopSpec, onEvent?: (event: RuntimeEvent) => void): Promise<RuntimeInstance> {
+    const type = spec.type;
+    await this.prepare();
+    const image = await ensureImage(this.docker, type, onEvent);
+    const portKey = `${type.port}/tcp`;
+    const limits = {
+      ShmSize: type.shmSize ? parseSize(type.shmSize, `${type.id}.shmSize`) : undefined,
+      Memory: type.memory ? parseSize(type.memory, `${type.id}.memory`) : undefined,
+      NanoCpus: type.cpus ? Math.round(type.cpus * 1e9) : undefined,
+      PidsLimit: type.pids,
+    };
+    const options: Docker.ContainerCreateOptions = {
+      name: this.containerName(spec),
+      Image: image,
+      Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+      Labels: {
+        deskhub: '1',
+        'deskhub.instance': this.instance,
+        'deskhub.desktop': spec.desktopId,
+        'deskhub.owner': spec.ownerId,
+        'deskhub.path': spec.proxyPath,
+        'deskhub.type': type.id,
+        // Enough to rebuild the upstream of a container found after a restart, without the catalog.
+        'deskhub.port': String(type.port),
+        'deskhub.scheme': type.scheme,
+        'deskhub.verify-tls': String(type.verifyTls),
+      },
+      ExposedPorts: { [portKey]: {} },
+      HostConfig: {
+        ...limits,
+        // Same as Memory: no swap on top of the limit.
+        MemorySwap: limits.Memory,
+        Privileged: false,
+        SecurityOpt: ['no-new-privileges:true'],
+        // The control plane decides when a desktop runs; Docker must not resurrect one behind its back.
+        RestartPolicy: { Name: 'no' },
+        NetworkMode: this.networkName,
+        PortBindings: this.networkMode === 'published' ? { [portKey]: [{ HostIp: '127.0.0.1', HostPort: '' }] } : undefined,
+        LogConfig: { Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '2' } },
+      },
+    };
+
+    onEvent?.({ kind: 'create', message: `creating container from ${image}` });
+    let container: Docker.Container;
+    try {
+      container = await this.docker.createContainer(options);
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 409) throw new Error(`could not create the container: ${errorText(err)}`);
+      // A container of this very desktop left by a crash mid-create: replace it.
+      await this.removeLeftover(options.name!, spec.desktopId);
+      container = await this.docker.createContainer(options);
+    }
+    try {
+      onEvent?.({ kind: 'start', message: 'starting container' });
+      await container.start();
+      return await this.instanceOf(container.id, type);
+    } catch (err) {
+      const logs = await this.logs(container.id, 20).catch(() => '');
+      await container.remove({ force: true }).catch(() => undefined);
+      throw new Error(`container of ${spec.proxyPath} did not start: ${errorText(err)}${logs ? `; last output: ${logs.trim()}` : ''}`);
+    }
+  }
+
+  private async removeLeftover(name: string, desktopId: string): Promise<void> {
+    const existing = await this.docker.getContainer(name).inspect();
+    if (existing.Config.Labels?.['deskhub.desktop'] !== desktopId || existing.Config.Labels?.['deskhub.instance'] !== this.instance) {
+      throw new Error(`a container named ${name} exists and does not belong to desktop ${desktopId}`);
+    }
+    this.expect(existing.Id);
+    await this.docker.getContainer(existing.Id).remove({ force: true });
+  }
+
+  /** Reads back where a running container can be reached. */
+  private async instanceOf(runtimeId: string, type?: CatalogEntry): Promise<RuntimeInstance> {
+    const info = await this.docker.getContainer(runtimeId).inspect();
+    const facts = this.factsFromInspect(info);
+    const entry = type ?? this.typeFromLabels(info);
+    const upstream = this.upstreamOf(facts, entry.port, entry.scheme, entry.verifyTls);
+    if (!upstream) throw new Error(`container ${runtimeId.slice(0, 12)} has no address on ${this.networkName}${this.networkMode === 'published' ? ' or published port' : ''}`);
+    return { runtimeId: info.Id, upstream };
+  }
+
+  /** What start() needs from a container it did not create in this process: stored on it as labels. */
+  private typeFromLabels(info: Docker.ContainerInspectInfo): Pick<CatalogEntry, 'port' | 'scheme' | 'verifyTls'> {
+    const labels = info.Config.Labels ?? {};
+    return {
+      port: Number(labels['deskhub.port'] ?? Object.keys(info.Config.ExposedPorts ?? {})[0]?.split('/')[0] ?? 0),
+      scheme: labels['deskhub.scheme'] === 'http' ? 'http' : 'https',
+      verifyTls: labels['deskhub.verify-tls'] === 'true',
+    };
+  }
+
+  private factsFromInspect(info: Docker.ContainerInspectInfo): ContainerFacts {
+    const ports = info.NetworkSettings.Ports ?? {};
+    let publishedPort: number | undefined;
+    for (const bindings of Object.values(ports)) {
+      const binding = bindings?.find((b) => b.HostIp === '127.0.0.1') ?? bindings?.[0];
+      if (binding?.HostPort) publishedPort = Number(binding.HostPort);
+    }
+    return {
+      Id: info.Id,
+      Labels: info.Config.Labels ?? {},
+      running: info.State.Running,
+      ip: info.NetworkSettings.Networks?.[this.networkName]?.IPAddress || undefined,
+      publishedPort,
+    };
+  }
+
+  private upstreamOf(facts: ContainerFacts, port: number, scheme: 'http' | 'https', verifyTls: boolean): Upstream | undefined {
+    if (!facts.running) return undefined;
+    if (this.networkMode === 'published') {
+      return facts.publishedPort ? { scheme, host: '127.0.0.1', port: facts.publishedPort, verifyTls } : undefined;
+    }
+    return facts.ip ? { scheme, host: facts.ip, port, verifyTls } : undefined;
+  }
+
+  async start(runtimeId: string): Promise<RuntimeInstance> {
+    this.expected.delete(runtimeId);
+    try {
+      await this.docker.getContainer(runtimeId).start();
+    } catch (err) {
+      // 304: already running.
+      if ((err as { statusCode?: number }).statusCode !== 304) throw new Error(`could not start container ${runtimeId.slice(0, 12)}: ${errorText(err)}`);
+    }
+    return this.instanceOf(runtimeId);
+  }
+
+  async stop(runtimeId: string): Promise<void> {
+    this.expect(runtimeId);
+    try {
+      await this.docker.getContainer(runtimeId).stop({ t: this.stopTimeout });
+    } catch (err) {
+      const code = (err as { statusCode?: number }).statusCode;
+      // 304: already stopped; 404: gone, which is stopped too.
+      if (code !== 304 && code !== 404) throw new Error(`could not stop container ${runtimeId.slice(0, 12)}: ${errorText(err)}`);
+    }
+  }
+
+  async remove(runtimeId: string): Promise<void> {
+    this.expect(runtimeId);
+    try {
+      await this.docker.getContainer(runtimeId).remove({ force: true, v: true });
+    } catch (err) {
+      const code = (err as { statusCode?: number }).statusCode;
+      // 404: already gone; 409: removal already in progress.
+      if (code !== 404 && code !== 409) throw new Error(`could not remove container ${runtimeId.slice(0, 12)}: ${errorText(err)}`);
+    }
+  }
+
+  async inspect(runtimeId: string): Promise<RuntimeStatus | null> {
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(runtimeId).inspect();
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return null;
+      throw err;
+    }
+    const facts = this.factsFromInspect(info);
+    const entry = this.typeFromLabels(info);
+    const status: RuntimeStatus = {
+      runtimeId: info.Id,
+      desktopId: facts.Labels['deskhub.desktop'] ?? '',
+      running: facts.running,
+    };
+    const upstream = this.upstreamOf(facts, entry.port, entry.scheme, entry.verifyTls);
+    if (upstream) status.upstream = upstream;
+    if (!facts.running) {
+      status.reason = info.State.OOMKilled
+        ? `killed: out of memory (exit code ${info.State.ExitCode})`
+        : `${info.State.Status === 'created' ? 'never started' : `exited with code ${info.State.ExitCode}`}${info.State.Error ? `: ${info.State.Error}` : ''}`;
+    }
+    return status;
+  }
+
+  async list(): Promise<RuntimeStatus[]> {
+    const containers = await this.docker.listContainers({ all: true, filters: { label: this.labelFilters } });
+    return containers.map((c) => {
+      const running = c.State === 'running';
+      const labels = c.Labels ?? {};
+      const status: RuntimeStatus = { runtimeId: c.Id, desktopId: labels['deskhub.desktop'] ?? '', running };
+      const port = Number(labels['deskhub.port'] ?? c.Ports?.[0]?.PrivatePort ?? 0);
+      const published = c.Ports?.find((p) => p.IP === '127.0.0.1' && p.PublicPort)?.PublicPort;
+      const facts: ContainerFacts = {
+        Id: c.Id,
+        Labels: labels,
+        running,
+        ip: c.NetworkSettings?.Networks?.[this.networkName]?.IPAddress || undefined,
+        publishedPort: published,
+      };
+      const upstream = this.upstreamOf(facts, port, labels['deskhub.scheme'] === 'http' ? 'http' : 'https', labels['deskhub.verify-tls'] === 'true');
+      if (upstream) status.upstream = upstream;
+      if (!running) status.reason = c.Status;
+      return status;
+    });
+  }
+
+  watch(onExit: (status: RuntimeStatus) => void): () => void {
+    const watcher = new EventWatcher({
+      docker: this.docker,
+      labels: this.labelFilters,
+      onStatus: (status) => {
+        if (this.isExpected(status.runtimeId)) return;
+        onExit(status);
+      },
+      onError: (err) => this.log?.warn({ err: err.message }, 'docker event stream failed; reopening'),
+    });
+    this.watchers.add(watcher);
+    return () => {
+      watcher.close();
+      this.watchers.delete(watcher);
+    };
+  }
+
+  /** Resolves once every watch() stream is open (tests use it to know no event is missed). */
+  async watching(): Promise<void> {
+    await Promise.all([...this.watchers].map((w) => w.ready));
+  }
+
+  private expect(runtimeId: string): void {
+    // Events for a container arrive within a second or two of the action; a minute is plenty.
+    this.expected.set(runtimeId, Date.now() + 60_000);
+    for (const [id, until] of this.expected) if (until < Date.now()) this.expected.delete(id);
+  }
+
+  private isExpected(runtimeId: string): boolean {
+    for (const [id, until] of this.expected) {
+      if (until < Date.now()) this.expected.delete(id);
+      else if (runtimeId === id || (runtimeId.length >= 12 && id.startsWith(runtimeId)) || runtimeId.startsWith(id)) return true;
+    }
+    return false;
+  }
+
+  async logs(runtimeId: string, lines: number): Promise<string> {
+    try {
+      const output = (await this.docker.getContainer(runtimeId).logs({
+        stdout: true,
+        stderr: true,
+        tail: Math.max(1, Math.floor(lines)),
+        follow: false,
+      })) as unknown as Buffer;
+      return demultiplex(output);
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return '';
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const watcher of this.watchers) watcher.close();
+    this.watchers.clear();
+  }
+}
+
+/** Docker multiplexes stdout and stderr of a container without a TTY into 8-byte-headed frames. */
+export function demultiplex(buffer: Buffer): string {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset + 8 <= buffer.length) {
+    const stream = buffer[offset];
+    const size = buffer.readUInt32BE(offset + 4);
+    if (stream === undefined || stream > 2 || buffer[offset + 1] !== 0 || offset + 8 + size > buffer.length) {
+      // Not multiplexed (a TTY container): the bytes are the output.
+      return buffer.toString('utf8');
+    }
+    parts.push(buffer.subarray(offset + 8, offset + 8 + size));
+    offset += 8 + size;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}

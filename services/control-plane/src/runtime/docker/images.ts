@@ -1,0 +1,112 @@
+/**
+ * Getting a desktop type's image onto the engine: the pull policy, pull progress as runtime
+ * events, and error messages that name the image (the lifecycle puts them in the desktop's
+ * failed reason as they are).
+ */
+import type Docker from 'dockerode';
+import type { CatalogEntry, RuntimeEvent } from '../types.ts';
+
+/** How to build a deskhub image that is missing: the images under deploy/images are never pulled. */
+export function buildHint(image: string): string | undefined {
+  const targets: Record<string, string> = {
+    'deskhub/kasm-test:local': 'kasm-test',
+    'deskhub/desktop:local': 'desktop',
+    'deskhub/desktop-browser:local': 'desktop --with-browser',
+  };
+  const target = targets[image];
+  return target ? `bash deploy/images/build.sh ${target}` : undefined;
+}
+
+export function missingImageMessage(image: string): string {
+  const hint = buildHint(image);
+  return hint
+    ? `image ${image} not present (build it with: ${hint})`
+    : `image ${image} not present and its pull policy is never (pull it ahead with: docker pull ${image})`;
+}
+
+export async function imagePresent(docker: Docker, image: string): Promise<boolean> {
+  try {
+    await docker.getImage(image).inspect();
+    return true;
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return false;
+    throw err;
+  }
+}
+
+interface ProgressMessage {
+  id?: string;
+  status?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+  progressDetail?: { current?: number; total?: number };
+}
+
+/**
+ * Pulls an image, reporting overall progress (bytes downloaded over bytes known, across layers)
+ * as `pull` events at most once per whole percent. Rejects with a message naming the image.
+ */
+export async function pullImage(docker: Docker, image: string, onEvent?: (event: RuntimeEvent) => void): Promise<void> {
+  onEvent?.({ kind: 'pull', message: `pulling ${image}`, progress: 0 });
+  let stream: NodeJS.ReadableStream;
+  try {
+    stream = await docker.pull(image);
+  } catch (err) {
+    throw new Error(`image ${image} could not be pulled: ${errorText(err)}`);
+  }
+  const layers = new Map<string, { current: number; total: number }>();
+  let reported = 0;
+  await new Promise<void>((resolve, reject) => {
+    docker.modem.followProgress(
+      stream,
+      (err: Error | null, output: ProgressMessage[]) => {
+        // Docker reports a failed pull as a message in the stream, not as an HTTP error.
+        const failure = err?.message ?? output?.find((m) => m.error)?.error;
+        if (failure) reject(new Error(`image ${image} could not be pulled: ${failure}`));
+        else resolve();
+      },
+      (message: ProgressMessage) => {
+        if (!message.id || !onEvent) return;
+        const detail = message.progressDetail;
+        if (message.status === 'Downloading' && detail?.total) {
+          layers.set(message.id, { current: detail.current ?? 0, total: detail.total });
+        } else if (message.status === 'Download complete' || message.status === 'Already exists' || message.status === 'Pull complete') {
+          const layer = layers.get(message.id);
+          if (layer) layer.current = layer.total;
+        }
+        let current = 0;
+        let total = 0;
+        for (const layer of layers.values()) {
+          current += layer.current;
+          total += layer.total;
+        }
+        const percent = total > 0 ? Math.floor((current / total) * 100) : 0;
+        if (percent > reported && percent < 100) {
+          reported = percent;
+          onEvent({ kind: 'pull', message: `pulling ${image}: ${percent}%`, progress: percent });
+        }
+      },
+    );
+  });
+  onEvent?.({ kind: 'pull', message: `pulled ${image}`, progress: 100 });
+}
+
+/** Makes sure the type's image is present, honouring its pull policy (default if-missing). */
+export async function ensureImage(docker: Docker, type: CatalogEntry, onEvent?: (event: RuntimeEvent) => void): Promise<string> {
+  const image = type.image;
+  if (!image) throw new Error(`desktop type ${type.id} has no image`);
+  const policy = type.pullPolicy ?? 'if-missing';
+  if (policy === 'always') {
+    await pullImage(docker, image, onEvent);
+    return image;
+  }
+  if (await imagePresent(docker, image)) return image;
+  if (policy === 'never') throw new Error(missingImageMessage(image));
+  await pullImage(docker, image, onEvent);
+  return image;
+}
+
+export function errorText(err: unknown): string {
+  const e = err as { json?: { message?: string }; message?: string };
+  return e?.json?.message ?? e?.message ?? String(err);
+}

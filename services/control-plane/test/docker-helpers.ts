@@ -1,0 +1,171 @@
+/**
+ * What the Docker tests share: building the images once (build.sh skips an image whose content
+ * hash is present; a lock keeps parallel test files from building the same image twice), a
+ * runtime scoped to one test file (its own instance label and network, removed at the end),
+ * catalog entries for the local images, and a TCP reachability probe run inside a container.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { request } from 'node:https';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import Docker from 'dockerode';
+import { DockerRuntime, type DockerRuntimeOptions } from '../src/runtime/docker.ts';
+import { removeHostGuard } from '../src/runtime/docker/host-guard.ts';
+import type { CatalogEntry, DesktopSpec } from '../src/runtime/types.ts';
+
+const run = promisify(execFile);
+export const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
+
+/** Builds (or finds up to date) one image from deploy/images; serialised across test files. */
+export async function buildImage(target: 'kasm-test' | 'desktop'): Promise<void> {
+  await run('flock', ['/tmp/deskhub-image-build.lock', 'bash', 'deploy/images/build.sh', target], {
+    cwd: repoRoot,
+    timeout: 15 * 60_000,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+}
+
+export function randomId(): string {
+  return randomBytes(6).toString('hex');
+}
+
+export function kasmTestType(overrides: Partial<CatalogEntry> = {}): CatalogEntry {
+  return {
+    id: 'kasm-test',
+    name: 'Kasm contract test desktop',
+    runtime: 'docker',
+    image: 'deskhub/kasm-test:local',
+    pullPolicy: 'never',
+    port: 6901,
+    scheme: 'https',
+    verifyTls: false,
+    stripPrefix: true,
+    credentials: { kind: 'kasm' },
+    env: {},
+    shmSize: '64m',
+    memory: '256m',
+    cpus: 0.5,
+    pids: 200,
+    readiness: { path: '/', timeoutSeconds: 30 },
+    entryQuery: 'path={path}/websockify',
+    ...overrides,
+  };
+}
+
+export function specFor(type: CatalogEntry, env: Record<string, string> = {}, proxyPath = `t-${randomId()}`): DesktopSpec {
+  const desktopId = `d${randomId()}`;
+  return {
+    desktopId,
+    ownerId: 'u-test',
+    ownerName: 'test',
+    proxyPath,
+    type,
+    env: { VNC_PW: `pw${randomId()}${randomId()}`, DESKTOP_NAME: proxyPath, ...env },
+  };
+}
+
+/** A runtime with its own instance label and network, and a cleanup that removes both. */
+export function testRuntime(options: Partial<DockerRuntimeOptions> = {}): { runtime: DockerRuntime; cleanup: () => Promise<void> } {
+  const id = randomId();
+  const runtime = new DockerRuntime({ instance: `t-${id}`, networkName: `deskhub-test-${id}`, ...options });
+  const cleanup = async () => {
+    await runtime.close();
+    await removeInstance(runtime.docker, runtime.instance);
+    const network = runtime.docker.getNetwork(runtime.networkName);
+    const info = (await network.inspect().catch(() => null)) as { Id: string; Options?: Record<string, string> } | null;
+    if (info) {
+      await network.remove().catch(() => undefined);
+      const bridge = info.Options?.['com.docker.network.bridge.name'] ?? `br-${info.Id.slice(0, 12)}`;
+      await removeHostGuard(bridge).catch(() => undefined);
+    }
+  };
+  return { runtime, cleanup };
+}
+
+export async function removeInstance(docker: Docker, instance: string): Promise<void> {
+  const containers = await docker.listContainers({ all: true, filters: { label: [`deskhub.instance=${instance}`] } });
+  await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
+}
+
+export interface HttpsAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** One HTTPS GET to a desktop container (self-signed, so no verification). */
+export function httpsGet(host: string, port: number, path = '/', auth?: string): Promise<HttpsAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host, port, path, method: 'GET', rejectUnauthorized: false, headers: auth ? { authorization: auth } : {}, timeout: 5000 },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export function basicAuth(password: string): string {
+  return 'Basic ' + Buffer.from(`kasm_user:${password}`).toString('base64');
+}
+
+/** Waits (bounded: 300 tries, at most `timeoutMs`) until the desktop answers HTTPS at all. */
+export async function waitForHttps(host: string, port: number, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (let i = 0; i < 300 && Date.now() < deadline; i++) {
+    try {
+      await httpsGet(host, port);
+      return;
+    } catch (err) {
+      last = err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  throw new Error(`no HTTPS answer from ${host}:${port}: ${String(last)}`);
+}
+
+/**
+ * Tries a TCP connection from inside a container (the kasm-test image's node) and says how it
+ * went: "connected", "refused", "timeout", or "error:<code>".
+ */
+export async function connectFrom(docker: Docker, containerId: string, host: string, port: number, timeoutMs = 3000): Promise<string> {
+  const code = `
+    const net = require('net');
+    const [host, port, ms] = process.argv.slice(1);
+    const s = net.connect({ host, port: Number(port) });
+    const done = (what) => { console.log(what); s.destroy(); process.exit(0); };
+    s.setTimeout(Number(ms), () => done('timeout'));
+    s.on('connect', () => done('connected'));
+    s.on('error', (e) => done(e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' ? 'refused' : 'error:' + e.code));
+  `;
+  const exec = await docker.getContainer(containerId).exec({
+    Cmd: ['/usr/local/bin/node', '-e', code, host, String(port), String(timeoutMs)],
+    AttachStdout: true,
+    AttachStderr: true,
+  });
+  const stream = await exec.start({ hijack: true, stdin: false });
+  const out: Buffer[] = [];
+  const { PassThrough } = await import('node:stream');
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  stdout.on('data', (c: Buffer) => out.push(c));
+  stderr.on('data', (c: Buffer) => out.push(c));
+  docker.modem.demuxStream(stream, stdout, stderr);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('docker exec did not finish')), timeoutMs + 15_000);
+    stream.on('end', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    stream.on('error', reject);
+  });
+  return Buffer.concat(out).toString('utf8').trim();
+}

@@ -1,0 +1,239 @@
+// The Docker runtime against the real engine with the kasm-test image: limits read back with
+// inspect, the Kasm contract answered at the upstream the runtime returned, stop/start/remove,
+// events for containers killed or removed behind deskhub's back, and clean failures.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import WebSocket from 'ws';
+import { DockerRuntime, dockerRuntimeOptionsFromEnv, parseSize } from '../src/runtime/docker.ts';
+import type { RuntimeEvent, RuntimeStatus } from '../src/runtime/types.ts';
+import { basicAuth, buildImage, httpsGet, kasmTestType, specFor, testRuntime, waitForHttps } from './docker-helpers.ts';
+
+const run = promisify(execFile);
+
+await buildImage('kasm-test');
+const { runtime, cleanup } = testRuntime();
+t.teardown(cleanup);
+
+t.test('sizes and settings are parsed, bad values name the setting', async (t) => {
+  t.equal(parseSize('512m', 'x'), 512 * 1024 ** 2);
+  t.equal(parseSize('2g', 'x'), 2 * 1024 ** 3);
+  t.equal(parseSize('1GB', 'x'), 1024 ** 3);
+  t.equal(parseSize('1048576', 'x'), 1048576);
+  t.throws(() => parseSize('lots', 'kasm.shmSize'), /kasm\.shmSize: "lots"/);
+  t.same(dockerRuntimeOptionsFromEnv({}), { networkMode: 'bridge', hostGuard: 'iptables', networkName: 'deskhub-desktops', instance: 'default' });
+  t.equal(dockerRuntimeOptionsFromEnv({ DOCKER_NETWORK_MODE: 'published' }).networkMode, 'published');
+  t.throws(() => dockerRuntimeOptionsFromEnv({ DOCKER_NETWORK_MODE: 'host' }), /DOCKER_NETWORK_MODE/);
+  t.throws(() => dockerRuntimeOptionsFromEnv({ DOCKER_HOST_GUARD: 'maybe' }), /DOCKER_HOST_GUARD/);
+  t.throws(() => dockerRuntimeOptionsFromEnv({ DOCKER_NETWORK: 'bad name' }), /DOCKER_NETWORK/);
+});
+
+t.test('availability names what is missing', async (t) => {
+  t.same(await runtime.available(), { ok: true });
+  t.same(await runtime.availableFor(kasmTestType()), { ok: true });
+  const missing = await runtime.availableFor(kasmTestType({ image: 'deskhub/desktop-missing:local' }));
+  t.same(missing, { ok: false, reason: 'image deskhub/desktop-missing:local not present and its pull policy is never (pull it ahead with: docker pull deskhub/desktop-missing:local)' });
+  const local = await new DockerRuntime({ docker: runtime.docker, instance: runtime.instance, networkName: runtime.networkName }).availableFor(
+    kasmTestType({ image: 'deskhub/desktop-browser:local' }),
+  );
+  if (!local.ok) t.match(local.reason, 'build it with: bash deploy/images/build.sh desktop --with-browser');
+  const nowhere = new DockerRuntime({ docker: new (await import('dockerode')).default({ socketPath: '/tmp/deskhub-no-such-docker.sock' }) });
+  const down = await nowhere.available();
+  t.equal(down.ok, false);
+  if (!down.ok) t.match(down.reason, /^Docker Engine not reachable at \/tmp\/deskhub-no-such-docker\.sock/);
+});
+
+t.test('lifecycle: limits applied, Kasm contract at the upstream, stop, start, remove', async (t) => {
+  const type = kasmTestType({ shmSize: '128m', memory: '256m', cpus: 0.5, pids: 200 });
+  const spec = specFor(type);
+  const events: RuntimeEvent[] = [];
+  const instance = await runtime.create(spec, (e) => events.push(e));
+  t.same(events.map((e) => e.kind), ['create', 'start']);
+
+  const info = await runtime.docker.getContainer(instance.runtimeId).inspect();
+  t.equal(info.HostConfig.ShmSize, 128 * 1024 ** 2, 'shm size');
+  t.equal(info.HostConfig.Memory, 256 * 1024 ** 2, 'memory');
+  t.equal(info.HostConfig.MemorySwap, 256 * 1024 ** 2, 'no swap on top');
+  t.equal(info.HostConfig.NanoCpus, 500_000_000, 'cpus');
+  t.equal(info.HostConfig.PidsLimit, 200, 'pids');
+  t.equal(info.HostConfig.Privileged, false, 'never privileged');
+  t.same(info.HostConfig.SecurityOpt, ['no-new-privileges:true']);
+  t.equal(info.HostConfig.RestartPolicy?.Name, 'no');
+  t.equal(info.Config.User, '1000:1000', 'the image runs as uid 1000');
+  t.match(info.Config.Labels, {
+    deskhub: '1',
+    'deskhub.instance': runtime.instance,
+    'deskhub.desktop': spec.desktopId,
+    'deskhub.owner': 'u-test',
+    'deskhub.path': spec.proxyPath,
+    'deskhub.type': 'kasm-test',
+  });
+  t.ok(info.Config.Env.includes(`VNC_PW=${spec.env.VNC_PW}`), 'generated password passed in');
+  t.equal(info.HostConfig.NetworkMode, runtime.networkName);
+
+  const { host, port } = instance.upstream;
+  t.equal(host, info.NetworkSettings.Networks[runtime.networkName]?.IPAddress, 'bridge mode: the container address');
+  t.equal(port, 6901);
+  t.match(instance.upstream, { scheme: 'https', verifyTls: false });
+  await waitForHttps(host, port);
+  const denied = await httpsGet(host, port, '/');
+  t.equal(denied.status, 401);
+  t.match(denied.headers['www-authenticate'], /^Basic/);
+  const page = await httpsGet(host, port, '/', basicAuth(spec.env.VNC_PW!));
+  t.equal(page.status, 200);
+  t.match(page.body, spec.proxyPath);
+
+  // A WebSocket on any path, echoing, like the Kasm client's.
+  const ws = new WebSocket(`wss://${host}:${port}/websockify`, ['binary'], {
+    rejectUnauthorized: false,
+    headers: { authorization: basicAuth(spec.env.VNC_PW!), origin: 'https://deskhub.test' },
+  });
+  const echoed = await new Promise<string>((resolve, reject) => {
+    ws.on('open', () => ws.send('ping through the upstream'));
+    ws.on('message', (data) => resolve(String(data)));
+    ws.on('error', reject);
+  });
+  ws.close();
+  t.equal(echoed, 'ping through the upstream');
+
+  const listed = (await runtime.list()).find((s) => s.runtimeId === instance.runtimeId);
+  t.match(listed, { desktopId: spec.desktopId, running: true, upstream: instance.upstream });
+
+  await runtime.stop(instance.runtimeId);
+  const stopped = await runtime.inspect(instance.runtimeId);
+  t.match(stopped, { runtimeId: instance.runtimeId, desktopId: spec.desktopId, running: false });
+  t.match(stopped?.reason, /^exited with code \d+/);
+  t.equal(stopped?.upstream, undefined, 'no upstream while stopped');
+  await runtime.stop(instance.runtimeId); // stopping a stopped desktop is fine
+
+  const again = await runtime.start(instance.runtimeId);
+  t.equal(again.runtimeId, instance.runtimeId);
+  t.match(again.upstream, { scheme: 'https', port: 6901, verifyTls: false });
+  await waitForHttps(again.upstream.host, again.upstream.port);
+  t.equal((await httpsGet(again.upstream.host, again.upstream.port, '/', basicAuth(spec.env.VNC_PW!))).status, 200, 'answers again after start');
+  t.match(await runtime.logs(instance.runtimeId, 10), /demo desktop listening/);
+
+  await runtime.remove(instance.runtimeId);
+  t.equal(await runtime.inspect(instance.runtimeId), null, 'gone');
+  await runtime.remove(instance.runtimeId); // a missing desktop is not an error
+  t.equal(await runtime.logs(instance.runtimeId, 10), '');
+});
+
+t.test('published mode: the port is on 127.0.0.1 and read back from inspect', async (t) => {
+  const published = new DockerRuntime({
+    docker: runtime.docker,
+    instance: runtime.instance,
+    networkName: runtime.networkName,
+    networkMode: 'published',
+  });
+  const spec = specFor(kasmTestType());
+  const instance = await published.create(spec);
+  t.teardown(() => published.remove(instance.runtimeId));
+  const info = await runtime.docker.getContainer(instance.runtimeId).inspect();
+  const binding = info.NetworkSettings.Ports['6901/tcp']?.[0];
+  t.equal(binding?.HostIp, '127.0.0.1', 'published on loopback only');
+  t.equal(instance.upstream.host, '127.0.0.1');
+  t.equal(instance.upstream.port, Number(binding?.HostPort));
+  t.not(instance.upstream.port, 6901, 'a port Docker picked');
+  await waitForHttps('127.0.0.1', instance.upstream.port);
+  t.equal((await httpsGet('127.0.0.1', instance.upstream.port, '/', basicAuth(spec.env.VNC_PW!))).status, 200);
+  const listed = (await published.list()).find((s) => s.runtimeId === instance.runtimeId);
+  t.same(listed?.upstream, instance.upstream, 'list() gives the same upstream');
+  t.same((await published.inspect(instance.runtimeId))?.upstream, instance.upstream, 'inspect() too');
+});
+
+t.test('watch() reports docker kill and docker rm -f, not deskhub\'s own stops', async (t) => {
+  const [killed, removed, stoppedByUs] = await Promise.all([
+    runtime.create(specFor(kasmTestType())),
+    runtime.create(specFor(kasmTestType())),
+    runtime.create(specFor(kasmTestType())),
+  ]);
+  const seen: RuntimeStatus[] = [];
+  const waiters: Array<() => void> = [];
+  const unwatch = runtime.watch((status) => {
+    seen.push(status);
+    for (const w of waiters.splice(0)) w();
+  });
+  t.teardown(unwatch);
+  await runtime.watching();
+  const waitFor = async (what: string, match: (s: RuntimeStatus) => boolean) => {
+    const deadline = Date.now() + 20_000;
+    while (!seen.some(match)) {
+      if (Date.now() > deadline) throw new Error(`no event: ${what}; seen ${JSON.stringify(seen)}`);
+      await new Promise<void>((resolve) => {
+        waiters.push(resolve);
+        setTimeout(resolve, 1000);
+      });
+    }
+    return seen.find(match)!;
+  };
+
+  await runtime.stop(stoppedByUs.runtimeId);
+  await run('docker', ['kill', killed.runtimeId]);
+  const died = await waitFor('docker kill', (s) => s.runtimeId === killed.runtimeId);
+  t.match(died, { running: false, reason: 'exited with code 137' });
+  t.ok(died.desktopId.startsWith('d'), 'the event names the desktop');
+
+  await run('docker', ['rm', '-f', removed.runtimeId]);
+  const gone = await waitFor('docker rm -f', (s) => s.runtimeId === removed.runtimeId && s.reason === 'container removed');
+  t.equal(gone.running, false);
+  t.notOk(seen.some((s) => s.runtimeId === stoppedByUs.runtimeId), 'a stop by deskhub is not reported (its die came before the kill)');
+
+  await Promise.all([killed, stoppedByUs].map((i) => runtime.remove(i.runtimeId)));
+});
+
+t.test('list() sees only this installation\'s desktops', async (t) => {
+  const mine = await runtime.create(specFor(kasmTestType()));
+  const other = new DockerRuntime({ docker: runtime.docker, instance: `${runtime.instance}-other`, networkName: runtime.networkName });
+  const theirs = await other.create(specFor(kasmTestType()));
+  t.teardown(async () => {
+    await runtime.remove(mine.runtimeId);
+    await other.remove(theirs.runtimeId);
+  });
+  const ids = (await runtime.list()).map((s) => s.runtimeId);
+  t.ok(ids.includes(mine.runtimeId));
+  t.notOk(ids.includes(theirs.runtimeId));
+  t.same((await other.list()).map((s) => s.runtimeId), [theirs.runtimeId]);
+});
+
+t.test('a missing image with pullPolicy never fails naming the image, and leaves nothing', async (t) => {
+  const spec = specFor(kasmTestType({ image: 'deskhub/does-not-exist:local' }));
+  const before = (await runtime.list()).length;
+  await t.rejects(runtime.create(spec), { message: 'image deskhub/does-not-exist:local not present and its pull policy is never (pull it ahead with: docker pull deskhub/does-not-exist:local)' });
+  const desktop = await runtime.create(specFor(kasmTestType())).then((i) => runtime.remove(i.runtimeId));
+  t.equal(desktop, undefined);
+  t.equal((await runtime.list()).length, before, 'no container left behind');
+  await t.rejects(runtime.create(specFor(kasmTestType({ image: 'deskhub/desktop:missing' }))), {
+    message: /^image deskhub\/desktop:missing not present/,
+  });
+});
+
+t.test('a desktop that exits at once: inspect and logs say why', async (t) => {
+  // Like Kasm images, the test image refuses a VNC_PW shorter than 6 characters.
+  const spec = specFor(kasmTestType(), { VNC_PW: 'abc' });
+  const instance = await runtime.create(spec).catch((err: Error) => err);
+  if (instance instanceof Error) {
+    // It may die before its address is read back: then create() itself fails with the output.
+    t.match(instance.message, /VNC_PW: must be at least 6 characters/);
+    return;
+  }
+  t.teardown(() => runtime.remove(instance.runtimeId));
+  const deadline = Date.now() + 20_000;
+  let status = await runtime.inspect(instance.runtimeId);
+  while (status?.running && Date.now() < deadline) {
+    await runtime.docker.getContainer(instance.runtimeId).wait();
+    status = await runtime.inspect(instance.runtimeId);
+  }
+  t.match(status, { running: false, reason: 'exited with code 2' });
+  t.match(await runtime.logs(instance.runtimeId, 5), /VNC_PW: must be at least 6 characters/);
+});
+
+t.test('create replaces a leftover container of the same desktop (crash mid-create)', async (t) => {
+  const spec = specFor(kasmTestType());
+  const first = await runtime.create(spec);
+  const second = await runtime.create(spec);
+  t.teardown(() => runtime.remove(second.runtimeId));
+  t.not(second.runtimeId, first.runtimeId);
+  t.equal(await runtime.inspect(first.runtimeId), null, 'the leftover is gone');
+  t.equal((await runtime.list()).filter((s) => s.desktopId === spec.desktopId).length, 1);
+});
