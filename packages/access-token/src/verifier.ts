@@ -1,16 +1,21 @@
 /**
  * Verifies access tokens at a proxy with public keys only, remembering tokens it has verified.
  *
- * Why the cache is safe: a cached token is one whose signature was checked, and the cache key is
- * the whole token text, so a hit is exactly "this same token verified before". What could have
+ * Why the cache is safe: a cached token is one whose signature was checked, and a hit requires the
+ * whole token text to be equal to the cached one, so a hit is exactly "this same token verified
+ * before". (Entries are found by the signature, 86 characters, and confirmed by comparing the
+ * whole token: hashing a 300-character string fresh from every request's header costs more than
+ * comparing it.) What could have
  * changed since is time and revocation, and both are checked on every hit: an entry is never
  * served at or after its expiry, nor for a revoked session. Everything else in the token is
- * immutable. The cache is bounded (least recently used entries go first), so a flood of valid
- * tokens costs memory up to `cacheSize` and no more.
+ * immutable. The cache is bounded, so a flood of valid tokens costs memory up to `cacheSize` and
+ * no more. Eviction is "second chance" (CLOCK), an approximation of least-recently-used whose hit
+ * only sets a flag: a true LRU moves the entry on every hit, and in a Map that delete-and-insert
+ * costs more than the lookup itself.
  */
 import { verify as verifySignature, type KeyObject } from 'node:crypto';
 import { keyIdOf, toPublicKey, type KeyInput } from './keys.ts';
-import { decodePayload, splitToken, type AccessClaims } from './token.ts';
+import { SIGNATURE_LENGTH, decodePayload, splitToken, type AccessClaims } from './token.ts';
 
 export type VerifyFailure = 'missing' | 'malformed' | 'bad-signature' | 'expired' | 'unknown-key' | 'revoked';
 export type VerifyResult =
@@ -52,6 +57,10 @@ export interface Verifier {
   stats(): VerifierStats;
 }
 
+/** The signature part of a well-formed token; the length check on the cold path refuses the rest. */
+const cacheKey = (token: string): string =>
+  token.length > SIGNATURE_LENGTH ? token.slice(token.length - SIGNATURE_LENGTH) : token;
+
 const failure = (reason: VerifyFailure): VerifyResult => Object.freeze({ ok: false as const, reason });
 const MISSING = failure('missing');
 const MALFORMED = failure('malformed');
@@ -62,10 +71,16 @@ const REVOKED = failure('revoked');
 
 /** A verified token; `result` is handed out as is, so a hit allocates nothing. */
 interface CacheEntry {
+  readonly token: string;
   readonly result: VerifyResult & { ok: true };
   readonly expiresAt: number;
   readonly sessionId: string;
+  /** Set by a hit, cleared when eviction passes over the entry and spares it. */
+  used: boolean;
 }
+
+/** How many recently used entries one insert may spare before it evicts regardless. */
+const EVICTION_BUDGET = 8;
 
 export function createVerifier(options: VerifierOptions): Verifier {
   const keys = new Map<string, KeyObject>();
@@ -81,7 +96,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${name} must be a whole number >= 0, got ${v}`);
   }
 
-  // Map keeps insertion order: re-inserting on a hit makes the first key the least recently used.
+  // Keyed by the token's signature. Map keeps insertion order: the first key is the one
+  // inserted (or spared) longest ago.
   const cache = new Map<string, CacheEntry>();
   // sessionId -> epoch ms until which its tokens are refused.
   const revoked = new Map<string, number>();
@@ -97,14 +113,28 @@ export function createVerifier(options: VerifierOptions): Verifier {
     return false;
   }
 
-  function remember(token: string, claims: AccessClaims): VerifyResult {
+  /** Frees one slot: the oldest entry not used since it was last looked at, or expired. */
+  function evictOne(now: number): void {
+    for (let spared = 0; spared < EVICTION_BUDGET; spared++) {
+      const oldest = cache.keys().next().value;
+      if (oldest === undefined) return;
+      const entry = cache.get(oldest)!;
+      cache.delete(oldest);
+      if (!entry.used || entry.expiresAt <= now) return;
+      entry.used = false;
+      cache.set(oldest, entry);
+    }
+    const oldest = cache.keys().next().value;
+    if (oldest !== undefined) cache.delete(oldest);
+  }
+
+  function remember(token: string, claims: AccessClaims, now: number): VerifyResult {
     const result = Object.freeze({ ok: true as const, claims });
     if (cacheSize === 0) return result;
-    if (cache.size >= cacheSize) {
-      const oldest = cache.keys().next().value;
-      if (oldest !== undefined) cache.delete(oldest);
-    }
-    cache.set(token, { result, expiresAt: claims.expiresAt, sessionId: claims.sessionId });
+    const key = cacheKey(token);
+    cache.delete(key);
+    if (cache.size >= cacheSize) evictOne(now);
+    cache.set(key, { token, result, expiresAt: claims.expiresAt, sessionId: claims.sessionId, used: false });
     return result;
   }
 
@@ -114,28 +144,28 @@ export function createVerifier(options: VerifierOptions): Verifier {
     verify(token, now = Date.now()) {
       if (token === undefined || token === null || token === '') return MISSING;
 
-      const hit = cache.get(token);
-      if (hit !== undefined) {
+      const key = cacheKey(token);
+      const hit = cache.get(key);
+      if (hit !== undefined && hit.token === token) {
         if (hit.expiresAt <= now) {
-          cache.delete(token);
+          cache.delete(key);
           return EXPIRED;
         }
         if (revoked.size !== 0 && isRevoked(hit.sessionId, now)) {
-          cache.delete(token);
+          cache.delete(key);
           return REVOKED;
         }
-        cache.delete(token);
-        cache.set(token, hit);
+        hit.used = true;
         cacheHits++;
         return hit.result;
       }
 
       const parts = splitToken(token);
       if (parts === null) return MALFORMED;
-      const key = keys.get(parts.keyId);
-      if (key === undefined) return UNKNOWN_KEY;
+      const publicKey = keys.get(parts.keyId);
+      if (publicKey === undefined) return UNKNOWN_KEY;
       signatureChecks++;
-      if (!verifySignature(null, Buffer.from(parts.signingInput), key, parts.signature)) return BAD_SIGNATURE;
+      if (!verifySignature(null, Buffer.from(parts.signingInput), publicKey, parts.signature)) return BAD_SIGNATURE;
       const claims = decodePayload(parts.payload, parts.keyId);
       if (claims === null) return MALFORMED;
       // A signed token outside these bounds came from a misconfigured signer; refusing it keeps
@@ -143,7 +173,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
       if (claims.expiresAt - claims.issuedAt > maxLifetimeMs || claims.issuedAt > now + clockSkewMs) return MALFORMED;
       if (claims.expiresAt <= now) return EXPIRED;
       if (revoked.size !== 0 && isRevoked(claims.sessionId, now)) return REVOKED;
-      return remember(token, claims);
+      return remember(token, claims, now);
     },
 
     revokeSession(sessionId, until = Date.now() + maxLifetimeMs + clockSkewMs) {

@@ -30,6 +30,19 @@ t.test('a repeated token is answered from the cache, without a signature check',
   t.comment(`cached verify: ${Number(process.hrtime.bigint() - start) / 10_000} ns/op (not asserted)`);
 });
 
+t.test('a forged token reusing a cached signature is not served from the cache', async (t) => {
+  const { signer, verifier } = setup();
+  const { token } = signer.sign(subject(1), T0);
+  t.ok(verifier.verify(token, T0).ok);
+  const [prefix, kid, payload, sig] = token.split('.') as [string, string, string, string];
+  const body = JSON.parse(Buffer.from(payload, 'base64url').toString());
+  const forged = [prefix, kid, Buffer.from(JSON.stringify({ ...body, userId: 'u-mallory' })).toString('base64url'), sig].join('.');
+  t.same(verifier.verify(forged, T0), { ok: false, reason: 'bad-signature' });
+  t.same(verifier.stats().signatureChecks, 2, 'the forgery went through a signature check');
+  t.ok(verifier.verify(token, T0).ok, 'the genuine token is still cached');
+  t.same(verifier.stats().signatureChecks, 2);
+});
+
 t.test('failures are not cached: a bad token costs a check every time', async (t) => {
   const { signer, verifier } = setup();
   const { token } = signer.sign(subject(1), T0);
@@ -40,7 +53,7 @@ t.test('failures are not cached: a bad token costs a check every time', async (t
   t.equal(verifier.stats().cachedTokens, 0);
 });
 
-t.test('the cache is bounded and evicts the least recently used token', async (t) => {
+t.test('the cache is bounded and evicts a token not used lately (second chance)', async (t) => {
   const { signer, verifier } = setup(3);
   const tokens = [1, 2, 3, 4].map((n) => signer.sign(subject(n), T0).token);
   for (const tok of tokens.slice(0, 3)) t.ok(verifier.verify(tok, T0).ok);
@@ -56,9 +69,27 @@ t.test('the cache is bounded and evicts the least recently used token', async (t
   t.ok(verifier.verify(tokens[1]!, T0).ok, 'token 2 still verifies...');
   t.equal(verifier.stats().signatureChecks, checks + 1, '...but with a signature check: it was evicted');
 
-  // Many more tokens than the cache holds: it stays at its size.
-  for (let n = 10; n < 60; n++) verifier.verify(signer.sign(subject(n), T0).token, T0);
+  // Many more tokens than the cache holds, all of them in use: it stays at its size.
+  const hot = Array.from({ length: 50 }, (_, n) => signer.sign(subject(10 + n), T0).token);
+  for (let round = 0; round < 3; round++) for (const tok of hot) t.ok(verifier.verify(tok, T0).ok);
   t.equal(verifier.stats().cachedTokens, 3);
+});
+
+t.test('eviction prefers tokens that have expired, even recently used ones', async (t) => {
+  const pair = generateKeyPair();
+  const verifier = createVerifier({ publicKeys: [pair.publicKeyPem], cacheSize: 2 });
+  const short = createSigner({ privateKey: pair.privateKeyPem, lifetimeMs: 1000 }).sign(subject(1), T0).token;
+  const long = createSigner({ privateKey: pair.privateKeyPem }).sign(subject(2), T0).token;
+  t.ok(verifier.verify(short, T0).ok);
+  t.ok(verifier.verify(short, T0).ok, 'used');
+  t.ok(verifier.verify(long, T0).ok);
+  t.ok(verifier.verify(long, T0).ok, 'used');
+  const third = createSigner({ privateKey: pair.privateKeyPem }).sign(subject(3), T0 + 5000).token;
+  t.ok(verifier.verify(third, T0 + 5000).ok);
+  const checks = verifier.stats().signatureChecks;
+  t.ok(verifier.verify(long, T0 + 5000).ok, 'the live token survived');
+  t.equal(verifier.stats().signatureChecks, checks, 'from the cache');
+  t.same(verifier.verify(short, T0 + 5000), { ok: false, reason: 'expired' });
 });
 
 t.test('cacheSize 0 turns the cache off', async (t) => {
