@@ -21,7 +21,7 @@ t.test('sizes and settings are parsed, bad values name the setting', async (t) =
   t.equal(parseSize('1GB', 'x'), 1024 ** 3);
   t.equal(parseSize('1048576', 'x'), 1048576);
   t.throws(() => parseSize('lots', 'kasm.shmSize'), /kasm\.shmSize: "lots"/);
-  t.same(dockerRuntimeOptionsFromEnv({}), { networkMode: 'bridge', hostGuard: 'iptables', networkName: 'deskhub-desktops', instance: 'default' });
+  t.same(dockerRuntimeOptionsFromEnv({}), { networkMode: 'bridge', networkName: 'deskhub-desktops', hostGuard: 'iptables', instance: 'default' });
   t.equal(dockerRuntimeOptionsFromEnv({ DOCKER_NETWORK_MODE: 'published' }).networkMode, 'published');
   t.throws(() => dockerRuntimeOptionsFromEnv({ DOCKER_NETWORK_MODE: 'host' }), /DOCKER_NETWORK_MODE/);
   t.throws(() => dockerRuntimeOptionsFromEnv({ DOCKER_HOST_GUARD: 'maybe' }), /DOCKER_HOST_GUARD/);

@@ -15,6 +15,7 @@
  * Readiness probing is the lifecycle's job: create() resolves once the container is started.
  */
 import Docker from 'dockerode';
+import { ConfigError, env, loadConfig } from '@deskhub/config';
 import type { Logger } from 'pino';
 import type { Upstream } from '@deskhub/route-stream';
 import type {
@@ -53,25 +54,29 @@ export interface DockerRuntimeOptions {
 
 export const DEFAULT_NETWORK = 'deskhub-desktops';
 
-/** Reads the runtime's settings; throws naming the variable on a bad value. */
-export function dockerRuntimeOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): DockerRuntimeOptions {
-  const mode = env.DOCKER_NETWORK_MODE ?? 'bridge';
-  if (mode !== 'bridge' && mode !== 'published') {
-    throw new Error(`DOCKER_NETWORK_MODE: expected bridge or published, got "${mode}"`);
-  }
-  const guard = env.DOCKER_HOST_GUARD ?? 'iptables';
-  if (guard !== 'iptables' && guard !== 'off') {
-    throw new Error(`DOCKER_HOST_GUARD: expected iptables or off, got "${guard}"`);
-  }
-  const network = env.DOCKER_NETWORK ?? DEFAULT_NETWORK;
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(network)) {
-    throw new Error(`DOCKER_NETWORK: "${network}" is not a valid Docker network name`);
-  }
-  const instance = env.DESKHUB_INSTANCE ?? 'default';
-  if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(instance)) {
-    throw new Error(`DESKHUB_INSTANCE: expected lowercase letters, digits and -, got "${instance}"`);
-  }
-  return { networkMode: mode, hostGuard: guard, networkName: network, instance };
+/** The Docker runtime's own environment variables (DOCKER_HOST is dockerode's, read by it). */
+export const dockerEnvSpec = {
+  DOCKER_NETWORK_MODE: env.oneOf(['bridge', 'published'] as const, 'bridge'),
+  DOCKER_NETWORK: env.custom((raw, name) => {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(raw)) throw new ConfigError(name, `"${raw}" is not a valid Docker network name`);
+    return raw;
+  }, DEFAULT_NETWORK),
+  DOCKER_HOST_GUARD: env.oneOf(['iptables', 'off'] as const, 'iptables'),
+  DESKHUB_INSTANCE: env.custom((raw, name) => {
+    if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(raw)) throw new ConfigError(name, `expected lowercase letters, digits and -, got "${raw}"`);
+    return raw;
+  }, 'default'),
+};
+
+/** Reads the runtime's settings; throws a ConfigError naming the variable on a bad value. */
+export function dockerRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.env): DockerRuntimeOptions {
+  const config = loadConfig(dockerEnvSpec, source);
+  return {
+    networkMode: config.DOCKER_NETWORK_MODE,
+    networkName: config.DOCKER_NETWORK,
+    hostGuard: config.DOCKER_HOST_GUARD,
+    instance: config.DESKHUB_INSTANCE,
+  };
 }
 
 /** "512m", "1g", "2GB", "1048576" -> bytes. */
