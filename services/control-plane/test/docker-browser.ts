@@ -110,7 +110,9 @@ export function distinctColours(png: Buffer): number {
 export async function waitForNoVncConnected(page: Page, timeoutMs = 60_000): Promise<string> {
   const status = await page.waitForFunction(
     () => {
-      const text = document.getElementById('noVNC_status')?.textContent ?? '';
+      // Runs in the page; this package's tsconfig has no DOM types.
+      const doc = (globalThis as unknown as { document: { getElementById(id: string): { textContent: string | null } | null } }).document;
+      const text = doc.getElementById('noVNC_status')?.textContent ?? '';
       return /^Connected/.test(text) ? text : /Failed|Disconnected|Something went wrong/i.test(text) ? `FAILED: ${text}` : false;
     },
     undefined,
@@ -129,7 +131,7 @@ export async function screenshotDesktop(page: Page, name: string, minColours = 1
   mkdirSync(artifactsDir, { recursive: true });
   const file = join(artifactsDir, name);
   let colours = 0;
-  let png = Buffer.alloc(0);
+  let png: Buffer = Buffer.alloc(0);
   for (let i = 0; i < 20; i++) {
     png = await page.screenshot({ type: 'png' });
     colours = distinctColours(png);
