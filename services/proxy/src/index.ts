@@ -1,0 +1,6 @@
+/**
+ * @deskhub/proxy: the data-plane proxy. `startProxy` runs it inside any process (the embedded
+ * start, tests, benchmarks); `main.ts` runs it as a service of its own. See README.md.
+ */
+export { startProxy } from './proxy.ts';
+export type { AccessDecision, AccessHook, ProxyOptions, RunningProxy } from './proxy.ts';

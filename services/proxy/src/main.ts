@@ -1,0 +1,85 @@
+/**
+ * Runs the proxy as a service of its own (`pnpm start:proxy`): configuration from the
+ * environment, routes from Redis, graceful stop on SIGTERM/SIGINT.
+ */
+import { ConfigError, createLogger, env, loadConfig } from '@deskhub/config';
+import { createRouteStream } from '@deskhub/route-stream';
+import { startProxy } from './proxy.ts';
+
+const proxyEnv = {
+  PORT: env.port(8080),
+  HOST: env.string('127.0.0.1'),
+  METRICS_PORT: env.port(9091),
+  METRICS_HOST: env.string('127.0.0.1'),
+  CONTROL_PLANE_URL: env.url(['http', 'https'], 'http://127.0.0.1:8081'),
+  PUBLIC_URL: env.url(['http', 'https']),
+  REDIS_URL: env.url(['redis', 'rediss']),
+  ROUTE_STREAM_PREFIX: env.string('deskhub:'),
+  BODY_LIMIT: env.int(10 * 1024 * 1024, 0),
+  UPSTREAM_TIMEOUT_MS: env.int(30_000, 1),
+  AUTH_MODE: env.oneOf(['dev', 'oidc'] as const, 'dev'),
+  LOG_LEVEL: env.oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, 'info'),
+};
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(proxyEnv);
+    if (config.REDIS_URL === undefined) {
+      throw new ConfigError(
+        'REDIS_URL',
+        'is required for a standalone proxy: a separate process cannot share the in-process route bus (use `pnpm start` for the one-process setup)',
+      );
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`proxy: configuration error: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger('proxy', config.LOG_LEVEL);
+  const stream = createRouteStream({ redisUrl: config.REDIS_URL, keyPrefix: config.ROUTE_STREAM_PREFIX, logger });
+  const proxy = await startProxy({
+    subscriber: stream.subscriber(),
+    controlPlaneUrl: config.CONTROL_PLANE_URL,
+    publicUrl: config.PUBLIC_URL,
+    host: config.HOST,
+    port: config.PORT,
+    metricsPort: config.METRICS_PORT,
+    metricsHost: config.METRICS_HOST,
+    bodyLimit: config.BODY_LIMIT,
+    upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_MS,
+    authMode: config.AUTH_MODE,
+    logger,
+  });
+
+  proxy.started.catch(() => {
+    // Already logged by the proxy; a proxy that can never load routes must not linger as "alive".
+    process.exit(1);
+  });
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    proxy
+      .close()
+      .then(() => stream.close())
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err }, 'error while stopping');
+          process.exit(1);
+        },
+      );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`proxy: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

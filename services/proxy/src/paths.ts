@@ -1,0 +1,120 @@
+/**
+ * How the proxy reads a request target: which desktop it names, whether it is safe to pass on,
+ * and whether a browser must first be sent to the desktop's entry URL.
+ *
+ * Everything here works on the raw `req.url` string with indexOf/slice: no URL object on the hot
+ * path, because a request through the proxy has a budget of a few tens of microseconds.
+ */
+
+export const DESKTOP_PREFIX = '/desktop/';
+const PREFIX_LENGTH = DESKTOP_PREFIX.length;
+
+/** A request target under /desktop/, split without copying more than needed. */
+export interface DesktopTarget {
+  /** The route's proxy path: the first segment after /desktop/. */
+  name: string;
+  /** What follows the name: "" (no trailing slash), "?q", "/", "/a/b?q". */
+  rest: string;
+}
+
+/** `/desktop/<name><rest>`, or null when the target is not under /desktop/. */
+export function splitDesktopTarget(url: string): DesktopTarget | null {
+  if (!url.startsWith(DESKTOP_PREFIX)) return null;
+  let end = PREFIX_LENGTH;
+  const len = url.length;
+  while (end < len) {
+    const c = url.charCodeAt(end);
+    if (c === 47 /* / */ || c === 63 /* ? */) break;
+    end++;
+  }
+  return { name: url.slice(PREFIX_LENGTH, end), rest: url.slice(end) };
+}
+
+/**
+ * Why a request target is refused, or null when it may be forwarded.
+ *
+ * Refused (400), anywhere before the query: a target not starting with "/" (absolute-form or
+ * "*"), a backslash, an encoded slash or backslash (%2f, %5c), an encoded NUL (%00), and any
+ * "." or ".." segment, written plainly or percent-encoded (%2e). Browsers remove dot segments
+ * before sending, so only a crafted request has them; an upstream that decodes them could be
+ * led out of the desktop's prefix, so the proxy does not try to guess what they mean.
+ */
+export function unsafeTarget(url: string): string | null {
+  if (url.charCodeAt(0) !== 47) return 'the request target must start with "/"';
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  // Fast path: nothing that could form a dot segment, an escape or a backslash.
+  if (path.indexOf('%') === -1 && path.indexOf('/.') === -1 && path.indexOf('\\') === -1) return null;
+  if (path.indexOf('\\') !== -1) return 'backslashes are not allowed in paths';
+  const lower = path.toLowerCase();
+  if (lower.includes('%2f') || lower.includes('%5c')) return 'encoded slashes are not allowed in paths';
+  if (lower.includes('%00')) return 'encoded NUL bytes are not allowed in paths';
+  for (const segment of lower.split('/')) {
+    const decoded = segment.includes('%2e') ? segment.replaceAll('%2e', '.') : segment;
+    if (decoded === '.' || decoded === '..') return 'dot segments ("." and "..") are not allowed in paths';
+  }
+  return null;
+}
+
+/** One `key=value` pair of a route's entry query, split once per route. */
+export interface EntryParam {
+  key: string;
+  pair: string;
+}
+
+export function parseEntryQuery(entryQuery: string): EntryParam[] {
+  if (entryQuery === '') return [];
+  return entryQuery
+    .split('&')
+    .filter((pair) => pair !== '')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      return { key: eq === -1 ? pair : pair.slice(0, eq), pair };
+    });
+}
+
+function queryHasKey(query: string, key: string): boolean {
+  // query without "?"; keys compared as written (entry query keys are plain ASCII like "path").
+  let start = 0;
+  while (start <= query.length) {
+    let end = query.indexOf('&', start);
+    if (end === -1) end = query.length;
+    const eq = query.indexOf('=', start);
+    const keyEnd = eq !== -1 && eq < end ? eq : end;
+    if (keyEnd - start === key.length && query.startsWith(key, start)) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+/**
+ * Where a GET/HEAD page load must be sent first, or null to forward it.
+ * `/desktop/<p>` (no slash) goes to `/desktop/<p>/`; the desktop's root without one of its entry
+ * query's keys gets them added (the page's own query is kept). KasmVNC's client reads its
+ * WebSocket path from `?path=` and its assets are relative, so both are needed (kasm-contract.md).
+ */
+export function entryRedirect(target: DesktopTarget, entry: EntryParam[]): string | null {
+  const rest = target.rest;
+  let query: string;
+  if (rest === '' || rest.charCodeAt(0) === 63 /* ? */) {
+    query = rest === '' ? '' : rest.slice(1);
+  } else if (rest === '/' || rest.startsWith('/?')) {
+    if (entry.length === 0) return null;
+    query = rest.length > 1 ? rest.slice(2) : '';
+    let missing = false;
+    for (const param of entry) {
+      if (!queryHasKey(query, param.key)) {
+        missing = true;
+        break;
+      }
+    }
+    if (!missing) return null;
+  } else {
+    return null;
+  }
+  let out = query;
+  for (const param of entry) {
+    if (!queryHasKey(query, param.key)) out = out === '' ? param.pair : `${out}&${param.pair}`;
+  }
+  return `${DESKTOP_PREFIX}${target.name}/${out === '' ? '' : '?' + out}`;
+}

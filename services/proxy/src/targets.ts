@@ -1,0 +1,118 @@
+/**
+ * Where a request goes (a desktop's upstream or the control plane) and what the proxy does on
+ * the way, worked out once per route object and cached, so a request only does a WeakMap get.
+ */
+import type { Dispatcher } from 'undici';
+import type { Route } from '@deskhub/route-stream';
+import { DESKTOP_PREFIX, parseEntryQuery, type EntryParam } from './paths.ts';
+
+export interface UpstreamTarget {
+  /** The desktop's route; null for the control plane. */
+  route: Route | null;
+  /** Key under which this target's WebSockets are tracked: the route's path, "" for the control plane. */
+  key: string;
+  /** scheme://host:port, lower case (Location rewriting compares against it). */
+  origin: string;
+  /** Host header for a raw WebSocket handshake. */
+  authority: string;
+  hostname: string;
+  port: number;
+  tls: boolean;
+  verifyTls: boolean;
+  dispatcher: Dispatcher;
+  /** Path the control plane lives under ("" normally). */
+  basePath: string;
+  /** Public prefix of a desktop: "/desktop/<p>" ("" for the control plane). */
+  prefix: string;
+  strip: boolean;
+  entry: EntryParam[];
+  /** Injected Authorization (desktops only). */
+  authorization: string | null;
+}
+
+export interface Dispatchers {
+  /** For plain HTTP and for HTTPS with certificate verification. */
+  verifying: Dispatcher;
+  /** For HTTPS upstreams whose certificate cannot be verified (Kasm's self-signed ones). */
+  trusting: Dispatcher;
+}
+
+function bracketed(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+export class Targets {
+  private readonly cache = new WeakMap<Route, UpstreamTarget>();
+  readonly controlPlane: UpstreamTarget | null;
+
+  constructor(
+    private readonly dispatchers: Dispatchers,
+    controlPlaneUrl: string | undefined,
+  ) {
+    this.controlPlane = controlPlaneUrl ? this.controlPlaneTarget(controlPlaneUrl) : null;
+  }
+
+  forRoute(route: Route): UpstreamTarget {
+    let target = this.cache.get(route);
+    if (target === undefined) {
+      target = this.routeTarget(route);
+      this.cache.set(route, target);
+    }
+    return target;
+  }
+
+  private routeTarget(route: Route): UpstreamTarget {
+    const { scheme, host, port, verifyTls } = route.upstream;
+    const tls = scheme === 'https';
+    const authority = `${bracketed(host)}:${port}`;
+    return {
+      route,
+      key: route.path,
+      origin: `${scheme}://${authority}`.toLowerCase(),
+      authority,
+      hostname: host.replace(/^\[|\]$/g, ''),
+      port,
+      tls,
+      verifyTls: tls && verifyTls,
+      dispatcher: tls && !verifyTls ? this.dispatchers.trusting : this.dispatchers.verifying,
+      basePath: '',
+      prefix: DESKTOP_PREFIX + route.path,
+      strip: route.stripPrefix,
+      entry: parseEntryQuery(route.entryQuery),
+      authorization: route.authorization,
+    };
+  }
+
+  private controlPlaneTarget(raw: string): UpstreamTarget {
+    const url = new URL(raw);
+    const tls = url.protocol === 'https:';
+    const port = url.port ? Number(url.port) : tls ? 443 : 80;
+    const hostname = url.hostname.replace(/^\[|\]$/g, '');
+    const authority = `${bracketed(hostname)}:${port}`;
+    return {
+      route: null,
+      key: '',
+      origin: `${url.protocol}//${authority}`.toLowerCase(),
+      authority,
+      hostname,
+      port,
+      tls,
+      verifyTls: tls,
+      dispatcher: this.dispatchers.verifying,
+      basePath: url.pathname.replace(/\/+$/, ''),
+      prefix: '',
+      strip: false,
+      entry: [],
+      authorization: null,
+    };
+  }
+}
+
+/** true when a route's change must cut its open connections: withdrawn, or now elsewhere. */
+export function upstreamChanged(before: Route | undefined, after: Route | undefined): boolean {
+  if (before === undefined) return false;
+  if (after === undefined) return true;
+  const a = before.upstream;
+  const b = after.upstream;
+  return a.scheme !== b.scheme || a.host !== b.host || a.port !== b.port || a.verifyTls !== b.verifyTls || before.stripPrefix !== after.stripPrefix || before.authorization !== after.authorization;
+}
