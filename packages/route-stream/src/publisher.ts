@@ -25,7 +25,11 @@ export class StreamPublisher implements RoutePublisher {
   private resyncPending = false;
   private closed = false;
 
-  constructor(private readonly bus: RouteBus, private readonly log: Logger) {}
+  constructor(
+    private readonly bus: RouteBus,
+    private readonly log: Logger,
+    private readonly onClosed: () => void = () => undefined,
+  ) {}
 
   /**
    * Stores and publishes one change if the store holds exactly the version before it. A change
@@ -95,6 +99,7 @@ export class StreamPublisher implements RoutePublisher {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.onClosed();
     if (this.resyncTimer) clearTimeout(this.resyncTimer);
     for (const wake of [...this.ackWaiters]) wake();
     const control = this.control;

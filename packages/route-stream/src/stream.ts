@@ -47,13 +47,14 @@ export function routeStreamOver(bus: RouteBus, logger: Logger): RouteStream {
     transport: bus.transport,
     publisher() {
       if (closed) throw new Error('route stream is closed');
-      const publisher = new StreamPublisher(bus, logger);
+      const publisher = new StreamPublisher(bus, logger, () => publishers.delete(publisher));
       publishers.add(publisher);
       return publisher;
     },
     subscriber(subscriberOptions?: SubscriberOptions) {
       if (closed) throw new Error('route stream is closed');
-      const subscriber = new StreamSubscriber(bus, logger, subscriberOptions);
+      // A closed subscriber's table must not stay reachable from a long-lived stream.
+      const subscriber = new StreamSubscriber(bus, logger, subscriberOptions, () => subscribers.delete(subscriber));
       subscribers.add(subscriber);
       return subscriber;
     },

@@ -73,7 +73,12 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
   private activity = new Map<string, number>();
   private readonly versionWaiters = new Set<{ version: number; resolve: (ok: boolean) => void }>();
 
-  constructor(private readonly bus: RouteBus, logger: Logger, options: SubscriberOptions = {}) {
+  constructor(
+    private readonly bus: RouteBus,
+    logger: Logger,
+    options: SubscriberOptions = {},
+    private readonly onClosed: () => void = () => undefined,
+  ) {
     super();
     this.replicaId = options.replicaId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
     if (!/^[A-Za-z0-9._:-]{1,128}$/.test(this.replicaId)) {
@@ -164,6 +169,7 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.onClosed();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.wake?.();

@@ -1,0 +1,84 @@
+/** The route-stream message schema: what enters a proxy is checked, and the error says what is wrong. */
+import t from 'tap';
+import { RouteMessageError, parseRoute, parseRouteChange } from '../src/index.ts';
+import { route } from './helpers.ts';
+
+t.test('a valid route and change parse, from objects and from JSON text', async (t) => {
+  const r = route('alice-ubuntu-desktop');
+  t.same(parseRoute(r), r);
+  t.same(parseRoute(JSON.stringify(r)), r);
+  t.same(parseRoute(Buffer.from(JSON.stringify(r))), r);
+  t.same(parseRouteChange({ version: 3, op: 'put', route: r }), { version: 3, op: 'put', route: r });
+  t.same(parseRouteChange('{"version":4,"op":"delete","path":"alice-ubuntu-desktop"}'), { version: 4, op: 'delete', path: 'alice-ubuntu-desktop' });
+  t.same(parseRoute({ ...r, authorization: null, entryQuery: '', sharedWith: ['u-bob'] }).sharedWith, ['u-bob']);
+});
+
+t.test('unknown fields are dropped, not passed on', async (t) => {
+  const r = route('a');
+  const parsed = parseRoute({ ...r, extra: 'x', upstream: { ...r.upstream, headers: { 'x-evil': '1' } } });
+  t.same(parsed, r);
+  t.notOk('extra' in parsed);
+  t.notOk('headers' in parsed.upstream);
+  const change = parseRouteChange({ version: 1, op: 'delete', path: 'a', route: r });
+  t.same(change, { version: 1, op: 'delete', path: 'a' });
+});
+
+t.test('each kind of bad input is refused with a message naming the field', async (t) => {
+  const r = route('a');
+  const cases: Array<[unknown, RegExp]> = [
+    ['{nope', /^route: not valid JSON/],
+    [null, /^route: expected an object, got null/],
+    [[r], /^route: expected an object, got an array/],
+    [{ ...r, path: 'Alice' }, /^route\.path: expected a proxy path/],
+    [{ ...r, path: '-a' }, /^route\.path/],
+    [{ ...r, path: 'a/../b' }, /^route\.path/],
+    [{ ...r, path: 'a%2fb' }, /^route\.path/],
+    [{ ...r, desktopId: '' }, /^route\.desktopId: expected a non-empty string/],
+    [{ ...r, owner: 7 }, /^route\.owner/],
+    [{ ...r, sharedWith: 'bob' }, /^route\.sharedWith: expected an array/],
+    [{ ...r, sharedWith: ['bob', ''] }, /^route\.sharedWith\[1\]/],
+    [{ ...r, upstream: { ...r.upstream, scheme: 'ftp' } }, /^route\.upstream\.scheme: expected "http" or "https", got "ftp"/],
+    [{ ...r, upstream: { ...r.upstream, host: 'evil.test/path' } }, /^route\.upstream\.host/],
+    [{ ...r, upstream: { ...r.upstream, host: 'user@evil.test' } }, /^route\.upstream\.host/],
+    [{ ...r, upstream: { ...r.upstream, port: 70000 } }, /^route\.upstream\.port: expected an integer from 1 to 65535, got 70000/],
+    [{ ...r, upstream: { ...r.upstream, port: '443' } }, /^route\.upstream\.port/],
+    [{ ...r, upstream: { ...r.upstream, verifyTls: 'no' } }, /^route\.upstream\.verifyTls: expected true or false/],
+    [{ ...r, stripPrefix: 1 }, /^route\.stripPrefix/],
+    [{ ...r, authorization: 'Basic x\r\nX-Injected: 1' }, /^route\.authorization/],
+    [{ ...r, authorization: undefined }, /^route\.authorization/],
+    [{ ...r, entryQuery: '?path=x' }, /^route\.entryQuery/],
+    [{ ...r, entryQuery: 'a b' }, /^route\.entryQuery/],
+    [{ ...r, state: 'stopped' }, /^route\.state: expected "starting", "running" or "stopping", got "stopped"/],
+  ];
+  for (const [input, message] of cases) {
+    t.throws(() => parseRoute(input), { name: 'RouteMessageError', message }, String(message));
+  }
+  const err = (() => {
+    try {
+      parseRoute({ ...r, upstream: { ...r.upstream, port: 0 } });
+    } catch (e) {
+      return e;
+    }
+    return null;
+  })();
+  t.ok(err instanceof RouteMessageError);
+  t.equal((err as RouteMessageError).field, 'route.upstream.port');
+});
+
+t.test('bad changes are refused with a message naming the field', async (t) => {
+  const cases: Array<[unknown, RegExp]> = [
+    ['', /^change: not valid JSON/],
+    [{ op: 'delete', path: 'a' }, /^change\.version: expected a positive integer, got undefined/],
+    [{ version: 0, op: 'delete', path: 'a' }, /^change\.version/],
+    [{ version: 1.5, op: 'delete', path: 'a' }, /^change\.version/],
+    [{ version: 2 ** 60, op: 'delete', path: 'a' }, /^change\.version/],
+    [{ version: '3', op: 'delete', path: 'a' }, /^change\.version/],
+    [{ version: 1, op: 'patch', path: 'a' }, /^change\.op: expected "put" or "delete", got "patch"/],
+    [{ version: 1, op: 'delete', path: '../a' }, /^change\.path/],
+    [{ version: 1, op: 'put' }, /^change\.route: expected an object, got undefined/],
+    [{ version: 1, op: 'put', route: { ...route('a'), state: 'gone' } }, /^change\.route\.state/],
+  ];
+  for (const [input, message] of cases) {
+    t.throws(() => parseRouteChange(input), { name: 'RouteMessageError', message }, String(message));
+  }
+});
