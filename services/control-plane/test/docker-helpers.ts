@@ -4,11 +4,17 @@
  * runtime scoped to one test file (its own instance label and network, removed at the end),
  * catalog entries for the local images, and a TCP reachability probe run inside a container.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { request } from 'node:https';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { DockerRuntime, type DockerRuntimeOptions } from '../src/runtime/docker.ts';
 import { removeHostGuard } from '../src/runtime/docker/host-guard.ts';
@@ -153,7 +159,6 @@ export async function connectFrom(docker: Docker, containerId: string, host: str
   });
   const stream = await exec.start({ hijack: true, stdin: false });
   const out: Buffer[] = [];
-  const { PassThrough } = await import('node:stream');
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   stdout.on('data', (c: Buffer) => out.push(c));
@@ -168,4 +173,67 @@ export async function connectFrom(docker: Docker, containerId: string, host: str
     stream.on('error', reject);
   });
   return Buffer.concat(out).toString('utf8').trim();
+}
+
+export interface LocalRegistry {
+  /** host:port, on loopback; Docker allows plain HTTP to registries on 127.0.0.0/8. */
+  address: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Runs Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1, so pulls can be
+ * tested for real without reaching any outside registry. The binary is unpacked from the
+ * Debian package into the image cache (no service is installed or started).
+ */
+export async function startLocalRegistry(): Promise<LocalRegistry> {
+  const cache = join(process.env.DESKHUB_IMAGE_CACHE ?? '/var/cache/deskhub-images', 'docker-registry');
+  const binary = join(cache, 'usr/bin/docker-registry');
+  if (!existsSync(binary)) {
+    await run('mkdir', ['-p', cache]);
+    await run('flock', ['/tmp/deskhub-registry-download.lock', 'sh', '-c', 'ls docker-registry_*.deb >/dev/null 2>&1 || apt-get download docker-registry'], {
+      cwd: cache,
+      timeout: 120_000,
+    });
+    const deb = readdirSync(cache).find((f) => f.startsWith('docker-registry_') && f.endsWith('.deb'));
+    if (!deb) throw new Error('apt-get download docker-registry produced no package');
+    await run('dpkg-deb', ['-x', join(cache, deb), cache]);
+  }
+  // A free loopback port: bind 0, read it, release it (the registry cannot report its own port 0).
+  const port = await new Promise<number>((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const p = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'deskhub-registry-'));
+  const config = join(dir, 'config.yml');
+  writeFileSync(config, `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+  const child = spawn(binary, ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const address = `127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const req = httpGet({ host: '127.0.0.1', port, path: '/v2/', timeout: 1000 }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`docker-registry did not start: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    address,
+    async close() {
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
