@@ -29,7 +29,9 @@ export interface Desktop {
   proxyPath: string;
   url: string;
   state: DesktopState;
+  /** The optional label given at launch; the control plane may call it `name` or `label`. */
   name?: string | null;
+  label?: string | null;
   reason?: string | null;
   createdAt?: string | null;
   lastActivityAt?: string | null;

@@ -28,7 +28,9 @@ async function appWith(options: Parameters<typeof webUi>[1]) {
 t.test('refuses to start without a build when told not to build, naming the command', async (t) => {
   const app = Fastify({ logger: false });
   app.register(webUi, { distDir: join(root, 'nowhere'), build: 'never' });
-  await t.rejects(app.ready(), { message: new RegExp(BUILD_COMMAND.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) });
+  await t.rejects(async () => {
+    await app.ready();
+  }, { message: new RegExp(BUILD_COMMAND.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) });
   await app.close();
 });
 

@@ -18,7 +18,7 @@ const STATE_LABEL: Record<string, string> = {
 };
 
 export function desktopLabel(d: Desktop): string {
-  return d.name || d.proxyPath || d.id;
+  return d.name || d.label || d.proxyPath || d.id;
 }
 
 export interface DesktopActions {

@@ -6,12 +6,16 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, eventStreamUrl, type Desktop, type DesktopEvent, type DesktopState } from '../api.ts';
 
-export type Stage = 'pull' | 'start' | 'wait' | 'ready' | 'failed' | 'stopped';
+export type Stage = 'prepare' | 'pull' | 'start' | 'wait' | 'ready' | 'failed' | 'stopped';
 
 export interface Progress {
   stage: Stage;
   /** Image pull percentage, when the runtime reports one. */
   percent: number | null;
+  /** Whether an image pull happened: the pull step is only shown when it did (process desktops and present images have none). */
+  pulled: boolean;
+  /** On failure: the step that was in progress, so the panel can show where it stopped. */
+  failedAt: Stage | null;
   /** The latest human-readable step from the control plane. */
   message: string;
   state: DesktopState;
@@ -61,14 +65,28 @@ function stageOfState(state: DesktopState, current: Stage): Stage {
   }
 }
 
+/** A state learnt from the desktop record (not from an event). */
+function follow(p: Progress, d: Desktop): Progress {
+  const stage = stageOfState(d.state, p.stage);
+  return {
+    ...p,
+    state: d.state,
+    stage,
+    reason: d.reason ?? p.reason,
+    failedAt: stage === 'failed' && p.stage !== 'failed' ? p.stage : p.failedAt,
+  };
+}
+
 export function isSettled(state: DesktopState): boolean {
   return state === 'running' || state === 'failed' || state === 'stopped';
 }
 
 export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): Progress {
   const [progress, setProgress] = useState<Progress>(() => ({
-    stage: desktop.state === 'creating' ? 'pull' : stageOfState(desktop.state, 'start'),
+    stage: desktop.state === 'creating' ? 'prepare' : stageOfState(desktop.state, 'start'),
     percent: null,
+    pulled: false,
+    failedAt: null,
     message: desktop.state === 'creating' ? 'Preparing' : 'Starting',
     state: desktop.state,
     reason: desktop.reason ?? null,
@@ -77,11 +95,7 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
 
   // The list's own refresh may learn the state first: follow it, keeping the finer stage from events.
   useEffect(() => {
-    setProgress((p) =>
-      p.state === desktop.state
-        ? p
-        : { ...p, state: desktop.state, stage: stageOfState(desktop.state, p.stage), reason: desktop.reason ?? p.reason },
-    );
+    setProgress((p) => (p.state === desktop.state ? p : follow(p, desktop)));
   }, [desktop.state, desktop.reason]);
 
   useEffect(() => {
@@ -111,6 +125,8 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
           stage,
           state,
           percent: typeof ev.progress === 'number' ? Math.max(0, Math.min(100, Math.round(ev.progress))) : p.percent,
+          pulled: p.pulled || ev.kind === 'pull',
+          failedAt: stage === 'failed' && p.stage !== 'failed' ? p.stage : p.failedAt,
           message: ev.message || p.message,
           reason: state === 'failed' ? ev.message || p.reason : p.reason,
         };
@@ -121,7 +137,13 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
       source = new EventSource(eventStreamUrl(desktop.id));
       source.onmessage = (msg) => {
         try {
-          apply(JSON.parse(msg.data) as DesktopEvent);
+          const ev = JSON.parse(msg.data) as DesktopEvent;
+          apply(ev);
+          // A settling event is confirmed by the record right away, so the list updates without waiting a tick.
+          if (ev.state && isSettled(ev.state)) {
+            clearTimeout(timer);
+            timer = setTimeout(poll, 0);
+          }
         } catch {
           // A malformed event is skipped: the state poll still carries the outcome.
         }
@@ -136,12 +158,7 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
       if (done) return;
       try {
         const d = await api.desktop(desktop.id);
-        setProgress((p) => ({
-          ...p,
-          state: d.state,
-          stage: stageOfState(d.state, p.stage),
-          reason: d.reason ?? p.reason,
-        }));
+        setProgress((p) => follow(p, d));
         if (isSettled(d.state)) {
           finish(d);
           return;
@@ -166,21 +183,23 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
 }
 
 export function ProgressPanel({ progress, label }: { progress: Progress; label: string }) {
-  const current = STAGES.findIndex((s) => s.stage === progress.stage);
+  const stages = STAGES.filter((s) => s.stage !== 'pull' || progress.pulled || progress.stage === 'pull');
+  const failed = progress.stage === 'failed';
+  const current = stages.findIndex((s) => s.stage === (failed ? progress.failedAt : progress.stage));
   const percentText = progress.percent !== null ? `${progress.percent}%` : '';
   return (
     <div class="progress" aria-label={`Progress of ${label}`} role="group">
       <ol class="steps">
-        {STAGES.map((s, i) => {
-          const status = current < 0 ? 'todo' : i < current ? 'done' : i === current ? 'current' : 'todo';
+        {stages.map((s, i) => {
+          const status = current < 0 ? 'todo' : i < current ? 'done' : i === current ? (failed ? 'failed' : 'current') : 'todo';
           return (
             <li key={s.stage} class={`step step-${status}`} aria-current={status === 'current' ? 'step' : undefined}>
               <span class="step-mark" aria-hidden="true">
-                {status === 'done' ? '✓' : status === 'current' ? '•' : ''}
+                {status === 'done' ? '✓' : status === 'current' ? '•' : status === 'failed' ? '✗' : ''}
               </span>
               {s.label}
               {s.stage === 'pull' && progress.percent !== null && status !== 'todo' ? ` ${percentText}` : ''}
-              <span class="visually-hidden">{status === 'done' ? ' (done)' : status === 'current' ? ' (in progress)' : ''}</span>
+              <span class="visually-hidden">{status === 'done' ? ' (done)' : status === 'current' ? ' (in progress)' : status === 'failed' ? ' (failed)' : ''}</span>
             </li>
           );
         })}
@@ -193,7 +212,7 @@ export function ProgressPanel({ progress, label }: { progress: Progress; label: 
         <progress aria-label={`Progress of ${label}`} />
       ) : null}
       <p class="progress-message" role="status" aria-live="polite">
-        {progress.stage === 'ready' ? 'Ready' : progress.message}
+        {progress.stage === 'ready' ? 'Your desktop is ready.' : failed ? "It did not become ready (the reason is shown above)." : progress.message}
         {!progress.streaming ? ' (live details unavailable; following the state)' : ''}
       </p>
     </div>

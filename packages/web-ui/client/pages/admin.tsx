@@ -57,7 +57,7 @@ export function Admin() {
 
   const needle = filter.trim().toLowerCase();
   const shown = (desktops ?? []).filter(
-    (d) => !needle || [ownerName(d.owner), d.proxyPath, d.type, d.state, d.name ?? ''].some((v) => v.toLowerCase().includes(needle)),
+    (d) => !needle || [ownerName(d.owner), d.proxyPath, d.type, d.state, d.name ?? d.label ?? ''].some((v) => v.toLowerCase().includes(needle)),
   );
 
   return (
@@ -84,6 +84,7 @@ export function Admin() {
         <p class="muted">{desktops.length === 0 ? 'No desktops exist.' : 'No desktop matches the filter.'}</p>
       ) : (
         <>
+          <h2 class="visually-hidden">Desktops of every user</h2>
           <p class="muted">
             {shown.length} of {desktops.length} desktops
           </p>

@@ -66,7 +66,7 @@ function CatalogCard({ type, onLaunch }: { type: CatalogType; onLaunch: (type: C
           aria-describedby={`${id}-name-hint`}
         />
         <span id={`${id}-name-hint`} class="hint">
-          Letters, digits and dashes; it becomes part of the desktop's address.
+          Letters, digits and dashes; part of the desktop's address.
         </span>
         <button type="submit" class="primary" disabled={!type.available || busy} aria-describedby={!type.available ? `${id}-why` : undefined}>
           {busy ? 'Launching…' : 'Launch'}

@@ -1,0 +1,406 @@
+/**
+ * The web UI end to end, as a person uses it: Debian's Chromium (headless, driven by
+ * playwright-core) against the real embedded start (`pnpm start`'s entry: control plane, proxy,
+ * process runtime, dev sign-in) on a loopback port. Sign in, launch the demo desktop, watch the
+ * progress reach Ready, open it and see its page through the proxy, stop it, delete it; a second
+ * user sees none of it; an admin sees and acts on everyone's. axe-core checks every page and
+ * screenshots go to test-artifacts/web-ui/.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import axe from 'axe-core';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import t, { type Test } from 'tap';
+
+const repo = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
+const embedded = join(repo, 'services/control-plane/src/embedded.ts');
+const artifacts = join(repo, 'test-artifacts/web-ui');
+const CHROMIUM = '/usr/bin/chromium';
+const KASM_IFRAME_QUERY = 'show_control_bar=true&resize=remote&clipboard_up=true&clipboard_down=true&clipboard_seamless=true';
+/** Generous: two shared cores, other test suites running, a desktop process to start. */
+const WAIT_MS = 120_000;
+/** The admin the embedded start is told about (see ADMIN_USERS below). */
+const ADMIN = 'root-e2e';
+
+const missing = !existsSync(embedded)
+  ? `the control plane's embedded start (${embedded}) does not exist yet`
+  : !existsSync(CHROMIUM)
+    ? `${CHROMIUM} is not installed (apt-get install chromium)`
+    : null;
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+if (missing) t.skip(`the web UI end to end: ${missing}`, () => {});
+else await main();
+
+async function main(): Promise<void> {
+  // ---- the system under test: the embedded start, as `pnpm start` runs it -------------------------
+  const dataDir = await mkdtemp(join(tmpdir(), 'deskhub-web-ui-e2e-'));
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  let output = '';
+  const system: ChildProcess = spawn(process.execPath, ['--import', 'tsx', embedded], {
+    cwd: repo,
+    // Its own process group, so teardown can end the desktops it started if it fails to.
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      PUBLIC_URL: base,
+      DATA_DIR: dataDir,
+      AUTH_MODE: 'dev',
+      RUNTIME: 'process',
+      ADMIN_USERS: ADMIN,
+      LOG_LEVEL: 'warn',
+    },
+  });
+  system.stdout!.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-20_000)));
+  system.stderr!.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-20_000)));
+  const exited = once(system, 'exit');
+
+  t.teardown(async () => {
+    if (system.exitCode === null && system.signalCode === null) {
+      system.kill('SIGINT'); // Ctrl-C: the embedded start stops its desktops itself.
+      const stopped = await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)]);
+      if (!stopped) process.kill(-system.pid!, 'SIGKILL');
+    }
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  async function waitReady(): Promise<void> {
+    const deadline = Date.now() + WAIT_MS;
+    for (let i = 0; i < 600 && Date.now() < deadline; i++) {
+      if (system.exitCode !== null) throw new Error(`the embedded start exited with ${system.exitCode}:\n${output}`);
+      try {
+        const res = await fetch(`${base}/readyz`);
+        if (res.ok) return;
+      } catch {
+        // not listening yet
+      }
+      await sleep(250);
+    }
+    throw new Error(`the embedded start did not become ready at ${base}/readyz within ${WAIT_MS} ms:\n${output}`);
+  }
+
+  // ---- the browser ------------------------------------------------------------------------------
+  const contexts: BrowserContext[] = [];
+  t.teardown(async () => {
+    for (const c of contexts) await c.close().catch(() => {});
+  });
+
+  async function browser(name: string): Promise<{ context: BrowserContext; page: Page; errors: string[] }> {
+    const profile = await mkdtemp(join(tmpdir(), `deskhub-chromium-${name}-`));
+    t.teardown(() => rm(profile, { recursive: true, force: true }));
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1280, height: 900 },
+    });
+    contexts.push(context);
+    context.setDefaultTimeout(WAIT_MS);
+    const page = context.pages()[0] ?? (await context.newPage());
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    // Nothing may leave the machine: any request to another host is a defect (CDN, fonts, telemetry).
+    await context.route(/^(?!http:\/\/127\.0\.0\.1:\d+\/).*/, (route) => {
+      const url = route.request().url();
+      if (url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
+      errors.push(`request to another origin: ${url}`);
+      return route.abort();
+    });
+    return { context, page, errors };
+  }
+
+  async function screenshot(page: Page, name: string): Promise<void> {
+    await mkdir(artifacts, { recursive: true });
+    await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+  }
+
+  interface AxeViolation {
+    id: string;
+    impact: string | null;
+    help: string;
+    nodes: { target: string[] }[];
+  }
+
+  /** axe-core in the page (its Playwright wrapper needs Node 22); fails on serious or critical violations. */
+  async function accessible(t: Test, page: Page, name: string): Promise<void> {
+    await page.evaluate(axe.source);
+    // The desktop inside an iframe is the container's page, not ours: axe checks this document only.
+    const violations = await page.evaluate(async () => {
+      const result = await (globalThis as unknown as { axe: { run(ctx: unknown, o: unknown): Promise<{ violations: AxeViolation[] }> } }).axe.run(
+        (globalThis as unknown as { document: unknown }).document,
+        { resultTypes: ['violations'], iframes: false },
+      );
+      return result.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => ({ target: n.target })) }));
+    });
+    await mkdir(artifacts, { recursive: true });
+    await writeFile(join(artifacts, `${name}.axe.json`), JSON.stringify(violations, null, 2));
+    const severe = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+    t.same(
+      severe.map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`),
+      [],
+      `${name}: no serious or critical accessibility violation`,
+    );
+    for (const v of violations.filter((v) => !severe.includes(v))) t.comment(`${name}: ${v.impact} ${v.id}: ${v.help}`);
+  }
+
+  async function signIn(page: Page, username: string): Promise<void> {
+    await page.goto(`${base}/`);
+    await page.waitForURL(/\/signin\?next=/);
+    const field = page.getByLabel('Username');
+    await field.waitFor();
+    // Keyboard only: focus the field, type, Enter submits the form.
+    await field.focus();
+    await page.keyboard.type(username);
+    await page.keyboard.press('Enter');
+    await page.locator('#whoami', { hasText: username }).waitFor();
+  }
+
+  /** Records every stage the progress panel shows, in order, so the test can see it move forward. */
+  async function recordStages(page: Page): Promise<void> {
+    await page.evaluate(() => {
+      const w = globalThis as unknown as { __stages: string[]; __streamLost: boolean; document: any; MutationObserver: any };
+      w.__stages = [];
+      w.__streamLost = false;
+      const look = () => {
+        const current = w.document.querySelector('.progress [aria-current="step"]');
+        const text = current ? String(current.textContent).replace(/\s*\(in progress\)\s*$/, '').replace(/\s+\d+%$/, '').trim() : null;
+        if (text && w.__stages[w.__stages.length - 1] !== text) w.__stages.push(text);
+        const message = w.document.querySelector('.progress-message');
+        if (message && String(message.textContent).includes('live details unavailable')) w.__streamLost = true;
+      };
+      new w.MutationObserver(look).observe(w.document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+      look();
+    });
+  }
+
+  const STAGE_ORDER = ['Pulling image', 'Starting', 'Waiting for the desktop to answer', 'Ready'];
+
+  t.test('the web UI against the real control plane and proxy', async (t) => {
+    await waitReady();
+    const home = await fetch(`${base}/`);
+    t.equal(home.status, 200, 'the control plane serves the UI at /');
+    t.match(home.headers.get('content-security-policy') ?? '', /script-src 'self'/, 'with its CSP, through the proxy');
+
+    const alice = await browser('alice');
+    const bob = await browser('bob');
+    const aliceName = 'alice-e2e';
+    const bobName = 'bob-e2e';
+    let desktopId = '';
+    let proxyPath = '';
+
+    await t.test('sign in with the dev sign-in, keyboard only', async (t) => {
+      const { page } = alice;
+      await page.goto(`${base}/`);
+      await page.waitForURL(/\/signin\?next=/);
+      await page.getByLabel('Username').waitFor();
+      await screenshot(page, '01-signin');
+      await accessible(t, page, '01-signin');
+      await signIn(page, aliceName);
+      t.equal(new URL(page.url()).pathname, '/', 'back where the visit started');
+      await page.locator('#catalog').waitFor();
+      // A visible focus ring: Tab onto the first control and read its outline.
+      await page.keyboard.press('Tab');
+      const outline = await page.evaluate(() => {
+        const el = (globalThis as unknown as { document: { activeElement: unknown } }).document.activeElement;
+        const style = (globalThis as unknown as { getComputedStyle(e: unknown): { outlineStyle: string; outlineWidth: string } }).getComputedStyle(el);
+        return `${style.outlineStyle} ${style.outlineWidth}`;
+      });
+      t.match(outline, /^solid [23]px$/, `the focused control shows a ring (${outline})`);
+    });
+
+    await t.test('the catalog says the demo desktop can run here', async (t) => {
+      const { page } = alice;
+      const card = page.locator('[data-type-id="demo"]');
+      await card.waitFor();
+      t.match(await card.locator('.badge').textContent(), /Can run here/);
+      t.equal(await card.getByRole('button', { name: /Launch/ }).isEnabled(), true);
+      for (const unavailable of await page.locator('.card.type.unavailable').all()) {
+        t.match(await unavailable.locator('.reason').textContent(), /Why not: \S/, 'an unavailable type says why');
+      }
+      await screenshot(page, '02-dashboard');
+      await accessible(t, page, '02-dashboard');
+    });
+
+    await t.test('launch the demo desktop and watch the progress reach Ready', async (t) => {
+      const { page } = alice;
+      await recordStages(page);
+      const launch = page.locator('[data-type-id="demo"]').getByRole('button', { name: /Launch/ });
+      await launch.focus();
+      await page.keyboard.press('Enter');
+      const card = page.locator('#my-desktops [data-desktop-id]').first();
+      await card.waitFor();
+      desktopId = (await card.getAttribute('data-desktop-id')) ?? '';
+      t.ok(desktopId, 'the new desktop is listed');
+      await card.locator('.progress').waitFor();
+      await screenshot(page, '03-launching');
+      await accessible(t, page, '03-launching');
+      await card.locator('.badge[data-state="running"]').waitFor();
+      await card.locator('.progress [aria-current="step"]', { hasText: 'Ready' }).waitFor();
+      const stages = await page.evaluate(() => (globalThis as unknown as { __stages: string[] }).__stages);
+      const streamLost = await page.evaluate(() => (globalThis as unknown as { __streamLost: boolean }).__streamLost);
+      await writeFile(join(artifacts, '03-stages.json'), JSON.stringify(stages, null, 2));
+      t.equal(stages.at(-1), 'Ready', `progress ends at Ready (${stages.join(' > ')})`);
+      t.ok(stages.length >= 2, 'the panel showed at least one stage before Ready');
+      const order = stages.map((s) => STAGE_ORDER.indexOf(s));
+      t.notOk(order.includes(-1), 'only known stages');
+      t.same(order, [...order].sort((a, b) => a - b), 'stages only move forward');
+      t.equal(streamLost, false, 'the live event stream (GET /api/desktops/:id/events/stream) carried the progress');
+      for (const done of await card.locator('.step-done').all()) t.match(await done.textContent(), /\(done\)/);
+      proxyPath = ((await card.locator('.facts code').textContent()) ?? '').replace(/^\/desktop\//, '').replace(/\/$/, '');
+      t.match(proxyPath, new RegExp(`^${aliceName}-demo`), `the address follows <user>-<type> (${proxyPath})`);
+      await screenshot(page, '04-ready');
+      await accessible(t, page, '04-ready');
+    });
+
+    await t.test('open it full window: the desktop answers through the proxy', async (t) => {
+      const { page } = alice;
+      const card = page.locator(`[data-desktop-id="${desktopId}"]`);
+      await card.getByRole('link', { name: /Open .* here/ }).click();
+      await page.waitForURL(`${base}/desktops/${encodeURIComponent(desktopId)}`);
+      const frame = page.locator('iframe');
+      await frame.waitFor();
+      const src = (await frame.getAttribute('src')) ?? '';
+      t.ok(src.startsWith(`/desktop/${proxyPath}/?`), `the iframe opens the desktop's path (${src})`);
+      t.ok(src.includes(`path=desktop/${proxyPath}/websockify`), 'with the KasmVNC websocket path');
+      t.ok(src.endsWith(KASM_IFRAME_QUERY), 'and the iframe query for control bar, clipboard and resize');
+      const inside = page.frameLocator('iframe');
+      await inside.locator('h1', { hasText: `Demo desktop ${proxyPath}` }).waitFor();
+      await inside.locator('#status', { hasText: 'Connected' }).waitFor();
+      t.pass('the demo page loaded in the iframe and its WebSocket echo answered through the proxy');
+      await screenshot(page, '05-desktop-in-page');
+      await accessible(t, page, '05-desktop-in-page');
+    });
+
+    await t.test('open it in a new tab', async (t) => {
+      const { page, context } = alice;
+      await page.goBack();
+      const card = page.locator(`[data-desktop-id="${desktopId}"]`);
+      const [tab] = await Promise.all([context.waitForEvent('page'), card.getByRole('link', { name: /in new tab/ }).click()]);
+      await tab.waitForLoadState();
+      t.equal(new URL(tab.url()).pathname, `/desktop/${proxyPath}/`);
+      await tab.locator('#status', { hasText: 'Connected' }).waitFor();
+      t.pass('the desktop works in its own tab');
+      await tab.close();
+    });
+
+    await t.test('a second user does not see the first one’s desktops', async (t) => {
+      const { page } = bob;
+      await signIn(page, bobName);
+      await page.locator('#catalog').waitFor();
+      await page.getByText('No desktops yet').waitFor();
+      t.equal(await page.locator(`[data-desktop-id="${desktopId}"]`).count(), 0, 'not in the list');
+      const listed = await page.evaluate(async () => (await fetch('/api/desktops')).json());
+      t.notOk(JSON.stringify(listed).includes(desktopId), 'not in the API answer either');
+      await page.goto(`${base}/desktops/${encodeURIComponent(desktopId)}`);
+      await page.locator('.error[role="alert"]').waitFor();
+      t.equal(await page.locator('iframe').count(), 0, "another user's desktop is not shown");
+      await screenshot(page, '06-second-user');
+      await accessible(t, page, '06-second-user');
+      await page.goto(`${base}/`);
+      await page.locator('#catalog').waitFor();
+      await accessible(t, page, '06-second-user-dashboard');
+    });
+
+    await t.test('the admin sees every desktop with its owner', async (t) => {
+      const admin = await browser('admin');
+      await signIn(admin.page, ADMIN);
+      const me = (await admin.page.evaluate(async () => (await fetch('/api/me')).json())) as { roles?: unknown };
+      if (!Array.isArray(me.roles) || !me.roles.includes('admin')) {
+        t.fail(`${ADMIN} is not an admin: the embedded start did not take ADMIN_USERS=${ADMIN} (GET /api/me: ${JSON.stringify(me)})`);
+        return;
+      }
+      await admin.page.getByRole('link', { name: 'Admin' }).click();
+      await admin.page.waitForURL(`${base}/admin`);
+      const card = admin.page.locator(`#all-desktops [data-desktop-id="${desktopId}"]`);
+      await card.waitFor();
+      t.match(await card.locator('.facts').textContent(), new RegExp(`Owner${aliceName}`), 'with its owner');
+      await screenshot(admin.page, '07-admin');
+      await accessible(t, admin.page, '07-admin');
+    });
+
+    await t.test('stop it', async (t) => {
+      const { page } = alice;
+      await page.goto(`${base}/`);
+      const card = page.locator(`[data-desktop-id="${desktopId}"]`);
+      await card.getByRole('button', { name: /^Stop/ }).click();
+      await card.locator('.badge[data-state="stopped"]').waitFor();
+      t.equal(await card.getByRole('button', { name: /^Start/ }).count(), 1, 'a stopped desktop offers Start');
+      t.equal(await card.getByRole('link', { name: /Open/ }).count(), 0, 'and no Open');
+      await screenshot(page, '08-stopped');
+      await accessible(t, page, '08-stopped');
+      const gone = await page.evaluate(async (path) => (await fetch(`/desktop/${path}/`)).status, proxyPath);
+      t.not(gone, 200, `a stopped desktop is no longer reachable (${gone})`);
+    });
+
+    await t.test('delete it, after confirming, with the keyboard', async (t) => {
+      const { page } = alice;
+      const card = page.locator(`[data-desktop-id="${desktopId}"]`);
+      await card.getByRole('button', { name: /^Delete/ }).focus();
+      await page.keyboard.press('Enter');
+      const dialog = page.getByRole('dialog');
+      await dialog.waitFor();
+      t.match(await dialog.textContent(), /cannot be undone/);
+      t.equal(await page.evaluate(() => (globalThis as any).document.activeElement?.textContent), 'Cancel', 'Cancel has the focus first');
+      await screenshot(page, '09-confirm-delete');
+      await accessible(t, page, '09-confirm-delete');
+      await page.keyboard.press('Escape');
+      await dialog.waitFor({ state: 'hidden' });
+      t.equal(await card.count(), 1, 'Escape cancels: the desktop is still there');
+      await card.getByRole('button', { name: /^Delete/ }).focus();
+      await page.keyboard.press('Enter');
+      await dialog.waitFor();
+      await page.keyboard.press('Tab');
+      await page.keyboard.press('Enter');
+      await card.waitFor({ state: 'detached' });
+      const status = await page.evaluate(async (id) => (await fetch(`/api/desktops/${id}`)).status, desktopId);
+      t.equal(status, 404, 'the API no longer knows it');
+      await screenshot(page, '10-deleted');
+      await accessible(t, page, '10-deleted');
+    });
+
+    await t.test('signing out ends the session', async (t) => {
+      const { page } = alice;
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      await page.waitForURL(/\/signin/);
+      const me = await page.evaluate(async () => (await fetch('/api/me')).status);
+      t.equal(me, 401);
+    });
+
+    await t.test('readable on a phone', async (t) => {
+      const { page } = bob;
+      await page.setViewportSize({ width: 360, height: 740 });
+      await page.goto(`${base}/`);
+      await page.locator('#catalog').waitFor();
+      const overflow = await page.evaluate(() => {
+        const d = (globalThis as any).document.documentElement;
+        return d.scrollWidth - d.clientWidth;
+      });
+      t.equal(overflow, 0, 'no sideways scrolling at 360 px');
+      await screenshot(page, '11-phone');
+      await accessible(t, page, '11-phone');
+    });
+
+    t.same([...alice.errors, ...bob.errors], [], 'no script error and no request off this machine');
+  });
+
+}
