@@ -237,3 +237,34 @@ t.test('create replaces a leftover container of the same desktop (crash mid-crea
   t.equal(await runtime.inspect(first.runtimeId), null, 'the leftover is gone');
   t.equal((await runtime.list()).filter((s) => s.desktopId === spec.desktopId).length, 1);
 });
+
+t.test('the event stream is reopened when it ends, and events from the gap are not lost', async (t) => {
+  const { EventWatcher } = await import('../src/runtime/docker/events.ts');
+  const desktop = await runtime.create(specFor(kasmTestType()));
+  const seen: RuntimeStatus[] = [];
+  let wake: () => void = () => {};
+  const watcher = new EventWatcher({
+    docker: runtime.docker,
+    labels: runtime.labelFilters,
+    retryMs: 2000,
+    onStatus: (s) => {
+      seen.push(s);
+      wake();
+    },
+  });
+  t.teardown(() => watcher.close());
+  await watcher.ready;
+  // Cut the connection as a daemon restart would (the stream is private: reached for the test).
+  (watcher as unknown as { stream: { destroy(): void } }).stream.destroy();
+  // Kill during the gap, before the watcher reopens (it waits retryMs first).
+  await run('docker', ['kill', desktop.runtimeId]);
+  const deadline = Date.now() + 20_000;
+  while (!seen.some((s) => s.runtimeId === desktop.runtimeId) && Date.now() < deadline) {
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+      setTimeout(resolve, 1000);
+    });
+  }
+  t.match(seen.find((s) => s.runtimeId === desktop.runtimeId), { running: false, reason: 'exited with code 137' }, 'replayed after reopening');
+  await runtime.remove(desktop.runtimeId);
+});
