@@ -4,6 +4,8 @@
  * type: every failed call becomes an ApiError carrying the server's `message`.
  */
 
+import { desktopPath, withIframeQuery } from './links.ts';
+
 export type DesktopState = 'creating' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
 export interface Me {
@@ -146,24 +148,10 @@ export function ownerName(owner: Desktop['owner']): string {
   return owner?.username ?? owner?.id ?? 'unknown';
 }
 
-/** The desktop's address on this origin: architecture.md serves UI and desktops from one origin, and a relative
- * address keeps working when PUBLIC_URL names the same host differently (localhost vs 127.0.0.1). */
 export function desktopHref(desktop: Desktop): string {
-  try {
-    const u = new URL(desktop.url, location.origin);
-    return u.pathname + u.search + u.hash;
-  } catch {
-    return `/desktop/${desktop.proxyPath}/`;
-  }
+  return desktopPath(desktop.url, desktop.proxyPath, location.origin);
 }
 
-/** What an iframe needs on top of the entry URL: without it KasmVNC hides its control bar and turns off clipboard and resize. */
-export const KASM_IFRAME_QUERY =
-  'show_control_bar=true&resize=remote&clipboard_up=true&clipboard_down=true&clipboard_seamless=true';
-
 export function iframeSrc(desktop: Desktop): string {
-  const href = desktopHref(desktop);
-  const hashAt = href.indexOf('#');
-  const base = hashAt >= 0 ? href.slice(0, hashAt) : href;
-  return base + (base.includes('?') ? '&' : '?') + KASM_IFRAME_QUERY;
+  return withIframeQuery(desktopHref(desktop));
 }

@@ -3,6 +3,7 @@
  * hook re-renders on change, and `navigate` is the one way to move between pages.
  */
 import { useEffect, useState } from 'preact/hooks';
+import { safeNext } from './links.ts';
 
 export type Route =
   | { page: 'dashboard' }
@@ -10,12 +11,6 @@ export type Route =
   | { page: 'admin' }
   | { page: 'desktop'; id: string }
   | { page: 'missing'; path: string };
-
-/** Only a path on this origin may be a post-sign-in target (no `//host`, no scheme): an open redirect otherwise. */
-export function safeNext(next: string | null | undefined): string {
-  if (!next || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return '/';
-  return next;
-}
 
 export function parseRoute(loc: { pathname: string; search: string }): Route {
   const path = loc.pathname.replace(/\/+$/, '') || '/';

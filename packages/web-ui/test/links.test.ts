@@ -1,0 +1,42 @@
+/**
+ * The addresses the browser code builds, checked in Node: sign-in never redirects off this origin
+ * or back to itself, desktops open on this origin, and the iframe gets the KasmVNC query exactly once.
+ */
+import t from 'tap';
+import { desktopPath, KASM_IFRAME_QUERY, safeNext, withIframeQuery } from '../client/links.ts';
+import { ago } from '../client/components/time.ts';
+
+t.test('safeNext keeps same-origin paths and refuses everything else', async (t) => {
+  t.equal(safeNext('/admin'), '/admin');
+  t.equal(safeNext('/desktop/alice-demo/?path=desktop/alice-demo/websockify'), '/desktop/alice-demo/?path=desktop/alice-demo/websockify');
+  for (const bad of [null, undefined, '', 'admin', 'https://evil.example/', '//evil.example/x', '/\\evil.example', 'javascript:alert(1)']) {
+    t.equal(safeNext(bad), '/', `refuses ${String(bad)}`);
+  }
+  for (const loop of ['/signin', '/signin?next=%2F', '/signin/']) t.equal(safeNext(loop), '/', `no loop back to ${loop}`);
+});
+
+t.test('desktopPath turns the API url into a path on this origin', async (t) => {
+  const origin = 'http://127.0.0.1:8080';
+  t.equal(
+    desktopPath('http://localhost:8080/desktop/alice-demo/?path=desktop/alice-demo/websockify', 'alice-demo', origin),
+    '/desktop/alice-demo/?path=desktop/alice-demo/websockify',
+  );
+  t.equal(desktopPath('/desktop/bob-x/', 'bob-x', origin), '/desktop/bob-x/');
+  t.equal(desktopPath('http://[bad', 'bob-x', origin), '/desktop/bob-x/', 'an unparsable url falls back to the proxy path');
+});
+
+t.test('withIframeQuery appends the KasmVNC iframe query once, before any fragment', async (t) => {
+  t.equal(withIframeQuery('/desktop/a/?path=desktop/a/websockify'), `/desktop/a/?path=desktop/a/websockify&${KASM_IFRAME_QUERY}`);
+  t.equal(withIframeQuery('/desktop/a/'), `/desktop/a/?${KASM_IFRAME_QUERY}`);
+  t.equal(withIframeQuery('/desktop/a/?'), `/desktop/a/?${KASM_IFRAME_QUERY}`);
+  t.equal(withIframeQuery('/desktop/a/?x=1#top'), `/desktop/a/?x=1&${KASM_IFRAME_QUERY}`);
+});
+
+t.test('ago says how long ago, and "—" when unknown', async (t) => {
+  const now = Date.parse('2025-06-01T12:00:00Z');
+  t.equal(ago(null, now), '—');
+  t.equal(ago('not a date', now), '—');
+  t.equal(ago('2025-06-01T11:59:55Z', now), 'just now');
+  t.match(ago('2025-06-01T11:55:00Z', now), /5 minutes ago/);
+  t.match(ago('2025-05-30T12:00:00Z', now), /2 days ago/);
+});
