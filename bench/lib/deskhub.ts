@@ -5,16 +5,10 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { Route, RoutePublisher, RouteSubscriber, Snapshot } from '../../packages/route-stream/src/index.ts';
-import { freePort, portOpen, spawnService, waitUntil, type Service } from './child.ts';
-
-/** The factory the route-stream package exports (see packages/route-stream/src/api.ts). */
-export interface RouteStream {
-  publisher(): RoutePublisher;
-  subscriber(opts?: Record<string, unknown>): RouteSubscriber;
-  close(): Promise<void>;
-}
-type CreateRouteStream = (opts: { redisUrl: string; keyPrefix: string; logger: unknown }) => RouteStream;
+import { createLogger } from '../../packages/config/src/index.ts';
+import { createRouteStream, type Route, type RoutePublisher, type RouteStream, type Snapshot } from '../../packages/route-stream/src/index.ts';
+import { startRedis } from '../../packages/testkit/src/redis.ts';
+import { spawnService, type Service } from './child.ts';
 
 export interface ReplicaOptions {
   name: string;
@@ -52,39 +46,11 @@ export function benchRoute(routePath: string, upstreamPort: number): Route {
   };
 }
 
-export async function createLoggerQuiet(): Promise<unknown> {
-  const { createLogger } = await import('../../packages/config/src/index.ts');
-  return createLogger('bench', 'warn');
-}
-
-async function loadFactory(repoRoot: string): Promise<CreateRouteStream> {
-  const mod: Record<string, unknown> = await import(path.join(repoRoot, 'packages/route-stream/src/index.ts'));
-  const factory = mod.createRouteStream;
-  if (typeof factory !== 'function') {
-    throw new Error('deskhub: packages/route-stream does not export createRouteStream yet (the route stream is not built)');
-  }
-  return factory as CreateRouteStream;
-}
-
-export async function startRedis(runDir: string): Promise<{ url: string; service: Service }> {
-  const port = await freePort();
-  const service = spawnService({
-    name: `redis-${port}`,
-    command: 'redis-server',
-    args: ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', runDir],
-    logDir: runDir,
-  });
-  await waitUntil(service, 'Redis accepting connections', () => portOpen(port));
-  return { url: `redis://127.0.0.1:${port}`, service };
-}
-
 /** `nodeArgs` go before the entry point of every replica (e.g. --cpu-prof). */
 export async function startDeskhubStream(repoRoot: string, runDir: string, nodeArgs: string[] = []): Promise<DeskhubStream> {
   const main = path.join(repoRoot, 'services/proxy/src/main.ts');
-  if (!existsSync(main)) throw new Error('deskhub: services/proxy/src/main.ts does not exist yet (the proxy is not built)');
-  const createRouteStream = await loadFactory(repoRoot);
-  const redis = await startRedis(runDir);
-  const logger = await createLoggerQuiet();
+  const redis = await startRedis();
+  const logger = createLogger('bench', 'warn');
   const keyPrefix = 'bench:';
   const streams: RouteStream[] = [];
   const openStream = async (prefix: string) => {
@@ -108,6 +74,7 @@ export async function startDeskhubStream(repoRoot: string, runDir: string, nodeA
       return version;
     },
     startReplica(opts) {
+      if (!existsSync(main)) throw new Error('deskhub: services/proxy/src/main.ts does not exist yet (the proxy is not built)');
       const service = spawnService({
         name: opts.name,
         command: process.execPath,
@@ -134,7 +101,7 @@ export async function startDeskhubStream(repoRoot: string, runDir: string, nodeA
     async close() {
       await Promise.all(replicas.map((r) => r.stop()));
       for (const s of streams) await s.close().catch(() => {});
-      await redis.service.stop();
+      await redis.close();
     },
   };
   const snapshot: Snapshot = { version: 1, routes: [] };

@@ -18,8 +18,18 @@ export interface PropagationResult {
   /** Publication until one replica served it, over every replica and change. */
   eachP50Ms: number;
   eachP99Ms: number;
+  /** The route stream alone: publication until the `change` event on every one of N in-process subscribers. */
+  streamP50Ms: number;
+  streamP99Ms: number;
   method: string;
 }
+
+/**
+ * Pause between probes of one replica. Probing back to back kept three replicas and the harness
+ * busy answering 404s, which on 2 cores delayed the very change being measured (p99 180-240 ms
+ * against 30-120 ms with the pause); 1 ms costs about 1 ms of resolution.
+ */
+const PROBE_PAUSE_MS = 1;
 
 /** GET status with a keep-alive agent of one connection per replica: the probe stays cheap and in order. */
 function probe(agent: http.Agent, port: number, urlPath: string): Promise<number> {
@@ -40,6 +50,7 @@ async function arrival(agent: http.Agent, port: number, urlPath: string, t0: big
     if (status === 200) return ms;
     if (status !== 404) throw new Error(`replica on :${port} answered ${status} for ${urlPath}`);
     if (ms > timeoutMs) throw new Error(`replica on :${port} did not serve ${urlPath} within ${timeoutMs} ms`);
+    await sleep(PROBE_PAUSE_MS);
   }
 }
 
@@ -47,6 +58,8 @@ export async function routePropagation(
   deskhub: DeskhubStream, upstreamPort: number, replicaCount: number, changes: number,
 ): Promise<PropagationResult> {
   const replicas: { service: Service; port: number; agent: http.Agent }[] = [];
+  // The route replicas are checked on; published here too so this figure can run without the deskhub target.
+  await deskhub.put('bench', upstreamPort);
   try {
     for (let i = 0; i < replicaCount; i++) {
       const port = await freePort();
@@ -69,7 +82,9 @@ export async function routePropagation(
       // Room between changes so each is measured on its own, not as a burst.
       await sleep(10);
     }
+    const stream = await streamOnly(deskhub, upstreamPort, replicaCount, changes);
     return {
+      ...stream,
       replicas: replicaCount,
       changes,
       allP50Ms: percentile(all, 50),
@@ -80,7 +95,8 @@ export async function routePropagation(
       method:
         `${replicaCount} proxy replicas as separate processes on one Redis; the harness publishes a put of a new route ` +
         'and, from the moment before publish(), probes each replica in a tight loop (keep-alive HTTP GET of the new ' +
-        "route's path) until it answers 200 instead of 404; time = hrtime at the first 200",
+        `route's path, ${PROBE_PAUSE_MS} ms apart) until it answers 200 instead of 404; time = hrtime at the first 200. ` +
+        `Stream only: ${replicaCount} subscribers in the harness process, no probing, time = their 'change' event`,
     };
   } finally {
     for (const r of replicas) {
@@ -90,13 +106,56 @@ export async function routePropagation(
   }
 }
 
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The same changes seen by subscribers in this process through their `change` event: the stream's share of propagation. */
+async function streamOnly(deskhub: DeskhubStream, upstreamPort: number, count: number, changes: number): Promise<{ streamP50Ms: number; streamP99Ms: number }> {
+  const subscribers = Array.from({ length: count }, (_, i) => deskhub.stream.subscriber({ replicaId: `bench-stream-${i}` }));
+  try {
+    for (const s of subscribers) {
+      const ready = new Promise<void>((resolve) => s.on('ready', () => resolve()));
+      await s.start();
+      if (!s.ready) await ready;
+    }
+    const all: number[] = [];
+    for (let i = 0; i < changes; i++) {
+      const routePath = `stream-${i}`;
+      const t0 = process.hrtime.bigint();
+      const arrived = subscribers.map(
+        (s) =>
+          new Promise<number>((resolve) => {
+            const onChange = (p: string) => {
+              if (p !== routePath) return;
+              s.off('change', onChange);
+              resolve(Number(process.hrtime.bigint() - t0) / 1e6);
+            };
+            s.on('change', onChange);
+          }),
+      );
+      await deskhub.put(routePath, upstreamPort);
+      const times = await withTimeout(Promise.all(arrived), 10_000, `route ${routePath} did not reach every in-process subscriber within 10 s`);
+      all.push(Math.max(...times));
+      await sleep(10);
+    }
+    return { streamP50Ms: percentile(all, 50), streamP99Ms: percentile(all, 99) };
+  } finally {
+    for (const s of subscribers) await s.close();
+  }
+}
+
 export interface SnapshotResult {
   routes: number;
   /** republish() of the whole snapshot into Redis, milliseconds. */
   publishMs: number;
   /** A new subscriber: start() until ready (snapshot fetched, parsed and loaded), milliseconds. */
   loadMs: number;
-  /** RouteTable.get() of an existing route, nanoseconds (median of 5 passes). */
+  /** RouteTable.get() of the same 8 existing routes over and over, nanoseconds (median of 5 passes): the lookup's own cost. */
+  hotLookupNs: number;
+  /** RouteTable.get() of random existing routes, nanoseconds: includes the cache misses of a large table. */
   lookupNs: number;
   /** RouteTable.get() of a missing route, nanoseconds. */
   missNs: number;
@@ -132,11 +191,13 @@ export async function snapshotLoad(deskhub: DeskhubStream, size: number): Promis
     if (subscriber.table.size !== size) throw new Error(`snapshot of ${size} routes loaded ${subscriber.table.size}`);
     // Random existing keys, fixed in advance so the loop measures get() and not key building.
     const keys = Array.from({ length: 4096 }, () => `snap-${Math.floor(Math.random() * size)}`);
+    const hot = Array.from({ length: 8 }, (_, i) => `snap-${Math.floor((i * size) / 8)}`);
     const missing = Array.from({ length: 4096 }, (_, i) => `absent-${i}`);
     const table = subscriber.table;
+    const hotLookupNs = lookupCost((p) => table.get(p), hot);
     const lookupNs = lookupCost((p) => table.get(p), keys);
     const missNs = lookupCost((p) => table.get(p), missing);
-    return { routes: size, publishMs, loadMs, lookupNs, missNs };
+    return { routes: size, publishMs, loadMs, hotLookupNs, lookupNs, missNs };
   } finally {
     await subscriber.close();
   }
