@@ -1,0 +1,165 @@
+// End to end with Docker: the whole of deskhub in this process (control plane + proxy + route
+// stream, real Postgres) with the Docker runtime. A kasm-test desktop created through the API
+// is reached through the proxy (page and WebSocket echo); then the real desktop image is opened
+// through the proxy in headless Chromium, which must show noVNC "Connected" and a desktop.
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { createTestDatabase } from '@deskhub/testkit/postgres';
+import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
+import { buildImage, testRuntime } from './docker-helpers.ts';
+import { launchChromium, screenshotDesktop, waitForNoVncConnected } from './docker-browser.ts';
+
+await buildImage('kasm-test');
+await buildImage('desktop');
+
+const db = await createTestDatabase('docker_e2e');
+t.teardown(() => db.drop());
+const dataDir = mkdtempSync(join(tmpdir(), 'deskhub-docker-e2e-'));
+t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+const { runtime, cleanup } = testRuntime();
+t.teardown(cleanup);
+
+const deskhub: RunningDeskhub = await startEmbedded({
+  env: {
+    PORT: '0',
+    PROXY_METRICS_PORT: '0',
+    METRICS_PORT: '0',
+    DATA_DIR: dataDir,
+    DATABASE_URL: db.url,
+    RUNTIME: 'docker',
+    AUTH_MODE: 'dev',
+    LOG_LEVEL: 'warn',
+    RECONCILE_INTERVAL_MS: '1000',
+    SECRET_KEY: randomBytes(32).toString('base64'),
+  },
+  runtimes: [runtime],
+});
+t.teardown(() => deskhub.close());
+const base = deskhub.proxyUrl;
+
+interface DesktopView {
+  id: string;
+  type: string;
+  proxyPath: string;
+  url: string;
+  state: string;
+  reason?: string | null;
+}
+
+async function signIn(username: string): Promise<string> {
+  const res = await fetch(`${base}/auth/dev-login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', origin: base },
+    body: JSON.stringify({ username }),
+  });
+  if (res.status >= 300) throw new Error(`dev-login answered ${res.status}: ${await res.text()}`);
+  const cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  if (!cookie) throw new Error('dev-login set no cookie');
+  return cookie;
+}
+
+async function api<T>(cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { cookie, origin: base, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+}
+
+/** Polls the API (bounded) until the desktop is running or has failed. */
+async function waitUntilRunning(cookie: string, id: string, timeoutMs = 120_000): Promise<DesktopView> {
+  const deadline = Date.now() + timeoutMs;
+  let view: DesktopView | null = null;
+  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
+    view = (await api<DesktopView>(cookie, 'GET', `/api/desktops/${id}`)).body;
+    if (view.state === 'running' || view.state === 'failed') return view;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`desktop ${id} not running in time: ${JSON.stringify(view)}`);
+}
+
+/** The desktop's URL on the proxy we actually started (PUBLIC_URL names port 0 here). */
+function onProxy(url: string): string {
+  const u = new URL(url);
+  return `${base}${u.pathname}${u.search}`;
+}
+
+t.test('a kasm-test desktop created through the API answers through the proxy', async (t) => {
+  const cookie = await signIn('alice');
+  const created = await api<DesktopView>(cookie, 'POST', '/api/desktops', { type: 'kasm-test' });
+  t.equal(created.status, 201, JSON.stringify(created.body));
+  t.equal(created.body.proxyPath, 'alice-kasm-test');
+  const view = await waitUntilRunning(cookie, created.body.id);
+  t.equal(view.state, 'running', view.reason ?? '');
+
+  const [container] = (await runtime.list()).filter((s) => s.desktopId === created.body.id);
+  t.ok(container?.running, 'a container labelled with the desktop runs');
+  const info = await runtime.docker.getContainer(container!.runtimeId).inspect();
+  t.equal(info.Config.Labels['deskhub.path'], 'alice-kasm-test');
+  t.equal(info.HostConfig.NetworkMode, runtime.networkName);
+
+  const page = await fetch(onProxy(view.url), { headers: { cookie } });
+  t.equal(page.status, 200);
+  t.match(await page.text(), /<h1>Demo desktop/, "the container's page, through the proxy");
+
+  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/desktop/alice-kasm-test/websockify`, ['binary'], { headers: { cookie, origin: base } });
+  const echoed = await new Promise<string>((resolve, reject) => {
+    ws.on('open', () => ws.send('hello through deskhub'));
+    ws.on('message', (data) => resolve(String(data)));
+    ws.on('error', reject);
+    ws.on('unexpected-response', (_req, res) => reject(new Error(`upgrade answered ${res.statusCode}`)));
+  });
+  ws.close();
+  t.equal(echoed, 'hello through deskhub');
+
+  // Removed outside deskhub: the route goes away and the desktop is no longer running.
+  await runtime.docker.getContainer(container!.runtimeId).remove({ force: true });
+  const deadline = Date.now() + 30_000;
+  let after: DesktopView | null = null;
+  for (let i = 0; i < 200 && Date.now() < deadline; i++) {
+    after = (await api<DesktopView>(cookie, 'GET', `/api/desktops/${created.body.id}`)).body;
+    if (after.state !== 'running') break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  t.not(after?.state, 'running', `state after docker rm -f: ${after?.state} (${after?.reason ?? ''})`);
+  const gone = await fetch(onProxy(view.url), { headers: { cookie } });
+  t.not(gone.status, 200, `the proxy no longer forwards (${gone.status})`);
+
+  t.equal((await api(cookie, 'DELETE', `/api/desktops/${created.body.id}`)).status, 204);
+});
+
+t.test('the real desktop image, through the API and the proxy, in headless Chromium', async (t) => {
+  const cookie = await signIn('bob');
+  const created = await api<DesktopView>(cookie, 'POST', '/api/desktops', { type: 'desktop' });
+  t.equal(created.status, 201, JSON.stringify(created.body));
+  const view = await waitUntilRunning(cookie, created.body.id);
+  t.equal(view.state, 'running', view.reason ?? '');
+  t.match(view.url, /\/desktop\/bob-desktop\/\?path=desktop\/bob-desktop\/websockify/);
+
+  const browser = await launchChromium();
+  t.teardown(() => browser.close());
+  // No certificate exception and no HTTP credentials: the proxy injects the desktop's password.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const page = await context.newPage();
+  await page.goto(`${base}/`);
+  const login = await page.request.post(`${base}/auth/dev-login`, { data: { username: 'bob' }, headers: { origin: base } });
+  t.ok(login.ok(), `browser signed in (${login.status()})`);
+  await page.goto(onProxy(view.url));
+  const status = await waitForNoVncConnected(page, 90_000);
+  t.match(status, /^Connected/, status);
+  const shot = await screenshotDesktop(page, 'docker-e2e-desktop.png');
+  t.ok(shot.colours >= 1000, `the screenshot has ${shot.colours} distinct colours (saved at ${shot.file})`);
+
+  t.equal((await api(cookie, 'DELETE', `/api/desktops/${created.body.id}`)).status, 204);
+  const deadline = Date.now() + 30_000;
+  while ((await runtime.list()).some((s) => s.desktopId === created.body.id) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  t.notOk((await runtime.list()).some((s) => s.desktopId === created.body.id), 'its container is removed');
+});
