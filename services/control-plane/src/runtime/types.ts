@@ -17,6 +17,8 @@ export interface CatalogEntry {
   pullPolicy?: 'if-missing' | 'always' | 'never';
   /** process: argv; `{port}` is replaced by the port chosen for it. */
   command?: string[];
+  /** process: working directory (the catalog file's folder unless the entry says otherwise). */
+  workingDir?: string;
   /** Port the desktop listens on inside its container (docker) or the default for process. */
   port: number;
   scheme: 'http' | 'https';

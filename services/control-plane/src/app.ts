@@ -1,0 +1,83 @@
+/**
+ * The control plane's HTTP application. Reading this function tells you the whole service:
+ * third-party plugins, then deskhub's own (configuration, database, runtimes, route
+ * publication, desktops, sessions), then the routes.
+ */
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { createLogger, requestIdOptions, type Logger } from '@deskhub/config';
+import type { RouteStream } from '@deskhub/route-stream';
+import { loadCatalog } from './catalog.ts';
+import type { ControlPlaneConfig } from './config.ts';
+import { createMetrics } from './metrics.ts';
+import { createSecrets, loadSecretKey } from './secrets.ts';
+import type { DesktopRuntime } from './runtime/types.ts';
+import external from './plugins/external/index.ts';
+import errors from './plugins/app/errors.ts';
+import configPlugin from './plugins/app/config.ts';
+import database from './plugins/app/database.ts';
+import runtimes from './plugins/app/runtimes.ts';
+import routePublication from './plugins/app/route-publication.ts';
+import desktops from './plugins/app/desktops.ts';
+import sessions from './plugins/app/sessions.ts';
+import health from './routes/health.ts';
+import auth from './routes/auth.ts';
+import api, { sharedSchemas } from './routes/api/index.ts';
+
+/** API requests are small JSON documents; desktop uploads go through the proxy, not here. */
+const API_BODY_LIMIT = 1024 * 1024;
+
+export interface AppOptions {
+  config: ControlPlaneConfig;
+  /** Default: a pino logger named control-plane at LOG_LEVEL. */
+  logger?: Logger;
+  /** A route stream shared with an in-process proxy; default: one from REDIS_URL (or a private bus). */
+  routeStream?: RouteStream;
+  /** Runtimes built by the caller (tests); default: those RUNTIME allows. */
+  runtimes?: DesktopRuntime[];
+  /** Stop desktop processes when the app closes (the embedded start). */
+  stopDesktopsOnClose?: boolean;
+  /** Where runtimes read their own settings (default process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const { config } = options;
+  const catalog = loadCatalog(config.CATALOG, { defaultReadyTimeoutS: config.READY_TIMEOUT_S });
+  const secrets = createSecrets(loadSecretKey(config.SECRET_KEY, config.DATA_DIR));
+  const metrics = createMetrics();
+
+  const logger = options.logger ?? createLogger('control-plane', config.LOG_LEVEL);
+  const app = Fastify({
+    loggerInstance: logger,
+    ...requestIdOptions,
+    bodyLimit: API_BODY_LIMIT,
+    trustProxy: '127.0.0.1',
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  for (const schema of sharedSchemas) app.addSchema(schema);
+
+  try {
+    await app.register(errors);
+    await app.register(external, { cookieSecret: secrets.cookieKey, publicUrl: config.PUBLIC_URL });
+
+    await app.register(configPlugin, { config, catalog, secrets, metrics, logger });
+    await app.register(database);
+    await app.register(runtimes, {
+      stopDesktopsOnClose: options.stopDesktopsOnClose ?? false,
+      env: options.env ?? process.env,
+      ...(options.runtimes ? { runtimes: options.runtimes } : {}),
+    });
+    await app.register(routePublication, options.routeStream ? { routeStream: options.routeStream } : {});
+    await app.register(desktops);
+    await app.register(sessions);
+
+    await app.register(health);
+    await app.register(auth);
+    await app.register(api);
+    await app.ready();
+  } catch (err) {
+    await app.close().catch(() => {});
+    throw err;
+  }
+  return app as unknown as FastifyInstance;
+}

@@ -1,0 +1,200 @@
+/**
+ * The desktop catalog: the YAML file (CATALOG) listing the desktop types users may launch.
+ * Read and validated once at start; a bad entry stops start-up with the file, the entry and the
+ * field named. Optional fields get their defaults here, so the rest of the code sees complete
+ * CatalogEntry values.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { parse as parseYaml } from 'yaml';
+import type { CatalogEntry } from './runtime/types.ts';
+import { isSafePathSegment } from './proxy-path.ts';
+
+export class CatalogError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CatalogError';
+  }
+}
+
+const Size = Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?[bkmgBKMG]?$', description: 'bytes, or with a unit: 512m, 2g' });
+
+const EntrySchema = Type.Object(
+  {
+    id: Type.String({ minLength: 1, maxLength: 32 }),
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    description: Type.Optional(Type.String({ maxLength: 1000 })),
+    runtime: Type.Union([Type.Literal('docker'), Type.Literal('process')]),
+    image: Type.Optional(Type.String({ minLength: 1 })),
+    pullPolicy: Type.Optional(Type.Union([Type.Literal('if-missing'), Type.Literal('always'), Type.Literal('never')])),
+    command: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
+    workingDir: Type.Optional(Type.String({ minLength: 1 })),
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    scheme: Type.Optional(Type.Union([Type.Literal('http'), Type.Literal('https')])),
+    verifyTls: Type.Optional(Type.Boolean()),
+    stripPrefix: Type.Optional(Type.Boolean()),
+    credentials: Type.Optional(
+      Type.Union([
+        Type.Object({ kind: Type.Literal('none') }, { additionalProperties: false }),
+        Type.Object({ kind: Type.Literal('kasm') }, { additionalProperties: false }),
+        Type.Object(
+          { kind: Type.Literal('basic'), username: Type.String({ minLength: 1 }), passwordEnv: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }) },
+          { additionalProperties: false },
+        ),
+      ]),
+    ),
+    env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String())),
+    shmSize: Type.Optional(Size),
+    memory: Type.Optional(Size),
+    cpus: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1024 })),
+    pids: Type.Optional(Type.Integer({ minimum: 1 })),
+    readiness: Type.Optional(
+      Type.Object(
+        { path: Type.Optional(Type.String({ pattern: '^[/{]', description: 'starts with / or {prefix}' })), timeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600 })) },
+        { additionalProperties: false },
+      ),
+    ),
+    entryQuery: Type.Optional(Type.String()),
+    quota: Type.Optional(
+      Type.Object(
+        { perUser: Type.Optional(Type.Integer({ minimum: 0 })), total: Type.Optional(Type.Integer({ minimum: 0 })) },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+type EntryInput = Static<typeof EntrySchema>;
+
+export interface Catalog {
+  /** The file it was read from. */
+  file: string;
+  entries: CatalogEntry[];
+  get(id: string): CatalogEntry | undefined;
+}
+
+const PLACEHOLDERS = /\{(\w+)\}/g;
+
+function checkPlaceholders(value: string, allowed: string[], where: string): void {
+  for (const m of value.matchAll(PLACEHOLDERS)) {
+    if (!allowed.includes(m[1]!)) {
+      throw new CatalogError(`${where}: unknown placeholder {${m[1]}} (allowed: ${allowed.map((a) => `{${a}}`).join(', ')})`);
+    }
+  }
+}
+
+/**
+ * Replaces `{name}` placeholders that appear in `values`; unknown ones stay as they are, so a
+ * later step (the process runtime's `{port}`) can fill them.
+ */
+export function substitute(template: string, values: Record<string, string>): string {
+  return template.replace(PLACEHOLDERS, (whole, name: string) => values[name] ?? whole);
+}
+
+/** Reads and validates a catalog file. `defaultReadyTimeoutS` fills readiness.timeoutSeconds. */
+export function loadCatalog(file: string, options: { defaultReadyTimeoutS?: number } = {}): Catalog {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CatalogError(`CATALOG: cannot read ${file}: ${(err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new CatalogError(`${file}: not valid YAML: ${(err as Error).message}`);
+  }
+  const list = (doc as { types?: unknown } | null)?.types;
+  if (!doc || typeof doc !== 'object' || !Array.isArray(list)) {
+    throw new CatalogError(`${file}: expected a top-level "types:" list of desktop types`);
+  }
+  const extra = Object.keys(doc).filter((k) => k !== 'types');
+  if (extra.length > 0) throw new CatalogError(`${file}: unknown top-level field "${extra[0]}" (expected only "types")`);
+
+  const catalogDir = path.dirname(path.resolve(file));
+  const entries: CatalogEntry[] = [];
+  const seen = new Set<string>();
+  list.forEach((raw: unknown, index: number) => {
+    const id = raw && typeof raw === 'object' && typeof (raw as { id?: unknown }).id === 'string' ? (raw as { id: string }).id : undefined;
+    const where = `${file}: entry ${id ? `"${id}"` : `#${index + 1}`}`;
+    const firstError = Value.Errors(EntrySchema, raw).First();
+    if (firstError) {
+      const field = firstError.path.replace(/^\//, '').replace(/\//g, '.') || '(entry)';
+      throw new CatalogError(`${where}, field "${field}": ${firstError.message}`);
+    }
+    const input = raw as EntryInput;
+    if (!isSafePathSegment(input.id)) {
+      throw new CatalogError(`${where}, field "id": must be lowercase letters, digits and "-" (it becomes part of desktop paths)`);
+    }
+    if (seen.has(input.id)) throw new CatalogError(`${where}, field "id": duplicate id`);
+    seen.add(input.id);
+    entries.push(normalize(input, where, catalogDir, options.defaultReadyTimeoutS ?? 120));
+  });
+  if (entries.length === 0) throw new CatalogError(`${file}: the "types" list is empty`);
+  const byId = new Map(entries.map((e) => [e.id, e]));
+  return { file, entries, get: (id) => byId.get(id) };
+}
+
+function normalize(input: EntryInput, where: string, catalogDir: string, defaultTimeout: number): CatalogEntry {
+  if (input.runtime === 'docker') {
+    if (!input.image) throw new CatalogError(`${where}, field "image": required for runtime docker`);
+    if (input.command) throw new CatalogError(`${where}, field "command": only for runtime process`);
+    if (input.workingDir) throw new CatalogError(`${where}, field "workingDir": only for runtime process`);
+  } else {
+    if (!input.command) throw new CatalogError(`${where}, field "command": required for runtime process`);
+    if (input.image) throw new CatalogError(`${where}, field "image": only for runtime docker`);
+  }
+  const envAllowed = ['prefix', 'path', ...(input.runtime === 'process' ? ['port'] : [])];
+  for (const [name, value] of Object.entries(input.env ?? {})) checkPlaceholders(value, envAllowed, `${where}, field "env.${name}"`);
+  checkPlaceholders(input.entryQuery ?? '', ['prefix', 'path'], `${where}, field "entryQuery"`);
+  checkPlaceholders(input.readiness?.path ?? '/', ['prefix', 'path'], `${where}, field "readiness.path"`);
+  if (input.entryQuery?.startsWith('?')) throw new CatalogError(`${where}, field "entryQuery": write it without the leading "?"`);
+  const command = input.command?.map((arg, i) => {
+    checkPlaceholders(arg, ['node', 'catalogDir', 'port'], `${where}, field "command.${i}"`);
+    // Resolved now, so runtimes and stored records see absolute, final values.
+    return substitute(arg, { node: process.execPath, catalogDir });
+  });
+  const credentials = input.credentials ?? { kind: 'none' as const };
+  const generated = credentials.kind === 'basic' ? credentials.passwordEnv : credentials.kind === 'kasm' ? 'VNC_PW' : null;
+  if (generated && input.env?.[generated] !== undefined) {
+    throw new CatalogError(`${where}, field "env.${generated}": generated by the credentials recipe; do not set it`);
+  }
+  const entry: CatalogEntry = {
+    id: input.id,
+    name: input.name,
+    runtime: input.runtime,
+    port: input.port,
+    scheme: input.scheme ?? 'http',
+    verifyTls: input.verifyTls ?? true,
+    stripPrefix: input.stripPrefix ?? true,
+    credentials,
+    env: input.env ?? {},
+    readiness: { path: input.readiness?.path ?? '/', timeoutSeconds: input.readiness?.timeoutSeconds ?? defaultTimeout },
+    entryQuery: input.entryQuery ?? '',
+  };
+  if (input.description !== undefined) entry.description = input.description;
+  if (input.image !== undefined) entry.image = input.image;
+  if (input.runtime === 'docker') entry.pullPolicy = input.pullPolicy ?? 'if-missing';
+  if (command) {
+    entry.command = command;
+    entry.workingDir = path.resolve(catalogDir, input.workingDir ?? '.');
+  }
+  if (input.shmSize !== undefined) entry.shmSize = input.shmSize;
+  if (input.memory !== undefined) entry.memory = input.memory;
+  if (input.cpus !== undefined) entry.cpus = input.cpus;
+  if (input.pids !== undefined) entry.pids = input.pids;
+  if (input.quota !== undefined) entry.quota = input.quota;
+  return entry;
+}
+
+/** Reads a size like "512m" or "2g" as bytes (docker limits). */
+export function parseSize(size: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)([bkmg]?)$/i.exec(size);
+  if (!m) throw new Error(`not a size: ${size}`);
+  const unit = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'b' | 'k' | 'm' | 'g'];
+  return Math.round(Number(m[1]) * unit);
+}

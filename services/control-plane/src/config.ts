@@ -1,0 +1,86 @@
+/**
+ * The control plane's configuration: every environment variable it reads, with defaults for the
+ * embedded start, and the cross-variable rules (dev sign-in only on loopback, a stable SECRET_KEY
+ * with an external database). Errors name the variable.
+ */
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { ConfigError, env, loadConfig, type ConfigOf } from '@deskhub/config';
+
+/** The catalog shipped with deskhub: Kasm images, the local test images and the `demo` type. */
+export const defaultCatalogPath = fileURLToPath(new URL('../catalog.yaml', import.meta.url));
+
+const spec = {
+  PORT: env.port(8081),
+  HOST: env.string('127.0.0.1'),
+  PUBLIC_URL: env.url(['http', 'https']),
+  DATA_DIR: env.string('./.data'),
+  DATABASE_URL: env.url(['postgres', 'postgresql']),
+  REDIS_URL: env.url(['redis', 'rediss']),
+  ROUTE_STREAM_PREFIX: env.string('deskhub:'),
+  RUNTIME: env.oneOf(['all', 'docker', 'process'] as const, 'all'),
+  DOCKER_HOST: env.string(),
+  AUTH_MODE: env.oneOf(['dev', 'oidc'] as const, 'dev'),
+  CATALOG: env.string(defaultCatalogPath),
+  SECRET_KEY: env.string(),
+  SESSION_TTL_HOURS: env.int(24 * 7, 1, 24 * 365),
+  MAX_DESKTOPS_PER_USER: env.int(5, 0, 100_000),
+  MAX_DESKTOPS_TOTAL: env.int(100, 0, 1_000_000),
+  READY_TIMEOUT_S: env.int(120, 1, 3600),
+  REPLICA_WAIT_MS: env.int(5000, 0, 600_000),
+  RECONCILE_INTERVAL_MS: env.int(5000, 100, 3_600_000),
+  ACTIVITY_INTERVAL_MS: env.int(15_000, 100, 3_600_000),
+  METRICS_PORT: env.port(9090),
+  LOG_LEVEL: env.oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
+};
+
+export type ControlPlaneConfig = ConfigOf<typeof spec> & {
+  PUBLIC_URL: string;
+  /** Absolute. */
+  DATA_DIR: string;
+  CATALOG: string;
+};
+
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}
+
+/**
+ * Reads the configuration. `publicPort` is where users reach deskhub when PUBLIC_URL is unset:
+ * the proxy's port (8080 for the standalone control plane, PORT for the embedded start).
+ */
+export function loadControlPlaneConfig(source: NodeJS.ProcessEnv = process.env, defaults: { PORT?: number; publicPort?: number } = {}): ControlPlaneConfig {
+  const withDefaults = { ...source };
+  if (defaults.PORT !== undefined && !source.PORT?.trim()) withDefaults.PORT = String(defaults.PORT);
+  const raw = loadConfig(spec, withDefaults);
+  const publicPort = defaults.publicPort ?? 8080;
+  const config: ControlPlaneConfig = {
+    ...raw,
+    PUBLIC_URL: raw.PUBLIC_URL ?? `http://127.0.0.1:${publicPort}`,
+    DATA_DIR: path.resolve(raw.DATA_DIR),
+    CATALOG: path.resolve(raw.CATALOG),
+  };
+  const publicUrl = new URL(config.PUBLIC_URL);
+  if (publicUrl.pathname !== '/' || publicUrl.search || publicUrl.hash) {
+    throw new ConfigError('PUBLIC_URL', `expected an origin without a path (deskhub serves at the root), got "${config.PUBLIC_URL}"`);
+  }
+  if (config.AUTH_MODE === 'dev' && !isLoopbackHost(publicUrl.hostname)) {
+    throw new ConfigError(
+      'AUTH_MODE',
+      `dev sign-in lets anyone sign in as anyone, so it is allowed only when PUBLIC_URL is a loopback address (PUBLIC_URL is ${config.PUBLIC_URL}); set AUTH_MODE=oidc`,
+    );
+  }
+  if (config.AUTH_MODE === 'oidc') {
+    // Sign-in providers arrive with the OIDC work (issue 5); until one is configured there is no
+    // way to sign in at all, which is better said now than discovered at the first login.
+    throw new ConfigError('AUTH_MODE', 'oidc needs at least one sign-in provider, and none is configured (OIDC sign-in is not available in this version yet); use AUTH_MODE=dev on a loopback PUBLIC_URL');
+  }
+  if (config.DATABASE_URL && !config.SECRET_KEY) {
+    throw new ConfigError(
+      'SECRET_KEY',
+      'required when DATABASE_URL is set: 32 bytes, base64 or hex (e.g. `openssl rand -base64 32`); it encrypts desktop credentials and signs session cookies, and must stay the same across restarts',
+    );
+  }
+  return config;
+}

@@ -1,0 +1,144 @@
+/**
+ * The database schema (drizzle): users and their sessions, desktops and their event log, and the
+ * route version counter with its outbox of route changes. The SQL in /migrations is generated
+ * from this file by drizzle-kit (`pnpm db:generate`); the same SQL runs on Postgres and PGlite.
+ */
+import { sql } from 'drizzle-orm';
+import { bigint, check, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import type { Route, Upstream } from '@deskhub/route-stream';
+
+const timestamps = {
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+};
+
+/** A person, keyed by sign-in provider and the provider's subject; `username` is path-safe and unique. */
+export const users = pgTable(
+  'users',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    provider: text('provider').notNull(),
+    subject: text('subject').notNull(),
+    username: text('username').notNull(),
+    displayName: text('display_name'),
+    roles: text('roles').array().notNull().default(sql`'{}'::text[]`),
+    ...timestamps,
+    lastLoginAt: timestamp('last_login_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [uniqueIndex('users_provider_subject_key').on(t.provider, t.subject), uniqueIndex('users_username_key').on(t.username)],
+);
+
+/** Server-side sessions; the cookie carries a random token, the database only its SHA-256. */
+export const sessions = pgTable(
+  'sessions',
+  {
+    id: text('id').primaryKey(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+    revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }),
+    lastSeenAt: timestamp('last_seen_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [index('sessions_user_id_idx').on(t.userId)],
+);
+
+export const desktopStates = ['creating', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const;
+export type DesktopState = (typeof desktopStates)[number];
+
+/** The route as published, without its Authorization header (that is derived from `credentials`). */
+export type StoredRoute = Omit<Route, 'authorization'>;
+
+/** What `credentials` decrypts to: secret env for the runtime, the header for the route. */
+export interface DesktopCredentials {
+  env: Record<string, string>;
+  authorization: string | null;
+}
+
+export const desktops = pgTable(
+  'desktops',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'restrict' }),
+    type: text('type').notNull(),
+    label: text('label'),
+    proxyPath: text('proxy_path').notNull(),
+    state: text('state').$type<DesktopState>().notNull(),
+    reason: text('reason'),
+    runtime: text('runtime').$type<'docker' | 'process'>().notNull(),
+    runtimeId: text('runtime_id'),
+    upstream: jsonb('upstream').$type<Upstream>(),
+    /** AES-256-GCM sealed DesktopCredentials (secrets.ts); never returned by the API. */
+    credentials: text('credentials'),
+    entryQuery: text('entry_query').notNull().default(''),
+    /** The route currently published for this desktop, or null when it has none. */
+    route: jsonb('route').$type<StoredRoute>(),
+    ...timestamps,
+    readyAt: timestamp('ready_at', { withTimezone: true, mode: 'date' }),
+    lastActivityAt: timestamp('last_activity_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [
+    uniqueIndex('desktops_proxy_path_key').on(t.proxyPath),
+    index('desktops_owner_id_idx').on(t.ownerId),
+    check('desktops_state_check', sql`${t.state} in ('creating', 'starting', 'running', 'stopping', 'stopped', 'failed')`),
+  ],
+);
+
+/** Every lifecycle step of a desktop, for the UI's progress and for people debugging. */
+export const desktopEvents = pgTable(
+  'desktop_events',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    desktopId: uuid('desktop_id')
+      .notNull()
+      .references(() => desktops.id, { onDelete: 'cascade' }),
+    at: timestamp('at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    kind: text('kind').notNull(),
+    message: text('message').notNull(),
+    progress: integer('progress'),
+    /** Set on state changes: the state entered. */
+    state: text('state').$type<DesktopState>(),
+  },
+  (t) => [index('desktop_events_desktop_id_idx').on(t.desktopId, t.id)],
+);
+
+/**
+ * The route version counter: one row. Bumped with UPDATE ... RETURNING inside the transaction
+ * that changes a route, so versions commit in the order they are handed out (a sequence would
+ * not: nextval is not transactional, and a later version could be published before an earlier one).
+ */
+export const routeVersion = pgTable(
+  'route_version',
+  {
+    id: integer('id').primaryKey().default(1),
+    version: bigint('version', { mode: 'number' }).notNull().default(0),
+  },
+  (t) => [check('route_version_single_row', sql`${t.id} = 1`)],
+);
+
+/**
+ * The outbox of route changes, written in the same transaction as the version bump and
+ * published in version order after commit. Rows the route store already holds are pruned.
+ */
+export const routeChanges = pgTable(
+  'route_changes',
+  {
+    version: bigint('version', { mode: 'number' }).primaryKey(),
+    op: text('op').$type<'put' | 'delete'>().notNull(),
+    path: text('path').notNull(),
+    route: jsonb('route').$type<StoredRoute>(),
+    /** Sealed Authorization header of a put (secrets.ts). */
+    sealedAuthorization: text('sealed_authorization'),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [check('route_changes_op_check', sql`${t.op} in ('put', 'delete')`)],
+);
+
+/** Small facts about this installation, e.g. the fingerprint of the key that sealed its credentials. */
+export const settings = pgTable('settings', {
+  key: text('key').primaryKey(),
+  value: text('value').notNull(),
+});

@@ -1,0 +1,52 @@
+/**
+ * Desktop lifecycle and reconciliation. The first reconciliation pass runs before the app is
+ * ready, so a restart has repaired what a dead control plane left before anyone asks.
+ */
+import fp from 'fastify-plugin';
+import { DesktopLifecycle } from '../../lifecycle/desktops.ts';
+import { Reconciler } from '../../lifecycle/reconciler.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    desktops: DesktopLifecycle;
+    reconciler: Reconciler;
+  }
+}
+
+export default fp(
+  async (app) => {
+    const { config } = app;
+    const lifecycle = new DesktopLifecycle({
+      db: app.db,
+      catalog: app.catalog,
+      runtimes: app.runtimes,
+      publication: app.publication,
+      publisher: app.routePublisher,
+      secrets: app.secrets,
+      logger: app.logger,
+      metrics: app.metrics,
+      publicUrl: config.PUBLIC_URL,
+      quotas: { perUser: config.MAX_DESKTOPS_PER_USER, total: config.MAX_DESKTOPS_TOTAL },
+      replicaWaitMs: config.REPLICA_WAIT_MS,
+    });
+    const reconciler = new Reconciler({
+      db: app.db,
+      lifecycle,
+      runtimes: app.runtimes,
+      publisher: app.routePublisher,
+      logger: app.logger,
+      metrics: app.metrics,
+      intervalMs: config.RECONCILE_INTERVAL_MS,
+      activityIntervalMs: config.ACTIVITY_INTERVAL_MS,
+    });
+    app.decorate('desktops', lifecycle);
+    app.decorate('reconciler', reconciler);
+    app.addHook('onClose', async () => {
+      await reconciler.close();
+      await lifecycle.close();
+    });
+    const first = await reconciler.start();
+    if (first.repairs.length > 0) app.log.info({ repairs: first.repairs.length }, 'first reconciliation pass repaired desktops');
+  },
+  { name: 'desktops', dependencies: ['database', 'runtimes', 'route-publication'] },
+);

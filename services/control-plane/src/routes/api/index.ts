@@ -1,0 +1,18 @@
+/** Everything under /api needs a session (401 JSON without one); the docs at /api/docs stay public. */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { CatalogItemSchema, DesktopEventSchema, DesktopSchema, ErrorSchema, UserSchema } from '../schemas.ts';
+import catalog from './catalog.ts';
+import desktops from './desktops.ts';
+import me from './me.ts';
+
+const api: FastifyPluginAsyncTypebox = async (app) => {
+  app.addHook('preHandler', app.requireUser);
+  await app.register(me);
+  await app.register(catalog);
+  await app.register(desktops);
+};
+
+/** Shared schemas, registered once at the root so every route (and the OpenAPI document) can refer to them. */
+export const sharedSchemas = [ErrorSchema, UserSchema, DesktopSchema, DesktopEventSchema, CatalogItemSchema];
+
+export default api;

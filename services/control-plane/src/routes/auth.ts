@@ -1,0 +1,72 @@
+/**
+ * Sign-in routes. Dev sign-in (`POST /auth/dev-login`) exists only when AUTH_MODE=dev, which
+ * config.ts allows only on a loopback PUBLIC_URL; otherwise the route does not exist (404).
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { SESSION_COOKIE } from '../sessions.ts';
+import { signInUser } from '../users.ts';
+import { makePathSafe } from '../proxy-path.ts';
+import { errors } from './schemas.ts';
+
+const auth: FastifyPluginAsyncTypebox = async (app) => {
+  app.get(
+    '/auth/providers',
+    {
+      schema: {
+        tags: ['auth'],
+        security: [],
+        summary: 'Sign-in options, for the sign-in page',
+        response: {
+          200: Type.Object({
+            providers: Type.Array(Type.Object({ id: Type.String(), name: Type.String(), loginUrl: Type.String() })),
+            devLogin: Type.Boolean(),
+          }),
+        },
+      },
+    },
+    async () => ({ providers: [], devLogin: app.config.AUTH_MODE === 'dev' }),
+  );
+
+  if (app.config.AUTH_MODE === 'dev') {
+    app.post(
+      '/auth/dev-login',
+      {
+        schema: {
+          tags: ['auth'],
+          security: [],
+          summary: 'Development sign-in as any username (AUTH_MODE=dev, loopback only); sets the session cookie',
+          body: Type.Object({ username: Type.String({ minLength: 1, maxLength: 64 }) }),
+          response: { 200: Type.Ref('User'), ...errors(400) },
+        },
+      },
+      async (request, reply) => {
+        const name = request.body.username.trim();
+        // "Alice" and "alice" are one dev user: the subject is the name made path-safe.
+        const user = await signInUser(app.db, { provider: 'dev', subject: makePathSafe(name) ?? name, preferredName: name });
+        await app.signIn(reply, user);
+        request.log.info({ userId: user.id, username: user.username }, 'dev sign-in');
+        return user;
+      },
+    );
+  }
+
+  app.post(
+    '/auth/logout',
+    { schema: { tags: ['auth'], security: [], summary: 'Ends the session everywhere and clears the cookie', response: { 204: Type.Null() } } },
+    async (request, reply) => {
+      const raw = request.cookies[SESSION_COOKIE];
+      if (raw) {
+        const unsigned = request.unsignCookie(raw);
+        if (unsigned.valid && unsigned.value) {
+          const session = await app.sessions.lookup(unsigned.value);
+          if (session) await app.sessions.revoke(session.id);
+        }
+      }
+      reply.clearCookie(SESSION_COOKIE, { path: '/' });
+      return reply.code(204).send(null);
+    },
+  );
+};
+
+export default auth;

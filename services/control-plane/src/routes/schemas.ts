@@ -1,0 +1,68 @@
+/** TypeBox schemas shared by the routes; they validate requests, shape responses and feed the OpenAPI document. */
+import { Type, type TSchema } from '@sinclair/typebox';
+import { desktopStates } from '../db/schema.ts';
+
+export const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+
+export const ErrorSchema = Type.Object(
+  { statusCode: Type.Integer(), error: Type.String(), message: Type.String() },
+  { $id: 'Error', description: 'Every error: Fastify\'s shape, never a stack trace' },
+);
+const ErrorRef = Type.Ref('Error');
+
+/** Error responses a route may give, for the OpenAPI document. */
+export function errors(...codes: number[]): Record<number, typeof ErrorRef> {
+  return Object.fromEntries(codes.map((c) => [c, ErrorRef]));
+}
+
+export const UserSchema = Type.Object(
+  { id: Type.String({ format: 'uuid' }), username: Type.String(), roles: Type.Array(Type.String()) },
+  { $id: 'User' },
+);
+
+export const DesktopStateSchema = Type.Union(desktopStates.map((s) => Type.Literal(s)));
+
+export const DesktopSchema = Type.Object(
+  {
+    id: Type.String({ format: 'uuid' }),
+    type: Type.String({ description: 'catalog id' }),
+    name: Nullable(Type.String({ description: 'the label given at create' })),
+    owner: Type.String({ description: "owner's username" }),
+    proxyPath: Type.String({ description: 'the path segment under /desktop/' }),
+    url: Type.String({ description: 'where to open it: PUBLIC_URL/desktop/<proxyPath>/ plus the query the type needs' }),
+    state: DesktopStateSchema,
+    reason: Nullable(Type.String({ description: 'why it failed or stopped' })),
+    runtime: Type.String(),
+    createdAt: Type.String({ format: 'date-time' }),
+    updatedAt: Type.String({ format: 'date-time' }),
+    readyAt: Nullable(Type.String({ format: 'date-time' })),
+    lastActivityAt: Nullable(Type.String({ format: 'date-time' })),
+  },
+  { $id: 'Desktop' },
+);
+
+export const DesktopEventSchema = Type.Object(
+  {
+    id: Type.Integer(),
+    at: Type.String({ format: 'date-time' }),
+    kind: Type.String({ description: 'create, start, pull, probe, route, state, info, ...' }),
+    message: Type.String(),
+    progress: Nullable(Type.Integer({ minimum: 0, maximum: 100 })),
+    state: Nullable(DesktopStateSchema),
+  },
+  { $id: 'DesktopEvent' },
+);
+
+export const CatalogItemSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    description: Type.Optional(Type.String()),
+    runtime: Type.String(),
+    available: Type.Boolean(),
+    reason: Type.Optional(Type.String({ description: 'why it cannot run here' })),
+  },
+  { $id: 'CatalogItem' },
+);
+
+export const DesktopIdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });

@@ -1,0 +1,54 @@
+/**
+ * Server-side sessions: the cookie carries a random token (signed by @fastify/cookie), the
+ * database keeps its SHA-256 with the user, the expiry and whether it was revoked. Revoking a
+ * row ends the session everywhere at once.
+ */
+import { and, eq, gt, isNull } from 'drizzle-orm';
+import type { Database } from './db/client.ts';
+import { sessions, users } from './db/schema.ts';
+import { hashToken, newSessionToken } from './secrets.ts';
+import type { User } from './users.ts';
+
+export const SESSION_COOKIE = 'deskhub_session';
+
+/** last_seen_at is refreshed at most this often, so a busy API does not write per request. */
+const SEEN_REFRESH_MS = 5 * 60 * 1000;
+
+export interface SessionInfo {
+  /** The database id (hash of the token). */
+  id: string;
+  user: User;
+  expiresAt: Date;
+}
+
+export class SessionStore {
+  constructor(
+    private readonly db: Database,
+    readonly ttlMs: number,
+  ) {}
+
+  async create(userId: string): Promise<{ token: string; expiresAt: Date }> {
+    const { token, hash } = newSessionToken();
+    const expiresAt = new Date(Date.now() + this.ttlMs);
+    await this.db.insert(sessions).values({ id: hash, userId, expiresAt });
+    return { token, expiresAt };
+  }
+
+  async lookup(token: string): Promise<SessionInfo | null> {
+    const id = hashToken(token);
+    const [row] = await this.db
+      .select({ id: sessions.id, expiresAt: sessions.expiresAt, lastSeenAt: sessions.lastSeenAt, userId: users.id, username: users.username, roles: users.roles })
+      .from(sessions)
+      .innerJoin(users, eq(users.id, sessions.userId))
+      .where(and(eq(sessions.id, id), isNull(sessions.revokedAt), gt(sessions.expiresAt, new Date())));
+    if (!row) return null;
+    if (Date.now() - row.lastSeenAt.getTime() > SEEN_REFRESH_MS) {
+      await this.db.update(sessions).set({ lastSeenAt: new Date() }).where(eq(sessions.id, id));
+    }
+    return { id: row.id, expiresAt: row.expiresAt, user: { id: row.userId, username: row.username, roles: row.roles } };
+  }
+
+  async revoke(sessionId: string): Promise<void> {
+    await this.db.update(sessions).set({ revokedAt: new Date() }).where(and(eq(sessions.id, sessionId), isNull(sessions.revokedAt)));
+  }
+}

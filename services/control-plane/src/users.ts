@@ -1,0 +1,47 @@
+/**
+ * Users: found by sign-in provider and subject, created on first sign-in with a unique,
+ * path-safe username (`alice`, then `alice-2`... when another provider's alice came first).
+ */
+import { and, eq } from 'drizzle-orm';
+import type { Database } from './db/client.ts';
+import { users } from './db/schema.ts';
+import { badRequest } from './errors.ts';
+import { makePathSafe, pathCandidates } from './proxy-path.ts';
+
+export interface User {
+  id: string;
+  username: string;
+  roles: string[];
+}
+
+export interface Identity {
+  provider: string;
+  subject: string;
+  /** The name the provider suggests (preferred_username, login, the email's local part...). */
+  preferredName: string;
+  displayName?: string | null;
+}
+
+/** Returns the user for this identity, creating it on first sign-in. 400 when no usable name can be made. */
+export async function signInUser(db: Database, identity: Identity): Promise<User> {
+  const found = await db
+    .update(users)
+    .set({ lastLoginAt: new Date() })
+    .where(and(eq(users.provider, identity.provider), eq(users.subject, identity.subject)))
+    .returning();
+  if (found[0]) return { id: found[0].id, username: found[0].username, roles: found[0].roles };
+  const base = makePathSafe(identity.preferredName);
+  if (!base) throw badRequest(`username "${identity.preferredName}" cannot be made into a path: use letters, digits and "-"`);
+  for (const candidate of pathCandidates(base)) {
+    const [inserted] = await db
+      .insert(users)
+      .values({ provider: identity.provider, subject: identity.subject, username: candidate, displayName: identity.displayName ?? null, lastLoginAt: new Date() })
+      .onConflictDoNothing()
+      .returning();
+    if (inserted) return { id: inserted.id, username: inserted.username, roles: inserted.roles };
+    // Either the name is taken, or this same identity signed in concurrently: then use that row.
+    const [same] = await db.select().from(users).where(and(eq(users.provider, identity.provider), eq(users.subject, identity.subject)));
+    if (same) return { id: same.id, username: same.username, roles: same.roles };
+  }
+  throw badRequest(`no free username left for "${base}"`);
+}
