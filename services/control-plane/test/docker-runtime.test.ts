@@ -26,6 +26,8 @@ t.test('sizes and settings are parsed, bad values name the setting', async (t) =
   t.throws(() => dockerRuntimeOptionsFromEnv({ DOCKER_NETWORK_MODE: 'host' }), /DOCKER_NETWORK_MODE/);
   t.throws(() => dockerRuntimeOptionsFromEnv({ DOCKER_HOST_GUARD: 'maybe' }), /DOCKER_HOST_GUARD/);
   t.throws(() => dockerRuntimeOptionsFromEnv({ DOCKER_NETWORK: 'bad name' }), /DOCKER_NETWORK/);
+  t.throws(() => dockerRuntimeOptionsFromEnv({ DOCKER_HOST: 'ssh://somewhere' }), /DOCKER_HOST: expected unix/);
+  t.equal((dockerRuntimeOptionsFromEnv({ DOCKER_HOST: 'unix:///tmp/other.sock' }).docker?.modem as { socketPath?: string }).socketPath, '/tmp/other.sock');
 });
 
 t.test('availability names what is missing', async (t) => {

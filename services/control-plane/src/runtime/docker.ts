@@ -68,10 +68,30 @@ export const dockerEnvSpec = {
   }, 'default'),
 };
 
+/**
+ * A dockerode client for DOCKER_HOST as given in `source`. dockerode reads DOCKER_HOST (and the
+ * TLS variables) from process.env by itself; only a different environment needs parsing here.
+ */
+function dockerClientFor(source: NodeJS.ProcessEnv): Docker | undefined {
+  const host = source.DOCKER_HOST?.trim();
+  if (!host || host === process.env.DOCKER_HOST?.trim()) return undefined;
+  let url: URL;
+  try {
+    url = new URL(host);
+  } catch {
+    throw new ConfigError('DOCKER_HOST', `expected unix:///path/to/docker.sock or tcp://host:port, got "${host}"`);
+  }
+  if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname });
+  if (url.protocol === 'tcp:' || url.protocol === 'http:') return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http' });
+  throw new ConfigError('DOCKER_HOST', `expected unix:// or tcp://, got "${url.protocol}//"`);
+}
+
 /** Reads the runtime's settings; throws a ConfigError naming the variable on a bad value. */
 export function dockerRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.env): DockerRuntimeOptions {
   const config = loadConfig(dockerEnvSpec, source);
+  const docker = dockerClientFor(source);
   return {
+    ...(docker ? { docker } : {}),
     networkMode: config.DOCKER_NETWORK_MODE,
     networkName: config.DOCKER_NETWORK,
     hostGuard: config.DOCKER_HOST_GUARD,
