@@ -128,9 +128,12 @@ export function createVerifier(options: VerifierOptions): Verifier {
     if (oldest !== undefined) cache.delete(oldest);
   }
 
-  function remember(token: string, claims: AccessClaims, now: number): VerifyResult {
+  function remember(request: string, claims: AccessClaims, now: number): VerifyResult {
     const result = Object.freeze({ ok: true as const, claims });
     if (cacheSize === 0) return result;
+    // A token cut from a Cookie header may be a V8 slice that keeps the whole header alive;
+    // an own copy keeps an entry's memory at the token's size.
+    const token = Buffer.from(request, 'latin1').toString('latin1');
     const key = cacheKey(token);
     cache.delete(key);
     if (cache.size >= cacheSize) evictOne(now);
