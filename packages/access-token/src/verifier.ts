@@ -1,16 +1,16 @@
 /**
  * Verifies access tokens at a proxy with public keys only, remembering tokens it has verified.
  *
- * Why the cache is safe: a cached token is one whose signature was checked, and a hit requires the
- * whole token text to be equal to the cached one, so a hit is exactly "this same token verified
+ * Why the cache is safe: a cached token is one whose signature was checked, and a hit requires
+ * the whole token text to equal the cached one, so a hit means exactly "this token verified
  * before". (Entries are found by the signature, 86 characters, and confirmed by comparing the
- * whole token: hashing a 300-character string fresh from every request's header costs more than
- * comparing it.) What could have
- * changed since is time and revocation, and both are checked on every hit: an entry is never
- * served at or after its expiry, nor for a revoked session. Everything else in the token is
- * immutable. The cache is bounded, so a flood of valid tokens costs memory up to `cacheSize` and
- * no more. Eviction is "second chance" (CLOCK), an approximation of least-recently-used whose hit
- * only sets a flag: a true LRU moves the entry on every hit, and in a Map that delete-and-insert
+ * whole token: hashing a 300-character string fresh from each request's header costs more than
+ * comparing it.) What can change since is time and revocation, and both are checked on every
+ * hit: an entry is never served at or after its expiry, nor for a revoked session.
+ *
+ * The cache is bounded, so a flood of valid tokens costs memory up to `cacheSize` and no more.
+ * Eviction is "second chance" (CLOCK), an approximation of least-recently-used whose hit only
+ * sets a flag: a true LRU moves the entry on every hit, and in a Map that delete-and-insert
  * costs more than the lookup itself.
  */
 import { verify as verifySignature, type KeyObject } from 'node:crypto';
