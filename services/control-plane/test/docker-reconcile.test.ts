@@ -1,0 +1,185 @@
+// Reconciliation with Docker after a crash: deskhub runs as a child process (`pnpm start`'s
+// entry, Docker runtime only, real Postgres); it is killed with SIGKILL the moment Docker
+// reports the new desktop's container created, i.e. mid-create. A second deskhub on the same
+// database and engine must leave no desktop stuck in creating/starting and no container
+// that the database does not know (orphans removed), and a new desktop must then work.
+import t from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createTestDatabase } from '@deskhub/testkit/postgres';
+import { startEmbedded } from '../src/embedded-start.ts';
+import { DockerRuntime } from '../src/runtime/docker.ts';
+import { buildImage, repoRoot, testRuntime } from './docker-helpers.ts';
+
+await buildImage('desktop');
+await buildImage('kasm-test');
+
+const db = await createTestDatabase('docker_reconcile');
+t.teardown(() => db.drop());
+const dataDir = mkdtempSync(join(tmpdir(), 'deskhub-docker-reconcile-'));
+t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+const { runtime, cleanup } = testRuntime();
+t.teardown(cleanup);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const port = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+const sharedEnv = {
+  DATA_DIR: dataDir,
+  DATABASE_URL: db.url,
+  SECRET_KEY: randomBytes(32).toString('base64'),
+  RUNTIME: 'docker',
+  AUTH_MODE: 'dev',
+  LOG_LEVEL: 'warn',
+  METRICS_PORT: '0',
+  PROXY_METRICS_PORT: '0',
+  RECONCILE_INTERVAL_MS: '1000',
+  // The child builds its own Docker runtime from these: same instance and network as `runtime`.
+  DESKHUB_INSTANCE: runtime.instance,
+  DOCKER_NETWORK: runtime.networkName,
+};
+
+interface DesktopView {
+  id: string;
+  state: string;
+  reason?: string | null;
+  url: string;
+}
+
+async function signIn(base: string, username: string): Promise<string> {
+  const res = await fetch(`${base}/auth/dev-login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', origin: base },
+    body: JSON.stringify({ username }),
+  });
+  if (res.status >= 300) throw new Error(`dev-login answered ${res.status}`);
+  return res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+}
+
+async function api<T>(base: string, cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { cookie, origin: base, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+}
+
+/** Starts deskhub as a child process and resolves once it says it is running. */
+async function startChild(port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'services/control-plane/src/embedded.ts'], {
+    cwd: repoRoot,
+    env: { ...process.env, ...sharedEnv, PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`deskhub did not start: ${output}`)), 60_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('deskhub is running.')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`deskhub exited with ${code}: ${output}`));
+    });
+  });
+  return child;
+}
+
+t.test('killed mid-create: the next deskhub leaves nothing stuck and no orphan container', async (t) => {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const child = await startChild(port);
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+
+  // Docker tells us the instant the desktop's container exists: kill deskhub right then.
+  const events = (await runtime.docker.getEvents({
+    filters: { type: ['container'], event: ['create'], label: [`deskhub.instance=${runtime.instance}`] },
+  })) as NodeJS.ReadableStream & { destroy(): void };
+  const created = new Promise<string>((resolve) => {
+    let buffered = '';
+    events.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      const line = buffered.split('\n').find((l) => l.trim());
+      if (line) resolve((JSON.parse(line) as { id: string }).id);
+    });
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+
+  const cookie = await signIn(base, 'carol');
+  const launched = await api<DesktopView>(base, cookie, 'POST', '/api/desktops', { type: 'desktop' });
+  t.equal(launched.status, 201);
+  const containerId = await created;
+  child.kill('SIGKILL');
+  await exited;
+  events.destroy();
+  t.ok(containerId, `killed deskhub when container ${containerId.slice(0, 12)} was created`);
+  const left = await runtime.list();
+  t.ok(left.some((s) => s.desktopId === launched.body.id), 'the crash left a container behind');
+
+  // The second life, in this process, with its own Docker runtime on the same instance.
+  const second = await startEmbedded({
+    env: { ...sharedEnv, PORT: '0' },
+    runtimes: [new DockerRuntime({ instance: runtime.instance, networkName: runtime.networkName })],
+  });
+  t.teardown(() => second.close());
+  const base2 = second.proxyUrl;
+  const cookie2 = await signIn(base2, 'carol');
+
+  const deadline = Date.now() + 60_000;
+  let view: DesktopView | null = null;
+  for (let i = 0; i < 300 && Date.now() < deadline; i++) {
+    view = (await api<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${launched.body.id}`)).body;
+    const containers = (await runtime.list()).filter((s) => s.desktopId === launched.body.id);
+    const settled = view.state === 'failed' ? containers.length === 0 : view.state === 'running' && containers.length === 1;
+    if (settled) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  t.ok(view && ['running', 'failed'].includes(view.state), `not stuck: ${view?.state} (${view?.reason ?? ''})`);
+  const containers = (await runtime.list()).filter((s) => s.desktopId === launched.body.id);
+  if (view?.state === 'failed') {
+    t.same(containers, [], 'the half-created container is removed');
+    t.match(view.reason, /stopped while this desktop was being created/);
+  } else {
+    t.equal(containers.length, 1, 'exactly one container for the running desktop');
+  }
+  // Every container of this instance belongs to a desktop the database knows.
+  const known = new Set(
+    (await api<DesktopView[]>(base2, cookie2, 'GET', '/api/desktops')).body.map((d) => d.id),
+  );
+  t.same((await runtime.list()).filter((s) => !known.has(s.desktopId)), [], 'no orphan containers');
+
+  // And the second deskhub runs new desktops normally.
+  const fresh = await api<DesktopView>(base2, cookie2, 'POST', '/api/desktops', { type: 'kasm-test', name: 'again' });
+  t.equal(fresh.status, 201, JSON.stringify(fresh.body));
+  let state = '';
+  for (let i = 0; i < 300 && Date.now() < deadline + 60_000; i++) {
+    state = (await api<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${fresh.body.id}`)).body.state;
+    if (state === 'running' || state === 'failed') break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  t.equal(state, 'running', 'a new desktop runs after the recovery');
+  const page = await fetch(`${base2}${new URL(fresh.body.url).pathname}`, { headers: { cookie: cookie2 } });
+  t.equal(page.status, 200, 'and answers through the proxy');
+});
