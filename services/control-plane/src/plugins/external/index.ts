@@ -8,6 +8,8 @@ export default fp<{ cookieSecret: string; publicUrl: string }>(
   async (app, options) => {
     await app.register(cookie, { secret: options.cookieSecret, hook: 'onRequest' });
     await app.register(swagger, {
+      // Shared schemas keep their $id as their name in components.schemas.
+      refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
       openapi: {
         openapi: '3.1.0',
         info: {

@@ -1,0 +1,233 @@
+/**
+ * Shared pieces of the control-plane tests: a test catalog of cheap process desktops (busybox
+ * httpd, the demo desktop, ones that start late or crash), the environment for a control plane
+ * in a temp folder, the two databases the API suite runs on, sign-in, and bounded waiting.
+ */
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import { createTestDatabase } from '@deskhub/testkit/postgres';
+
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+export const demoMain = path.join(repoRoot, 'packages/demo-desktop/src/main.ts');
+
+/** A fresh temp folder, removed by `cleanup`. */
+export function tempDir(label: string): { dir: string; cleanup(): void } {
+  const dir = mkdtempSync(path.join(tmpdir(), `deskhub-cp-${label}-`));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Writes a catalog of process desktops into `dir`:
+ * - web: busybox httpd (ready at once, no credentials); desktop and ubuntu-desktop alike (path collisions)
+ * - limited: like web, at most 1 per user and 2 in total (catalog quota)
+ * - demo: the demo desktop (HTTPS, kasm credentials, WebSocket echo)
+ * - late: answers only after `lateSeconds` (a create that can be interrupted)
+ * - crash: exits at once with a message
+ * - kasm-test: a docker type, for "cannot run here"
+ */
+export function writeTestCatalog(dir: string, options: { lateSeconds?: number; readyTimeoutSeconds?: number } = {}): string {
+  // Every desktop process carries the folder's name, so a test can find its processes in /proc.
+  const mark = `DESKHUB_TEST_RUN: "${path.basename(dir)}"`;
+  const www = path.join(dir, 'www');
+  mkdirSync(www, { recursive: true });
+  writeFileSync(path.join(www, 'index.html'), '<!doctype html><title>web desktop</title><p>web desktop</p>\n');
+  const web = (id: string, extra = '') => `
+  - id: ${id}
+    name: Web ${id}
+    runtime: process
+    command: ["busybox", "httpd", "-f", "-p", "127.0.0.1:{port}", "-h", "{catalogDir}/www"]
+    port: 80
+    scheme: http
+    credentials: { kind: basic, username: webuser, passwordEnv: WEB_PASSWORD }
+    env: { ${mark} }
+    readiness: { path: /, timeoutSeconds: ${options.readyTimeoutSeconds ?? 30} }${extra}
+`;
+  const yaml = `types:
+${web('web')}${web('desktop')}${web('ubuntu-desktop')}${web('limited', '\n    quota: { perUser: 1, total: 2 }')}
+  - id: demo
+    name: Demo desktop
+    runtime: process
+    command: ["{node}", "--import", "tsx", "${demoMain}"]
+    workingDir: ${repoRoot}
+    port: 6901
+    scheme: https
+    verifyTls: false
+    credentials: { kind: kasm }
+    env: { HOST: 127.0.0.1, PORT: "{port}", TLS: "true", DESKTOP_NAME: "{path}", ${mark} }
+    readiness: { path: /, timeoutSeconds: ${options.readyTimeoutSeconds ?? 60} }
+    entryQuery: path=desktop/{path}/websockify
+
+  - id: late
+    name: Late web desktop
+    runtime: process
+    command: ["sh", "-c", "sleep ${options.lateSeconds ?? 4}; exec busybox httpd -f -p 127.0.0.1:{port} -h {catalogDir}/www"]
+    env: { ${mark} }
+    port: 80
+    readiness: { path: /, timeoutSeconds: 60 }
+
+  - id: crash
+    name: Crashing desktop
+    runtime: process
+    command: ["sh", "-c", "echo 'cannot open display: no such thing' >&2; exit 3"]
+    env: { ${mark} }
+    port: 80
+    readiness: { path: /, timeoutSeconds: 30 }
+
+  - id: kasm-test
+    name: Kasm test desktop
+    runtime: docker
+    image: deskhub/kasm-test:local
+    pullPolicy: never
+    port: 6901
+    scheme: https
+    verifyTls: false
+    credentials: { kind: kasm }
+    entryQuery: path=desktop/{path}/websockify
+`;
+  const file = path.join(dir, 'catalog.yaml');
+  writeFileSync(file, yaml);
+  return file;
+}
+
+export function newSecretKey(): string {
+  return randomBytes(32).toString('base64');
+}
+
+/** Environment for a control plane whose files live in `dir`. */
+export function testEnv(dir: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    DATA_DIR: path.join(dir, 'data'),
+    CATALOG: writeTestCatalog(dir),
+    RUNTIME: 'process',
+    PUBLIC_URL: 'http://127.0.0.1:8080',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    RECONCILE_INTERVAL_MS: '500',
+    ACTIVITY_INTERVAL_MS: '500',
+    REPLICA_WAIT_MS: '5000',
+    MAX_DESKTOPS_PER_USER: '10',
+    MAX_DESKTOPS_TOTAL: '200',
+    PORT: '0',
+    METRICS_PORT: '0',
+    PROXY_METRICS_PORT: '0',
+    ...extra,
+  };
+}
+
+export interface TestDatabaseChoice {
+  name: 'pglite' | 'postgres';
+  /** Environment additions, and how to drop it afterwards. */
+  setup(): Promise<{ env: Record<string, string>; cleanup(): Promise<void> }>;
+}
+
+export const databases: TestDatabaseChoice[] = [
+  { name: 'pglite', setup: async () => ({ env: {}, cleanup: async () => {} }) },
+  {
+    name: 'postgres',
+    setup: async () => {
+      const db = await createTestDatabase('control_plane');
+      return { env: { DATABASE_URL: db.url, SECRET_KEY: newSecretKey() }, cleanup: () => db.drop() };
+    },
+  },
+];
+
+/** Signs in through dev-login; returns the Cookie header value. */
+export async function signIn(app: FastifyInstance, username: string): Promise<string> {
+  const res = await app.inject({ method: 'POST', url: '/auth/dev-login', payload: { username } });
+  if (res.statusCode !== 200) throw new Error(`dev-login ${username}: ${res.statusCode} ${res.body}`);
+  const cookie = res.cookies.find((c) => c.name === 'deskhub_session');
+  if (!cookie) throw new Error('no session cookie');
+  return `deskhub_session=${cookie.value}`;
+}
+
+/** Polls `check` until it returns a value (not undefined), at most `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (let i = 0; Date.now() < deadline && i < 100_000; i++) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+}
+
+export interface DesktopJson {
+  id: string;
+  type: string;
+  name: string | null;
+  owner: string;
+  proxyPath: string;
+  url: string;
+  state: string;
+  reason: string | null;
+}
+
+/** Waits until the desktop reaches one of `states` (through the API). */
+export async function waitForState(app: FastifyInstance, cookie: string, id: string, states: string[], timeoutMs = 60_000): Promise<DesktopJson> {
+  return waitFor(
+    `desktop ${id} to be ${states.join(' or ')}`,
+    async () => {
+      const res = await app.inject({ url: `/api/desktops/${id}`, headers: { cookie } });
+      if (res.statusCode !== 200) throw new Error(`GET desktop: ${res.statusCode} ${res.body}`);
+      const desktop = res.json<DesktopJson>();
+      return states.includes(desktop.state) ? desktop : undefined;
+    },
+    timeoutMs,
+    150,
+  );
+}
+
+/** The process runtime's records under DATA_DIR. */
+export function processRecords(dataDir: string): { runtimeId: string; desktopId: string; pid: number | null; running: boolean }[] {
+  const dir = path.join(dataDir, 'processes');
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.flatMap((name) => {
+    try {
+      return [JSON.parse(readFileSync(path.join(dir, name, 'record.json'), 'utf8'))];
+    } catch {
+      return [];
+    }
+  });
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/** Live processes started from a test catalog written into `dir` (their env carries its name). */
+export function testProcesses(dir: string): number[] {
+  const needle = `DESKHUB_TEST_RUN=${path.basename(dir)}\0`;
+  const found: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    let environ = '';
+    try {
+      environ = readFileSync(`/proc/${name}/environ`, 'latin1');
+    } catch {
+      continue;
+    }
+    if (environ.includes(needle) && pidAlive(Number(name))) found.push(Number(name));
+  }
+  return found;
+}
