@@ -75,9 +75,15 @@ export class StreamPublisher implements RoutePublisher {
   }
 
   async waitForReplicas(version: number, timeoutMs: number): Promise<{ ok: boolean; lagging: ReplicaStatus[] }> {
-    // Listen for acknowledgements before the first look, so one sent in between still wakes us.
-    await this.controlSubscription();
     const deadline = Date.now() + Math.max(0, timeoutMs);
+    // Listen for acknowledgements before the first look, so one sent in between still wakes us;
+    // if the transport cannot subscribe in time, polling alone still answers within the timeout.
+    let waited: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.controlSubscription().catch(() => undefined),
+      new Promise((resolve) => (waited = setTimeout(resolve, Math.max(0, timeoutMs)))),
+    ]);
+    clearTimeout(waited);
     for (;;) {
       const lagging = (await this.bus.listReplicas()).filter((r) => r.version < version);
       if (lagging.length === 0) return { ok: true, lagging };
@@ -124,7 +130,11 @@ export class StreamPublisher implements RoutePublisher {
       // Requests sent while we were disconnected are lost; the replicas repeat them until served.
       onReconnect: () => undefined,
     });
-    return this.control;
+    const control = this.control;
+    control.catch(() => {
+      if (this.control === control) this.control = null; // try again next time
+    });
+    return control;
   }
 
   private nextAck(ms: number): Promise<void> {

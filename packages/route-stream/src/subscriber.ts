@@ -109,13 +109,19 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
     // Buffer from the first message on: the snapshot we are about to read decides which to keep.
     this.buffering = true;
     const channels: Channel[] = ['changes', 'resync'];
-    const subscription = await this.bus.subscribe(channels, {
-      onMessage: (channel, raw) => this.onMessage(channel, raw),
-      onReconnect: () => {
-        this.log.info('route stream reconnected: resyncing');
-        void this.resync('reconnect');
-      },
-    });
+    let subscription: BusSubscription;
+    try {
+      subscription = await this.bus.subscribe(channels, {
+        onMessage: (channel, raw) => this.onMessage(channel, raw),
+        onReconnect: () => {
+          this.log.info('route stream reconnected: resyncing');
+          void this.resync('reconnect');
+        },
+      });
+    } catch (err) {
+      if (this.closed) return; // closed while waiting for the transport: nothing to start
+      throw err;
+    }
     if (this.closed) {
       await subscription.close();
       return;
@@ -251,9 +257,14 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
       return this.resyncing;
     }
     this.buffering = true;
-    this.resyncing = this.runResync(reason).finally(() => {
-      this.resyncing = null;
-    });
+    this.resyncing = this.runResync(reason)
+      .catch((err: unknown) => {
+        // A bug, not an outage (those are retried inside): keep serving, the next check retries.
+        this.log.error({ err: errorText(err), reason }, 'route resync failed');
+      })
+      .finally(() => {
+        this.resyncing = null;
+      });
     return this.resyncing;
   }
 

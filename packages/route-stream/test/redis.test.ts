@@ -207,3 +207,33 @@ t.test('redis: a 100,000-route snapshot loads', async (t) => {
   t.same(sub.table.get('user99999-ubuntu-desktop'), routes[99_999]);
   t.comment(`100,000 routes: republish ${publishMs.toFixed(0)} ms; subscriber start to ready ${loadMs.toFixed(0)} ms wall, ${loadCpuMs.toFixed(0)} ms CPU in this process (not asserted)`);
 });
+
+t.test('redis: a subscriber started while Redis is down is not ready until it is back', async (t) => {
+  const log = captureLog();
+  const s = streams(log);
+  t.teardown(() => s.close());
+  await s.first.publisher().republish({ version: 2, routes: [route('a')] });
+  await server.stop();
+  const sub = s.make().subscriber();
+  const ready = nextEvent(sub, 'ready', () => true, WAIT);
+  const started = sub.start();
+  await new Promise((r) => setTimeout(r, 200)); // long enough for a wrong "ready" to show
+  t.equal(sub.ready, false, 'not ready without a snapshot');
+  t.equal(sub.table.size, 0);
+  await server.start();
+  await started;
+  t.same(await ready, [2], 'ready with the stored snapshot once Redis answers');
+  t.same(paths(sub), ['a']);
+});
+
+t.test('redis: closing a subscriber still waiting for Redis ends cleanly', async (t) => {
+  const log = captureLog();
+  const s = streams(log);
+  await server.stop();
+  t.teardown(() => server.start());
+  const sub = s.make().subscriber();
+  const started = sub.start();
+  await s.close();
+  await t.resolves(started, 'start() settles without an error once closed');
+  t.equal(sub.ready, false);
+});

@@ -114,6 +114,7 @@ export class RedisRouteBus implements RouteBus {
   private readonly url: string;
   private readonly log: Logger;
   private readonly connections = new Set<Redis>();
+  private readonly onDrop = new Map<Redis, () => void>();
   readonly keys: {
     routes: string;
     version: string;
@@ -216,8 +217,14 @@ export class RedisRouteBus implements RouteBus {
         (err: unknown) => this.log.warn({ err: errorText(err) }, 'route stream resubscribe failed'),
       );
     });
+    // ioredis leaves a command queued during an outage pending for ever when the connection is
+    // closed between two reconnection attempts: closing the bus must end this wait anyway.
+    const dropped = new Promise<never>((_, reject) => {
+      this.onDrop.set(connection, () => reject(new Error('route stream closed before it could subscribe')));
+    });
+    dropped.catch(() => undefined);
     try {
-      await connection.subscribe(...names);
+      await Promise.race([connection.subscribe(...names), dropped]);
     } catch (err) {
       this.dropConnection(connection);
       throw err;
@@ -306,6 +313,8 @@ export class RedisRouteBus implements RouteBus {
   }
 
   private dropConnection(connection: Redis): void {
+    this.onDrop.get(connection)?.();
+    this.onDrop.delete(connection);
     this.connections.delete(connection);
     connection.disconnect(false);
   }
