@@ -120,6 +120,7 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
       });
     } catch (err) {
       if (this.closed) return; // closed while waiting for the transport: nothing to start
+      this.started = false; // the caller may try again
       throw err;
     }
     if (this.closed) {
