@@ -6,38 +6,11 @@
  */
 import t from 'tap';
 import { eq } from 'drizzle-orm';
-import type { FastifyInstance } from 'fastify';
-import { createLogger } from '@deskhub/config';
-import { createRouteStream, type RouteStream, type RouteSubscriber } from '@deskhub/route-stream';
 import { buildApp } from '../src/app.ts';
 import { loadControlPlaneConfig } from '../src/config.ts';
 import { desktops, routeChanges } from '../src/db/schema.ts';
 import type { DesktopCredentials } from '../src/db/schema.ts';
-import { databases, processRecords, signIn, tempDir, testEnv, testProcesses, waitFor, waitForState, type DesktopJson } from './helpers.ts';
-
-interface Running {
-  app: FastifyInstance;
-  stream: RouteStream;
-  replica: RouteSubscriber;
-  close(): Promise<void>;
-}
-
-async function startApp(env: NodeJS.ProcessEnv): Promise<Running> {
-  const stream = createRouteStream({ logger: createLogger('route-stream', 'silent') });
-  const app = await buildApp({ config: loadControlPlaneConfig(env), routeStream: stream, env });
-  const replica = stream.subscriber({ replicaId: 'test-replica', checkIntervalMs: 500 });
-  await replica.start();
-  await waitFor('the replica to load its first snapshot', () => (replica.ready ? true : undefined), 10_000);
-  return {
-    app,
-    stream,
-    replica,
-    async close() {
-      await app.close();
-      await stream.close();
-    },
-  };
-}
+import { databases, processRecords, signIn, startApp, tempDir, testEnv, testProcesses, waitFor, waitForState, type DesktopJson } from './helpers.ts';
 
 for (const choice of databases) {
   t.test(`API on ${choice.name}`, async (t) => {

@@ -9,7 +9,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
+import { createLogger } from '@deskhub/config';
+import { createRouteStream, type RouteStream, type RouteSubscriber } from '@deskhub/route-stream';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
+import { buildApp } from '../src/app.ts';
+import { loadControlPlaneConfig } from '../src/config.ts';
 
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 export const demoMain = path.join(repoRoot, 'packages/demo-desktop/src/main.ts');
@@ -230,4 +234,39 @@ export function testProcesses(dir: string): number[] {
     if (environ.includes(needle) && pidAlive(Number(name))) found.push(Number(name));
   }
   return found;
+}
+
+export interface RunningApp {
+  app: FastifyInstance;
+  stream: RouteStream;
+  /** A real subscriber on the same stream: what a proxy replica holds. */
+  replica: RouteSubscriber;
+  close(): Promise<void>;
+}
+
+/** The app on `env`, with a route stream (in-process, or Redis) and a replica subscribed to it. */
+export async function startApp(env: NodeJS.ProcessEnv, options: { redisUrl?: string; activityFlushMs?: number } = {}): Promise<RunningApp> {
+  const stream = createRouteStream({
+    logger: createLogger('route-stream', 'silent'),
+    ...(options.redisUrl ? { redisUrl: options.redisUrl, keyPrefix: env.ROUTE_STREAM_PREFIX ?? 'deskhub:' } : {}),
+  });
+  let app: FastifyInstance;
+  try {
+    app = await buildApp({ config: loadControlPlaneConfig(env), routeStream: stream, env });
+  } catch (err) {
+    await stream.close();
+    throw err;
+  }
+  const replica = stream.subscriber({ replicaId: `test-replica-${process.pid}`, checkIntervalMs: 500, ...(options.activityFlushMs ? { activityFlushMs: options.activityFlushMs } : {}) });
+  await replica.start();
+  await waitFor('the replica to load its first snapshot', () => (replica.ready ? true : undefined), 10_000);
+  return {
+    app,
+    stream,
+    replica,
+    async close() {
+      await app.close();
+      await stream.close();
+    },
+  };
 }
