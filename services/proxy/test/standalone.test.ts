@@ -1,0 +1,320 @@
+/**
+ * The proxy as its own process (`src/main.ts`, routes from a real Redis), which is also the
+ * only honest way to watch its memory: 1 MiB and 100 MiB bodies both ways and a WebSocket
+ * flood towards a reader that stopped reading must not grow the process by anything near their
+ * size. Plus start-up errors that name the variable, and a graceful SIGTERM.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { WebSocketServer } from 'ws';
+import { startDemoDesktop } from '@deskhub/demo-desktop';
+import { startRedis } from '@deskhub/testkit/redis';
+import { createRouteStream } from '@deskhub/route-stream';
+import { KASM_AUTH, KASM_PASSWORD, makeRoute, send, silentLogger, startUpstream } from './helpers.ts';
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const MiB = 1024 * 1024;
+
+interface ChildProxy {
+  child: ChildProcess;
+  url: string;
+  port: number;
+  metricsUrl: string;
+  stderr(): string;
+}
+
+function runMain(env: Record<string, string>): ChildProcess {
+  const clean: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of ['PORT', 'HOST', 'METRICS_PORT', 'METRICS_HOST', 'CONTROL_PLANE_URL', 'PUBLIC_URL', 'REDIS_URL', 'ROUTE_STREAM_PREFIX', 'BODY_LIMIT', 'UPSTREAM_TIMEOUT_MS', 'AUTH_MODE', 'LOG_LEVEL']) {
+    delete clean[name];
+  }
+  return spawn(process.execPath, ['--import', 'tsx', 'services/proxy/src/main.ts'], {
+    cwd: repoRoot,
+    env: { ...clean, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+/** Starts main.ts and resolves once it logged where it listens. */
+function startChild(env: Record<string, string>): Promise<ChildProxy> {
+  const child = runMain({ PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'info', AUTH_MODE: 'dev', ...env });
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`proxy did not start within 30 s: ${stderr}`));
+    }, 30_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`proxy exited with ${code}: ${stderr}`));
+    });
+    child.stdout?.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) !== -1) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        try {
+          const entry = JSON.parse(line) as { msg?: string; url?: string; metricsUrl?: string };
+          if (entry.msg === 'proxy listening' && entry.url && entry.metricsUrl) {
+            clearTimeout(timer);
+            child.removeAllListeners('exit');
+            resolve({ child, url: entry.url, port: Number(new URL(entry.url).port), metricsUrl: entry.metricsUrl, stderr: () => stderr });
+          }
+        } catch {
+          // not a log line of ours
+        }
+      }
+    });
+  });
+}
+
+function exitOf(child: ChildProcess, timeoutMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('process did not exit')), timeoutMs);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal });
+    });
+  });
+}
+
+/** Resident set size of a process in bytes, from /proc. */
+function rss(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** Samples a process's RSS while `work` runs; resolves with the work's result and the peak. */
+async function peakRssDuring<T>(pid: number, work: () => Promise<T>): Promise<{ result: T; peak: number }> {
+  let peak = rss(pid);
+  const timer = setInterval(() => (peak = Math.max(peak, rss(pid))), 25);
+  try {
+    const result = await work();
+    peak = Math.max(peak, rss(pid));
+    return { result, peak };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** `size` bytes of a repeatable pattern, in 64 KiB chunks, as a stream (never held whole). */
+function patternStream(size: number): Readable {
+  let sent = 0;
+  const chunk = Buffer.alloc(64 * 1024);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 31) & 0xff;
+  return new Readable({
+    read() {
+      if (sent >= size) {
+        this.push(null);
+        return;
+      }
+      const n = Math.min(chunk.length, size - sent);
+      sent += n;
+      this.push(n === chunk.length ? Buffer.from(chunk) : chunk.subarray(0, n));
+    },
+  });
+}
+
+function patternHash(size: number): Promise<string> {
+  const hash = createHash('sha256');
+  return new Promise((resolve, reject) => {
+    patternStream(size)
+      .on('data', (c: Buffer) => hash.update(c))
+      .on('end', () => resolve(hash.digest('hex')))
+      .on('error', reject);
+  });
+}
+
+/** Streams `upload` bytes to url (POST) and hashes what comes back, without holding either whole. */
+function transfer(url: string, upload: number | null): Promise<{ status: number; bytes: number; hash: string }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = http.request(
+      u,
+      { method: upload === null ? 'GET' : 'POST', agent: false, headers: upload === null ? {} : { 'content-length': String(upload) } },
+      (res) => {
+        const hash = createHash('sha256');
+        let bytes = 0;
+        res.on('data', (c: Buffer) => {
+          bytes += c.length;
+          hash.update(c);
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes, hash: hash.digest('hex') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    if (upload === null) req.end();
+    else patternStream(upload).pipe(req);
+  });
+}
+
+t.test('start-up errors name the variable', async (t) => {
+  const noRedis = runMain({ LOG_LEVEL: 'silent' });
+  let err = '';
+  noRedis.stderr?.on('data', (c: Buffer) => (err += c.toString()));
+  t.equal((await exitOf(noRedis, 30_000)).code, 2);
+  t.match(err, /REDIS_URL: is required for a standalone proxy: a separate process cannot share the in-process route bus/);
+  t.notMatch(err, /\n\s+at /, 'no stack trace');
+
+  const badLimit = runMain({ REDIS_URL: 'redis://127.0.0.1:1', BODY_LIMIT: 'ten megabytes' });
+  let err2 = '';
+  badLimit.stderr?.on('data', (c: Buffer) => (err2 += c.toString()));
+  t.equal((await exitOf(badLimit, 30_000)).code, 2);
+  t.match(err2, /BODY_LIMIT: expected a whole number/);
+
+  const oidc = runMain({ REDIS_URL: 'redis://127.0.0.1:1', AUTH_MODE: 'oidc', PORT: '0', METRICS_PORT: '0' });
+  let err3 = '';
+  oidc.stderr?.on('data', (c: Buffer) => (err3 += c.toString()));
+  t.equal((await exitOf(oidc, 30_000)).code, 1, 'oidc mode without an access hook refuses to start');
+  t.match(err3, /access hook/);
+});
+
+t.test('a standalone proxy: bodies and WebSocket floods stream through without growing its memory', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.close());
+  const keyPrefix = `standalone-${randomUUID().slice(0, 8)}:`;
+  const stream = createRouteStream({ redisUrl: redis.url, keyPrefix, logger: silentLogger });
+  t.teardown(() => stream.close());
+
+  const desktop = await startDemoDesktop({ name: 'mem-kasm', tls: true, password: KASM_PASSWORD });
+  t.teardown(() => desktop.close());
+  const source = await startUpstream((req, res) => {
+    const size = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('size') ?? '0');
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size) });
+    patternStream(size).pipe(res);
+  });
+  t.teardown(() => source.close());
+
+  // A desktop that pushes 64 KiB frames as fast as its socket takes them, like a busy VNC stream.
+  const FLOOD_BYTES = 128 * MiB;
+  const flood = { flushed: 0, done: false };
+  const floodServer = await startUpstream((_req, res) => res.end());
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  floodServer.server.on('upgrade', (req, socket, head) => {
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const frame = Buffer.alloc(64 * 1024, 7);
+      const next = (): void => {
+        if (flood.flushed >= FLOOD_BYTES) {
+          flood.done = true;
+          return;
+        }
+        // The callback fires once the frame is handed to the kernel: the upstream waits for
+        // its socket, so it can only run ahead by what the proxy actually reads.
+        ws.send(frame, { binary: true }, (err) => {
+          if (err) return;
+          flood.flushed += frame.length;
+          next();
+        });
+      };
+      next();
+    });
+  });
+  t.teardown(async () => {
+    for (const ws of wss.clients) ws.terminate();
+    await floodServer.close();
+  });
+
+  await stream.publisher().republish({
+    version: 1,
+    routes: [
+      makeRoute('mem-kasm', desktop.url, { authorization: KASM_AUTH }),
+      makeRoute('mem-source', source.url),
+      makeRoute('mem-flood', floodServer.url),
+    ],
+  });
+
+  const proxy = await startChild({ REDIS_URL: redis.url, ROUTE_STREAM_PREFIX: keyPrefix, BODY_LIMIT: String(256 * MiB) });
+  t.teardown(() => {
+    if (proxy.child.exitCode === null) proxy.child.kill('SIGKILL');
+  });
+  const pid = proxy.child.pid as number;
+  for (let i = 0; i < 200 && (await send(`${proxy.url}/readyz`)).status !== 200; i++) await new Promise((r) => setTimeout(r, 50));
+  t.equal((await send(`${proxy.url}/readyz`)).status, 200, 'ready with the routes from Redis');
+
+  // 1 MiB both ways (upload echoed back by the desktop), and down; also warms the process up.
+  const oneHash = await patternHash(MiB);
+  for (let i = 0; i < 3; i++) {
+    const echo = await transfer(`${proxy.url}/desktop/mem-kasm/__echo`, MiB);
+    t.same([echo.status, echo.bytes, echo.hash], [200, MiB, oneHash], '1 MiB up and back, byte for byte');
+    const down = await transfer(`${proxy.url}/desktop/mem-source/blob?size=${MiB}`, null);
+    t.same([down.status, down.bytes, down.hash], [200, MiB, oneHash], '1 MiB down');
+  }
+
+  const baseline = rss(pid);
+  const bigHash = await patternHash(100 * MiB);
+  const both = await peakRssDuring(pid, () => transfer(`${proxy.url}/desktop/mem-kasm/__echo`, 100 * MiB));
+  t.same([both.result.status, both.result.bytes, both.result.hash], [200, 100 * MiB, bigHash], '100 MiB up and 100 MiB back, byte for byte');
+  const down = await peakRssDuring(pid, () => transfer(`${proxy.url}/desktop/mem-source/blob?size=${100 * MiB}`, null));
+  t.same([down.result.status, down.result.bytes, down.result.hash], [200, 100 * MiB, bigHash], '100 MiB down');
+  const bodyGrowth = Math.max(both.peak, down.peak) - baseline;
+  t.ok(bodyGrowth < 40 * MiB, `proxy RSS grew by ${(bodyGrowth / MiB).toFixed(1)} MiB while moving 300 MiB (baseline ${(baseline / MiB).toFixed(0)} MiB)`);
+
+  // A reader that stops reading: the proxy must stop reading from the desktop too.
+  const floodBaseline = rss(pid);
+  const client = net.connect(proxy.port, '127.0.0.1');
+  t.teardown(() => client.destroy());
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', reject);
+  });
+  let received = 0;
+  const handshakeDone = new Promise<void>((resolve, reject) => {
+    client.once('error', reject);
+    client.on('data', (c: Buffer) => {
+      received += c.length;
+      if (received > 0) resolve();
+    });
+  });
+  client.write(
+    'GET /desktop/mem-flood/websockify HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nOrigin: http://x\r\n' +
+      'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+  );
+  await handshakeDone;
+  client.pause();
+  // Wait until the desktop cannot hand the kernel anything more (bounded: 30 s).
+  let last = -1;
+  const stallDeadline = Date.now() + 30_000;
+  const { peak: floodPeak } = await peakRssDuring(pid, async () => {
+    while (Date.now() < stallDeadline && !flood.done) {
+      await new Promise((r) => setTimeout(r, 500));
+      if (flood.flushed === last) break;
+      last = flood.flushed;
+    }
+  });
+  t.notOk(flood.done, 'the desktop could not push its whole stream into a reader that does not read');
+  t.ok(flood.flushed < FLOOD_BYTES / 2, `the desktop stalled after ${(flood.flushed / MiB).toFixed(1)} MiB of ${FLOOD_BYTES / MiB} (kernel buffers only)`);
+  const floodGrowth = floodPeak - floodBaseline;
+  t.ok(floodGrowth < 24 * MiB, `proxy RSS grew by ${(floodGrowth / MiB).toFixed(1)} MiB while the reader was stalled`);
+
+  // Once the reader reads again, everything arrives.
+  const all = new Promise<void>((resolve) => {
+    const check = (): void => {
+      if (received >= FLOOD_BYTES) resolve();
+    };
+    client.on('data', check);
+    check();
+  });
+  client.resume();
+  await all;
+  t.ok(flood.done && received >= FLOOD_BYTES, `all ${FLOOD_BYTES / MiB} MiB arrived once the reader resumed`);
+
+  // Graceful stop: SIGTERM closes the open WebSocket and exits 0.
+  const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+  proxy.child.kill('SIGTERM');
+  const exit = await exitOf(proxy.child);
+  t.same(exit, { code: 0, signal: null }, 'SIGTERM: clean exit');
+  await clientClosed;
+  t.pass('open WebSocket closed on shutdown');
+});
