@@ -21,7 +21,7 @@ import {
 import { describeMachine, openFileLimit } from './lib/machine.ts';
 import { treeRssBytes } from './lib/proc.ts';
 import { summarizeProfiles } from './lib/profile.ts';
-import { checkTargets, markdown, medians, ratios, type RoundResult, type RunResults } from './lib/report.ts';
+import { checkTargets, markdown, medians, ratios, updateReadme, type RoundResult, type RunResults } from './lib/report.ts';
 import { routePropagation, snapshotLoad } from './lib/route-figures.ts';
 import { allTargets, startTarget, targetLabels, type Target, type TargetName } from './lib/targets.ts';
 import { checkWrk, runWrk } from './lib/wrk.ts';
@@ -241,6 +241,7 @@ async function main(): Promise<number> {
     writeFileSync(path.join(outDir, `${name}.json`), json);
     writeFileSync(path.join(outDir, `${name}.md`), md + '\n');
   }
+  if (results.mode === 'full' && outDir === path.join(repoRoot, 'bench/results')) updateReadme(path.join(repoRoot, 'bench/README.md'), md);
   process.stdout.write(md + '\n');
   log(`results written to ${path.relative(process.cwd(), outDir) || '.'}/latest.{json,md} and ${stamp}.*`);
   if (args['cpu-prof']) {

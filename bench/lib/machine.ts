@@ -30,10 +30,13 @@ function run(cmd: string, args: string[]): string {
   }
 }
 
-export function openFileLimit(): number {
+/** The soft open-file limit of this process (inherited by every child), or the hard one. */
+export function openFileLimit(which: 'soft' | 'hard' = 'soft'): number {
   try {
-    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-    return m ? Number(m[1]) : 1024;
+    const m = /^Max open files\s+(\d+)\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (!m) return 1024;
+    const v = which === 'soft' ? m[1]! : m[2]!;
+    return v === 'unlimited' ? 1_048_576 : Number(v);
   } catch {
     return 1024;
   }

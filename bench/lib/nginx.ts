@@ -17,6 +17,8 @@ export interface NginxConfig {
   port: number;
   /** Sized from the largest number of open WebSockets the run holds (two connections each). */
   workerConnections: number;
+  /** Hard open-file limit: nginx can raise its own limit only up to it. */
+  fileLimit: number;
   locations: NginxLocation[];
 }
 
@@ -53,7 +55,7 @@ export function nginxConf(c: NginxConfig): string {
   const user = process.getuid?.() === 0 ? 'user root root;\n' : '';
   return `# written by deskhub's benchmark harness
 ${user}worker_processes 1;
-worker_rlimit_nofile ${Math.max(1024, c.workerConnections + 64)};
+worker_rlimit_nofile ${Math.min(c.fileLimit, Math.max(1024, c.workerConnections + 64))};
 daemon off;
 pid ${c.dir}/nginx.pid;
 error_log ${c.dir}/error.log warn;

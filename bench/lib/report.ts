@@ -2,6 +2,7 @@
  * Turns a run's raw per-round measurements into what people read: medians over rounds, ratios
  * against direct, nginx and CHP, the proxy issue's targets met or not, as JSON and Markdown.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { FramesResult, MemoryResult, MibResult, RouteChangeResult, RttResult, Settings, SmallResult } from './figures.ts';
 import type { Machine } from './machine.ts';
 import type { PropagationResult, SnapshotResult } from './route-figures.ts';
@@ -248,4 +249,15 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
     lines.push('');
   }
   return lines.join('\n');
+}
+
+/** Replaces the table between the README's markers with this run's Markdown (full runs only: quick ones are too noisy to show). */
+export function updateReadme(readmePath: string, md: string): void {
+  const start = '<!-- bench:latest:start -->';
+  const end = '<!-- bench:latest:end -->';
+  const text = readFileSync(readmePath, 'utf8');
+  const a = text.indexOf(start);
+  const b = text.indexOf(end);
+  if (a < 0 || b < a) return;
+  writeFileSync(readmePath, `${text.slice(0, a + start.length)}\n${md}\n${text.slice(b)}`);
 }

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { freePort, httpGet, portOpen, spawnService, waitUntil, type Service } from './child.ts';
 import { nginxArgs, reloadNginx, writeNginxConf, type NginxConfig } from './nginx.ts';
 import type { DeskhubStream } from './deskhub.ts';
+import { openFileLimit } from './machine.ts';
 
 export type TargetName = 'direct' | 'nginx' | 'chp' | 'deskhub';
 export const allTargets: TargetName[] = ['direct', 'nginx', 'chp', 'deskhub'];
@@ -79,7 +80,10 @@ async function startNginx(ctx: TargetContext): Promise<Target> {
   const conf: NginxConfig = {
     dir: path.join(ctx.runDir, 'nginx'),
     port: await freePort(),
-    workerConnections: 2 * ctx.maxSockets + 512,
+    // Two connections per WebSocket plus room, and nginx starts shedding connections that wait
+    // for a request once fewer than 1/16 are free: size so the largest socket count stays under that.
+    workerConnections: Math.ceil(((2 * ctx.maxSockets + 512) * 16) / 15),
+    fileLimit: openFileLimit('hard'),
     locations: [{ prefix: '/desktop/bench/', upstreamPort: ctx.upstreamPort }],
   };
   writeNginxConf(conf);

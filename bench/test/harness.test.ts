@@ -23,7 +23,7 @@ t.test('percentiles are nearest-rank and medians ignore non-finite values', asyn
 });
 
 t.test('nginx is configured like a desktop proxy', async (t) => {
-  const conf = nginxConf({ dir: '/tmp/x', port: 1234, workerConnections: 2512, locations: [{ prefix: '/desktop/bench/', upstreamPort: 4321 }] });
+  const conf = nginxConf({ dir: '/tmp/x', port: 1234, workerConnections: 2512, fileLimit: 20000, locations: [{ prefix: '/desktop/bench/', upstreamPort: 4321 }] });
   t.match(conf, /map \$http_upgrade \$connection_upgrade \{\s*default upgrade;\s*'' '';/, 'keep-alive-friendly upgrade map');
   t.match(conf, /worker_processes 1;/);
   t.match(conf, /keepalive 64;/, 'upstream keep-alive pool');
