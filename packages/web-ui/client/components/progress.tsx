@@ -193,7 +193,7 @@ export function ProgressPanel({ progress, label }: { progress: Progress; label: 
         {stages.map((s, i) => {
           const status = current < 0 ? 'todo' : i < current ? 'done' : i === current ? (failed ? 'failed' : 'current') : 'todo';
           return (
-            <li key={s.stage} class={`step step-${status}`} aria-current={status === 'current' ? 'step' : undefined}>
+            <li key={s.stage} class={`step step-${status}`} data-stage={s.stage} aria-current={status === 'current' ? 'step' : undefined}>
               <span class="step-mark" aria-hidden="true">
                 {status === 'done' ? '✓' : status === 'current' ? '•' : status === 'failed' ? '✗' : ''}
               </span>

@@ -30,54 +30,55 @@ function CatalogCard({ type, onLaunch }: { type: CatalogType; onLaunch: (type: C
         {type.runtime} · <code>{type.id}</code>
       </p>
       {!type.available ? (
-        <p class="reason" id={`${id}-why`}>
+        <p class="reason">
           <strong>Why not:</strong> {type.reason || 'The control plane did not say.'}
         </p>
       ) : null}
-      <form
-        class="launch"
-        onSubmit={async (e) => {
-          e.preventDefault();
-          if (busy || !type.available) return;
-          setBusy(true);
-          setError(null);
-          try {
-            await onLaunch(type, name.trim());
-            setName('');
-          } catch (err) {
-            setError(err instanceof Error ? err.message : String(err));
-          } finally {
-            setBusy(false);
-          }
-        }}
-      >
-        <label for={`${id}-name`}>
-          Name <span class="muted">(optional)</span>
-        </label>
-        <input
-          id={`${id}-name`}
-          name="name"
-          value={name}
-          onInput={(e) => setName((e.target as HTMLInputElement).value)}
-          maxLength={40}
-          autocomplete="off"
-          spellcheck={false}
-          disabled={!type.available}
-          aria-describedby={`${id}-name-hint`}
-        />
-        <span id={`${id}-name-hint`} class="hint">
-          Letters, digits and dashes; part of the desktop's address.
-        </span>
-        <button type="submit" class="primary" disabled={!type.available || busy} aria-describedby={!type.available ? `${id}-why` : undefined}>
-          {busy ? 'Launching…' : 'Launch'}
-          <span class="visually-hidden"> {type.name}</span>
-        </button>
-        {error ? (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        ) : null}
-      </form>
+      {type.available ? (
+        <form
+          class="launch"
+          onSubmit={async (e) => {
+            e.preventDefault();
+            if (busy) return;
+            setBusy(true);
+            setError(null);
+            try {
+              await onLaunch(type, name.trim());
+              setName('');
+            } catch (err) {
+              setError(err instanceof Error ? err.message : String(err));
+            } finally {
+              setBusy(false);
+            }
+          }}
+        >
+          <label for={`${id}-name`}>
+            Name <span class="muted">(optional)</span>
+          </label>
+          <input
+            id={`${id}-name`}
+            name="name"
+            value={name}
+            onInput={(e) => setName((e.target as HTMLInputElement).value)}
+            maxLength={40}
+            autocomplete="off"
+            spellcheck={false}
+            aria-describedby={`${id}-name-hint`}
+          />
+          <span id={`${id}-name-hint`} class="hint">
+            Letters, digits and dashes; part of the desktop's address.
+          </span>
+          <button type="submit" class="primary" disabled={busy}>
+            {busy ? 'Launching…' : 'Launch'}
+            <span class="visually-hidden"> {type.name}</span>
+          </button>
+          {error ? (
+            <p class="error" role="alert">
+              {error}
+            </p>
+          ) : null}
+        </form>
+      ) : null}
     </li>
   );
 }
@@ -107,7 +108,8 @@ export function Dashboard() {
     mounted.current = true;
     api
       .catalog()
-      .then((c) => setCatalog(asList<CatalogType>(c, 'catalog')))
+      // What can run here first; the order within each group is the catalog's.
+      .then((c) => setCatalog([...asList<CatalogType>(c, 'catalog')].sort((a, b) => Number(b.available) - Number(a.available))))
       .catch((err) => setCatalogError(err instanceof Error ? err.message : String(err)));
     void refresh();
     const timer = setInterval(() => {
