@@ -31,8 +31,18 @@ for _ in $(seq 1 100); do
 done
 [ -S "/tmp/.X11-unix/X${DISPLAY#:}" ] || { cat "$state/xvfb.log" >&2; echo "deskhub-desktop: Xvfb did not start" >&2; exit 1; }
 
-openbox >"$state/openbox.log" 2>&1 &
-xterm -geometry 100x30+40+40 -bg '#1d2a3a' -fg '#f4f7fa' -title "deskhub desktop" >/dev/null 2>&1 &
+# An X client started in the very first moments can fail to open the display on a loaded
+# machine; try again a few times, but only after a failure (a user closing the xterm ends it).
+x_client() {
+  local log=$1
+  shift
+  for _ in $(seq 1 20); do
+    "$@" >>"$log" 2>&1 && return 0
+    sleep 0.5
+  done
+}
+x_client "$state/openbox.log" openbox &
+x_client "$state/xterm.log" xterm -geometry 100x30+40+40 -bg '#1d2a3a' -fg '#f4f7fa' -title "deskhub desktop" &
 if [ -n "${LAUNCH_URL:-}" ] && command -v firefox-esr >/dev/null; then
   firefox-esr "$LAUNCH_URL" >"$state/firefox.log" 2>&1 &
 fi

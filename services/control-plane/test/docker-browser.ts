@@ -132,7 +132,9 @@ export async function screenshotDesktop(page: Page, name: string, minColours = 1
   const file = join(artifactsDir, name);
   let colours = 0;
   let png: Buffer = Buffer.alloc(0);
-  for (let i = 0; i < 20; i++) {
+  // Generous: on a loaded 2-core machine the first windows can take many seconds to appear.
+  const deadline = Date.now() + 60_000;
+  for (let i = 0; i < 120 && Date.now() < deadline; i++) {
     png = await page.screenshot({ type: 'png' });
     colours = distinctColours(png);
     if (colours >= minColours) break;

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { request } from 'node:http';
 import WebSocket from 'ws';
-import { basicAuth, buildImage, httpsGet, kasmTestType, specFor, testRuntime, waitForHttps } from './docker-helpers.ts';
+import { basicAuth, buildImage, desktopDiagnostics, httpsGet, kasmTestType, specFor, testRuntime, waitForHttps } from './docker-helpers.ts';
 import { launchChromium, screenshotDesktop, waitForNoVncConnected } from './docker-browser.ts';
 
 await buildImage('desktop');
@@ -72,7 +72,8 @@ t.test('noVNC connects in headless Chromium and shows a desktop', async (t) => {
   const status = await waitForNoVncConnected(page);
   t.match(status, /^Connected/);
   const shot = await screenshotDesktop(page, 'docker-desktop-direct.png');
-  t.ok(shot.colours >= 1000, `the screenshot has ${shot.colours} distinct colours (saved at ${shot.file})`);
+  const diagnostics = shot.colours >= 1000 ? '' : `\n${await desktopDiagnostics(runtime.docker, desktop.runtimeId)}`;
+  t.ok(shot.colours >= 1000, `the screenshot has ${shot.colours} distinct colours (saved at ${shot.file})${diagnostics}`);
 });
 
 t.test('stop and remove', async (t) => {

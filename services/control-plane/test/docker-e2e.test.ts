@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
-import { buildImage, testRuntime } from './docker-helpers.ts';
+import { buildImage, desktopDiagnostics, testRuntime } from './docker-helpers.ts';
 import { launchChromium, screenshotDesktop, waitForNoVncConnected } from './docker-browser.ts';
 
 await buildImage('kasm-test');
@@ -154,7 +154,12 @@ t.test('the real desktop image, through the API and the proxy, in headless Chrom
   const status = await waitForNoVncConnected(page, 90_000);
   t.match(status, /^Connected/, status);
   const shot = await screenshotDesktop(page, 'docker-e2e-desktop.png');
-  t.ok(shot.colours >= 1000, `the screenshot has ${shot.colours} distinct colours (saved at ${shot.file})`);
+  let diagnostics = '';
+  if (shot.colours < 1000) {
+    const [container] = (await runtime.list()).filter((s) => s.desktopId === created.body.id);
+    diagnostics = container ? `\n${await desktopDiagnostics(runtime.docker, container.runtimeId)}` : ' (no container)';
+  }
+  t.ok(shot.colours >= 1000, `the screenshot has ${shot.colours} distinct colours (saved at ${shot.file})${diagnostics}`);
 
   t.equal((await api(cookie, 'DELETE', `/api/desktops/${created.body.id}`)).status, 204);
   const deadline = Date.now() + 30_000;

@@ -237,3 +237,29 @@ export async function startLocalRegistry(): Promise<LocalRegistry> {
     },
   };
 }
+
+/** Runs a command in a container and returns its output (for diagnostics in failure messages). */
+export async function execIn(docker: Docker, containerId: string, cmd: string[]): Promise<string> {
+  const exec = await docker.getContainer(containerId).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true });
+  const stream = await exec.start({ hijack: true, stdin: false });
+  const out: Buffer[] = [];
+  const sink = new PassThrough();
+  sink.on('data', (c: Buffer) => out.push(c));
+  docker.modem.demuxStream(stream, sink, sink);
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 15_000);
+    stream.on('end', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    stream.on('error', () => resolve());
+  });
+  return Buffer.concat(out).toString('utf8');
+}
+
+/** What a desktop-image container is doing: its processes and the logs its entrypoint keeps. */
+export async function desktopDiagnostics(docker: Docker, containerId: string): Promise<string> {
+  return execIn(docker, containerId, ['sh', '-c', 'ps -eo pid,stat,etime,args; for f in $HOME/.deskhub/*.log; do echo "== $f"; tail -5 "$f"; done']).catch(
+    (err: Error) => `(no diagnostics: ${err.message})`,
+  );
+}
