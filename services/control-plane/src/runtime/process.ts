@@ -152,6 +152,7 @@ export class ProcessRuntime implements DesktopRuntime {
   private readonly stopping = new Set<string>();
   /** Runtime ids being spawned: recorded as running, not yet known as our children. */
   private readonly spawning = new Set<string>();
+  private readonly saves = new Map<string, Promise<void>>();
   private readonly watchers = new Set<(status: RuntimeStatus) => void>();
   private readonly pollTimer: NodeJS.Timeout;
   private readonly loaded: Promise<void>;
@@ -186,6 +187,7 @@ export class ProcessRuntime implements DesktopRuntime {
             record.startTime = procStat(pid)?.startTime ?? null;
           }
         }
+        this.records.set(record.runtimeId, record);
         if (record.pid === null || !isAlive(record.pid, record.startTime)) {
           record.running = false;
           record.reason = 'process ended while deskhub was not running (exit status unknown)';
@@ -198,11 +200,22 @@ export class ProcessRuntime implements DesktopRuntime {
     }
   }
 
-  private async save(record: ProcessRecord): Promise<void> {
-    const folder = path.join(this.dir, record.runtimeId);
-    const tmp = path.join(folder, 'record.json.tmp');
-    await writeFile(tmp, JSON.stringify(record, null, 2), { mode: 0o600 });
-    await rename(tmp, path.join(folder, 'record.json'));
+  /** Writes the record as it is now; writes of one record happen one after another, each atomically. */
+  private save(record: ProcessRecord): Promise<void> {
+    const previous = this.saves.get(record.runtimeId) ?? Promise.resolve();
+    const next = previous.then(async () => {
+      if (!this.records.has(record.runtimeId)) return; // removed meanwhile
+      const folder = path.join(this.dir, record.runtimeId);
+      const tmp = path.join(folder, `record.json.${process.pid}.tmp`);
+      await writeFile(tmp, JSON.stringify(record, null, 2), { mode: 0o600 });
+      await rename(tmp, path.join(folder, 'record.json'));
+    });
+    const settled = next.catch(() => {});
+    this.saves.set(record.runtimeId, settled);
+    void settled.then(() => {
+      if (this.saves.get(record.runtimeId) === settled) this.saves.delete(record.runtimeId);
+    });
+    return next;
   }
 
   private status(record: ProcessRecord): RuntimeStatus {
@@ -221,7 +234,7 @@ export class ProcessRuntime implements DesktopRuntime {
     record.running = false;
     record.reason = reason;
     this.children.delete(record.runtimeId);
-    if (this.records.get(record.runtimeId) === record) await this.save(record).catch(() => {});
+    await this.save(record).catch(() => {});
     if (notify) for (const watcher of this.watchers) watcher(this.status(record));
   }
 
@@ -382,6 +395,7 @@ export class ProcessRuntime implements DesktopRuntime {
     if (!this.records.has(runtimeId)) return;
     await this.stop(runtimeId);
     this.records.delete(runtimeId);
+    await this.saves.get(runtimeId);
     await rm(path.join(this.dir, runtimeId), { recursive: true, force: true });
   }
 
