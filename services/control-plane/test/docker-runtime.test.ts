@@ -270,3 +270,33 @@ t.test('the event stream is reopened when it ends, and events from the gap are n
   t.match(seen.find((s) => s.runtimeId === desktop.runtimeId), { running: false, reason: 'exited with code 137' }, 'replayed after reopening');
   await runtime.remove(desktop.runtimeId);
 });
+
+t.test('a desktop killed for lack of memory is reported as such', async (t) => {
+  const seen: RuntimeStatus[] = [];
+  let wake: () => void = () => {};
+  const unwatch = runtime.watch((s) => {
+    seen.push(s);
+    wake();
+  });
+  t.teardown(unwatch);
+  await runtime.watching();
+  // The desktop's own process allocates until the 64 MB limit stops it (node preloads this module).
+  const hog = 'NODE_OPTIONS=--import=data:text/javascript,for(const[a]=[[]];;)a.push(Buffer.alloc(1048576,1))'.split('=');
+  const spec = specFor(kasmTestType({ memory: '64m' }), { [hog[0]!]: hog.slice(1).join('=') });
+  const instance = await runtime.create(spec).catch((err: Error) => err);
+  if (instance instanceof Error) {
+    // It may die before create() reads its address back; the reason still says why.
+    t.match(instance.message, /did not start|no address/);
+    return;
+  }
+  t.teardown(() => runtime.remove(instance.runtimeId));
+  const deadline = Date.now() + 30_000;
+  while (!seen.some((s) => s.runtimeId === instance.runtimeId) && Date.now() < deadline) {
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+      setTimeout(resolve, 1000);
+    });
+  }
+  t.match(seen.find((s) => s.runtimeId === instance.runtimeId), { running: false, reason: /^killed: out of memory/ }, 'the event says out of memory');
+  t.match(await runtime.inspect(instance.runtimeId), { running: false, reason: /^killed: out of memory/ }, 'so does inspect');
+});
