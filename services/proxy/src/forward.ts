@@ -87,7 +87,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly target: UpstreamTarget,
     private readonly html: boolean,
   ) {
-    res.once('close', this.onClientClose);
+    res.on('close', this.onClientClose);
   }
 
   private readonly onClientClose = (): void => {

@@ -54,12 +54,12 @@ async function main(): Promise<void> {
     logger,
   });
 
+  let stopping = false;
   proxy.started.catch(() => {
     // Already logged by the proxy; a proxy that can never load routes must not linger as "alive".
-    process.exit(1);
+    if (!stopping) process.exit(1);
   });
 
-  let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;

@@ -409,16 +409,18 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     throw err;
   }
 
+  let closing: Promise<void> | null = null;
   // The listeners are up before the route stream: /healthz answers and /readyz says 503 while
   // the table loads (or while Redis is still unreachable), as an orchestrator expects.
   const started = subscriber.start();
-  started.catch((err: unknown) => logger.error({ err }, 'the route subscriber failed to start'));
+  started.catch((err: unknown) => {
+    if (closing === null) logger.error({ err }, 'the route subscriber failed to start');
+  });
 
   if (authorize === null) logger.warn('AUTH_MODE=dev: the proxy lets every request through to every desktop');
   const url = urlOf(host, port);
   logger.info({ url, metricsUrl, controlPlaneUrl: options.controlPlaneUrl }, 'proxy listening');
 
-  let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
     closing ??= (async () => {
       subscriber.off('change', onRouteChange);
