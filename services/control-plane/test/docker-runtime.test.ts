@@ -60,6 +60,7 @@ t.test('lifecycle: limits applied, Kasm contract at the upstream, stop, start, r
   t.equal(info.HostConfig.PidsLimit, 200, 'pids');
   t.equal(info.HostConfig.Privileged, false, 'never privileged');
   t.same(info.HostConfig.SecurityOpt, ['no-new-privileges:true']);
+  t.same(info.HostConfig.CapDrop, ['NET_RAW'], 'no raw sockets (no ARP forgery on the bridge)');
   t.equal(info.HostConfig.RestartPolicy?.Name, 'no');
   t.equal(info.Config.User, '1000:1000', 'the image runs as uid 1000');
   t.match(info.Config.Labels, {

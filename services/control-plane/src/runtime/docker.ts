@@ -280,7 +280,11 @@ export class DockerRuntime implements DesktopRuntime {
         // Same as Memory: no swap on top of the limit.
         MemorySwap: limits.Memory,
         Privileged: false,
+        // No setuid or file-capability escalation inside the desktop (an image that needs sudo will not get it).
         SecurityOpt: ['no-new-privileges:true'],
+        // Raw sockets would let a desktop forge ARP on the shared bridge and pose as another desktop
+        // to the proxy (which sends that desktop's credentials); enable_icc=false does not stop layer 2.
+        CapDrop: ['NET_RAW'],
         // The control plane decides when a desktop runs; Docker must not resurrect one behind its back.
         RestartPolicy: { Name: 'no' },
         NetworkMode: this.networkName,
@@ -472,10 +476,11 @@ export class DockerRuntime implements DesktopRuntime {
   }
 
   private isExpected(runtimeId: string): boolean {
-    for (const [id, until] of this.expected) {
-      if (until < Date.now()) this.expected.delete(id);
-      else if (runtimeId === id || (runtimeId.length >= 12 && id.startsWith(runtimeId)) || runtimeId.startsWith(id)) return true;
-    }
+    // Both sides are full container ids: deskhub stores the id Docker returned, events carry it too.
+    const until = this.expected.get(runtimeId);
+    if (until === undefined) return false;
+    if (until >= Date.now()) return true;
+    this.expected.delete(runtimeId);
     return false;
   }
 
