@@ -3,7 +3,7 @@
  * downloads (raw, gzip, brotli), so the weight of the UI is a number anyone can check.
  * `--if-stale` skips the build when dist/ already matches the sources (what install/start use).
  */
-import { buildWebUi, defaultDistDir, ensureBuilt, type BuildStamp } from './build.ts';
+import { buildWebUi, defaultDistDir, ensureBuilt, readStamp, type BuildStamp } from './build.ts';
 
 function kb(n: number): string {
   return `${(n / 1024).toFixed(1)} kB`;
@@ -18,9 +18,14 @@ function report(stamp: BuildStamp): void {
 }
 
 try {
-  const ifStale = process.argv.includes('--if-stale');
-  const stamp = ifStale ? await ensureBuilt(defaultDistDir, 'if-stale') : await buildWebUi({ logLevel: 'info' });
-  if (stamp) report(stamp);
+  if (process.argv.includes('--if-stale')) {
+    const before = (await readStamp(defaultDistDir))?.builtAt;
+    const stamp = await ensureBuilt(defaultDistDir, 'if-stale');
+    if (stamp && stamp.builtAt === before) console.log(`web UI in ${defaultDistDir} is up to date (built ${stamp.builtAt})`);
+    else if (stamp) report(stamp);
+  } else {
+    report(await buildWebUi({ logLevel: 'info' }));
+  }
 } catch (err) {
   console.error(err instanceof Error ? err.message : err);
   process.exitCode = 1;

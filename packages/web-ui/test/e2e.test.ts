@@ -23,7 +23,7 @@ const repo = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
 /** The embedded start; DESKHUB_E2E_ENTRY runs the same test against another entry script (a work-in-progress build). */
 const embedded = process.env.DESKHUB_E2E_ENTRY ? resolve(process.env.DESKHUB_E2E_ENTRY) : join(repo, 'services/control-plane/src/embedded.ts');
 const artifacts = join(repo, 'test-artifacts/web-ui');
-const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const KASM_IFRAME_QUERY = 'show_control_bar=true&resize=remote&clipboard_up=true&clipboard_down=true&clipboard_seamless=true';
 /** Generous: two shared cores, other test suites running, a desktop process to start. */
 const WAIT_MS = 120_000;
@@ -240,6 +240,20 @@ async function main(): Promise<void> {
       await page.goto(`${base}/`);
       await page.waitForURL(/\/signin\?next=/);
       await page.getByLabel('Username').waitFor();
+      // What a first visit really downloads through the proxy (compressed sizes as transferred).
+      const loaded = await page.evaluate(() => {
+        const perf = (globalThis as unknown as { performance: { getEntriesByType(t: string): { name: string; encodedBodySize: number; decodedBodySize: number }[] } }).performance;
+        return [...perf.getEntriesByType('navigation'), ...perf.getEntriesByType('resource')]
+          .filter((e) => !e.name.includes('/api/') && !e.name.includes('/auth/'))
+          .map((e) => ({ url: new URL(e.name).pathname, encoded: e.encodedBodySize, decoded: e.decodedBodySize }))
+          // The favicon can be listed twice (document and tab strip); count each file once.
+          .filter((e, i, all) => all.findIndex((x) => x.url === e.url) === i);
+      });
+      const total = loaded.reduce((sum, e) => sum + e.encoded, 0);
+      await mkdir(artifacts, { recursive: true });
+      await writeFile(join(artifacts, '01-first-load.json'), JSON.stringify({ total, files: loaded }, null, 2));
+      t.comment(`first visit downloads ${total} bytes of UI (${loaded.map((e) => `${e.url} ${e.encoded}`).join(', ')})`);
+      t.ok(total > 0 && total < 40 * 1024, 'the UI a first visit downloads stays under 40 kB');
       await screenshot(page, '01-signin');
       await accessible(t, page, '01-signin');
       await signIn(page, aliceName);
@@ -381,6 +395,19 @@ async function main(): Promise<void> {
       await accessible(t, page, '08-stopped');
       const gone = await page.evaluate(async (path) => (await fetch(`/desktop/${path}/`)).status, proxyPath);
       t.not(gone, 200, `a stopped desktop is no longer reachable (${gone})`);
+    });
+
+    await t.test('start it again: progress to Ready, and it answers again', async (t) => {
+      if (!launched(t, desktopId)) return;
+      const { page } = alice;
+      const card = page.locator(`[data-desktop-id="${desktopId}"]`);
+      await card.getByRole('button', { name: /^Start/ }).click();
+      await card.locator('.progress').waitFor();
+      await card.locator('.badge[data-state="running"]').waitFor();
+      await card.locator('.progress [aria-current="step"][data-stage="ready"]').waitFor();
+      t.pass('the restarted desktop shows its progress up to Ready');
+      const status = await page.evaluate(async (path) => (await fetch(`/desktop/${path}/`)).status, proxyPath);
+      t.equal(status, 200, 'and is reachable through the proxy again');
     });
 
     await t.test('delete it, after confirming, with the keyboard', async (t) => {

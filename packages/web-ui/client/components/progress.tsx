@@ -113,7 +113,9 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
     };
 
     const apply = (ev: DesktopEvent) => {
-      setProgress((p) => {
+      setProgress((prev) => {
+        // A create or start begins a new run: what an earlier run reported (a replayed history) no longer applies.
+        const p = ev.state === 'creating' || ev.state === 'starting' ? { ...prev, pulled: false, percent: null, failedAt: null, reason: null } : prev;
         let stage = STAGE_OF_KIND[ev.kind] ?? p.stage;
         let state = p.state;
         if (ev.state) {
