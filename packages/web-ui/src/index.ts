@@ -2,7 +2,8 @@
  * The Fastify plugin that serves deskhub's web UI from the control plane at `/`:
  * `app.register(webUi)` is the whole integration. It serves index.html for the UI's own routes
  * (never for /api or /auth, which stay the control plane's), hashed assets with immutable caching,
- * a strict Content-Security-Policy, and compressed bodies held in memory (the bundle is ~15 kB).
+ * a strict Content-Security-Policy, and bodies held in memory with the brotli and gzip copies
+ * written at build time (the whole bundle is ~15 kB compressed).
  *
  * When dist/ is missing or older than the sources, registration builds it (Vite), or with
  * `build: 'never'` fails with the command that builds it.
@@ -11,10 +12,9 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { extname, join, relative, sep } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { brotliCompressSync, constants as zlibConstants, gzipSync } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, RouteShorthandOptions } from 'fastify';
 import fp from 'fastify-plugin';
-import { defaultDistDir, ensureBuilt, STAMP_FILE, type BuildPolicy } from './build.ts';
+import { COMPRESSED_SUFFIXES, defaultDistDir, ensureBuilt, STAMP_FILE, type BuildPolicy } from './build.ts';
 
 export { buildWebUi, ensureBuilt, measure, BUILD_COMMAND, defaultDistDir, type BuildStamp, type BuildPolicy } from './build.ts';
 
@@ -70,7 +70,6 @@ const TYPES: Record<string, string> = {
   '.webmanifest': 'application/manifest+json',
   '.woff2': 'font/woff2',
 };
-const COMPRESSIBLE = new Set(['.html', '.js', '.css', '.svg', '.json', '.txt', '.webmanifest']);
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 /** Keeps these routes out of the OpenAPI document (@fastify/swagger reads `hide`), which describes the API only. */
 const HIDDEN: RouteShorthandOptions = { schema: { hide: true } as FastifySchema };
@@ -86,14 +85,12 @@ async function listFiles(dir: string): Promise<string[]> {
   return out;
 }
 
-function toAsset(file: string, body: Buffer): Asset {
-  const ext = extname(file);
-  const compress = COMPRESSIBLE.has(ext) && body.length > 256;
+function toAsset(file: string, body: Buffer, gzip: Buffer | null, br: Buffer | null): Asset {
   return {
-    type: TYPES[ext] ?? 'application/octet-stream',
+    type: TYPES[extname(file)] ?? 'application/octet-stream',
     body,
-    gzip: compress ? gzipSync(body, { level: 9 }) : null,
-    br: compress ? brotliCompressSync(body, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11 } }) : null,
+    gzip,
+    br,
     etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"`,
     // Vite puts a content hash in every name under assets/: such a file never changes.
     cacheControl: file.startsWith('assets/') ? IMMUTABLE : file === 'index.html' ? 'no-cache' : 'public, max-age=3600',
@@ -106,10 +103,13 @@ async function loadBundle(distDir: string): Promise<Map<string, Asset>> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 20; attempt++) {
     try {
+      const files = new Map<string, Buffer>();
+      for (const full of await listFiles(distDir)) files.set(relative(distDir, full).split(sep).join('/'), await readFile(full));
       const assets = new Map<string, Asset>();
-      for (const full of await listFiles(distDir)) {
-        const file = relative(distDir, full).split(sep).join('/');
-        assets.set(file, toAsset(file, await readFile(full)));
+      for (const [file, body] of files) {
+        if (COMPRESSED_SUFFIXES.some((suffix) => file.endsWith(suffix))) continue;
+        // The build wrote compressed copies beside the file (build.ts); without them the file goes out as it is.
+        assets.set(file, toAsset(file, body, files.get(`${file}.gz`) ?? null, files.get(`${file}.br`) ?? null));
       }
       if (!assets.has('index.html')) throw Object.assign(new Error('index.html missing'), { code: 'ENOENT' });
       return assets;
@@ -122,19 +122,16 @@ async function loadBundle(distDir: string): Promise<Map<string, Asset>> {
   throw lastError;
 }
 
-function preferredEncoding(header: string | undefined): 'br' | 'gzip' | null {
-  if (!header) return null;
+/** Which content codings the client accepts (RFC 9110 Accept-Encoding, q=0 meaning "not this"). */
+function acceptedEncodings(header: string | undefined): (coding: 'br' | 'gzip') => boolean {
   const accepted = new Map<string, number>();
-  for (const part of header.split(',')) {
+  for (const part of (header ?? '').split(',')) {
     const [name, ...params] = part.trim().toLowerCase().split(';');
     if (!name) continue;
     const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
     accepted.set(name, q ? Number(q.slice(2)) || 0 : 1);
   }
-  const ok = (name: string) => (accepted.get(name) ?? accepted.get('*') ?? 0) > 0;
-  if (ok('br')) return 'br';
-  if (ok('gzip')) return 'gzip';
-  return null;
+  return (coding) => (accepted.get(coding) ?? accepted.get('*') ?? 0) > 0;
 }
 
 async function webUiPlugin(app: FastifyInstance, options: WebUiOptions): Promise<void> {
@@ -145,19 +142,22 @@ async function webUiPlugin(app: FastifyInstance, options: WebUiOptions): Promise
   const csp = options.contentSecurityPolicy ?? CONTENT_SECURITY_POLICY;
 
   const send = (request: FastifyRequest, reply: FastifyReply, asset: Asset): FastifyReply => {
+    const accepts = acceptedEncodings(request.headers['accept-encoding']);
+    const [coding, body] =
+      asset.br && accepts('br') ? (['br', asset.br] as const) : asset.gzip && accepts('gzip') ? (['gzip', asset.gzip] as const) : ([null, asset.body] as const);
+    // Each coding is its own representation, so each gets its own entity tag.
+    const etag = coding ? `${asset.etag.slice(0, -1)}-${coding}"` : asset.etag;
     reply
       .header('content-type', asset.type)
       .header('cache-control', asset.cacheControl)
-      .header('etag', asset.etag)
+      .header('etag', etag)
       .header('x-content-type-options', 'nosniff')
       .header('referrer-policy', 'same-origin');
     if (asset.type.startsWith('text/html')) reply.header('content-security-policy', csp);
-    if (asset.gzip) reply.header('vary', 'accept-encoding');
-    if (request.headers['if-none-match'] === asset.etag) return reply.code(304).send();
-    const encoding = asset.gzip ? preferredEncoding(request.headers['accept-encoding']) : null;
-    if (encoding === 'br' && asset.br) return reply.header('content-encoding', 'br').send(asset.br);
-    if (encoding === 'gzip' && asset.gzip) return reply.header('content-encoding', 'gzip').send(asset.gzip);
-    return reply.send(asset.body);
+    if (asset.gzip || asset.br) reply.header('vary', 'accept-encoding');
+    if (request.headers['if-none-match'] === etag) return reply.code(304).send();
+    if (coding) reply.header('content-encoding', coding);
+    return reply.send(body);
   };
 
   for (const url of SPA_ROUTES) {

@@ -89,6 +89,13 @@ t.test('builds a missing dist at registration and serves it', async (t) => {
 
   const again = await app.inject({ method: 'GET', url: script!, headers: { 'if-none-match': js.headers.etag as string } });
   t.equal(again.statusCode, 304);
+  t.not(gz.headers.etag, js.headers.etag, 'each coding has its own entity tag');
+  const againGz = await app.inject({ method: 'GET', url: script!, headers: { 'if-none-match': gz.headers.etag as string, 'accept-encoding': 'gzip' } });
+  t.equal(againGz.statusCode, 304);
+  const otherCoding = await app.inject({ method: 'GET', url: script!, headers: { 'if-none-match': gz.headers.etag as string } });
+  t.equal(otherCoding.statusCode, 200, 'a gzip tag does not validate the identity body');
+  const copy = await app.inject({ method: 'GET', url: `${script!}.br` });
+  t.equal(copy.statusCode, 404, 'the compressed copies are not addressable themselves');
   const head = await app.inject({ method: 'HEAD', url: '/' });
   t.equal(head.statusCode, 200);
   t.equal(head.headers['content-security-policy'], CONTENT_SECURITY_POLICY);
