@@ -301,3 +301,28 @@ t.test('a desktop killed for lack of memory is reported as such', async (t) => {
   t.match(seen.find((s) => s.runtimeId === instance.runtimeId), { running: false, reason: /^killed: out of memory/ }, 'the event says out of memory');
   t.match(await runtime.inspect(instance.runtimeId), { running: false, reason: /^killed: out of memory/ }, 'so does inspect');
 });
+
+t.test('a network or host guard removed behind deskhub\'s back is made again at the next create', async (t) => {
+  const own = testRuntime();
+  t.teardown(own.cleanup);
+  const { hostGuardInstalled, removeHostGuard } = await import('../src/runtime/docker/host-guard.ts');
+  const first = await own.runtime.create(specFor(kasmTestType()));
+  const { bridge } = await own.runtime.prepare();
+  await own.runtime.remove(first.runtimeId);
+
+  await removeHostGuard(bridge);
+  t.notOk(await hostGuardInstalled(bridge), 'guard removed by hand');
+  const second = await own.runtime.create(specFor(kasmTestType()));
+  t.ok(await hostGuardInstalled(bridge), 'guard back after create');
+  await own.runtime.remove(second.runtimeId);
+
+  await own.runtime.docker.getNetwork(own.runtime.networkName).remove();
+  const third = await own.runtime.create(specFor(kasmTestType()));
+  t.ok(third.upstream.host, 'created on a new network');
+  const info = (await own.runtime.docker.getNetwork(own.runtime.networkName).inspect()) as { Options: Record<string, string> };
+  t.equal(info.Options['com.docker.network.bridge.enable_icc'], 'false', 'made again without inter-container traffic');
+  const { bridge: newBridge } = await own.runtime.prepare();
+  t.ok(await hostGuardInstalled(newBridge), 'and guarded');
+  await own.runtime.remove(third.runtimeId);
+  if (newBridge !== bridge) await removeHostGuard(bridge).catch(() => undefined);
+});

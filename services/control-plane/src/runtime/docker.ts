@@ -124,7 +124,7 @@ export class DockerRuntime implements DesktopRuntime {
   private readonly hostGuard: 'iptables' | 'off';
   private readonly stopTimeout: number;
   private readonly log: DockerRuntimeOptions['logger'];
-  private prepared: Promise<{ bridge: string }> | null = null;
+  private prepared: Promise<{ bridge: string; networkId: string }> | null = null;
   /** Containers deskhub itself is stopping or removing: their die/destroy events are not news. */
   private readonly expected = new Map<string, number>();
   private readonly watchers = new Set<EventWatcher>();
@@ -178,7 +178,7 @@ export class DockerRuntime implements DesktopRuntime {
   }
 
   /** Creates the desktops' network when missing and installs the host guard; once per runtime (retried after a failure). */
-  prepare(): Promise<{ bridge: string }> {
+  prepare(): Promise<{ bridge: string; networkId: string }> {
     if (!this.prepared) {
       this.prepared = this.prepareOnce().catch((err: unknown) => {
         this.prepared = null;
@@ -188,7 +188,7 @@ export class DockerRuntime implements DesktopRuntime {
     return this.prepared;
   }
 
-  private async prepareOnce(): Promise<{ bridge: string }> {
+  private async prepareOnce(): Promise<{ bridge: string; networkId: string }> {
     let info = await this.inspectNetwork();
     if (!info) {
       try {
@@ -229,7 +229,7 @@ export class DockerRuntime implements DesktopRuntime {
         );
       }
     }
-    return { bridge };
+    return { bridge, networkId: info.Id };
   }
 
   private async inspectNetwork(): Promise<{ Id: string; Driver: string; Options?: Record<string, string> } | null> {
@@ -249,7 +249,16 @@ export class DockerRuntime implements DesktopRuntime {
 
   async create(spec: DesktopSpec, onEvent?: (event: RuntimeEvent) => void): Promise<RuntimeInstance> {
     const type = spec.type;
-    await this.prepare();
+    let prepared = await this.prepare();
+    // The network may have been removed (or recreated) behind deskhub's back: make it again.
+    const network = await this.inspectNetwork();
+    if (!network || network.Id !== prepared.networkId) {
+      this.prepared = null;
+      prepared = await this.prepare();
+    } else if (this.hostGuard === 'iptables') {
+      // Cheap when in place (a few iptables checks): repairs a guard flushed while deskhub runs.
+      await installHostGuard(prepared.bridge);
+    }
     const image = await ensureImage(this.docker, type, onEvent);
     const portKey = `${type.port}/tcp`;
     const limits = {
