@@ -127,6 +127,7 @@ export const api = {
   remove: (id: string) => call<void>('DELETE', `/api/desktops/${encodeURIComponent(id)}`),
   adminDesktops: () => call<Desktop[]>('GET', '/api/admin/desktops'),
   adminStop: (id: string) => call<unknown>('POST', `/api/admin/desktops/${encodeURIComponent(id)}/stop`, {}),
+  adminStart: (id: string) => call<unknown>('POST', `/api/admin/desktops/${encodeURIComponent(id)}/start`, {}),
   adminRemove: (id: string) => call<void>('DELETE', `/api/admin/desktops/${encodeURIComponent(id)}`),
 };
 

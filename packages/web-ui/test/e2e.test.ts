@@ -225,7 +225,12 @@ async function main(): Promise<void> {
   t.test('the web UI against the real control plane and proxy', async (t) => {
     await waitReady();
     const home = await fetch(`${base}/`);
-    t.equal(home.status, 200, 'the control plane serves the UI at /');
+    if (home.status !== 200 || !(home.headers.get('content-type') ?? '').startsWith('text/html')) {
+      // Without the UI every later step would only time out: say what is missing and stop here.
+      t.fail(`GET / answered ${home.status} ${home.headers.get('content-type')}: the control plane does not serve the web UI (register webUi from @deskhub/web-ui in services/control-plane/src/app.ts)`);
+      return;
+    }
+    t.pass('the control plane serves the UI at /');
     t.match(home.headers.get('content-security-policy') ?? '', /script-src 'self'/, 'with its CSP, through the proxy');
 
     const alice = await browser('alice');

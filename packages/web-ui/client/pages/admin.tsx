@@ -38,6 +38,11 @@ export function Admin() {
       await refresh();
       setAnnouncement(`Stopping ${desktopLabel(d)} of ${ownerName(d.owner)}.`);
     },
+    start: async (d: Desktop) => {
+      await api.adminStart(d.id);
+      await refresh();
+      setAnnouncement(`Starting ${desktopLabel(d)} of ${ownerName(d.owner)}.`);
+    },
     remove: (d: Desktop) =>
       setConfirm({
         title: `Delete ${desktopLabel(d)} of ${ownerName(d.owner)}?`,
