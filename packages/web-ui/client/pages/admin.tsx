@@ -1,7 +1,7 @@
 /**
  * The admin view: every desktop on this deskhub with its owner, state, age and last activity, and
- * stop or delete for any of them (through the admin API, which checks the role server-side; the
- * UI hiding the link is only a convenience).
+ * stop, start or delete for any of them, through the admin API, which checks the role server-side
+ * (the UI hiding the link is only a convenience).
  */
 import { useCallback, useEffect, useState } from 'preact/hooks';
 import { api, asList, ownerName, type Desktop } from '../api.ts';
