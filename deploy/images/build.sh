@@ -16,7 +16,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${DESKHUB_IMAGE_CACHE:-/var/cache/deskhub-images}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+security_mirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 suite=bookworm
+# The desktop's apt sources: security updates included, since users work inside these desktops.
+apt_sources="deb $mirror $suite main
+deb $mirror $suite-updates main
+deb $security_mirror $suite-security main"
 
 force=false
 browser=false
@@ -135,7 +140,7 @@ build_desktop() {
   local hash
   hash=$( {
     sha256sum "$here/build.sh" "$here/desktop/entrypoint.sh" | sed 's#  .*/# #'
-    echo "$suite ${packages[*]}"
+    echo "$suite ${packages[*]} $apt_sources"
   } | sha256sum | cut -c1-64)
   up_to_date "$image" "$hash" && return 0
 
@@ -151,8 +156,10 @@ build_desktop() {
   mkdir -p "$cache"
   local base="$cache/$suite-minbase.tar"
   local pkgkey
-  pkgkey=$(echo "$suite ${packages[*]}" | sha256sum | cut -c1-16)
-  local with_packages="$cache/$suite-desktop-$pkgkey.tar"
+  pkgkey=$(echo "$suite ${packages[*]} $apt_sources" | sha256sum | cut -c1-16)
+  local variant=${image#deskhub/}
+  variant=${variant%:local}
+  local with_packages="$cache/$suite-$variant-$pkgkey.tar"
 
   local root
   root=$(mktemp -d /tmp/deskhub-desktop.XXXXXX)
@@ -176,11 +183,13 @@ build_desktop() {
     # debootstrap --include cannot resolve python3-cryptography's virtual dependency, hence the chroot.
     printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
     chmod +x "$root/usr/sbin/policy-rc.d"
+    printf '%s\n' "$apt_sources" >"$root/etc/apt/sources.list"
     mount -t proc proc "$root/proc"
     mount --bind /dev "$root/dev"
     local apt_log="$cache/apt-$pkgkey.log"
     {
       chroot "$root" apt-get update
+      DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get upgrade -y
       DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y --no-install-recommends "${packages[@]}"
       # Debian's novnc depends on nodejs; only its web files are needed.
       (cd "$root/tmp" && chroot "$root" sh -c 'cd /tmp && apt-get download novnc')
@@ -196,6 +205,9 @@ build_desktop() {
     chroot "$root" useradd --uid 1000 --user-group --create-home --home-dir /home/kasm-user --shell /bin/bash kasm-user
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root/usr/sbin/policy-rc.d"
     tar -C "$root" -cf "$with_packages.tmp" . && mv "$with_packages.tmp" "$with_packages"
+    # Older rootfs tarballs of this variant (another package list or recipe) are dead weight.
+    find "$cache" -maxdepth 1 -name "$suite-$variant-*.tar" ! -name "$(basename "$with_packages")" -delete
+    find "$cache" -maxdepth 1 -name "apt-*.log" ! -name "apt-$pkgkey.log" -mmin +60 -delete
   fi
 
   install -m 0755 "$here/desktop/entrypoint.sh" "$root/usr/local/bin/deskhub-desktop"
