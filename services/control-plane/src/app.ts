@@ -1,7 +1,7 @@
 /**
  * The control plane's HTTP application. Reading this function tells you the whole service:
  * third-party plugins, then deskhub's own (configuration, database, runtimes, route
- * publication, desktops, sessions), then the routes.
+ * publication, desktops, sessions), then the routes, then the web UI.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -23,6 +23,7 @@ import sessions from './plugins/app/sessions.ts';
 import health from './routes/health.ts';
 import auth from './routes/auth.ts';
 import api, { sharedSchemas } from './routes/api/index.ts';
+import { webUi } from '@deskhub/web-ui';
 
 /** API requests are small JSON documents; desktop uploads go through the proxy, not here. */
 const API_BODY_LIMIT = 1024 * 1024;
@@ -39,6 +40,8 @@ export interface AppOptions {
   stopDesktopsOnClose?: boolean;
   /** Where runtimes read their own settings (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** Serve the web UI (@deskhub/web-ui) at `/`; default true. */
+  webUi?: boolean;
 }
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
@@ -68,12 +71,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       ...(options.runtimes ? { runtimes: options.runtimes } : {}),
     });
     await app.register(routePublication, options.routeStream ? { routeStream: options.routeStream } : {});
-    await app.register(desktops);
+    await app.register(desktops, { stopDesktopsOnClose: options.stopDesktopsOnClose ?? false });
     await app.register(sessions);
 
     await app.register(health);
     await app.register(auth);
     await app.register(api);
+    // The web UI claims only its own paths (/, /signin, /assets/...), never /api or /auth.
+    if (options.webUi ?? true) await app.register(webUi);
     await app.ready();
   } catch (err) {
     await app.close().catch(() => {});

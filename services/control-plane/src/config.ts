@@ -24,6 +24,7 @@ const spec = {
   CATALOG: env.string(defaultCatalogPath),
   SECRET_KEY: env.string(),
   SESSION_TTL_HOURS: env.int(24 * 7, 1, 24 * 365),
+  ADMIN_USERS: env.list([]),
   MAX_DESKTOPS_PER_USER: env.int(5, 0, 100_000),
   MAX_DESKTOPS_TOTAL: env.int(100, 0, 1_000_000),
   READY_TIMEOUT_S: env.int(120, 1, 3600),

@@ -45,3 +45,15 @@ export async function signInUser(db: Database, identity: Identity): Promise<User
   }
   throw badRequest(`no free username left for "${base}"`);
 }
+
+/**
+ * Gives the `admin` role to the usernames in ADMIN_USERS and takes it from everyone else, at
+ * each sign-in, so a changed list applies at the next sign-in.
+ */
+export async function applyAdminRole(db: Database, user: User, adminUsernames: string[]): Promise<User> {
+  const admin = adminUsernames.includes(user.username);
+  if (admin === user.roles.includes('admin')) return user;
+  const roles = admin ? [...user.roles, 'admin'] : user.roles.filter((r) => r !== 'admin');
+  await db.update(users).set({ roles, updatedAt: new Date() }).where(eq(users.id, user.id));
+  return { ...user, roles };
+}

@@ -39,6 +39,9 @@ for (const choice of databases) {
       const paths = Object.keys(doc.json().paths);
       for (const p of ['/api/desktops', '/api/desktops/{id}', '/api/desktops/{id}/stop', '/api/catalog', '/api/me', '/auth/dev-login']) t.ok(paths.includes(p), `documents ${p}`);
       t.ok(doc.json().components.schemas.Desktop, 'the Desktop schema is in the document');
+      const ui = await app().inject('/');
+      t.equal(ui.statusCode, 200, 'the web UI is served at /');
+      t.match(ui.headers['content-type'], /html/);
       const docs = await app().inject('/api/docs/');
       t.equal(docs.statusCode, 200);
       t.match(docs.headers['content-type'], /html/);
@@ -206,6 +209,26 @@ for (const choice of databases) {
         t.equal((await waitForState(app(), owner, d.json().id, ['running', 'failed'])).state, 'running');
       }
       t.equal(running.replica.table.get('alice-ubuntu-desktop')?.desktopId, a.json().proxyPath === 'alice-ubuntu-desktop' ? a.json().id : b.json().id);
+    });
+
+    t.test('admins (ADMIN_USERS) see and act on everyone\'s desktops; others get 403', async (t) => {
+      const bob = await signIn(app(), 'bob');
+      t.equal((await app().inject({ url: '/api/admin/desktops', headers: { cookie: bob } })).statusCode, 403);
+      const rootLogin = await app().inject({ method: 'POST', url: '/auth/dev-login', payload: { username: 'root' } });
+      t.same(rootLogin.json().roles, ['admin']);
+      const root = await signIn(app(), 'root');
+      const bobs = (await create(bob, { type: 'web' })).json<DesktopJson>();
+      const all = (await app().inject({ url: '/api/admin/desktops', headers: { cookie: root } })).json<DesktopJson[]>();
+      t.ok(all.some((d) => d.id === aliceWeb.id && d.owner === 'alice'), 'alice\'s desktop, with its owner');
+      t.ok(all.some((d) => d.id === bobs.id && d.owner === 'bob'), 'bob\'s desktop');
+      await waitForState(app(), bob, bobs.id, ['running']);
+      const stopped = await app().inject({ method: 'POST', url: `/api/admin/desktops/${bobs.id}/stop`, headers: { cookie: root } });
+      t.equal(stopped.statusCode, 200);
+      t.equal(stopped.json().owner, 'bob');
+      t.notOk(running.replica.table.get(bobs.proxyPath), 'route withdrawn by the admin stop');
+      t.equal((await app().inject({ method: 'DELETE', url: `/api/admin/desktops/${bobs.id}`, headers: { cookie: root } })).statusCode, 204);
+      t.equal((await app().inject({ url: `/api/desktops/${bobs.id}`, headers: { cookie: bob } })).statusCode, 404, 'gone for bob too');
+      t.equal((await app().inject({ method: 'DELETE', url: `/api/admin/desktops/${bobs.id}`, headers: { cookie: bob } })).statusCode, 403);
     });
 
     t.test('quotas per type and per user (catalog) hold under concurrent creates, with a message naming the limit', async (t) => {

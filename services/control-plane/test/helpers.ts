@@ -116,6 +116,7 @@ export function testEnv(dir: string, extra: Record<string, string> = {}): NodeJS
     REPLICA_WAIT_MS: '5000',
     MAX_DESKTOPS_PER_USER: '10',
     MAX_DESKTOPS_TOTAL: '200',
+    ADMIN_USERS: 'root',
     PORT: '0',
     METRICS_PORT: '0',
     PROXY_METRICS_PORT: '0',

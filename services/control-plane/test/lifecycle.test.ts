@@ -182,4 +182,15 @@ t.test('closing the embedded start stops desktop processes', async (t) => {
   t.equal(testProcesses(dir).length, 3, 'three desktop processes run');
   await deskhub.close();
   t.same(testProcesses(dir), [], 'none is left after close');
+
+  // The next start shows them stopped (not running, not failed), and start brings one back.
+  const next = await startEmbedded({ env });
+  t.teardown(() => next.close());
+  const app2 = next.controlPlane.app;
+  const list = (await app2.inject({ url: '/api/desktops', headers: { cookie } })).json<DesktopJson[]>();
+  t.same(list.map((d) => d.state), ['stopped', 'stopped', 'stopped']);
+  t.match(list[0]?.reason, /stopped when deskhub shut down/);
+  await app2.inject({ method: 'POST', url: `/api/desktops/${ids[0]}/start`, headers: { cookie } });
+  await waitFor('running again', async () => ((await app2.inject({ url: `/api/desktops/${ids[0]}`, headers: { cookie } })).json().state === 'running' ? true : undefined), 30_000);
+  t.equal(testProcesses(dir).length, 1, 'one desktop started again');
 });

@@ -66,6 +66,11 @@ export interface Owner {
   username: string;
 }
 
+/** Whose desktops an operation may touch: the caller's own, or (the admin API) anyone's. */
+export type Scope = Owner | { admin: true };
+
+type DesktopWithOwner = { row: DesktopRow; ownerName: string };
+
 export interface LifecycleOptions {
   db: Database;
   catalog: Catalog;
@@ -169,21 +174,36 @@ export class DesktopLifecycle extends EventEmitter<{ event: [desktopId: string, 
     return rows.map((row) => this.view(row, owner.username));
   }
 
-  /** The caller's desktop; 404 for unknown and foreign ids alike, so ids reveal nothing. */
-  private async owned(owner: Owner, id: string): Promise<DesktopRow> {
+  /** Every desktop of every user (the admin API). */
+  async listAll(): Promise<DesktopView[]> {
+    const rows = await this.options.db
+      .select({ row: desktops, ownerName: users.username })
+      .from(desktops)
+      .innerJoin(users, eq(users.id, desktops.ownerId))
+      .orderBy(asc(desktops.createdAt), asc(desktops.proxyPath));
+    return rows.map(({ row, ownerName }) => this.view(row, ownerName));
+  }
+
+  /** A desktop in scope; 404 for unknown and foreign ids alike, so ids reveal nothing. */
+  private async owned(scope: Scope, id: string): Promise<DesktopWithOwner> {
     if (UUID.test(id)) {
-      const [row] = await this.options.db.select().from(desktops).where(and(eq(desktops.id, id), eq(desktops.ownerId, owner.id)));
-      if (row) return row;
+      const [found] = await this.options.db
+        .select({ row: desktops, ownerName: users.username })
+        .from(desktops)
+        .innerJoin(users, eq(users.id, desktops.ownerId))
+        .where('admin' in scope ? eq(desktops.id, id) : and(eq(desktops.id, id), eq(desktops.ownerId, scope.id)));
+      if (found) return found;
     }
     throw notFound(`no desktop ${id}`);
   }
 
-  async get(owner: Owner, id: string): Promise<DesktopView> {
-    return this.view(await this.owned(owner, id), owner.username);
+  async get(scope: Scope, id: string): Promise<DesktopView> {
+    const { row, ownerName } = await this.owned(scope, id);
+    return this.view(row, ownerName);
   }
 
-  async events(owner: Owner, id: string, after = 0): Promise<DesktopEventView[]> {
-    await this.owned(owner, id);
+  async events(scope: Scope, id: string, after = 0): Promise<DesktopEventView[]> {
+    await this.owned(scope, id);
     const rows = await this.options.db
       .select()
       .from(desktopEvents)
@@ -548,9 +568,9 @@ export class DesktopLifecycle extends EventEmitter<{ event: [desktopId: string, 
   // ---------------------------------------------------------------- stop, start, delete
 
   /** Withdraws the route (before answering), then stops the desktop in the background. */
-  async stop(owner: Owner, id: string): Promise<DesktopView> {
-    const row = await this.owned(owner, id);
-    if (row.state === 'stopped' || row.state === 'failed') return this.view(row, owner.username);
+  async stop(scope: Scope, id: string): Promise<DesktopView> {
+    const { row, ownerName } = await this.owned(scope, id);
+    if (row.state === 'stopped' || row.state === 'failed') return this.view(row, ownerName);
     const withdrawn = this.queue.run(
       id,
       async () => {
@@ -563,7 +583,7 @@ export class DesktopLifecycle extends EventEmitter<{ event: [desktopId: string, 
     );
     this.queue.run(id, () => this.finishStop(id)).catch((err: unknown) => this.logger.error({ err, desktopId: id }, 'stop failed'));
     await withdrawn;
-    return this.get(owner, id);
+    return this.get(scope, id);
   }
 
   private async finishStop(id: string): Promise<void> {
@@ -579,9 +599,9 @@ export class DesktopLifecycle extends EventEmitter<{ event: [desktopId: string, 
     }
   }
 
-  async start(owner: Owner, id: string): Promise<DesktopView> {
-    const row = await this.owned(owner, id);
-    if (row.state !== 'stopped' && row.state !== 'failed' && row.state !== 'stopping') return this.view(row, owner.username);
+  async start(scope: Scope, id: string): Promise<DesktopView> {
+    const { row, ownerName } = await this.owned(scope, id);
+    if (row.state !== 'stopped' && row.state !== 'failed' && row.state !== 'stopping') return this.view(row, ownerName);
     const type = this.options.catalog.get(row.type);
     if (type) {
       const availability = await this.options.runtimes.availability(type);
@@ -601,12 +621,12 @@ export class DesktopLifecycle extends EventEmitter<{ event: [desktopId: string, 
       .catch((err: unknown) => this.logger.error({ err, desktopId: id }, 'desktop start failed unexpectedly'))
       .finally(() => marked());
     await markedStarting;
-    return this.get(owner, id);
+    return this.get(scope, id);
   }
 
   /** Withdraws the route, forgets the desktop, then removes it from its runtime. */
-  async delete(owner: Owner, id: string): Promise<void> {
-    await this.owned(owner, id);
+  async delete(scope: Scope, id: string): Promise<void> {
+    await this.owned(scope, id);
     await this.queue.run(
       id,
       async () => {
@@ -723,6 +743,31 @@ export class DesktopLifecycle extends EventEmitter<{ event: [desktopId: string, 
       }
     }
     return updated;
+  }
+
+  /**
+   * Shutdown of the embedded start, whose desktop processes stop with it: withdraws their routes
+   * and records them as stopped, so the next start shows the truth and `start` brings them back.
+   */
+  async stopForShutdown(runtime: DesktopRuntime['name'], reason: string): Promise<void> {
+    const rows = await this.options.db
+      .select({ id: desktops.id })
+      .from(desktops)
+      .where(and(eq(desktops.runtime, runtime), inArray(desktops.state, ['creating', 'starting', 'running', 'stopping'])));
+    await Promise.all(
+      rows.map(({ id }) =>
+        this.queue
+          .run(
+            id,
+            async () => {
+              await this.withdrawRoute(id);
+              await this.setState(id, 'stopped', reason);
+            },
+            { preempt: true },
+          )
+          .catch((err: unknown) => this.logger.warn({ err, desktopId: id }, 'could not record a desktop as stopped at shutdown')),
+      ),
+    );
   }
 
   /** Waits for operations under way to stop (bring-ups are aborted; stops and deletes finish). */

@@ -5,7 +5,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { SESSION_COOKIE } from '../sessions.ts';
-import { signInUser } from '../users.ts';
+import { applyAdminRole, signInUser } from '../users.ts';
 import { makePathSafe } from '../proxy-path.ts';
 import { errors } from './schemas.ts';
 
@@ -43,7 +43,8 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
       async (request, reply) => {
         const name = request.body.username.trim();
         // "Alice" and "alice" are one dev user: the subject is the name made path-safe.
-        const user = await signInUser(app.db, { provider: 'dev', subject: makePathSafe(name) ?? name, preferredName: name });
+        const found = await signInUser(app.db, { provider: 'dev', subject: makePathSafe(name) ?? name, preferredName: name });
+        const user = await applyAdminRole(app.db, found, app.config.ADMIN_USERS);
         await app.signIn(reply, user);
         request.log.info({ userId: user.id, username: user.username }, 'dev sign-in');
         return user;

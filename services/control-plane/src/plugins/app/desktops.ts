@@ -13,8 +13,8 @@ declare module 'fastify' {
   }
 }
 
-export default fp(
-  async (app) => {
+export default fp<{ stopDesktopsOnClose: boolean }>(
+  async (app, options) => {
     const { config } = app;
     const lifecycle = new DesktopLifecycle({
       db: app.db,
@@ -43,6 +43,8 @@ export default fp(
     app.decorate('reconciler', reconciler);
     app.addHook('onClose', async () => {
       await reconciler.close();
+      // The process runtime stops its desktops when it closes (after this hook): say so first.
+      if (options.stopDesktopsOnClose) await lifecycle.stopForShutdown('process', 'stopped when deskhub shut down; start it again');
       await lifecycle.close();
     });
     const first = await reconciler.start();

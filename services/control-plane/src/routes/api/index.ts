@@ -1,6 +1,7 @@
 /** Everything under /api needs a session (401 JSON without one); the docs at /api/docs stay public. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { CatalogItemSchema, DesktopEventSchema, DesktopSchema, ErrorSchema, UserSchema } from '../schemas.ts';
+import admin from './admin.ts';
 import catalog from './catalog.ts';
 import desktops from './desktops.ts';
 import me from './me.ts';
@@ -10,6 +11,7 @@ const api: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(me);
   await app.register(catalog);
   await app.register(desktops);
+  await app.register(admin);
 };
 
 /** Shared schemas, registered once at the root so every route (and the OpenAPI document) can refer to them. */

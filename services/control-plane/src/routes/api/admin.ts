@@ -1,0 +1,45 @@
+/**
+ * /api/admin: every user's desktops, for users with the `admin` role (ADMIN_USERS); 403 for
+ * everyone else. Stop, start and delete act on anyone's desktop.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { ApiError } from '../../errors.ts';
+import { DesktopIdParams, errors } from '../schemas.ts';
+
+const ADMIN = { admin: true } as const;
+
+const admin: FastifyPluginAsyncTypebox = async (app) => {
+  app.addHook('preHandler', async (request) => {
+    if (!request.user?.roles.includes('admin')) throw new ApiError(403, 'admins only');
+  });
+
+  app.get(
+    '/api/admin/desktops',
+    { schema: { tags: ['admin'], summary: 'Every desktop of every user', response: { 200: Type.Array(Type.Ref('Desktop')), ...errors(401, 403) } } },
+    async () => app.desktops.listAll(),
+  );
+
+  app.post(
+    '/api/admin/desktops/:id/stop',
+    { schema: { tags: ['admin'], summary: "Stop anyone's desktop", params: DesktopIdParams, response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404) } } },
+    async (request) => app.desktops.stop(ADMIN, request.params.id),
+  );
+
+  app.post(
+    '/api/admin/desktops/:id/start',
+    { schema: { tags: ['admin'], summary: "Start anyone's desktop", params: DesktopIdParams, response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404, 409) } } },
+    async (request) => app.desktops.start(ADMIN, request.params.id),
+  );
+
+  app.delete(
+    '/api/admin/desktops/:id',
+    { schema: { tags: ['admin'], summary: "Delete anyone's desktop", params: DesktopIdParams, response: { 204: Type.Null(), ...errors(401, 403, 404) } } },
+    async (request, reply) => {
+      await app.desktops.delete(ADMIN, request.params.id);
+      return reply.code(204).send(null);
+    },
+  );
+};
+
+export default admin;
