@@ -385,6 +385,23 @@ async function main(): Promise<void> {
       t.equal(await card.getByRole('button', { name: /^Delete/ }).count(), 1, 'and Delete for it');
       await screenshot(admin.page, '07-admin');
       await accessible(t, admin.page, '07-admin');
+
+      // The admin acts on someone else's desktop: bob launches one, the admin stops and deletes it.
+      const bobsId = await bob.page.evaluate(async () => {
+        const res = await fetch('/api/desktops', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ type: 'demo', name: 'adm' }) });
+        return ((await res.json()) as { id: string }).id;
+      });
+      t.ok(bobsId, "bob's desktop created");
+      const bobsCard = admin.page.locator(`#all-desktops [data-desktop-id="${bobsId}"]`);
+      await admin.page.getByRole('button', { name: 'Refresh' }).click();
+      await bobsCard.locator('.badge[data-state="running"]').waitFor();
+      await bobsCard.getByRole('button', { name: /^Stop/ }).click();
+      await bobsCard.locator('.badge[data-state="stopped"]').waitFor();
+      await bobsCard.getByRole('button', { name: /^Delete/ }).click();
+      await admin.page.getByRole('dialog').getByRole('button', { name: 'Delete desktop' }).click();
+      await bobsCard.waitFor({ state: 'detached' });
+      const bobsStatus = await bob.page.evaluate(async (id) => (await fetch(`/api/desktops/${id}`)).status, bobsId);
+      t.equal(bobsStatus, 404, "the admin stopped and deleted bob's desktop");
     });
 
     await t.test('stop it', async (t) => {
