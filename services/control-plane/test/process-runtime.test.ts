@@ -50,6 +50,8 @@ t.test('process runtime', async (t) => {
     t.same(await runtime.available(), { ok: true });
     t.same(await runtime.availableFor(web), { ok: true });
     t.same(await runtime.availableFor({ ...web, command: ['no-such-command-here'] }), { ok: false, reason: 'command not found or not executable: no-such-command-here' });
+    await t.rejects(runtime.create(spec({ ...web, command: ['/nonexistent/desktop'] })), { message: /could not start \/nonexistent\/desktop: spawn \/nonexistent\/desktop ENOENT/ });
+    t.same(await runtime.list(), [], 'a create that could not start leaves no record');
     const s = spec(web);
     const events: string[] = [];
     const instance = await runtime.create(s, (e) => events.push(`${e.kind}: ${e.message}`));

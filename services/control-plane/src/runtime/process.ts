@@ -288,7 +288,15 @@ export class ProcessRuntime implements DesktopRuntime {
     await mkdir(path.join(this.dir, runtimeId), { recursive: true, mode: 0o700 });
     this.records.set(runtimeId, record);
     await this.save(record);
-    await this.spawn(record, onEvent);
+    try {
+      await this.spawn(record, onEvent);
+    } catch (err) {
+      // Nothing runs: leave no record behind for a create that never happened.
+      this.records.delete(runtimeId);
+      await this.saves.get(runtimeId);
+      await rm(path.join(this.dir, runtimeId), { recursive: true, force: true });
+      throw err;
+    }
     return { runtimeId, upstream: this.upstream(record) };
   }
 
