@@ -72,6 +72,9 @@ export function loadControlPlaneConfig(source: NodeJS.ProcessEnv = process.env, 
       `dev sign-in lets anyone sign in as anyone, so it is allowed only when PUBLIC_URL is a loopback address (PUBLIC_URL is ${config.PUBLIC_URL}); set AUTH_MODE=oidc`,
     );
   }
+  if (config.AUTH_MODE === 'dev' && !isLoopbackHost(config.HOST) && config.HOST !== '') {
+    throw new ConfigError('HOST', `dev sign-in lets anyone sign in as anyone, so with AUTH_MODE=dev deskhub listens on loopback only (HOST is ${config.HOST}); set AUTH_MODE=oidc`);
+  }
   if (config.AUTH_MODE === 'oidc') {
     // Sign-in providers arrive with the OIDC work (issue 5); until one is configured there is no
     // way to sign in at all, which is better said now than discovered at the first login.

@@ -28,6 +28,7 @@ t.test('configuration: defaults, and errors that name the variable', async (t) =
   refuse({ RUNTIME: 'kubernetes' }, /^RUNTIME: expected one of all, docker, process/);
   refuse({ DATABASE_URL: 'mysql://x' }, /^DATABASE_URL: expected a postgres or postgresql URL/);
   refuse({ PUBLIC_URL: 'https://desktops.example.com' }, /^AUTH_MODE: dev sign-in .* loopback/);
+  refuse({ HOST: '0.0.0.0' }, /^HOST: dev sign-in .* loopback only/);
   refuse({ PUBLIC_URL: 'http://127.0.0.1:8080/deskhub' }, /^PUBLIC_URL: expected an origin without a path/);
   refuse({ AUTH_MODE: 'oidc', PUBLIC_URL: 'https://desktops.example.com' }, /^AUTH_MODE: oidc needs at least one sign-in provider/);
   refuse({ DATABASE_URL: 'postgres://u:p@127.0.0.1/db' }, /^SECRET_KEY: required when DATABASE_URL is set/);
