@@ -4,7 +4,7 @@ import path from 'node:path';
 
 interface ProfileNode {
   id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number };
   hitCount?: number;
   children?: number[];
 }
@@ -33,12 +33,16 @@ export function summarizeProfiles(dir: string, top = 25): string {
   for (const f of files) {
     const p = JSON.parse(readFileSync(path.join(dir, f), 'utf8')) as CpuProfile;
     const total = p.nodes.reduce((s, n) => s + (n.hitCount ?? 0), 0) || 1;
+    // tsx strips newlines, so a TypeScript file is one line: the column is what finds a function.
+    const key = (n: ProfileNode) =>
+      `${n.callFrame.functionName || '(anonymous)'}` +
+      (n.callFrame.url ? ` ${shortUrl(n.callFrame.url)}:${n.callFrame.lineNumber + 1}:${n.callFrame.columnNumber + 1}` : '');
     const byFunction = new Map<string, number>();
     const byFile = new Map<string, number>();
     for (const n of p.nodes) {
       const hits = n.hitCount ?? 0;
       if (!hits) continue;
-      const fn = `${n.callFrame.functionName || '(anonymous)'} ${shortUrl(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
+      const fn = key(n);
       byFunction.set(fn, (byFunction.get(fn) ?? 0) + hits);
       const file = n.callFrame.url ? shortUrl(n.callFrame.url).replace(/:\d+$/, '') : n.callFrame.functionName;
       byFile.set(file, (byFile.get(file) ?? 0) + hits);
@@ -46,7 +50,6 @@ export function summarizeProfiles(dir: string, top = 25): string {
     // Inclusive time: each sample counts once for every distinct function on its stack.
     const byId = new Map(p.nodes.map((n) => [n.id, n]));
     const inclusive = new Map<string, number>();
-    const key = (n: ProfileNode) => `${n.callFrame.functionName || '(anonymous)'} ${shortUrl(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
     const stack: { node: ProfileNode; onStack: Set<string> }[] = [{ node: p.nodes[0]!, onStack: new Set() }];
     while (stack.length) {
       const { node, onStack } = stack.pop()!;
