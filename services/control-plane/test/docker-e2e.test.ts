@@ -11,6 +11,7 @@ import WebSocket from 'ws';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
 import { buildImage, desktopDiagnostics, testRuntime } from './docker-helpers.ts';
+import { waitFor } from './helpers.ts';
 import { launchChromium, screenshotDesktop, waitForNoVncConnected } from './docker-browser.ts';
 
 await buildImage('kasm-test');
@@ -72,16 +73,12 @@ async function api<T>(cookie: string, method: string, path: string, body?: unkno
   return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
 }
 
-/** Polls the API (bounded) until the desktop is running or has failed. */
-async function waitUntilRunning(cookie: string, id: string, timeoutMs = 120_000): Promise<DesktopView> {
-  const deadline = Date.now() + timeoutMs;
-  let view: DesktopView | null = null;
-  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
-    view = (await api<DesktopView>(cookie, 'GET', `/api/desktops/${id}`)).body;
-    if (view.state === 'running' || view.state === 'failed') return view;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`desktop ${id} not running in time: ${JSON.stringify(view)}`);
+/** Polls the API until the desktop is running or has failed. */
+function waitUntilRunning(cookie: string, id: string): Promise<DesktopView> {
+  return waitFor(`desktop ${id} running or failed`, async () => {
+    const view = (await api<DesktopView>(cookie, 'GET', `/api/desktops/${id}`)).body;
+    return view.state === 'running' || view.state === 'failed' ? view : undefined;
+  }, 120_000, 250);
 }
 
 /** The desktop's URL on the proxy we actually started (PUBLIC_URL names port 0 here). */
@@ -120,14 +117,11 @@ t.test('a kasm-test desktop created through the API answers through the proxy', 
 
   // Removed outside deskhub: the route goes away and the desktop is no longer running.
   await runtime.docker.getContainer(container!.runtimeId).remove({ force: true });
-  const deadline = Date.now() + 30_000;
-  let after: DesktopView | null = null;
-  for (let i = 0; i < 200 && Date.now() < deadline; i++) {
-    after = (await api<DesktopView>(cookie, 'GET', `/api/desktops/${created.body.id}`)).body;
-    if (after.state !== 'running') break;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  t.not(after?.state, 'running', `state after docker rm -f: ${after?.state} (${after?.reason ?? ''})`);
+  const after = await waitFor('the desktop to stop running after docker rm -f', async () => {
+    const view = (await api<DesktopView>(cookie, 'GET', `/api/desktops/${created.body.id}`)).body;
+    return view.state !== 'running' ? view : undefined;
+  }, 30_000, 250);
+  t.not(after.state, 'running', `state after docker rm -f: ${after.state} (${after.reason ?? ''})`);
   const gone = await fetch(onProxy(view.url), { headers: { cookie } });
   t.not(gone.status, 200, `the proxy no longer forwards (${gone.status})`);
 
@@ -162,9 +156,6 @@ t.test('the real desktop image, through the API and the proxy, in headless Chrom
   t.ok(shot.colours >= 1000, `the screenshot has ${shot.colours} distinct colours (saved at ${shot.file})${diagnostics}`);
 
   t.equal((await api(cookie, 'DELETE', `/api/desktops/${created.body.id}`)).status, 204);
-  const deadline = Date.now() + 30_000;
-  while ((await runtime.list()).some((s) => s.desktopId === created.body.id) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  await waitFor('its container to be removed', async () => ((await runtime.list()).some((s) => s.desktopId === created.body.id) ? undefined : true), 30_000, 250);
   t.notOk((await runtime.list()).some((s) => s.desktopId === created.body.id), 'its container is removed');
 });

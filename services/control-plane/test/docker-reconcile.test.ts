@@ -14,6 +14,7 @@ import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded } from '../src/embedded-start.ts';
 import { DockerRuntime } from '../src/runtime/docker.ts';
 import { buildImage, repoRoot, testRuntime } from './docker-helpers.ts';
+import { waitFor } from './helpers.ts';
 
 await buildImage('desktop');
 await buildImage('kasm-test');
@@ -147,18 +148,17 @@ t.test('killed mid-create: the next deskhub leaves nothing stuck and no orphan c
   const base2 = second.proxyUrl;
   const cookie2 = await signIn(base2, 'carol');
 
-  const deadline = Date.now() + 60_000;
-  let view: DesktopView | null = null;
-  for (let i = 0; i < 300 && Date.now() < deadline; i++) {
-    view = (await api<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${launched.body.id}`)).body;
+  const current = async () => (await api<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${launched.body.id}`)).body;
+  // Settled: failed with its container gone, or running with exactly one. If it never settles,
+  // the assertions below say in what state it stayed.
+  const view = await waitFor('the crashed desktop to settle', async () => {
+    const v = await current();
     const containers = (await runtime.list()).filter((s) => s.desktopId === launched.body.id);
-    const settled = view.state === 'failed' ? containers.length === 0 : view.state === 'running' && containers.length === 1;
-    if (settled) break;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  t.ok(view && ['running', 'failed'].includes(view.state), `not stuck: ${view?.state} (${view?.reason ?? ''})`);
+    return (v.state === 'failed' ? containers.length === 0 : v.state === 'running' && containers.length === 1) ? v : undefined;
+  }, 60_000, 250).catch(current);
+  t.ok(['running', 'failed'].includes(view.state), `not stuck: ${view.state} (${view.reason ?? ''})`);
   const containers = (await runtime.list()).filter((s) => s.desktopId === launched.body.id);
-  if (view?.state === 'failed') {
+  if (view.state === 'failed') {
     t.same(containers, [], 'the half-created container is removed');
     t.match(view.reason, /stopped while this desktop was being created/);
   } else {
@@ -173,12 +173,10 @@ t.test('killed mid-create: the next deskhub leaves nothing stuck and no orphan c
   // And the second deskhub runs new desktops normally.
   const fresh = await api<DesktopView>(base2, cookie2, 'POST', '/api/desktops', { type: 'kasm-test', name: 'again' });
   t.equal(fresh.status, 201, JSON.stringify(fresh.body));
-  let state = '';
-  for (let i = 0; i < 300 && Date.now() < deadline + 60_000; i++) {
-    state = (await api<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${fresh.body.id}`)).body.state;
-    if (state === 'running' || state === 'failed') break;
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  const state = await waitFor('the new desktop to run', async () => {
+    const s = (await api<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${fresh.body.id}`)).body.state;
+    return s === 'running' || s === 'failed' ? s : undefined;
+  }, 60_000, 250);
   t.equal(state, 'running', 'a new desktop runs after the recovery');
   const page = await fetch(`${base2}${new URL(fresh.body.url).pathname}`, { headers: { cookie: cookie2 } });
   t.equal(page.status, 200, 'and answers through the proxy');
