@@ -20,6 +20,8 @@ export interface Machine {
   loadAverageStart: number;
   loadAverageEnd?: number;
   gitCommit: string;
+  /** Measured code that differs from that commit (uncommitted changes), so a result is not pinned on the wrong code. */
+  uncommitted: string[];
 }
 
 function run(cmd: string, args: string[]): string {
@@ -41,6 +43,9 @@ export function openFileLimit(which: 'soft' | 'hard' = 'soft'): number {
     return 1024;
   }
 }
+
+/** The code a run measures. */
+const measuredPaths = ['services/proxy', 'packages/route-stream', 'packages/config', 'bench'];
 
 export function describeMachine(repoRoot: string): Machine {
   let cpuModel = os.cpus()[0]?.model ?? 'unknown';
@@ -70,5 +75,6 @@ export function describeMachine(repoRoot: string): Machine {
     openFileLimit: openFileLimit(),
     loadAverageStart: Math.round(os.loadavg()[0]! * 100) / 100,
     gitCommit: run('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']),
+    uncommitted: measuredPaths.filter((p) => run('git', ['-C', repoRoot, 'status', '--porcelain', '--', p, ':!bench/results']) !== ''),
   };
 }

@@ -165,7 +165,8 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
   lines.push(
     `Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memoryGiB} GiB, Linux ${m.kernel}; Node ${m.node}; nginx ${m.nginx}; ` +
       `configurable-http-proxy ${m.chp}; Redis ${m.redis}; wrk ${m.wrk}; open-file limit ${m.openFileLimit}; ` +
-      `load average ${m.loadAverageStart} at start, ${m.loadAverageEnd ?? '?'} at end; commit ${m.gitCommit}.`,
+      `load average ${m.loadAverageStart} at start, ${m.loadAverageEnd ?? '?'} at end; commit ${m.gitCommit}` +
+      (m.uncommitted.length ? ` plus uncommitted changes in ${m.uncommitted.join(', ')}.` : '.'),
   );
   lines.push(
     `Load: ${results.loadGenerators.http} for HTTP, ${results.loadGenerators.websocket} for WebSockets, on the same cores as the proxy. ` +
