@@ -479,6 +479,10 @@ async function main(): Promise<void> {
       t.equal(overflow, 0, 'no sideways scrolling at 360 px');
       await screenshot(page, '11-phone');
       await accessible(t, page, '11-phone');
+      // The dark theme has its own colours: contrast is checked there too.
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await screenshot(page, '12-phone-dark');
+      await accessible(t, page, '12-phone-dark');
     });
 
     t.same([...alice.errors, ...bob.errors], [], 'no script error and no request off this machine');
