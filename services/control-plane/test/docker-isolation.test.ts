@@ -93,3 +93,22 @@ t.test('without the host guard the same kind of server is reachable (why the gua
   const port = (server.address() as AddressInfo).port;
   t.equal(await connectFrom(open.runtime.docker, c.runtimeId, openGateway!, port), 'connected', 'reachable without the guard');
 });
+
+t.test('installing the guard again keeps rules an operator added and restores missing ones', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { guardChainRules, installHostGuard } = await import('../src/runtime/docker/host-guard.ts');
+  const iptables = (args: string[]) => promisify(execFile)('iptables', ['-w', '5', ...args]);
+  // An allowance for a port nothing uses, tagged so this test removes exactly what it added.
+  const operatorRule = ['-p', 'udp', '--dport', '9', '-m', 'comment', '--comment', `deskhub-test-${runtime.instance}`, '-j', 'ACCEPT'];
+  await iptables(['-I', GUARD_CHAIN, ...operatorRule]);
+  t.teardown(() => iptables(['-D', GUARD_CHAIN, ...operatorRule]).catch(() => undefined));
+  const catchAll = guardChainRules.at(-1)!.split(' ').slice(2);
+  await iptables(['-D', GUARD_CHAIN, ...catchAll]);
+
+  await installHostGuard(bridge);
+  const chain = (await iptables(['-S', GUARD_CHAIN])).stdout;
+  t.match(chain, `deskhub-test-${runtime.instance}`, "the operator's rule is still there");
+  for (const rule of guardChainRules) t.ok(chain.includes(rule), `restored: ${rule}`);
+  t.equal(await connectFrom(runtime.docker, a.runtimeId, gateway!, 5432), 'refused', 'and the host is refused again');
+});

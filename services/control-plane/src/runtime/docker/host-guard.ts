@@ -64,13 +64,15 @@ export async function installHostGuard(iface: string): Promise<void> {
     // Another guard may create it at the same moment; a failure here is fine if the chain exists after.
     await succeeds(['-N', GUARD_CHAIN]);
   }
-  const current = (await iptables(['-S', GUARD_CHAIN]))
-    .split('\n')
-    .map((line) => line.trim())
-    .filter((line) => line.startsWith('-A '));
-  if (current.join('\n') !== guardChainRules.join('\n')) {
-    await iptables(['-F', GUARD_CHAIN]);
-    for (const rule of guardChainRules) await iptables(rule.split(' '));
+  // Rules an operator added (e.g. -I DESKHUB-INPUT ... --dport 53 -j ACCEPT) are kept: ours are
+  // only rewritten, at the end of the chain and in order, when one of them is missing.
+  const ours = guardChainRules.map((rule) => rule.split(' ').slice(2));
+  const present = await Promise.all(ours.map((rule) => succeeds(['-C', GUARD_CHAIN, ...rule])));
+  if (present.some((p) => !p)) {
+    for (const rule of ours) {
+      for (let i = 0; i < 10 && (await succeeds(['-C', GUARD_CHAIN, ...rule])); i++) await iptables(['-D', GUARD_CHAIN, ...rule]);
+    }
+    for (const rule of ours) await iptables(['-A', GUARD_CHAIN, ...rule]);
   }
   const jump = ['INPUT', '-i', iface, '-j', GUARD_CHAIN];
   if (!(await succeeds(['-C', ...jump]))) await iptables(['-I', ...jump]);
