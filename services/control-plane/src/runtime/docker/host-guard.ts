@@ -15,7 +15,8 @@
  * talking to a desktop) and rejects everything else. Docker's embedded DNS (127.0.0.11) lives
  * inside each container's namespace, so name resolution keeps working. Docker never flushes the
  * INPUT chain, so the rules survive daemon restarts; they do not survive a reboot, which is why
- * the runtime installs them (idempotently) every time it prepares the network.
+ * the runtime installs them (idempotently) when it prepares the network and checks them at every
+ * create.
  *
  * Run directly to install or remove them by hand (e.g. as root when the control plane itself
  * runs without CAP_NET_ADMIN):
