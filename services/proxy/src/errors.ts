@@ -1,11 +1,13 @@
 /**
- * Error answers a person can read: `{statusCode, error, message}` JSON for API clients (the
- * project's one error shape), a small HTML page for browsers. Never a stack trace. The same
- * answers are written to raw sockets for WebSocket upgrades and unparsable requests.
+ * Answers the proxy makes itself. Errors a person can read: `{statusCode, error, message}`
+ * JSON for API clients (the project's one error shape), a small HTML page for browsers; never a
+ * stack trace. The same answers are written to raw sockets for WebSocket upgrades and for
+ * requests that could not be parsed.
  */
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { ProxyRequest } from './front.ts';
 
 /** true when the client prefers a page: a browser navigation sends Accept: text/html. */
 export function wantsHtml(accept: string | undefined): boolean {
@@ -37,34 +39,25 @@ export function errorBody(status: number, message: string, html: boolean): { typ
   };
 }
 
-export interface ErrorOptions {
-  html: boolean;
-  /** Close the client connection after the answer (e.g. an unread request body remains). */
-  close?: boolean;
-  headers?: Record<string, string>;
-}
-
-/** Answers with an error unless a response has already started (then the connection is cut). */
-export function sendError(res: ServerResponse, status: number, message: string, opts: ErrorOptions): void {
-  if (res.headersSent) {
-    res.destroy();
+/** An error answer to a request on the public listener. `extra`: preformatted header lines. */
+export function errorAnswer(req: ProxyRequest, status: number, message: string, html: boolean, extra = ''): void {
+  if (req.headSent) {
+    req.socket.destroy();
     return;
   }
-  const { type, body } = errorBody(status, message, opts.html);
-  const headers: Record<string, string | number> = {
-    'content-type': type,
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-    ...opts.headers,
-  };
-  if (opts.close) headers.connection = 'close';
-  res.writeHead(status, headers);
-  res.end(res.req?.method === 'HEAD' ? undefined : body);
+  const { type, body } = errorBody(status, message, html);
+  req.respond(status, `content-type: ${type}\r\ncache-control: no-store\r\n${extra}`, body);
 }
 
-export function sendRedirect(res: ServerResponse, location: string, status = 302): void {
-  res.writeHead(status, { location, 'content-length': 0, 'cache-control': 'no-store' });
-  res.end();
+export function redirectAnswer(req: ProxyRequest, location: string): void {
+  req.respond(302, `location: ${location}\r\ncache-control: no-store\r\n`);
+}
+
+/** An error on a plain Node response (the internal metrics listener). */
+export function sendError(res: ServerResponse, status: number, message: string): void {
+  const { type, body } = errorBody(status, message, false);
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(body);
 }
 
 /** Writes a complete HTTP/1.1 error response to a socket that is not (or no longer) an HTTP response. */

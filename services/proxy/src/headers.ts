@@ -1,11 +1,11 @@
 /**
- * Header rules between a browser and an upstream (a desktop or the control plane), in one pass
- * over `rawHeaders` each way. Node's lazy `req.headers` object is never built on the hot path.
+ * Header rules between a browser and an upstream (a desktop or the control plane), each way in
+ * one pass over the parsed header list, written straight into the message head.
  *
  * Towards the upstream: hop-by-hop headers go (Connection and the headers it names, Keep-Alive,
- * TE, Trailer, Transfer-Encoding, Upgrade unless upgrading, Proxy-*, and Expect, which Node has
- * already answered), Host becomes the upstream's, X-Forwarded-For/-Proto/-Host are set. For a
- * desktop also: Authorization is replaced by the route's credentials (or removed), and
+ * TE, Trailer, Transfer-Encoding, Upgrade unless upgrading, Proxy-*, and Expect, which the
+ * proxy answers itself), Host becomes the upstream's, X-Forwarded-For/-Proto/-Host are set.
+ * For a desktop also: Authorization is replaced by the route's credentials (or removed), and
  * deskhub's own cookies are removed (KasmVNC refuses headers over 1 KB, so an emptied Cookie
  * header is dropped).
  *
@@ -14,17 +14,6 @@
  * back under the desktop's prefix.
  */
 import type { UpstreamTarget } from './targets.ts';
-
-/** What the request pass learned besides the header list. */
-export interface RequestFacts {
-  headers: string[];
-  /** -1 when absent. */
-  contentLength: number;
-  chunked: boolean;
-  accept: string | undefined;
-  host: string | undefined;
-  upgrade: string | undefined;
-}
 
 /** A cookie deskhub sets itself: `deskhub`, `deskhub_*`, `deskhub.*`. */
 export function isOwnCookie(name: string): boolean {
@@ -45,37 +34,46 @@ export function stripOwnCookies(value: string): string {
   return kept.join('; ');
 }
 
-function commaTokens(value: string): string[] {
-  return value.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '');
+/** Header names listed in Connection, beyond the ones that name no header. */
+function connectionNamed(value: string): string[] | null {
+  let named: string[] | null = null;
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade') continue;
+    (named ??= []).push(t);
+  }
+  return named;
 }
 
-function removeNamed(headers: string[], names: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < headers.length; i += 2) {
-    if (!names.includes((headers[i] as string).toLowerCase())) out.push(headers[i] as string, headers[i + 1] as string);
+/** Removes "name: value\r\n" lines whose (lower-case) name is in `names`. */
+function dropLines(lines: string, names: string[]): string {
+  let out = '';
+  for (const line of lines.split('\r\n')) {
+    if (line === '') continue;
+    const colon = line.indexOf(':');
+    if (!names.includes(line.slice(0, colon).toLowerCase())) out += line + '\r\n';
   }
   return out;
 }
 
+/** What a request head needs besides the raw header list. */
+export interface RequestHeadInput {
+  method: string;
+  rawHeaders: string[];
+  chunked: boolean;
+  remoteAddress: string | undefined;
+}
+
 /**
- * Builds the header list for the upstream request as a flat [name, value, ...] array.
- * `upgrade` keeps the Upgrade header (WebSocket handshakes); the caller adds Connection itself.
+ * The complete request head for the upstream (request line, headers, blank line).
+ * `upgrade` keeps the Upgrade header and sends `Connection: Upgrade` (WebSocket handshakes).
+ * A chunked request body is sent on chunked; a declared length is kept as it is.
  */
-export function requestHeaders(
-  raw: string[],
-  target: UpstreamTarget,
-  clientAddress: string | undefined,
-  proto: string,
-  requestId: string,
-  upgrade: boolean,
-): RequestFacts {
-  const headers: string[] = [];
+export function requestHead(req: RequestHeadInput, target: UpstreamTarget, path: string, proto: string, requestId: string, upgrade: boolean): string {
+  const raw = req.rawHeaders;
   const desktop = target.route !== null;
-  let contentLength = -1;
-  let chunked = false;
-  let accept: string | undefined;
+  let lines = '';
   let host: string | undefined;
-  let upgradeValue: string | undefined;
   let forwardedFor: string | undefined;
   let connection: string | undefined;
   let cookies: string | undefined;
@@ -99,19 +97,10 @@ export function requestHeaders(
       case 'http2-settings':
       case 'x-forwarded-proto':
       case 'x-forwarded-host':
-        continue;
       case 'transfer-encoding':
-        chunked = true;
         continue;
       case 'upgrade':
-        upgradeValue = value;
         if (!upgrade) continue;
-        break;
-      case 'content-length':
-        contentLength = Number(value);
-        break;
-      case 'accept':
-        accept = value;
         break;
       case 'x-forwarded-for':
         forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
@@ -131,40 +120,30 @@ export function requestHeaders(
       default:
         if (lower.startsWith('proxy-')) continue;
     }
-    headers.push(name, value);
+    lines += `${name}: ${value}\r\n`;
   }
 
+  if (connection !== undefined) {
+    // Connection names more hop-by-hop headers (RFC 9110 §7.6.1).
+    const named = connectionNamed(connection);
+    if (named !== null) lines = dropLines(lines, named);
+  }
   if (desktop) {
-    if (target.authorization) headers.push('authorization', target.authorization);
+    if (target.authorization) lines += `authorization: ${target.authorization}\r\n`;
     if (cookies !== undefined) {
       const kept = stripOwnCookies(cookies);
-      if (kept !== '') headers.push('cookie', kept);
+      if (kept !== '') lines += `cookie: ${kept}\r\n`;
     }
   }
-  if (clientAddress !== undefined) {
-    headers.push('x-forwarded-for', forwardedFor === undefined ? clientAddress : `${forwardedFor}, ${clientAddress}`);
-  } else if (forwardedFor !== undefined) {
-    headers.push('x-forwarded-for', forwardedFor);
-  }
-  headers.push('x-forwarded-proto', proto);
-  if (host !== undefined) headers.push('x-forwarded-host', host);
-  if (!hasRequestId) headers.push('x-request-id', requestId);
-
-  let out = headers;
-  if (connection !== undefined) {
-    // Connection names more hop-by-hop headers (RFC 9110 §7.6.1); "close"/"keep-alive"/"upgrade" name none we kept.
-    const named = commaTokens(connection).filter((t) => t !== 'close' && t !== 'keep-alive' && t !== 'upgrade');
-    if (named.length > 0) out = removeNamed(headers, named);
-  }
-  return { headers: out, contentLength, chunked, accept, host, upgrade: upgradeValue };
-}
-
-/** First value of a header in rawHeaders (for the rare paths that need one before the full pass). */
-export function rawHeader(raw: string[], lowerName: string): string | undefined {
-  for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] as string).length === lowerName.length && (raw[i] as string).toLowerCase() === lowerName) return raw[i + 1];
-  }
-  return undefined;
+  const client = req.remoteAddress;
+  if (client !== undefined) lines += `x-forwarded-for: ${forwardedFor === undefined ? client : `${forwardedFor}, ${client}`}\r\n`;
+  else if (forwardedFor !== undefined) lines += `x-forwarded-for: ${forwardedFor}\r\n`;
+  lines += `x-forwarded-proto: ${proto}\r\n`;
+  if (host !== undefined) lines += `x-forwarded-host: ${host}\r\n`;
+  if (!hasRequestId) lines += `x-request-id: ${requestId}\r\n`;
+  if (upgrade) lines += 'connection: Upgrade\r\n';
+  else if (req.chunked) lines += 'transfer-encoding: chunked\r\n';
+  return `${req.method} ${path} HTTP/1.1\r\nhost: ${target.authority}\r\n${lines}\r\n`;
 }
 
 /**
@@ -189,23 +168,38 @@ export function rewriteLocation(value: string, target: UpstreamTarget): string {
   return target.strip ? target.prefix + path : path;
 }
 
-/**
- * Builds the response header list from undici's raw header buffers.
- * Returns strings (latin1 keeps the bytes exactly as Node writes headers in latin1).
- */
-export function responseHeaders(raw: Buffer[], status: number, target: UpstreamTarget): string[] {
-  const out: string[] = [];
+/** The upstream's response head, cleaned for the browser. */
+export interface ResponseHeadParts {
+  /** "name: value\r\n" lines, without framing or connection headers. */
+  lines: string;
+  /** The upstream declared a Content-Length. */
+  hasLength: boolean;
+  /** Seconds from the upstream's Keep-Alive: timeout=N, or -1. */
+  keepAliveSeconds: number;
+}
+
+export function responseHeaderLines(headers: string[], status: number, target: UpstreamTarget): ResponseHeadParts {
   const desktop = target.route !== null;
+  let lines = '';
   let connection: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as Buffer).toString('latin1');
-    const rawValue = raw[i + 1] as Buffer | Buffer[];
+  let hasLength = false;
+  let keepAliveSeconds = -1;
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i] as string;
+    const value = headers[i + 1] as string;
     const lower = name.toLowerCase();
     switch (lower) {
+      case 'content-length':
+        hasLength = true;
+        break;
       case 'connection':
-        connection = Array.isArray(rawValue) ? rawValue.map((b) => b.toString('latin1')).join(', ') : rawValue.toString('latin1');
+        connection = connection === undefined ? value : `${connection}, ${value}`;
         continue;
-      case 'keep-alive':
+      case 'keep-alive': {
+        const m = /timeout=(\d+)/i.exec(value);
+        if (m) keepAliveSeconds = Number(m[1]);
+        continue;
+      }
       case 'transfer-encoding':
       case 'te':
       case 'trailer':
@@ -214,23 +208,28 @@ export function responseHeaders(raw: Buffer[], status: number, target: UpstreamT
       case 'www-authenticate':
         if (desktop && status === 401) continue;
         break;
-      case 'location': {
-        const value = Array.isArray(rawValue) ? (rawValue[0] as Buffer).toString('latin1') : rawValue.toString('latin1');
-        out.push(name, rewriteLocation(value, target));
+      case 'location':
+        lines += `${name}: ${rewriteLocation(value, target)}\r\n`;
         continue;
-      }
       default:
         if (lower.startsWith('proxy-')) continue;
     }
-    if (Array.isArray(rawValue)) {
-      for (const v of rawValue) out.push(name, v.toString('latin1'));
-    } else {
-      out.push(name, rawValue.toString('latin1'));
-    }
+    lines += `${name}: ${value}\r\n`;
   }
   if (connection !== undefined) {
-    const named = commaTokens(connection).filter((t) => t !== 'close' && t !== 'keep-alive');
-    if (named.length > 0) return removeNamed(out, named);
+    const named = connectionNamed(connection);
+    if (named !== null) {
+      lines = dropLines(lines, named);
+      if (named.includes('content-length')) hasLength = false;
+    }
   }
-  return out;
+  return { lines, hasLength, keepAliveSeconds };
+}
+
+/** First value of a header in a raw header list (for the rare paths that need one). */
+export function rawHeader(raw: string[], lowerName: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    if ((raw[i] as string).length === lowerName.length && (raw[i] as string).toLowerCase() === lowerName) return raw[i + 1];
+  }
+  return undefined;
 }

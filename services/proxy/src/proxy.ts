@@ -4,29 +4,32 @@
  * both through the same forwarding code; WebSocket upgrades are piped raw. `/healthz` and
  * `/readyz` are answered here, `/metrics` only on the internal metrics listener.
  *
- * The public listener is a bare `http.Server`: a request to a desktop costs a Map get, one pass
- * over its headers and an undici dispatch, with no framework in between.
+ * A request to a desktop costs a Map get, one pass over its headers and a write to a pooled
+ * upstream connection: the HTTP/1.1 engine (front.ts, upstream.ts) is the proxy's own, on
+ * Node's llhttp, with no framework or general-purpose client in between (see http1.ts for why).
  */
 import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { Agent } from 'undici';
+import type { AddressInfo, Socket } from 'node:net';
 import { createLogger, type Logger } from '@deskhub/config';
 import type { Route, RouteSubscriber } from '@deskhub/route-stream';
-import { sendError, sendRedirect, wantsHtml, writeRawError } from './errors.ts';
-import { forward, type ForwardSettings } from './forward.ts';
-import { rawHeader, requestHeaders } from './headers.ts';
+import { errorAnswer, redirectAnswer, sendError, wantsHtml, writeRawError } from './errors.ts';
+import { FrontServer, type ProxyRequest } from './front.ts';
+import { rawHeader, requestHead } from './headers.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { DESKTOP_PREFIX, entryRedirect, splitDesktopTarget, unsafeTarget, type DesktopTarget } from './paths.ts';
 import { Targets, upstreamChanged, type UpstreamTarget } from './targets.ts';
+import { Exchange, Upstreams } from './upstream.ts';
 import { OpenConnections, pipeUpgrade, type UpgradeSettings } from './websocket.ts';
 
 export type AccessDecision =
   | { allow: true; userId?: string }
   | { allow: false; status: 401 | 403; message: string; redirectTo?: string };
 
-/** Called for every request and every upgrade to a desktop, with its route. */
+/**
+ * Called for every request and every upgrade to a desktop, with its route. `req` carries the
+ * URL, method, headers and socket; its body is not readable there (the proxy streams it).
+ */
 export type AccessHook = (req: IncomingMessage, route: Route, kind: 'http' | 'upgrade') => AccessDecision | Promise<AccessDecision>;
 
 export interface ProxyOptions {
@@ -71,6 +74,8 @@ const HEADERS_TIMEOUT_MS = 60_000;
 const UPSTREAM_BODY_TIMEOUT_MS = 3_600_000;
 /** Keep-alive connections per upstream origin: many, since one per desktop ran at 0.6x (proxy-notes.md). */
 const CONNECTIONS_PER_UPSTREAM = 128;
+/** An idle pooled upstream connection is closed after this (Node servers close theirs after 5 s). */
+const UPSTREAM_IDLE_TIMEOUT_MS = 4_000;
 const CLOSE_GRACE_MS = 5_000;
 
 function urlOf(host: string, port: number): string {
@@ -87,11 +92,7 @@ function listen(server: http.Server, port: number, host: string): Promise<number
   });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
-  res.end(text);
-}
+const JSON_HEADERS = 'content-type: application/json; charset=utf-8\r\ncache-control: no-store\r\n';
 
 function pathOf(url: string): string {
   const q = url.indexOf('?');
@@ -117,17 +118,16 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const proto = options.publicUrl ? new URL(options.publicUrl).protocol.replace(/:$/, '') : 'http';
 
   const metrics = new ProxyMetrics(subscriber);
-  const agentOptions = {
-    connections: CONNECTIONS_PER_UPSTREAM,
-    headersTimeout: upstreamTimeoutMs,
-    bodyTimeout: UPSTREAM_BODY_TIMEOUT_MS,
-  };
-  const connectTimeout = Math.min(upstreamTimeoutMs, 10_000);
-  const verifying = new Agent({ ...agentOptions, connect: { timeout: connectTimeout } });
-  const trusting = new Agent({ ...agentOptions, connect: { timeout: connectTimeout, rejectUnauthorized: false } });
-  const targets = new Targets({ verifying, trusting }, options.controlPlaneUrl);
+  const upstreams = new Upstreams({
+    metrics,
+    logger,
+    upstreamTimeoutMs,
+    bodyTimeoutMs: UPSTREAM_BODY_TIMEOUT_MS,
+    idleTimeoutMs: UPSTREAM_IDLE_TIMEOUT_MS,
+    maxConnections: CONNECTIONS_PER_UPSTREAM,
+  });
+  const targets = new Targets(options.controlPlaneUrl);
   const connections = new OpenConnections();
-  const forwardSettings: ForwardSettings = { metrics, logger, bodyLimit };
   const upgradeSettings: UpgradeSettings = { metrics, logger, upstreamTimeoutMs, connections };
 
   // Request ids: the caller's X-Request-Id if it sent one, else a cheap unique one passed upstream.
@@ -144,150 +144,150 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
 
   // ---- plain HTTP ---------------------------------------------------------------------------
 
-  const reply = (res: ServerResponse, status: number, message: string, req: IncomingMessage, extra?: Record<string, string>): void => {
-    metrics.countResponse(status);
-    const html = wantsHtml(rawHeader(req.rawHeaders, 'accept'));
-    sendError(res, status, message, extra ? { html, headers: extra } : { html });
+  const reply = (req: ProxyRequest, status: number, message: string, extra = ''): void => {
+    errorAnswer(req, status, message, wantsHtml(req.accept), extra);
   };
 
-  const notFoundDesktop = (req: IncomingMessage, res: ServerResponse, name: string): void => {
-    if (!subscriber.ready) reply(res, 503, 'The proxy is still loading its route table; try again in a moment.', req, { 'retry-after': '1' });
-    else reply(res, 404, `There is no desktop at ${DESKTOP_PREFIX}${name}/.`, req);
+  const notFoundDesktop = (req: ProxyRequest, name: string): void => {
+    if (!subscriber.ready) reply(req, 503, 'The proxy is still loading its route table; try again in a moment.', 'retry-after: 1\r\n');
+    else reply(req, 404, `There is no desktop at ${DESKTOP_PREFIX}${name}/.`);
   };
 
-  const deny = (req: IncomingMessage, res: ServerResponse, decision: Extract<AccessDecision, { allow: false }>): void => {
-    const html = wantsHtml(rawHeader(req.rawHeaders, 'accept'));
-    if (html && decision.redirectTo && (req.method === 'GET' || req.method === 'HEAD')) {
-      metrics.countResponse(302);
-      sendRedirect(res, decision.redirectTo);
+  const deny = (req: ProxyRequest, decision: Extract<AccessDecision, { allow: false }>): void => {
+    const html = wantsHtml(req.accept);
+    if (html && decision.redirectTo && (req.method === 'GET' || req.method === 'HEAD')) redirectAnswer(req, decision.redirectTo);
+    else errorAnswer(req, decision.status, decision.message, html);
+  };
+
+  const accessFailed = (req: ProxyRequest, err: unknown): void => {
+    logger.error({ err, reqUrl: req.url }, 'access hook failed');
+    reply(req, 500, 'The access check failed.');
+  };
+
+  const send = (req: ProxyRequest, target: UpstreamTarget, path: string): void => {
+    if (req.contentLength > bodyLimit) {
+      reply(req, 413, `The request body is larger than ${bodyLimit} bytes.`);
       return;
     }
-    metrics.countResponse(decision.status);
-    sendError(res, decision.status, decision.message, { html });
+    const head = requestHead(req, target, path, proto, nextRequestId(), false);
+    new Exchange(upstreams, req, target, head, wantsHtml(req.accept)).start();
   };
 
-  const accessFailed = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
-    logger.error({ err, reqUrl: req.url }, 'access hook failed');
-    reply(res, 500, 'The access check failed.', req);
-  };
-
-  const forwardToDesktop = (req: IncomingMessage, res: ServerResponse, route: Route, desktop: DesktopTarget, url: string): void => {
+  const forwardToDesktop = (req: ProxyRequest, route: Route, desktop: DesktopTarget): void => {
     const target = targets.forRoute(route);
     const method = req.method;
     if (method === 'GET' || method === 'HEAD') {
       const location = entryRedirect(desktop, target.entry);
       if (location !== null) {
-        metrics.countResponse(302);
-        sendRedirect(res, location);
+        redirectAnswer(req, location);
         return;
       }
     }
     subscriber.recordActivity(route.path);
-    let path = url;
+    let path = req.url;
     if (target.strip) {
       const rest = desktop.rest;
       path = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? '/' + rest : rest;
     }
-    const facts = requestHeaders(req.rawHeaders, target, req.socket.remoteAddress, proto, nextRequestId(), false);
-    forward(forwardSettings, req, res, target, path, facts, wantsHtml(facts.accept));
+    send(req, target, path);
   };
 
-  const desktopRequest = (req: IncomingMessage, res: ServerResponse, url: string): void => {
+  const desktopRequest = (req: ProxyRequest, url: string): void => {
     const unsafe = unsafeTarget(url);
     if (unsafe !== null) {
-      reply(res, 400, `Refused: ${unsafe}.`, req);
+      reply(req, 400, `Refused: ${unsafe}.`);
       return;
     }
     const desktop = splitDesktopTarget(url) as DesktopTarget;
     const route = desktop.name === '' ? undefined : subscriber.table.get(desktop.name);
     if (route === undefined) {
-      notFoundDesktop(req, res, desktop.name);
+      notFoundDesktop(req, desktop.name);
       return;
     }
     if (authorize === null) {
-      forwardToDesktop(req, res, route, desktop, url);
+      forwardToDesktop(req, route, desktop);
       return;
     }
     let decision: AccessDecision | Promise<AccessDecision>;
     try {
-      decision = authorize(req, route, 'http');
+      decision = authorize(req.incoming(), route, 'http');
     } catch (err) {
-      accessFailed(req, res, err);
+      accessFailed(req, err);
       return;
     }
     const proceed = (d: AccessDecision): void => {
-      if (!d.allow) deny(req, res, d);
-      else if (!res.destroyed) forwardToDesktop(req, res, route, desktop, url);
+      if (req.finished) return; // the browser left meanwhile
+      if (!d.allow) deny(req, d);
+      else forwardToDesktop(req, route, desktop);
     };
-    if (isThenable(decision)) decision.then(proceed, (err: unknown) => accessFailed(req, res, err));
+    if (isThenable(decision)) decision.then(proceed, (err: unknown) => accessFailed(req, err));
     else proceed(decision);
   };
 
-  const controlPlaneRequest = (req: IncomingMessage, res: ServerResponse, url: string): void => {
+  const controlPlaneRequest = (req: ProxyRequest, url: string): void => {
     const unsafe = unsafeTarget(url);
     if (unsafe !== null) {
-      reply(res, 400, `Refused: ${unsafe}.`, req);
+      reply(req, 400, `Refused: ${unsafe}.`);
       return;
     }
     const target = targets.controlPlane;
     if (target === null) {
-      reply(res, 404, 'Not found: this proxy serves only /desktop/ paths.', req);
+      reply(req, 404, 'Not found: this proxy serves only /desktop/ paths.');
       return;
     }
-    const facts = requestHeaders(req.rawHeaders, target, req.socket.remoteAddress, proto, nextRequestId(), false);
-    forward(forwardSettings, req, res, target, target.basePath + url, facts, wantsHtml(facts.accept));
+    send(req, target, target.basePath + url);
   };
 
-  const health = (res: ServerResponse, path: string): boolean => {
-    if (path === '/healthz') {
-      sendJson(res, 200, { status: 'ok' });
-      return true;
-    }
-    if (path === '/readyz') {
-      if (subscriber.ready) sendJson(res, 200, { status: 'ready', routeVersion: subscriber.version, routes: subscriber.table.size });
-      else sendJson(res, 503, { statusCode: 503, error: 'Service Unavailable', message: 'The route table is not loaded yet.' });
-      return true;
-    }
-    return false;
-  };
+  const readiness = (): { status: number; body: string } =>
+    subscriber.ready
+      ? { status: 200, body: JSON.stringify({ status: 'ready', routeVersion: subscriber.version, routes: subscriber.table.size }) }
+      : { status: 503, body: JSON.stringify({ statusCode: 503, error: 'Service Unavailable', message: 'The route table is not loaded yet.' }) };
 
-  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    const url = req.url as string;
+  const onRequest = (req: ProxyRequest): void => {
+    const url = req.url;
     if (url.startsWith(DESKTOP_PREFIX)) {
-      desktopRequest(req, res, url);
+      desktopRequest(req, url);
       return;
     }
     const path = pathOf(url);
-    if (health(res, path)) return;
-    if (path === '/metrics') {
-      reply(res, 404, 'Not found: metrics are served on the internal metrics listener only.', req);
+    if (path === '/healthz') {
+      req.respond(200, JSON_HEADERS, '{"status":"ok"}');
       return;
     }
-    controlPlaneRequest(req, res, url);
+    if (path === '/readyz') {
+      const { status, body } = readiness();
+      req.respond(status, JSON_HEADERS, body);
+      return;
+    }
+    if (path === '/metrics') {
+      reply(req, 404, 'Not found: metrics are served on the internal metrics listener only.');
+      return;
+    }
+    controlPlaneRequest(req, url);
   };
 
   // ---- upgrades (WebSocket) -----------------------------------------------------------------
 
-  const rawDeny = (socket: Duplex, status: number, message: string, req: IncomingMessage): void => {
+  const rawDeny = (socket: Socket, status: number, message: string, req: ProxyRequest): void => {
     metrics.countResponse(status);
-    writeRawError(socket, status, message, wantsHtml(rawHeader(req.rawHeaders, 'accept')));
+    writeRawError(socket, status, message, wantsHtml(req.accept));
   };
 
-  const startPipe = (req: IncomingMessage, socket: Duplex, head: Buffer, target: UpstreamTarget, path: string): void => {
+  const startPipe = (req: ProxyRequest, socket: Socket, head: Buffer, target: UpstreamTarget, path: string): void => {
     if (socket.destroyed) return;
-    const facts = requestHeaders(req.rawHeaders, target, req.socket.remoteAddress, proto, nextRequestId(), true);
-    let handshake = `${req.method} ${path} HTTP/1.1\r\nHost: ${target.authority}\r\nConnection: Upgrade\r\n`;
-    const h = facts.headers;
-    for (let i = 0; i < h.length; i += 2) handshake += `${h[i]}: ${h[i + 1]}\r\n`;
-    handshake += '\r\n';
+    const handshake = requestHead(req, target, path, proto, nextRequestId(), true);
     const route = target.route;
     const stillCurrent = route === null ? () => true : () => subscriber.table.get(route.path) === route;
     pipeUpgrade(upgradeSettings, socket, head, target, handshake, false, stillCurrent);
   };
 
-  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+  const onUpgrade = (req: ProxyRequest, socket: Socket, head: Buffer): void => {
     socket.on('error', () => socket.destroy());
-    const url = req.url as string;
+    const url = req.url;
+    if (req.method === 'CONNECT') {
+      rawDeny(socket, 405, 'CONNECT is not supported.', req);
+      return;
+    }
     const unsafe = unsafeTarget(url);
     if (unsafe !== null) {
       rawDeny(socket, 400, `Refused: ${unsafe}.`, req);
@@ -331,7 +331,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       rawDeny(socket, 500, 'The access check failed.', req);
     };
     try {
-      const decision = authorize(req, route, 'upgrade');
+      const decision = authorize(req.incoming(), route, 'upgrade');
       if (isThenable(decision)) decision.then(proceed, failed);
       else proceed(decision);
     } catch (err) {
@@ -341,36 +341,17 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
 
   // ---- the listeners ------------------------------------------------------------------------
 
-  const server = http.createServer(
+  const front = new FrontServer(
     {
-      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
-      headersTimeout: HEADERS_TIMEOUT_MS,
-      // Whole-request timeout off: a 100 MiB upload on a slow line is legitimate; header
-      // slowloris is bounded by headersTimeout. Upgraded sockets leave the parser and these
-      // timeouts at the handshake.
-      requestTimeout: 0,
-      noDelay: true,
+      bodyLimit,
+      headersTimeoutMs: HEADERS_TIMEOUT_MS,
+      keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
+      logger,
+      countResponse: (status) => metrics.countResponse(status),
     },
-    onRequest,
+    { request: onRequest, upgrade: onUpgrade },
   );
-  server.on('upgrade', onUpgrade);
-  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
-    socket.on('error', () => socket.destroy());
-    rawDeny(socket, 405, 'CONNECT is not supported.', req);
-  });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    // A request Node could not parse: garbage, CR/LF inside headers, headers over 16 KiB.
-    const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-    if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
-      socket.destroy();
-      return;
-    }
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const message =
-      status === 431 ? 'The request headers are too large.' : status === 408 ? 'The request took too long to arrive.' : 'The request is not valid HTTP.';
-    metrics.countResponse(status);
-    writeRawError(socket, status, message);
-  });
+  const server = front.server;
 
   let port: number;
   const host = options.host ?? '127.0.0.1';
@@ -379,9 +360,14 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   try {
     port = await listen(server, options.port ?? 8080, host);
     if (options.metricsPort !== undefined && options.metricsPort !== null) {
-      metricsServer = http.createServer((req, res) => {
+      metricsServer = http.createServer((req: IncomingMessage, res: ServerResponse) => {
         const path = pathOf(req.url ?? '/');
-        if (health(res, path)) return;
+        if (path === '/healthz' || path === '/readyz') {
+          const { status, body } = path === '/healthz' ? { status: 200, body: '{"status":"ok"}' } : readiness();
+          res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+          res.end(body);
+          return;
+        }
         if (path === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
           metrics.registry.metrics().then(
             (text) => {
@@ -390,12 +376,12 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
             },
             (err: unknown) => {
               logger.error({ err }, 'collecting metrics failed');
-              sendError(res, 500, 'Collecting metrics failed.', { html: false });
+              sendError(res, 500, 'Collecting metrics failed.');
             },
           );
           return;
         }
-        sendError(res, 404, 'Not found: this listener serves /metrics, /healthz and /readyz.', { html: false });
+        sendError(res, 404, 'Not found: this listener serves /metrics, /healthz and /readyz.');
       });
       const metricsHost = options.metricsHost ?? '127.0.0.1';
       const mport = await listen(metricsServer, options.metricsPort, metricsHost);
@@ -405,7 +391,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     server.close();
     metricsServer?.close();
     subscriber.off('change', onRouteChange);
-    await Promise.allSettled([verifying.destroy(), trusting.destroy()]);
+    upstreams.destroy();
     throw err;
   }
 
@@ -424,16 +410,13 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const close = (): Promise<void> => {
     closing ??= (async () => {
       subscriber.off('change', onRouteChange);
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
       connections.closeAll();
       metricsServer?.close();
       metricsServer?.closeAllConnections();
       // Requests in flight get a moment to finish; then their connections are cut.
-      const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-      await closed;
-      clearTimeout(grace);
-      await Promise.allSettled([verifying.destroy(), trusting.destroy(), subscriber.close()]);
+      await front.close(CLOSE_GRACE_MS);
+      upstreams.destroy();
+      await subscriber.close().catch((err: unknown) => logger.warn({ err }, 'closing the route subscriber failed'));
     })();
     return closing;
   };

@@ -2,7 +2,6 @@
  * Where a request goes (a desktop's upstream or the control plane) and what the proxy does on
  * the way, worked out once per route object and cached, so a request only does a WeakMap get.
  */
-import type { Dispatcher } from 'undici';
 import type { Route } from '@deskhub/route-stream';
 import { DESKTOP_PREFIX, parseEntryQuery, type EntryParam } from './paths.ts';
 
@@ -19,7 +18,8 @@ export interface UpstreamTarget {
   port: number;
   tls: boolean;
   verifyTls: boolean;
-  dispatcher: Dispatcher;
+  /** Connections are pooled per (scheme, TLS verification, host, port). */
+  poolKey: string;
   /** Path the control plane lives under ("" normally). */
   basePath: string;
   /** Public prefix of a desktop: "/desktop/<p>" ("" for the control plane). */
@@ -30,25 +30,19 @@ export interface UpstreamTarget {
   authorization: string | null;
 }
 
-export interface Dispatchers {
-  /** For plain HTTP and for HTTPS with certificate verification. */
-  verifying: Dispatcher;
-  /** For HTTPS upstreams whose certificate cannot be verified (Kasm's self-signed ones). */
-  trusting: Dispatcher;
-}
-
 function bracketed(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+function poolKey(tls: boolean, verify: boolean, hostname: string, port: number): string {
+  return `${tls ? (verify ? 'https' : 'https-unverified') : 'http'}|${hostname}|${port}`;
 }
 
 export class Targets {
   private readonly cache = new WeakMap<Route, UpstreamTarget>();
   readonly controlPlane: UpstreamTarget | null;
 
-  constructor(
-    private readonly dispatchers: Dispatchers,
-    controlPlaneUrl: string | undefined,
-  ) {
+  constructor(controlPlaneUrl: string | undefined) {
     this.controlPlane = controlPlaneUrl ? this.controlPlaneTarget(controlPlaneUrl) : null;
   }
 
@@ -65,16 +59,17 @@ export class Targets {
     const { scheme, host, port, verifyTls } = route.upstream;
     const tls = scheme === 'https';
     const authority = `${bracketed(host)}:${port}`;
+    const hostname = host.replace(/^\[|\]$/g, '');
     return {
       route,
       key: route.path,
       origin: `${scheme}://${authority}`.toLowerCase(),
       authority,
-      hostname: host.replace(/^\[|\]$/g, ''),
+      hostname,
       port,
       tls,
       verifyTls: tls && verifyTls,
-      dispatcher: tls && !verifyTls ? this.dispatchers.trusting : this.dispatchers.verifying,
+      poolKey: poolKey(tls, tls && verifyTls, hostname, port),
       basePath: '',
       prefix: DESKTOP_PREFIX + route.path,
       strip: route.stripPrefix,
@@ -98,7 +93,7 @@ export class Targets {
       port,
       tls,
       verifyTls: tls,
-      dispatcher: this.dispatchers.verifying,
+      poolKey: poolKey(tls, tls, hostname, port),
       basePath: url.pathname.replace(/\/+$/, ''),
       prefix: '',
       strip: false,

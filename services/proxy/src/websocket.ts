@@ -13,7 +13,7 @@ import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '@deskhub/config';
 import { writeRawError } from './errors.ts';
-import { classifyUpstreamError } from './forward.ts';
+import { classifyUpstreamError } from './upstream.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import type { UpstreamTarget } from './targets.ts';
 

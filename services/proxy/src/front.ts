@@ -1,0 +1,527 @@
+/**
+ * The public listener's HTTP/1.1 side: one `ClientConnection` per browser connection parses
+ * requests with llhttp (http1.ts), hands each to the proxy in order, buffers at most a little of
+ * a request body until it has somewhere to go, and writes responses straight to the socket.
+ *
+ * Rules it keeps:
+ * - responses go out in request order; while a response is under way the socket is not read
+ *   past the end of the current request (no unbounded pipelining);
+ * - a request body is never held whole: more than `PENDING_BODY_MAX` waiting, or an upstream
+ *   that does not keep up, pauses reading from the browser;
+ * - a response that ends before its request body was read closes the connection (the unread
+ *   rest would otherwise be taken for the next request);
+ * - headers must arrive within `headersTimeoutMs`; an idle keep-alive connection is closed
+ *   after `keepAliveTimeoutMs` (both checked by one sweep a second, not a timer per request);
+ * - an upgrade request leaves this machinery entirely: the socket is handed over raw.
+ */
+import http, { IncomingMessage, STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from '@deskhub/config';
+import { errorBody, writeRawError } from './errors.ts';
+import {
+  coarseClock,
+  HTTPParser,
+  kOnBody,
+  kOnHeaders,
+  kOnHeadersComplete,
+  kOnMessageBegin,
+  kOnMessageComplete,
+  methodNames,
+  type ParseError,
+  type Parser,
+} from './http1.ts';
+
+/** Request body bytes held while the request waits for an upstream connection. */
+const PENDING_BODY_MAX = 64 * 1024;
+
+/** Where a request body goes once the proxy knows (an upstream connection, or nowhere). */
+export interface BodySink {
+  /** false: stop reading until `resumeBody()` is called. */
+  write(chunk: Buffer): boolean;
+  end(): void;
+}
+
+/** What carries a request onward hears about the browser's side through this. */
+export interface RequestListener {
+  /** The browser went away before the response finished. */
+  clientGone(): void;
+  /** The browser's socket drained after a write returned false. */
+  clientDrained(): void;
+}
+
+export interface FrontSettings {
+  bodyLimit: number;
+  headersTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  logger: Logger;
+  countResponse(status: number): void;
+}
+
+export interface FrontHandlers {
+  request(req: ProxyRequest): void;
+  upgrade(req: ProxyRequest, socket: Socket, head: Buffer): void;
+}
+
+const DISCARD: BodySink = { write: () => true, end: () => undefined };
+
+function parserCloser(parser: Parser): void {
+  parser.close();
+}
+
+/** One request as the proxy sees it: what was asked, and how to answer. */
+export class ProxyRequest {
+  contentLength = -1;
+  chunked = false;
+  expectContinue = false;
+  accept: string | undefined = undefined;
+  bodyComplete = false;
+  bodyBytes = 0;
+  /** A response head has been written. */
+  headSent = false;
+  finished = false;
+  /** Told when the browser goes away or its socket drains (the exchange carrying this request). */
+  listener: RequestListener | null = null;
+  private pending: Buffer[] | null = null;
+  private pendingBytes = 0;
+  private sink: BodySink | null = null;
+  private message: IncomingMessage | null = null;
+
+  constructor(
+    readonly conn: ClientConnection,
+    readonly method: string,
+    readonly url: string,
+    readonly rawHeaders: string[],
+    readonly versionMinor: number,
+    readonly keepAlive: boolean,
+  ) {}
+
+  get socket(): Socket {
+    return this.conn.socket;
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.conn.remoteAddress;
+  }
+
+  /** A request body is expected (declared length > 0, or chunked). */
+  get hasBody(): boolean {
+    return this.contentLength > 0 || this.chunked;
+  }
+
+  /**
+   * The request as a Node `IncomingMessage` (url, method, headers, socket), made only when an
+   * access hook wants one. Its body is not readable through it: the proxy streams bodies itself.
+   */
+  incoming(): IncomingMessage {
+    if (this.message === null) {
+      const m = new IncomingMessage(this.conn.socket);
+      m.url = this.url;
+      m.method = this.method;
+      m.httpVersionMajor = 1;
+      m.httpVersionMinor = this.versionMinor;
+      m.httpVersion = `1.${this.versionMinor}`;
+      m.rawHeaders = this.rawHeaders;
+      (m as IncomingMessage & { _addHeaderLines(h: string[], n: number): void })._addHeaderLines(this.rawHeaders, this.rawHeaders.length);
+      m.complete = this.bodyComplete;
+      this.message = m;
+    }
+    return this.message;
+  }
+
+  /** Sends the body (what arrived so far, then the rest) into `sink`. */
+  attachBody(sink: BodySink): void {
+    if (this.expectContinue && !this.bodyComplete && this.bodyBytes === 0) {
+      this.conn.socket.write('HTTP/1.1 100 Continue\r\n\r\n');
+    }
+    this.sink = sink;
+    const pending = this.pending;
+    this.pending = null;
+    this.pendingBytes = 0;
+    let flowing = true;
+    if (pending !== null) for (const chunk of pending) flowing = sink.write(chunk);
+    if (this.bodyComplete) sink.end();
+    else if (flowing) this.conn.bodyUnblocked();
+    else this.conn.bodyBlocked();
+  }
+
+  /** The body is not wanted (a local answer): what arrives is dropped. */
+  discardBody(): void {
+    this.pending = null;
+    this.sink = DISCARD;
+  }
+
+  /** From the connection: one piece of the body. */
+  body(chunk: Buffer): void {
+    this.bodyBytes += chunk.length;
+    if (this.bodyBytes > this.conn.server.settings.bodyLimit) {
+      this.overflow();
+      return;
+    }
+    if (this.sink !== null) {
+      if (!this.sink.write(chunk)) this.conn.bodyBlocked();
+      return;
+    }
+    (this.pending ??= []).push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes > PENDING_BODY_MAX) this.conn.bodyBlocked();
+  }
+
+  /** A body of undeclared length went past the limit: whatever was under way stops, 413. */
+  private overflow(): void {
+    if (this.finished || this.sink === DISCARD) return;
+    const limit = this.conn.server.settings.bodyLimit;
+    this.listener?.clientGone();
+    this.listener = null;
+    this.discardBody();
+    if (this.headSent) {
+      this.conn.socket.destroy();
+      return;
+    }
+    const html = this.accept !== undefined && this.accept.includes('text/html');
+    const { type, body } = errorBody(413, `The request body is larger than ${limit} bytes.`, html);
+    this.respond(413, `content-type: ${type}\r\ncache-control: no-store\r\n`, body);
+  }
+
+  /** From the connection: the body is complete. */
+  bodyEnd(): void {
+    this.bodyComplete = true;
+    this.sink?.end();
+  }
+
+  /** Writes part of the response; false: wait for the listener's clientDrained(). */
+  write(data: Buffer | string): boolean {
+    return this.conn.socket.write(data as string, 'latin1');
+  }
+
+  /** The response is complete. `reusable: false` closes the connection after it. */
+  end(reusable = true): void {
+    this.conn.finish(this, reusable);
+  }
+
+  /** Whether the connection must close after this response (the caller adds Connection: close). */
+  get closeAfter(): boolean {
+    return !this.keepAlive || !this.bodyComplete || this.conn.server.closing;
+  }
+
+  /**
+   * A complete response made by the proxy itself. `headers` are preformatted "name: value\r\n"
+   * lines. An unread request body is dropped and the connection closed after the answer.
+   */
+  respond(status: number, headers: string, body: string | Buffer = ''): void {
+    if (this.headSent || this.finished) return;
+    this.headSent = true;
+    if (!this.bodyComplete) this.discardBody();
+    const close = this.closeAfter;
+    const payload = typeof body === 'string' ? Buffer.from(body) : body;
+    const head =
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n${headers}content-length: ${payload.length}\r\n` +
+      (close ? 'connection: close\r\n\r\n' : this.versionMinor === 0 ? 'connection: keep-alive\r\n\r\n' : '\r\n');
+    const socket = this.conn.socket;
+    this.conn.server.settings.countResponse(status);
+    if (this.method === 'HEAD' || payload.length === 0) {
+      socket.write(head, 'latin1');
+    } else {
+      socket.cork();
+      socket.write(head, 'latin1');
+      socket.write(payload);
+      socket.uncork();
+    }
+    this.end(!close);
+  }
+}
+
+export class ClientConnection {
+  readonly parser: Parser = new HTTPParser();
+  readonly remoteAddress: string | undefined;
+  /** Requests received and not yet answered, in order; the first is the one being answered. */
+  private readonly queue: ProxyRequest[] = [];
+  /** The request whose body is being parsed. */
+  private parsing: ProxyRequest | null = null;
+  private upgrade: { req: ProxyRequest; head: Buffer | null } | null = null;
+  /** When the current request head started arriving (coarse ms), 0 when none is. */
+  headStartedAt = 0;
+  idleSince = coarseClock.now;
+  private blockedByBody = false;
+  private waitingForResponse = false;
+  private paused = false;
+  private closed = false;
+  private partialHeaders: string[] = [];
+  private partialUrl = '';
+
+  constructor(
+    readonly server: FrontServer,
+    readonly socket: Socket,
+  ) {
+    this.remoteAddress = socket.remoteAddress;
+    socket.setNoDelay(true);
+    const parser = this.parser;
+    parser.initialize(HTTPParser.REQUEST, {});
+    parser[kOnMessageBegin] = () => {
+      this.headStartedAt = coarseClock.now || 1;
+    };
+    parser[kOnHeaders] = (headers: string[], url: string) => {
+      // Slow path: a head spread over several packets or over 32 header lines.
+      for (const h of headers) this.partialHeaders.push(h);
+      this.partialUrl += url;
+    };
+    parser[kOnHeadersComplete] = this.onHeadersComplete;
+    parser[kOnBody] = (chunk: Buffer) => this.parsing?.body(chunk);
+    parser[kOnMessageComplete] = this.onMessageComplete;
+    socket.on('data', this.onData);
+    socket.on('drain', this.onDrain);
+    socket.on('end', this.onEnd);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+    server.connections.add(this);
+  }
+
+  private readonly onHeadersComplete = (
+    _major: number,
+    minor: number,
+    headers: string[] | undefined,
+    method: number,
+    url: string | undefined,
+    _status: unknown,
+    _message: unknown,
+    upgrade: boolean,
+    keepAlive: boolean,
+  ): number => {
+    if (headers === undefined) {
+      headers = this.partialHeaders;
+      this.partialHeaders = [];
+    }
+    if (url === undefined) {
+      url = this.partialUrl;
+      this.partialUrl = '';
+    }
+    this.headStartedAt = 0;
+    const req = new ProxyRequest(this, methodNames[method] ?? 'UNKNOWN', url, headers, minor, keepAlive);
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i] as string;
+      switch (name.length) {
+        case 6:
+          if (name.toLowerCase() === 'accept') req.accept = headers[i + 1];
+          else if (name.toLowerCase() === 'expect') req.expectContinue = /100-continue/i.test(headers[i + 1] as string);
+          break;
+        case 14:
+          if (name.toLowerCase() === 'content-length') req.contentLength = Number(headers[i + 1]);
+          break;
+        case 17:
+          if (name.toLowerCase() === 'transfer-encoding') req.chunked = true;
+          break;
+      }
+    }
+    if (upgrade) {
+      // llhttp stops after this head; onData hands the socket over with what follows.
+      this.upgrade = { req, head: null };
+      return 0;
+    }
+    this.parsing = req;
+    this.queue.push(req);
+    if (this.queue.length === 1) this.dispatch(req);
+    return 0;
+  };
+
+  private readonly onMessageComplete = (): void => {
+    const req = this.parsing;
+    if (req === null) return;
+    this.parsing = null;
+    req.bodyEnd();
+    if (!req.finished) {
+      // Do not read the next request until this one is answered.
+      this.waitingForResponse = true;
+      this.updateReading();
+    }
+  };
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.closed) return;
+    const waiting = this.upgrade;
+    if (waiting !== null && waiting.head !== null) {
+      // Bytes after a queued upgrade's head belong to the upgraded connection.
+      waiting.head = Buffer.concat([waiting.head, chunk]);
+      return;
+    }
+    const ret = this.parser.execute(chunk);
+    if (typeof ret !== 'number') {
+      this.parseError(ret);
+      return;
+    }
+    const upgrade = this.upgrade;
+    if (upgrade !== null && upgrade.head === null) {
+      upgrade.head = chunk.subarray(ret);
+      if (this.queue.length === 0) this.handOver();
+      else {
+        this.waitingForResponse = true;
+        this.updateReading();
+      }
+    }
+  };
+
+  private readonly onDrain = (): void => {
+    this.queue[0]?.listener?.clientDrained();
+  };
+
+  private readonly onEnd = (): void => {
+    // The browser finished sending. Answer what is under way, then close.
+    if (this.queue.length === 0 && this.parsing === null) this.socket.destroy();
+    else this.closed = true;
+  };
+
+  private readonly onError = (): void => {
+    this.socket.destroy();
+  };
+
+  private readonly onClose = (): void => {
+    this.closed = true;
+    this.server.connections.delete(this);
+    const active = this.queue[0];
+    this.queue.length = 0;
+    if (active !== undefined && !active.finished) active.listener?.clientGone();
+    setImmediate(parserCloser, this.parser);
+  };
+
+  private dispatch(req: ProxyRequest): void {
+    try {
+      this.server.handlers.request(req);
+    } catch (err) {
+      this.server.settings.logger.error({ err, reqUrl: req.url }, 'request handler failed');
+      if (!req.headSent) req.respond(500, 'content-type: application/json; charset=utf-8\r\n', '{"statusCode":500,"error":"Internal Server Error","message":"The proxy failed."}');
+      else this.socket.destroy();
+    }
+  }
+
+  /** A response is complete. */
+  finish(req: ProxyRequest, reusable: boolean): void {
+    if (req.finished) return;
+    req.finished = true;
+    req.listener = null;
+    if (this.queue[0] === req) this.queue.shift();
+    if (!reusable || !req.keepAlive || !req.bodyComplete || this.closed || this.server.closing) {
+      this.closed = true;
+      this.socket.destroySoon();
+      return;
+    }
+    this.waitingForResponse = false;
+    this.blockedByBody = false;
+    const next = this.queue[0];
+    if (next !== undefined) this.dispatch(next);
+    else if (this.upgrade !== null && this.upgrade.head !== null) this.handOver();
+    else this.idleSince = coarseClock.now;
+    this.updateReading();
+  }
+
+  bodyBlocked(): void {
+    this.blockedByBody = true;
+    this.updateReading();
+  }
+
+  bodyUnblocked(): void {
+    this.blockedByBody = false;
+    this.updateReading();
+  }
+
+  private updateReading(): void {
+    const pause = this.blockedByBody || this.waitingForResponse;
+    if (pause === this.paused || this.closed) return;
+    this.paused = pause;
+    if (pause) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  /** The socket leaves HTTP: the upgrade handler owns it from here. */
+  private handOver(): void {
+    const upgrade = this.upgrade;
+    if (upgrade === null || upgrade.head === null) return;
+    this.closed = true;
+    this.upgrade = null;
+    const socket = this.socket;
+    socket.off('data', this.onData);
+    socket.off('drain', this.onDrain);
+    socket.off('end', this.onEnd);
+    socket.off('error', this.onError);
+    socket.off('close', this.onClose);
+    this.server.connections.delete(this);
+    setImmediate(parserCloser, this.parser);
+    if (this.paused) {
+      this.paused = false;
+      socket.resume();
+    }
+    socket.pause();
+    this.server.handlers.upgrade(upgrade.req, socket, upgrade.head);
+  }
+
+  private parseError(err: ParseError): void {
+    this.closed = true;
+    // Answering now is only possible when no response is under way (it would interleave).
+    if (this.queue.length > 0) {
+      this.socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    const message = status === 431 ? 'The request headers are too large.' : 'The request is not valid HTTP.';
+    this.server.settings.countResponse(status);
+    writeRawError(this.socket, status, message);
+  }
+
+  /** From the sweep. */
+  checkTimeouts(now: number): void {
+    const settings = this.server.settings;
+    if (this.headStartedAt !== 0 && now - this.headStartedAt > settings.headersTimeoutMs) {
+      this.closed = true;
+      if (this.queue.length > 0) this.socket.destroy();
+      else {
+        settings.countResponse(408);
+        writeRawError(this.socket, 408, 'The request took too long to arrive.');
+      }
+      return;
+    }
+    if (this.queue.length === 0 && this.parsing === null && this.headStartedAt === 0 && now - this.idleSince > settings.keepAliveTimeoutMs) {
+      this.socket.destroy();
+    }
+  }
+
+  /** On shutdown: close now if nothing is under way. */
+  closeIfIdle(): void {
+    if (this.queue.length === 0 && this.parsing === null) this.socket.destroy();
+  }
+}
+
+/**
+ * The public listener. It is a real `http.Server` (so it listens, closes and reports its
+ * address as callers expect), but its connections are served by `ClientConnection`, not by
+ * Node's HTTP machinery.
+ */
+export class FrontServer {
+  readonly server: http.Server;
+  readonly connections = new Set<ClientConnection>();
+  closing = false;
+  private readonly sweep: NodeJS.Timeout;
+
+  constructor(
+    readonly settings: FrontSettings,
+    readonly handlers: FrontHandlers,
+  ) {
+    this.server = http.createServer();
+    this.server.removeAllListeners('connection');
+    this.server.on('connection', (socket: Socket) => new ClientConnection(this, socket));
+    this.sweep = setInterval(() => {
+      const now = (coarseClock.now = Date.now());
+      for (const conn of this.connections) conn.checkTimeouts(now);
+    }, 1000);
+    this.sweep.unref();
+  }
+
+  /** Stops listening; idle connections close now, busy ones after their response or `graceMs`. */
+  async close(graceMs: number): Promise<void> {
+    this.closing = true;
+    clearInterval(this.sweep);
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const conn of this.connections) conn.closeIfIdle();
+    const deadline = setTimeout(() => {
+      for (const conn of this.connections) conn.socket.destroy();
+    }, graceMs);
+    await closed;
+    clearTimeout(deadline);
+  }
+}
