@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
-import { buildImage, desktopDiagnostics, testRuntime } from './docker-helpers.ts';
+import { buildImage, desktopDiagnostics, freePort, testRuntime } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
 import { launchChromium, screenshotDesktop, waitForNoVncConnected } from './docker-browser.ts';
 
@@ -24,9 +24,12 @@ t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
 const { runtime, cleanup } = testRuntime();
 t.teardown(cleanup);
 
+// A known port, so PUBLIC_URL (default http://127.0.0.1:PORT) is where the proxy really is: the
+// URLs the API returns and the Origin the proxy expects are then the real ones.
+const port = await freePort();
 const deskhub: RunningDeskhub = await startEmbedded({
   env: {
-    PORT: '0',
+    PORT: String(port),
     PROXY_METRICS_PORT: '0',
     METRICS_PORT: '0',
     DATA_DIR: dataDir,
@@ -41,6 +44,7 @@ const deskhub: RunningDeskhub = await startEmbedded({
 });
 t.teardown(() => deskhub.close());
 const base = deskhub.proxyUrl;
+t.equal(deskhub.publicUrl, base, 'PUBLIC_URL is the proxy');
 
 interface DesktopView {
   id: string;
@@ -81,11 +85,6 @@ function waitUntilRunning(cookie: string, id: string): Promise<DesktopView> {
   }, 120_000, 250);
 }
 
-/** The desktop's URL on the proxy we actually started (PUBLIC_URL names port 0 here). */
-function onProxy(url: string): string {
-  const u = new URL(url);
-  return `${base}${u.pathname}${u.search}`;
-}
 
 t.test('a kasm-test desktop created through the API answers through the proxy', async (t) => {
   const cookie = await signIn('alice');
@@ -101,7 +100,7 @@ t.test('a kasm-test desktop created through the API answers through the proxy', 
   t.equal(info.Config.Labels['deskhub.path'], 'alice-kasm-test');
   t.equal(info.HostConfig.NetworkMode, runtime.networkName);
 
-  const page = await fetch(onProxy(view.url), { headers: { cookie } });
+  const page = await fetch(view.url, { headers: { cookie } });
   t.equal(page.status, 200);
   t.match(await page.text(), /<h1>Demo desktop/, "the container's page, through the proxy");
 
@@ -122,7 +121,7 @@ t.test('a kasm-test desktop created through the API answers through the proxy', 
     return view.state !== 'running' ? view : undefined;
   }, 30_000, 250);
   t.not(after.state, 'running', `state after docker rm -f: ${after.state} (${after.reason ?? ''})`);
-  const gone = await fetch(onProxy(view.url), { headers: { cookie } });
+  const gone = await fetch(view.url, { headers: { cookie } });
   t.not(gone.status, 200, `the proxy no longer forwards (${gone.status})`);
 
   t.equal((await api(cookie, 'DELETE', `/api/desktops/${created.body.id}`)).status, 204);
@@ -144,7 +143,7 @@ t.test('the real desktop image, through the API and the proxy, in headless Chrom
   await page.goto(`${base}/`);
   const login = await page.request.post(`${base}/auth/dev-login`, { data: { username: 'bob' }, headers: { origin: base } });
   t.ok(login.ok(), `browser signed in (${login.status()})`);
-  await page.goto(onProxy(view.url));
+  await page.goto(view.url);
   const status = await waitForNoVncConnected(page, 90_000);
   t.match(status, /^Connected/, status);
   const shot = await screenshotDesktop(page, 'docker-e2e-desktop.png');

@@ -199,15 +199,8 @@ export async function startLocalRegistry(): Promise<LocalRegistry> {
     if (!deb) throw new Error('apt-get download docker-registry produced no package');
     await run('dpkg-deb', ['-x', join(cache, deb), cache]);
   }
-  // A free loopback port: bind 0, read it, release it (the registry cannot report its own port 0).
-  const port = await new Promise<number>((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const p = (probe.address() as { port: number }).port;
-      probe.close(() => resolve(p));
-    });
-  });
+  // The registry cannot report a port 0 it was given.
+  const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'deskhub-registry-'));
   const config = join(dir, 'config.yml');
   writeFileSync(config, `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`);
@@ -262,4 +255,16 @@ export async function desktopDiagnostics(docker: Docker, containerId: string): P
   return execIn(docker, containerId, ['sh', '-c', 'ps -eo pid,stat,etime,args; for f in $HOME/.deskhub/*.log; do echo "== $f"; tail -5 "$f"; done']).catch(
     (err: Error) => `(no diagnostics: ${err.message})`,
   );
+}
+
+/** A free loopback port: bind 0, read it, release it. For servers that must know their port up front. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const port = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(port));
+    });
+  });
 }

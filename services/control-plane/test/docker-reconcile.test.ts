@@ -7,13 +7,12 @@ import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded } from '../src/embedded-start.ts';
 import { DockerRuntime } from '../src/runtime/docker.ts';
-import { buildImage, repoRoot, testRuntime } from './docker-helpers.ts';
+import { buildImage, freePort, repoRoot, testRuntime } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
 
 await buildImage('desktop');
@@ -25,17 +24,6 @@ const dataDir = mkdtempSync(join(tmpdir(), 'deskhub-docker-reconcile-'));
 t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
 const { runtime, cleanup } = testRuntime();
 t.teardown(cleanup);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const port = (probe.address() as { port: number }).port;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 const sharedEnv = {
   DATA_DIR: dataDir,
