@@ -190,6 +190,22 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
   }
   lines.push('');
 
+  if (results.rounds.length > 1) {
+    // One disturbed round (another process taking the cores) moves a median of three: show the range.
+    lines.push('Spread over rounds (lowest – highest):');
+    lines.push('');
+    lines.push(`| figure | ${t.map((x) => targetLabels[x]).join(' | ')} |`);
+    lines.push(`|---|${t.map(() => '---:').join('|')}|`);
+    for (const row of allRows.filter((r) => ['smallRequestsPerSecond', 'cpuPerRequestUs', 'mibMegabytesPerSecond', 'wsRttP99Us', 'wsFramesPerSecond'].includes(r.key))) {
+      const cells = t.map((x) => {
+        const values = results.rounds.map((r) => r.results[x]).filter((v): v is RoundResult => !!v).map((v) => row.get(v)).filter((v): v is number => v !== undefined && Number.isFinite(v));
+        return values.length ? `${fmt(Math.min(...values), row.decimals)} – ${fmt(Math.max(...values), row.decimals)}` : '—';
+      });
+      lines.push(`| ${row.label} | ${cells.join(' | ')} |`);
+    }
+    lines.push('');
+  }
+
   const d = med.deskhub;
   if (d) {
     lines.push('deskhub relative to the others (value ÷ theirs; above 1 is better for throughput, below 1 is better for latency, CPU and memory):');
