@@ -60,7 +60,8 @@ for (const choice of databases) {
     });
 
     const login = await fetch(`${url}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice' }) });
-    const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    // Every cookie sign-in sets (the session, and the desktop access cookie where there is one).
+    const cookie = login.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
     const create = async (type: string) => {
       const res = await fetch(`${url}/api/desktops`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: JSON.stringify({ type }) });
       if (res.status !== 201) throw new Error(`create ${type}: ${res.status} ${await res.text()}`);
