@@ -19,6 +19,7 @@ import database from './plugins/app/database.ts';
 import runtimes from './plugins/app/runtimes.ts';
 import routePublication from './plugins/app/route-publication.ts';
 import desktops from './plugins/app/desktops.ts';
+import access from './plugins/app/access.ts';
 import sessions from './plugins/app/sessions.ts';
 import health from './routes/health.ts';
 import auth from './routes/auth.ts';
@@ -74,6 +75,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     });
     await app.register(routePublication, options.routeStream ? { routeStream: options.routeStream } : {});
     await app.register(desktops, { stopDesktopsOnClose: options.stopDesktopsOnClose ?? false });
+    await app.register(access);
     await app.register(sessions);
 
     await app.register(health);

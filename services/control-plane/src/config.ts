@@ -5,7 +5,9 @@
  */
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import type { KeyObject } from 'node:crypto';
 import { ConfigError, env, loadConfig, type ConfigOf } from '@deskhub/config';
+import { parsePrivateKeySetting } from '@deskhub/access-token';
 
 /** The catalog shipped with deskhub: Kasm images, the local test images and the `demo` type. */
 export const defaultCatalogPath = fileURLToPath(new URL('../catalog.yaml', import.meta.url));
@@ -24,6 +26,9 @@ const spec = {
   CATALOG: env.string(defaultCatalogPath),
   SECRET_KEY: env.string(),
   SESSION_TTL_HOURS: env.int(24 * 7, 1, 24 * 365),
+  /** Ed25519 private key (PEM text or file) that signs desktop access tokens; unset: DATA_DIR/access.key, made on first start. */
+  ACCESS_TOKEN_KEY: env.custom<KeyObject | undefined>(parsePrivateKeySetting, undefined),
+  ACCESS_TOKEN_LIFETIME_S: env.int(300, 10, 3600),
   ADMIN_USERS: env.list([]),
   MAX_DESKTOPS_PER_USER: env.int(5, 0, 100_000),
   MAX_DESKTOPS_TOTAL: env.int(100, 0, 1_000_000),

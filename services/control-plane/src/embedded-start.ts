@@ -2,11 +2,12 @@
  * The whole of deskhub in one process: the control plane on an internal loopback port, the
  * proxy on PORT (the public entry point), the in-process route stream between them (or Redis
  * when REDIS_URL is set), PGlite under DATA_DIR unless DATABASE_URL is set, dev sign-in, and
- * every runtime that answers. close() stops everything, desktop processes included.
+ * every runtime that answers. Desktops are reachable only with the access cookie the control
+ * plane mints (dev sign-in included). close() stops everything, desktop processes included.
  */
 import { env as envVar, loadConfig, createLogger, type Logger } from '@deskhub/config';
 import { createRouteStream } from '@deskhub/route-stream';
-import { startProxy, type RunningProxy } from '@deskhub/proxy';
+import { createAccessControl, startProxy, type RunningProxy } from '@deskhub/proxy';
 import { loadControlPlaneConfig, type ControlPlaneConfig } from './config.ts';
 import { startControlPlane, type RunningControlPlane } from './control-plane.ts';
 import type { DesktopRuntime } from './runtime/types.ts';
@@ -54,7 +55,13 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Runn
       port: 0,
       ...(options.runtimes ? { runtimes: options.runtimes } : {}),
     });
+    // The proxy gets only the public key, in-process; revocations reach it by direct call.
+    const accessControl = createAccessControl({ publicKeys: [controlPlane.app.access.publicKey], publicUrl: config.PUBLIC_URL });
+    controlPlane.app.access.onRevoke((r) => {
+      accessControl.revokeSession(r.sessionId, r.until);
+    });
     const proxy = await startProxy({
+      authorize: accessControl.authorize,
       subscriber: stream.subscriber(),
       controlPlaneUrl: controlPlane.url,
       publicUrl: config.PUBLIC_URL,

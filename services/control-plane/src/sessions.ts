@@ -27,11 +27,11 @@ export class SessionStore {
     readonly ttlMs: number,
   ) {}
 
-  async create(userId: string): Promise<{ token: string; expiresAt: Date }> {
+  async create(userId: string): Promise<{ id: string; token: string; expiresAt: Date }> {
     const { token, hash } = newSessionToken();
     const expiresAt = new Date(Date.now() + this.ttlMs);
     await this.db.insert(sessions).values({ id: hash, userId, expiresAt });
-    return { token, expiresAt };
+    return { id: hash, token, expiresAt };
   }
 
   async lookup(token: string): Promise<SessionInfo | null> {

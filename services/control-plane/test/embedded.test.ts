@@ -56,7 +56,7 @@ t.test('pnpm start: one process, the demo desktop through the public port, Ctrl-
   t.equal((await fetch(`${base}/metrics`)).status, 404, 'metrics are not on the public port');
 
   const login = await fetch(`${base}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice' }) });
-  const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+  const cookie = login.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
   const created = (await (await fetch(`${base}/api/desktops`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'demo' }) })).json()) as DesktopJson;
   t.equal(created.url, `${base}/desktop/alice-demo/?path=desktop/alice-demo/websockify`);
   const desktop = await waitFor(

@@ -84,8 +84,10 @@ t.test('demo desktop: create, reach it through the proxy, stop, start, delete', 
 
   const login = await fetch(`${base}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice' }) });
   t.equal(login.status, 200);
-  const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
-  t.match(cookie, /^deskhub_session=/);
+  // The session cookie and the desktop access cookie (the proxy lets only the owner through).
+  const cookie = login.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  t.match(cookie, /deskhub_session=/);
+  t.match(cookie, /deskhub_access=/);
   const api = (path: string, init: RequestInit = {}) => fetch(`${base}${path}`, { ...init, headers: { cookie, ...(init.body ? { 'content-type': 'application/json' } : {}), ...init.headers } });
 
   const catalog = (await (await api('/api/catalog')).json()) as { id: string; available: boolean }[];
@@ -120,9 +122,10 @@ t.test('demo desktop: create, reach it through the proxy, stop, start, delete', 
   const password = deskhub.controlPlane.app.secrets.open<DesktopCredentials>(row!.credentials!).env.VNC_PW!;
   t.equal(headers.authorization, `Basic ${Buffer.from(`kasm_user:${password}`).toString('base64')}`, 'Basic kasm_user:VNC_PW injected');
   t.notOk(headers.cookie?.includes('deskhub_session'), 'the session cookie does not reach the desktop');
+  t.notOk(headers.cookie?.includes('deskhub_access'), 'nor does the access cookie');
 
   const wsUrl = `${base.replace(/^http/, 'ws')}/desktop/alice-demo/websockify`;
-  const ws = await openSocket(wsUrl, base);
+  const ws = await openSocket(wsUrl, deskhub.publicUrl);
   t.equal(ws.protocol, 'binary');
   t.equal(await echo(ws, 'hello desktop'), 'hello desktop', 'WebSocket echo through the proxy');
   const wsClosed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
@@ -146,7 +149,7 @@ t.test('demo desktop: create, reach it through the proxy, stop, start, delete', 
     ['stopping', 'stopped', 'starting', 'running'],
   );
   t.equal((await fetch(`${base}/desktop/alice-demo/`, { headers: { cookie } })).status, 200, 'reachable again after start');
-  const ws2 = await openSocket(wsUrl, base);
+  const ws2 = await openSocket(wsUrl, deskhub.publicUrl);
   t.equal(await echo(ws2, 'back again'), 'back again');
   ws2.close();
 

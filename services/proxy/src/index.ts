@@ -4,3 +4,5 @@
  */
 export { startProxy } from './proxy.ts';
 export type { AccessDecision, AccessHook, ProxyOptions, RunningProxy } from './proxy.ts';
+export { createAccessControl, RENEW_PATH } from './access.ts';
+export type { AccessControl, AccessControlOptions } from './access.ts';

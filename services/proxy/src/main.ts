@@ -4,7 +4,10 @@
  */
 import { ConfigError, createLogger, env, loadConfig } from '@deskhub/config';
 import { createRouteStream } from '@deskhub/route-stream';
+import type { KeyObject } from 'node:crypto';
+import { parsePublicKeysSetting } from '@deskhub/access-token';
 import { startProxy } from './proxy.ts';
+import { createAccessControl } from './access.ts';
 
 const proxyEnv = {
   PORT: env.port(8080),
@@ -18,6 +21,8 @@ const proxyEnv = {
   BODY_LIMIT: env.int(10 * 1024 * 1024, 0),
   UPSTREAM_TIMEOUT_MS: env.int(30_000, 1),
   AUTH_MODE: env.oneOf(['dev', 'oidc'] as const, 'dev'),
+  /** The control plane's access-token public key(s): PEM text or comma-separated files. */
+  ACCESS_TOKEN_PUBLIC_KEYS: env.custom<KeyObject[] | undefined>(parsePublicKeysSetting, undefined),
   LOG_LEVEL: env.oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, 'info'),
 };
 
@@ -31,6 +36,12 @@ async function main(): Promise<void> {
         'is required for a standalone proxy: a separate process cannot share the in-process route bus (use `pnpm start` for the one-process setup)',
       );
     }
+    if (config.ACCESS_TOKEN_PUBLIC_KEYS === undefined && config.AUTH_MODE === 'oidc') {
+      throw new ConfigError(
+        'ACCESS_TOKEN_PUBLIC_KEYS',
+        "is required: the control plane's access-token public key (PEM text or a file, e.g. `openssl pkey -in access.key -pubout`); without it the proxy cannot tell who may reach a desktop",
+      );
+    }
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`proxy: configuration error: ${err.message}\n`);
@@ -40,7 +51,10 @@ async function main(): Promise<void> {
   }
   const logger = createLogger('proxy', config.LOG_LEVEL);
   const stream = createRouteStream({ redisUrl: config.REDIS_URL, keyPrefix: config.ROUTE_STREAM_PREFIX, logger });
+  // Without keys (dev mode only, loopback) every request passes, as startProxy warns at start.
+  const access = config.ACCESS_TOKEN_PUBLIC_KEYS && createAccessControl({ publicKeys: config.ACCESS_TOKEN_PUBLIC_KEYS, publicUrl: config.PUBLIC_URL ?? `http://127.0.0.1:${config.PORT}` });
   const proxy = await startProxy({
+    ...(access ? { authorize: access.authorize } : {}),
     subscriber: stream.subscriber(),
     controlPlaneUrl: config.CONTROL_PLANE_URL,
     publicUrl: config.PUBLIC_URL,

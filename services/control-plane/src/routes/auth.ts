@@ -1,6 +1,8 @@
 /**
  * Sign-in routes. Dev sign-in (`POST /auth/dev-login`) exists only when AUTH_MODE=dev, which
  * config.ts allows only on a loopback PUBLIC_URL; otherwise the route does not exist (404).
+ * `GET /auth/desktop-access` renews the desktop access cookie (the proxy sends page loads without
+ * a valid one there); logout revokes the session and its access tokens everywhere.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
@@ -8,6 +10,7 @@ import { SESSION_COOKIE } from '../sessions.ts';
 import { applyAdminRole, signInUser } from '../users.ts';
 import { makePathSafe } from '../proxy-path.ts';
 import { errors } from './schemas.ts';
+import { badRequest } from '../errors.ts';
 
 const auth: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
@@ -52,6 +55,34 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
     );
   }
 
+  app.get(
+    '/auth/desktop-access',
+    {
+      schema: {
+        tags: ['auth'],
+        security: [],
+        summary: 'Renews the desktop access cookie from the session and goes back to the desktop (the proxy sends page loads here); without a session, to sign-in first',
+        querystring: Type.Object({ next: Type.Optional(Type.String({ maxLength: 4000 })) }),
+        response: { 302: Type.Null(), ...errors(400) },
+      },
+    },
+    async (request, reply) => {
+      const next = request.query.next ?? '/';
+      // Only a desktop path on this origin: anything else would be an open redirect.
+      if (!next.startsWith('/desktop/') || next.includes('\\')) throw badRequest('next must be a path under /desktop/');
+      const raw = request.cookies[SESSION_COOKIE];
+      const unsigned = raw ? request.unsignCookie(raw) : null;
+      const session = unsigned?.valid && unsigned.value ? await app.sessions.lookup(unsigned.value) : null;
+      if (!session) {
+        // Sign in first; the sign-in page comes back here, and this time the session exists.
+        return reply.redirect(`/signin?next=${encodeURIComponent(request.url)}`, 302);
+      }
+      app.access.setCookie(reply, session);
+      reply.header('cache-control', 'no-store');
+      return reply.redirect(next, 302);
+    },
+  );
+
   app.post(
     '/auth/logout',
     { schema: { tags: ['auth'], security: [], summary: 'Ends the session everywhere and clears the cookie', response: { 204: Type.Null() } } },
@@ -61,10 +92,15 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
         const unsigned = request.unsignCookie(raw);
         if (unsigned.valid && unsigned.value) {
           const session = await app.sessions.lookup(unsigned.value);
-          if (session) await app.sessions.revoke(session.id);
+          if (session) {
+            await app.sessions.revoke(session.id);
+            // Access tokens already handed out stop working at every proxy, and its desktop WebSockets close.
+            app.access.revoke(session.id);
+          }
         }
       }
       reply.clearCookie(SESSION_COOKIE, { path: '/' });
+      app.access.clearCookie(reply);
       return reply.code(204).send(null);
     },
   );

@@ -1,6 +1,7 @@
 /**
  * Sessions: `request.user` from the signed `deskhub_session` cookie, and `app.requireUser`, the
- * preHandler that answers 401 without one (used by every /api route).
+ * preHandler that answers 401 without one (used by every /api route). Signing in also sets the
+ * desktop access cookie (plugins/app/access.ts).
  */
 import fp from 'fastify-plugin';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -31,8 +32,10 @@ export default fp(
     app.decorateRequest('session', null);
 
     app.decorate('signIn', async (reply: FastifyReply, user: User) => {
-      const { token, expiresAt } = await store.create(user.id);
+      const { id, token, expiresAt } = await store.create(user.id);
       reply.setCookie(SESSION_COOKIE, token, { path: '/', httpOnly: true, sameSite: 'lax', secure, signed: true, expires: expiresAt });
+      // Desktops are reachable right after sign-in, without a detour through the renewal route.
+      app.access.setCookie(reply, { id, user });
     });
 
     app.decorate('requireUser', async (request: FastifyRequest) => {
@@ -45,5 +48,5 @@ export default fp(
       request.user = session.user;
     });
   },
-  { name: 'sessions', dependencies: ['database'] },
+  { name: 'sessions', dependencies: ['database', 'access'] },
 );
