@@ -145,6 +145,8 @@ export class DesktopLifecycle extends EventEmitter<{ event: [desktopId: string, 
 
   constructor(private readonly options: LifecycleOptions) {
     super();
+    // One listener per open event stream (the UI follows each launching desktop).
+    this.setMaxListeners(0);
     this.logger = options.logger.child({ component: 'lifecycle' });
   }
 
