@@ -8,3 +8,5 @@ export * from './api.ts';
 export { createRouteStream } from './stream.ts';
 export type { RouteStream, RouteStreamOptions, SubscriberOptions } from './stream.ts';
 export { RouteMessageError, parseRoute, parseRouteChange } from './schema.ts';
+export { createRevocationChannel } from './revocations.ts';
+export type { Revocation, RevocationChannel } from './revocations.ts';

@@ -8,6 +8,11 @@
 import t from 'tap';
 import WebSocket from 'ws';
 import { startEmbedded } from '../src/embedded-start.ts';
+import { createLogger } from '@deskhub/config';
+import { createRevocationChannel } from '@deskhub/route-stream';
+import { startRedis } from '@deskhub/testkit/redis';
+import { buildApp } from '../src/app.ts';
+import { loadControlPlaneConfig } from '../src/config.ts';
 import { tempDir, testEnv, testProcesses, waitFor, type DesktopJson } from './helpers.ts';
 
 const { dir, cleanup } = tempDir('auth-access');
@@ -167,4 +172,34 @@ t.test('logout: the token stops working at once and open WebSockets close', asyn
   t.equal((await fetch(`${base}${page}`, { headers: { cookie: alice.access, accept: 'application/json' } })).status, 401, 'HTTP after logout: 401');
   t.equal((await upgrade(echoPath, { cookie: alice.access, origin })).status, 401, 'WebSocket after logout: 401');
   t.equal((await fetch(`${base}/auth/desktop-access?next=${encodeURIComponent(page)}`, { headers: { cookie: alice.session }, redirect: 'manual' })).headers.get('location')?.startsWith('/signin?'), true, 'renewal needs a new sign-in');
+});
+
+t.test('with REDIS_URL, logout publishes the revocation for separate proxies', async (t) => {
+  const redis = await startRedis();
+  const { dir: dir2, cleanup: cleanup2 } = tempDir('auth-revoke-redis');
+  const prefix = `revoke-${process.pid}:`;
+  const app = await buildApp({ config: loadControlPlaneConfig(testEnv(dir2, { REDIS_URL: redis.url, ROUTE_STREAM_PREFIX: prefix })), webUi: false });
+  const proxySide = createRevocationChannel({ redisUrl: redis.url, keyPrefix: prefix, logger: createLogger('test', 'silent') });
+  // Clients first, Redis last (teardowns run in the order they were added).
+  t.teardown(async () => {
+    await proxySide.close();
+    await app.close();
+    await redis.close();
+    cleanup2();
+  });
+  const heard: { sessionId: string; until: number }[] = [];
+  const arrived = new Promise<void>((resolve) => {
+    void proxySide.subscribe((r) => {
+      heard.push(r);
+      resolve();
+    });
+  });
+  const login = await app.inject({ method: 'POST', url: '/auth/dev-login', payload: { username: 'carol' } });
+  const accessToken = login.cookies.find((c) => c.name === 'deskhub_access')!.value;
+  const sessionId = (JSON.parse(Buffer.from(accessToken.split('.')[2]!, 'base64url').toString()) as { sessionId: string }).sessionId;
+  const session = login.cookies.find((c) => c.name === 'deskhub_session')!.value;
+  t.equal((await app.inject({ method: 'POST', url: '/auth/logout', headers: { cookie: `deskhub_session=${session}` } })).statusCode, 204);
+  await arrived;
+  t.equal(heard[0]?.sessionId, sessionId, 'the proxies hear of the session');
+  t.ok(heard[0]!.until > Date.now() + 250_000, 'until outlives every token of the session');
 });

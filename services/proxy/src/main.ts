@@ -3,7 +3,7 @@
  * environment, routes from Redis, graceful stop on SIGTERM/SIGINT.
  */
 import { ConfigError, createLogger, env, loadConfig } from '@deskhub/config';
-import { createRouteStream } from '@deskhub/route-stream';
+import { createRevocationChannel, createRouteStream } from '@deskhub/route-stream';
 import type { KeyObject } from 'node:crypto';
 import { parsePublicKeysSetting } from '@deskhub/access-token';
 import { startProxy } from './proxy.ts';
@@ -53,6 +53,11 @@ async function main(): Promise<void> {
   const stream = createRouteStream({ redisUrl: config.REDIS_URL, keyPrefix: config.ROUTE_STREAM_PREFIX, logger });
   // Without keys (dev mode only, loopback) every request passes, as startProxy warns at start.
   const access = config.ACCESS_TOKEN_PUBLIC_KEYS && createAccessControl({ publicKeys: config.ACCESS_TOKEN_PUBLIC_KEYS, publicUrl: config.PUBLIC_URL ?? `http://127.0.0.1:${config.PORT}` });
+  const revocations = createRevocationChannel({ redisUrl: config.REDIS_URL, keyPrefix: config.ROUTE_STREAM_PREFIX, logger });
+  if (access) {
+    // Logout anywhere: this proxy refuses the session's tokens and closes its desktop WebSockets.
+    revocations.subscribe((r) => access.revokeSession(r.sessionId, r.until)).catch((err: unknown) => logger.error({ err }, 'subscribing to session revocations failed'));
+  }
   const proxy = await startProxy({
     ...(access ? { authorize: access.authorize } : {}),
     subscriber: stream.subscriber(),
@@ -81,6 +86,7 @@ async function main(): Promise<void> {
     proxy
       .close()
       .then(() => stream.close())
+      .then(() => revocations.close())
       .then(
         () => process.exit(0),
         (err: unknown) => {

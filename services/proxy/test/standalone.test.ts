@@ -32,7 +32,7 @@ interface ChildProxy {
 
 function runMain(env: Record<string, string>): ChildProcess {
   const clean: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of ['PORT', 'HOST', 'METRICS_PORT', 'METRICS_HOST', 'CONTROL_PLANE_URL', 'PUBLIC_URL', 'REDIS_URL', 'ROUTE_STREAM_PREFIX', 'BODY_LIMIT', 'UPSTREAM_TIMEOUT_MS', 'AUTH_MODE', 'LOG_LEVEL']) {
+  for (const name of ['PORT', 'HOST', 'METRICS_PORT', 'METRICS_HOST', 'CONTROL_PLANE_URL', 'PUBLIC_URL', 'REDIS_URL', 'ROUTE_STREAM_PREFIX', 'BODY_LIMIT', 'UPSTREAM_TIMEOUT_MS', 'AUTH_MODE', 'ACCESS_TOKEN_PUBLIC_KEYS', 'LOG_LEVEL']) {
     delete clean[name];
   }
   return spawn(process.execPath, ['--import', 'tsx', 'services/proxy/src/main.ts'], {

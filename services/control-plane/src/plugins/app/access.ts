@@ -11,6 +11,7 @@ import { createPublicKey } from 'node:crypto';
 import fp from 'fastify-plugin';
 import type { FastifyReply } from 'fastify';
 import { accessCookie, clearAccessCookie, createSigner, readOrCreatePrivateKeyFile, type Signer } from '@deskhub/access-token';
+import { createRevocationChannel } from '@deskhub/route-stream';
 import type { User } from '../../users.ts';
 
 /** A session revoked before its access tokens expired: proxies refuse its tokens until `until` (epoch ms). */
@@ -68,6 +69,14 @@ export default fp(
         listeners.push(listener);
       },
     });
+    if (config.REDIS_URL) {
+      // Separate proxies hear of revocations through Redis (beside the route stream).
+      const channel = createRevocationChannel({ redisUrl: config.REDIS_URL, keyPrefix: config.ROUTE_STREAM_PREFIX, logger: app.logger });
+      listeners.push((revocation) => {
+        channel.publish(revocation).catch((err: unknown) => app.log.error({ err, sessionId: revocation.sessionId }, 'publishing a session revocation failed'));
+      });
+      app.addHook('onClose', () => channel.close());
+    }
   },
   { name: 'access', dependencies: ['config'] },
 );
