@@ -1,12 +1,13 @@
 /**
- * `pnpm bench`: the same traffic four ways (direct, nginx, configurable-http-proxy, deskhub's
- * proxy), interleaved in rounds, plus the route-stream figures only deskhub has. Writes
+ * `pnpm bench`: the same traffic five ways (direct, nginx, configurable-http-proxy, deskhub's
+ * proxy without and with access control), interleaved in rounds, plus the route-stream and
+ * access-token figures only deskhub has. Writes
  * bench/results/latest.{json,md} and timestamped copies. See bench/README.md for each figure.
  *
  *   pnpm bench                 full run: 3 rounds, 8 s per run, 1,000 and 10,000 idle WebSockets
  *   pnpm bench --quick         every figure briefly (1 round, 2 s runs): proves the harness works
- *   options: --rounds N  --seconds S  --targets direct,nginx,chp,deskhub  --out DIR  --cpu-prof
- *            --skip small,mib,rtt,frames,memory,change,propagation,snapshot
+ *   options: --rounds N  --seconds S  --targets direct,nginx,chp,deskhub,deskhub+auth  --out DIR  --cpu-prof
+ *            --skip small,mib,rtt,frames,memory,change,propagation,snapshot,verify
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -23,10 +24,11 @@ import { treeRssBytes } from './lib/proc.ts';
 import { summarizeProfiles } from './lib/profile.ts';
 import { checkTargets, markdown, medians, ratios, updateReadme, type RoundResult, type RunResults } from './lib/report.ts';
 import { routePropagation, snapshotLoad } from './lib/route-figures.ts';
-import { allTargets, startTarget, targetLabels, type Target, type TargetName } from './lib/targets.ts';
+import { allTargets, authFigures, startTarget, targetLabels, type Target, type TargetName } from './lib/targets.ts';
+import { benchAccessToken } from '../packages/access-token/bench.ts';
 import { checkWrk, runWrk } from './lib/wrk.ts';
 
-const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'change', 'propagation', 'snapshot'] as const;
+const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'change', 'propagation', 'snapshot', 'verify'] as const;
 type FigureName = (typeof figureNames)[number];
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
@@ -117,7 +119,7 @@ async function main(): Promise<number> {
   const services: Service[] = [];
   const running = new Map<TargetName, Target>();
   let deskhub: DeskhubStream | undefined;
-  const needDeskhub = targets.includes('deskhub') || !skip.has('propagation') || !skip.has('snapshot');
+  const needDeskhub = targets.includes('deskhub') || targets.includes('deskhub+auth') || !skip.has('propagation') || !skip.has('snapshot');
   const stopAll = async () => {
     for (const t of running.values()) await t.stop().catch(() => {});
     if (deskhub) await deskhub.close().catch(() => {});
@@ -145,7 +147,7 @@ async function main(): Promise<number> {
       try {
         deskhub = await startDeskhubStream(repoRoot, runDir, args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []);
       } catch (err) {
-        if (targets.includes('deskhub')) throw err;
+        if (targets.includes('deskhub') || targets.includes('deskhub+auth')) throw err;
         results.errors.push(`route-stream figures: ${(err as Error).message}`);
       }
     }
@@ -165,11 +167,12 @@ async function main(): Promise<number> {
       running.set(name, await startTarget(name, ctx));
     }
     await sleep(1000);
-    for (const [name, t] of running) if (t.pid) results.idleRssBytes[name] = treeRssBytes(t.pid);
+    // deskhub+auth is the same process as deskhub: its memory is not a separate question.
+    for (const [name, t] of running) if (t.pid && name !== 'deskhub+auth') results.idleRssBytes[name] = treeRssBytes(t.pid);
 
     // Node proxies compile their hot paths in the first seconds; every target gets the same warm-up.
     for (const t of running.values()) {
-      await runWrk({ url: `${t.httpBase}small`, threads: 1, connections: 10, seconds: quick ? 1 : 2, runDir });
+      await runWrk({ url: `${t.httpBase}small`, threads: 1, connections: 10, seconds: quick ? 1 : 2, runDir, headers: t.headers });
     }
 
     const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
@@ -191,6 +194,7 @@ async function main(): Promise<number> {
       const each = async (figure: FigureName, fn: (t: Target, r: RoundResult) => Promise<void>) => {
         if (skip.has(figure)) return;
         for (const name of order) {
+          if (name === 'deskhub+auth' && !(authFigures as readonly string[]).includes(figure)) continue;
           log(`round ${round}/${rounds}: ${figure} via ${targetLabels[name]}`);
           await attempt(`${figure} via ${name} (round ${round})`, () => fn(running.get(name)!, perTarget[name]!));
         }
@@ -206,7 +210,7 @@ async function main(): Promise<number> {
     if (!skip.has('change')) {
       let n = 0;
       for (const [name, t] of running) {
-        if (!t.pid) continue;
+        if (!t.pid || name === 'deskhub+auth') continue;
         log(`route change with ${settings.routeChangeSockets} WebSockets open via ${targetLabels[name]}`);
         const r = await attempt(`route change via ${name}`, () => routeChangeWithOpenSockets(t, settings.routeChangeSockets, ++n));
         if (r) results.routeChange[name] = r;
@@ -224,6 +228,13 @@ async function main(): Promise<number> {
         const s = await attempt(`snapshot of ${size} routes`, () => snapshotLoad(deskhub!, size));
         if (s) results.snapshot.push(s);
       }
+    }
+    if (!skip.has('verify')) {
+      // In the harness process, after every proxy has stopped its load: what one authorization costs a proxy.
+      const iterations = quick ? 2000 : 20_000;
+      log(`access-token verification, cold and cached (${iterations} tokens)`);
+      const rows = await attempt('access-token verification', async () => benchAccessToken(iterations));
+      if (rows) results.accessToken = rows;
     }
   } finally {
     await stopAll();

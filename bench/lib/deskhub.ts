@@ -15,7 +15,12 @@ export interface ReplicaOptions {
   port: number;
   metricsPort: number;
   upstreamPort: number;
+  /** Extra environment, e.g. ACCESS_TOKEN_PUBLIC_KEYS and PUBLIC_URL for the authorized variant. */
+  env?: Record<string, string>;
 }
+
+/** Owner of every route the harness publishes: the user the deskhub+auth target mints its token for. */
+export const BENCH_OWNER = 'bench-owner';
 
 export interface DeskhubStream {
   redisUrl: string;
@@ -36,7 +41,7 @@ export function benchRoute(routePath: string, upstreamPort: number): Route {
   return {
     path: routePath,
     desktopId: routePath,
-    owner: 'bench',
+    owner: BENCH_OWNER,
     sharedWith: [],
     upstream: { scheme: 'http', host: '127.0.0.1', port: upstreamPort, verifyTls: false },
     stripPrefix: true,
@@ -91,6 +96,7 @@ export async function startDeskhubStream(repoRoot: string, runDir: string, nodeA
           CONTROL_PLANE_URL: `http://127.0.0.1:${opts.upstreamPort}`,
           LOG_LEVEL: 'warn',
           NODE_ENV: 'production',
+          ...opts.env,
         },
         logDir: runDir,
       });

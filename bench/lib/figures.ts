@@ -36,7 +36,12 @@ function wrkErrors(r: WrkResult): number {
 /** Runs wrk against a target and reads the proxy's CPU over the same interval. */
 async function wrkWithCpu(target: Target, url: string, threads: number, connections: number, seconds: number, runDir: string) {
   const cpu0 = target.pid ? treeCpuSeconds(target.pid) : 0;
-  const r = await runWrk({ url, threads, connections, seconds, runDir });
+  const r = await runWrk({ url, threads, connections, seconds, runDir, headers: target.headers });
+  // With access control on, a non-2xx answer means the cookie stopped working (expired, refused):
+  // the figure would then measure refusals, not authorized requests.
+  if (Object.keys(target.headers).length > 0 && r.errors.status > 0) {
+    throw new Error(`${r.errors.status} of ${r.requests} requests to ${url} were not 2xx/3xx with the access cookie: not measuring refusals`);
+  }
   const proxyCpu = target.pid ? treeCpuSeconds(target.pid) - cpu0 : NaN;
   return { r, proxyCpu };
 }
@@ -99,7 +104,7 @@ export interface RttResult {
 }
 
 export async function wsRoundTrips(target: Target, s: Settings): Promise<RttResult> {
-  const samples = await roundTrips(`${target.wsBase}rtt`, s.rttCount, s.rttWarmup);
+  const samples = await roundTrips(`${target.wsBase}rtt`, s.rttCount, s.rttWarmup, 100, target.headers);
   return { p50Us: percentile(samples, 50), p99Us: percentile(samples, 99), samples: samples.length };
 }
 

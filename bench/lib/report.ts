@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { FramesResult, MemoryResult, MibResult, RouteChangeResult, RttResult, Settings, SmallResult } from './figures.ts';
 import type { Machine } from './machine.ts';
 import type { PropagationResult, SnapshotResult } from './route-figures.ts';
+import type { BenchRow } from '../../packages/access-token/bench.ts';
 import { median } from './stats.ts';
 import { targetLabels, type TargetName } from './targets.ts';
 
@@ -31,6 +32,8 @@ export interface RunResults {
   routeChange: Partial<Record<TargetName, RouteChangeResult>>;
   propagation?: PropagationResult;
   snapshot: SnapshotResult[];
+  /** packages/access-token/bench.ts in the harness process: one verification cold and cached. */
+  accessToken?: BenchRow[];
   /** Figures that could not be measured, with why. A run with errors exits non-zero. */
   errors: string[];
 }
@@ -95,7 +98,9 @@ export function ratios(med: Medians): Partial<Record<TargetName, Partial<Record<
   const out: ReturnType<typeof ratios> = {};
   for (const [t, m] of Object.entries(med) as [TargetName, Record<string, number>][]) {
     const perRef: Partial<Record<TargetName, Record<string, number>>> = {};
-    for (const ref of ['direct', 'nginx', 'chp'] as TargetName[]) {
+    // deskhub+auth against deskhub is the cost of authorization (issue 5).
+    const refs: TargetName[] = t === 'deskhub+auth' ? ['direct', 'nginx', 'chp', 'deskhub'] : ['direct', 'nginx', 'chp'];
+    for (const ref of refs) {
       const r = med[ref];
       if (!r || ref === t) continue;
       const q: Record<string, number> = {};
@@ -221,6 +226,27 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
       });
       lines.push(`| ${row.label} | ${cells.join(' | ')} |`);
     }
+    lines.push('');
+  }
+
+  const a = med['deskhub+auth'];
+  if (d && a) {
+    lines.push('What authorization costs: deskhub proxy with ACCESS_TOKEN_PUBLIC_KEYS, every request and handshake carrying a valid access cookie, against the same proxy without (deskhub+auth ÷ deskhub):');
+    lines.push('');
+    lines.push('| figure | deskhub proxy | deskhub proxy + auth | + auth ÷ without |');
+    lines.push('|---|---:|---:|---:|');
+    for (const row of allRows) {
+      if (a[row.key] === undefined || d[row.key] === undefined) continue;
+      lines.push(`| ${row.label} | ${fmt(d[row.key], row.decimals)} | ${fmt(a[row.key], row.decimals)} | ${d[row.key] ? `${(a[row.key]! / d[row.key]!).toFixed(2)}x` : '—'} |`);
+    }
+    lines.push('');
+  }
+  if (results.accessToken?.length) {
+    lines.push('One access-token check in the harness process (`packages/access-token/bench.ts`), cold (Ed25519 signature) against cached:');
+    lines.push('');
+    lines.push('| case | wall ns/op | CPU ns/op | ops |');
+    lines.push('|---|---:|---:|---:|');
+    for (const r of results.accessToken) lines.push(`| ${r.case} | ${fmt(r.nsPerOp, 0)} | ${fmt(r.cpuNsPerOp, 0)} | ${fmt(r.ops, 0)} |`);
     lines.push('');
   }
 

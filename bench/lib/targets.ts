@@ -1,6 +1,7 @@
 /**
- * The four ways the same traffic reaches the upstream: direct, nginx, configurable-http-proxy
- * and deskhub's proxy. Each target exposes the upstream under a URL prefix, names the process
+ * The ways the same traffic reaches the upstream: direct, nginx, configurable-http-proxy,
+ * deskhub's proxy, and deskhub's proxy with access control on (every request carries a valid
+ * access cookie, so its figures show what authorization costs). Each target exposes the upstream under a URL prefix, names the process
  * whose CPU and memory are measured, and can make an unrelated route change (for the figure
  * "a route change with WebSockets open").
  */
@@ -11,15 +12,21 @@ import { freePort, httpGet, portOpen, spawnService, waitUntil, type Service } fr
 import { nginxArgs, reloadNginx, writeNginxConf, type NginxConfig } from './nginx.ts';
 import type { DeskhubStream } from './deskhub.ts';
 import { openFileLimit } from './machine.ts';
+import { ACCESS_COOKIE_NAME, createSigner, generateKeyPair } from '../../packages/access-token/src/index.ts';
+import { BENCH_OWNER } from './deskhub.ts';
+import { openSocket } from './ws-load.ts';
 
-export type TargetName = 'direct' | 'nginx' | 'chp' | 'deskhub';
-export const allTargets: TargetName[] = ['direct', 'nginx', 'chp', 'deskhub'];
+export type TargetName = 'direct' | 'nginx' | 'chp' | 'deskhub' | 'deskhub+auth';
+export const allTargets: TargetName[] = ['direct', 'nginx', 'chp', 'deskhub', 'deskhub+auth'];
+/** deskhub+auth only answers the question "what does authorization cost": the figures where it can matter. */
+export const authFigures = ['small', 'mib', 'rtt'] as const;
 
 export const targetLabels: Record<TargetName, string> = {
   direct: 'direct',
   nginx: 'nginx (1 worker)',
   chp: 'configurable-http-proxy',
   deskhub: 'deskhub proxy',
+  'deskhub+auth': 'deskhub proxy + auth',
 };
 
 export interface Target {
@@ -27,6 +34,8 @@ export interface Target {
   /** Prefix of every HTTP URL, ending in "/": `${httpBase}small`. */
   httpBase: string;
   wsBase: string;
+  /** Sent with every HTTP request and WebSocket handshake (deskhub+auth: the access cookie). */
+  headers: Record<string, string>;
   /** Root of the process tree whose CPU and memory count as the proxy's; null for direct. */
   pid: number | null;
   /** Adds a route to another upstream and resolves once this target serves it. */
@@ -43,16 +52,16 @@ export interface TargetContext {
   deskhub: () => Promise<DeskhubStream>;
 }
 
-function bases(port: number, prefix: string): { httpBase: string; wsBase: string } {
-  return { httpBase: `http://127.0.0.1:${port}${prefix}`, wsBase: `ws://127.0.0.1:${port}${prefix}` };
+function bases(port: number, prefix: string): { httpBase: string; wsBase: string; headers: Record<string, string> } {
+  return { httpBase: `http://127.0.0.1:${port}${prefix}`, wsBase: `ws://127.0.0.1:${port}${prefix}`, headers: {} };
 }
 
 /** Polls a URL until it answers 200: how each target proves a new route is live. */
-async function waitServed(service: Service | null, url: string): Promise<void> {
+async function waitServed(service: Service | null, url: string, headers: Record<string, string> = {}): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     if (service && service.child.exitCode !== null) throw new Error(`${service.name} exited`);
-    const r = await httpGet(url).catch(() => ({ status: 0, body: '' }));
+    const r = await httpGet(url, headers).catch(() => ({ status: 0, body: '' }));
     if (r.status === 200) return;
     await new Promise((res) => setTimeout(res, 5));
   }
@@ -163,6 +172,60 @@ async function startDeskhub(ctx: TargetContext): Promise<Target> {
   };
 }
 
+/**
+ * The same proxy process as `deskhub`, with ACCESS_TOKEN_PUBLIC_KEYS (a key pair made here, the
+ * harness being the control plane) and PUBLIC_URL its own origin. Before any figure it proves
+ * the cookie is what lets requests through, so a figure can never be a measurement of 401s.
+ */
+async function startDeskhubAuth(ctx: TargetContext): Promise<Target> {
+  const stream = await ctx.deskhub();
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const publicUrl = `http://127.0.0.1:${port}`;
+  const pair = generateKeyPair();
+  // The verifier refuses lifetimes over an hour; a full run takes about 20 minutes.
+  const signer = createSigner({ privateKey: pair.privateKeyPem, lifetimeMs: 55 * 60_000 });
+  const { token } = signer.sign({ userId: BENCH_OWNER, username: 'bench', sessionId: `bench-${process.pid}` });
+  await stream.put('bench', ctx.upstreamPort);
+  const service = stream.startReplica({
+    name: 'deskhub-auth',
+    port,
+    metricsPort,
+    upstreamPort: ctx.upstreamPort,
+    env: { ACCESS_TOKEN_PUBLIC_KEYS: pair.publicKeyPem, PUBLIC_URL: publicUrl },
+  });
+  const b = bases(port, '/desktop/bench/');
+  const headers = { cookie: `${ACCESS_COOKIE_NAME}=${token}` };
+  await waitUntil(service, 'deskhub+auth proxy ready and serving the bench route to the owner', async () => (await httpGet(`${b.httpBase}small`, headers)).status === 200, 60_000);
+  const without = await httpGet(`${b.httpBase}small`);
+  if (without.status !== 401 && without.status !== 302) {
+    await service.stop();
+    throw new Error(`deskhub+auth: a request without the access cookie got ${without.status}, not 401/302: access control is not on, the figures would not measure it`);
+  }
+  const forged = await httpGet(`${b.httpBase}small`, { cookie: `${ACCESS_COOKIE_NAME}=${token.slice(0, -2)}AA` });
+  if (forged.status !== 401) {
+    await service.stop();
+    throw new Error(`deskhub+auth: a request with a forged token got ${forged.status}, not 401`);
+  }
+  (await openSocket(`${b.wsBase}check`, 30_000, headers)).terminate();
+  const refused = await openSocket(`${b.wsBase}check`).then((ws) => (ws.terminate(), null), (err: Error) => err);
+  if (!refused) {
+    await service.stop();
+    throw new Error('deskhub+auth: a WebSocket upgrade without the access cookie was accepted');
+  }
+  return {
+    name: 'deskhub+auth',
+    ...b,
+    headers,
+    pid: service.pid,
+    async changeRoute(n) {
+      await stream.put(`other-${n}`, ctx.upstreamPort);
+      await waitServed(service, `http://127.0.0.1:${port}/desktop/other-${n}/small`, headers);
+    },
+    stop: () => service.stop(),
+  };
+}
+
 export async function startTarget(name: TargetName, ctx: TargetContext): Promise<Target> {
   switch (name) {
     case 'direct':
@@ -173,5 +236,7 @@ export async function startTarget(name: TargetName, ctx: TargetContext): Promise
       return startChp(ctx);
     case 'deskhub':
       return startDeskhub(ctx);
+    case 'deskhub+auth':
+      return startDeskhubAuth(ctx);
   }
 }

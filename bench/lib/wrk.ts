@@ -47,12 +47,15 @@ export interface WrkOptions {
   connections: number;
   seconds: number;
   runDir: string;
+  /** Sent with every request (`-H "name: value"`), e.g. the access cookie. */
+  headers?: Record<string, string>;
 }
 
 export async function runWrk(o: WrkOptions): Promise<WrkResult> {
   const script = path.join(o.runDir, 'wrk-done.lua');
   writeFileSync(script, doneScript);
-  const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.seconds}s`, '--latency', '--timeout', '10s', '-s', script, o.url];
+  const headerArgs = Object.entries(o.headers ?? {}).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
+  const args = [...headerArgs, '-t', String(o.threads), '-c', String(o.connections), '-d', `${o.seconds}s`, '--latency', '--timeout', '10s', '-s', script, o.url];
   // The shell waits for wrk, so its cutime/cstime then hold wrk's CPU time; it prints its own stat line.
   const child = spawn('sh', ['-c', 'wrk "$@"; rc=$?; echo; echo "__STAT__ $(cat /proc/$$/stat)"; exit $rc', 'wrk', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],

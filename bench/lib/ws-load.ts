@@ -9,9 +9,12 @@ function origin(url: string): string {
   return new URL(url.replace(/^ws/, 'http')).origin;
 }
 
-export function openSocket(url: string, timeoutMs = 30_000): Promise<WebSocket> {
+/** Extra handshake headers, e.g. the access cookie (the Origin is always the URL's own origin). */
+export type HandshakeHeaders = Record<string, string>;
+
+export function openSocket(url: string, timeoutMs = 30_000, headers: HandshakeHeaders = {}): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, origin: origin(url), handshakeTimeout: timeoutMs });
+    const ws = new WebSocket(url, { perMessageDeflate: false, origin: origin(url), handshakeTimeout: timeoutMs, headers });
     const fail = (err: Error) => {
       ws.removeAllListeners();
       ws.on('error', () => {});
@@ -34,8 +37,8 @@ function closed(ws: WebSocket): Promise<void> {
 }
 
 /** Round trips of `size`-byte binary messages on one connection, in microseconds (after a warm-up). */
-export async function roundTrips(url: string, count: number, warmup: number, size = 100): Promise<number[]> {
-  const ws = await openSocket(url);
+export async function roundTrips(url: string, count: number, warmup: number, size = 100, headers: HandshakeHeaders = {}): Promise<number[]> {
+  const ws = await openSocket(url, 30_000, headers);
   const payload = Buffer.alloc(size, 'r');
   const samples: number[] = [];
   try {

@@ -1,6 +1,6 @@
 /**
  * Proves the benchmark harness works end to end in quick mode: every target starts, every figure
- * is measured and written as JSON and Markdown. Speeds are never asserted (the machine is shared).
+ * is measured (deskhub+auth: the small, 1 MiB and round-trip figures) and written as JSON and Markdown. Speeds are never asserted (the machine is shared).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -49,8 +49,20 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 2
   t.same(r.errors, [], 'no figure failed');
   t.equal(r.mode, 'quick');
   t.ok(r.machine.nproc >= 1 && r.machine.node === process.version && r.machine.nginx !== 'missing', 'machine described');
-  t.same(r.targets, ['direct', 'nginx', 'chp', 'deskhub']);
-  for (const target of r.targets as string[]) {
+  t.same(r.targets, ['direct', 'nginx', 'chp', 'deskhub', 'deskhub+auth']);
+  // deskhub+auth measures only what authorization can change, each figure with the cookie (the
+  // harness refuses to start it unless a request without the cookie is refused).
+  const auth = r.medians['deskhub+auth'];
+  for (const key of ['smallRequestsPerSecond', 'smallP50Us', 'smallP99Us', 'cpuPerRequestUs', 'mibMegabytesPerSecond', 'mibCpuMs', 'wsRttP50Us', 'wsRttP99Us']) {
+    t.ok(auth[key] > 0, `deskhub+auth: ${key} measured`);
+    t.ok(r.ratios['deskhub+auth'].deskhub[key] > 0, `deskhub+auth ÷ deskhub: ${key}`);
+  }
+  for (const key of ['wsFramesPerSecond', 'rssIdleMiB', 'rssN2MiB']) t.equal(auth[key], undefined, `deskhub+auth: ${key} not measured (same process as deskhub)`);
+  t.equal(r.routeChange['deskhub+auth'], undefined, 'deskhub+auth: no route-change figure');
+  const verify = r.accessToken as { case: string; nsPerOp: number; cpuNsPerOp: number; ops: number }[];
+  t.ok(verify.some((v) => /cold/.test(v.case)) && verify.some((v) => /cached/.test(v.case)), 'access-token verify cost, cold and cached');
+  t.ok(verify.every((v) => v.nsPerOp > 0 && v.ops > 0), 'access-token rows measured');
+  for (const target of (r.targets as string[]).filter((x) => x !== 'deskhub+auth')) {
     const m = r.medians[target];
     for (const key of ['smallRequestsPerSecond', 'smallP99Us', 'mibMegabytesPerSecond', 'wsRttP99Us', 'wsFramesPerSecond']) {
       t.ok(m[key] > 0, `${target}: ${key} measured`);
@@ -70,7 +82,9 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 2
   t.ok(r.targetChecks.length >= 10, 'issue 2 targets checked');
 
   const md = readFileSync(path.join(out, 'latest.md'), 'utf8');
-  t.match(md, '| figure | direct | nginx (1 worker) | configurable-http-proxy | deskhub proxy |');
+  t.match(md, '| figure | direct | nginx (1 worker) | configurable-http-proxy | deskhub proxy | deskhub proxy + auth |');
+  t.match(md, '| figure | deskhub proxy | deskhub proxy + auth | + auth ÷ without |');
+  t.match(md, /\| verify, cold [^|]*\| [\d,]+ \|/);
   t.match(md, /Machine: \d+ cores/);
   t.match(md, 'Targets from the proxy issue');
 });
