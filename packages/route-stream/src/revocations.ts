@@ -89,7 +89,7 @@ export function createRevocationChannel(options: { redisUrl: string; keyPrefix?:
       await load();
     },
     async close() {
-      // quit() lets commands already sent finish; a connection that is down is just dropped.
+      // quit() lets commands already sent finish; a connection that is not up is just dropped.
       const all = connections.splice(0);
       await Promise.all(all.map((c) => (c.status === 'ready' ? c.quit().then(() => undefined, () => c.disconnect(false)) : c.disconnect(false))));
     },

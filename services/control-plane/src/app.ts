@@ -20,6 +20,7 @@ import runtimes from './plugins/app/runtimes.ts';
 import routePublication from './plugins/app/route-publication.ts';
 import desktops from './plugins/app/desktops.ts';
 import access from './plugins/app/access.ts';
+import csrf from './plugins/app/csrf.ts';
 import sessions from './plugins/app/sessions.ts';
 import health from './routes/health.ts';
 import auth from './routes/auth.ts';
@@ -67,6 +68,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     await app.register(external, { cookieSecret: secrets.cookieKey, publicUrl: config.PUBLIC_URL });
 
     await app.register(configPlugin, { config, catalog, secrets, metrics, logger });
+    await app.register(csrf);
     await app.register(database);
     await app.register(runtimes, {
       stopDesktopsOnClose: options.stopDesktopsOnClose ?? false,

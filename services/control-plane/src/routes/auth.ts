@@ -74,8 +74,8 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
       const unsigned = raw ? request.unsignCookie(raw) : null;
       const session = unsigned?.valid && unsigned.value ? await app.sessions.lookup(unsigned.value) : null;
       if (!session) {
-        // Sign in first; the sign-in page comes back here, and this time the session exists.
-        return reply.redirect(`/signin?next=${encodeURIComponent(request.url)}`, 302);
+        // Sign in first; signing in sets the access cookie, and the sign-in page then loads the desktop.
+        return reply.redirect(`/signin?next=${encodeURIComponent(next)}`, 302);
       }
       app.access.setCookie(reply, session);
       reply.header('cache-control', 'no-store');

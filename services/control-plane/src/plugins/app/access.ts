@@ -72,10 +72,16 @@ export default fp(
     if (config.REDIS_URL) {
       // Separate proxies hear of revocations through Redis (beside the route stream).
       const channel = createRevocationChannel({ redisUrl: config.REDIS_URL, keyPrefix: config.ROUTE_STREAM_PREFIX, logger: app.logger });
+      const inFlight = new Set<Promise<void>>();
       listeners.push((revocation) => {
-        channel.publish(revocation).catch((err: unknown) => app.log.error({ err, sessionId: revocation.sessionId }, 'publishing a session revocation failed'));
+        const sent = channel.publish(revocation).catch((err: unknown) => app.log.error({ err, sessionId: revocation.sessionId }, 'publishing a session revocation failed'));
+        inFlight.add(sent);
+        void sent.finally(() => inFlight.delete(sent));
       });
-      app.addHook('onClose', () => channel.close());
+      app.addHook('onClose', async () => {
+        await Promise.all(inFlight);
+        await channel.close();
+      });
     }
   },
   { name: 'access', dependencies: ['config'] },
