@@ -51,9 +51,9 @@ async function followEvents(url: string, cookie: string, timeoutMs: number, last
   }
 }
 
-function openSocket(url: string, origin: string): Promise<WebSocket> {
+function openSocket(url: string, origin: string, cookie: string): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, ['binary'], { origin, handshakeTimeout: 10_000 });
+    const ws = new WebSocket(url, ['binary'], { origin, headers: { cookie }, handshakeTimeout: 10_000 });
     ws.once('open', () => resolve(ws));
     ws.once('error', reject);
     ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade answered ${res.statusCode}`)));
@@ -125,7 +125,7 @@ t.test('demo desktop: create, reach it through the proxy, stop, start, delete', 
   t.notOk(headers.cookie?.includes('deskhub_access'), 'nor does the access cookie');
 
   const wsUrl = `${base.replace(/^http/, 'ws')}/desktop/alice-demo/websockify`;
-  const ws = await openSocket(wsUrl, deskhub.publicUrl);
+  const ws = await openSocket(wsUrl, deskhub.publicUrl, cookie);
   t.equal(ws.protocol, 'binary');
   t.equal(await echo(ws, 'hello desktop'), 'hello desktop', 'WebSocket echo through the proxy');
   const wsClosed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
@@ -149,7 +149,7 @@ t.test('demo desktop: create, reach it through the proxy, stop, start, delete', 
     ['stopping', 'stopped', 'starting', 'running'],
   );
   t.equal((await fetch(`${base}/desktop/alice-demo/`, { headers: { cookie } })).status, 200, 'reachable again after start');
-  const ws2 = await openSocket(wsUrl, deskhub.publicUrl);
+  const ws2 = await openSocket(wsUrl, deskhub.publicUrl, cookie);
   t.equal(await echo(ws2, 'back again'), 'back again');
   ws2.close();
 
