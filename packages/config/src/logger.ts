@@ -44,7 +44,6 @@ export function createLogger(name: string, level?: string): Logger {
 /** Fastify options giving each request an id: the caller's `x-request-id` if sane, else a UUID. */
 export const requestIdOptions = {
   requestIdHeader: false, // genReqId reads and checks x-request-id itself
-  requestIdLogLabel: 'reqId',
   genReqId: (req: IncomingMessage): string => {
     const given = req.headers['x-request-id'];
     if (typeof given === 'string' && /^[A-Za-z0-9._-]{1,128}$/.test(given)) return given;

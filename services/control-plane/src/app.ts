@@ -53,11 +53,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const metrics = createMetrics();
 
   const logger = options.logger ?? createLogger('control-plane', config.LOG_LEVEL);
-  // Fastify 5.12 deprecates the top-level requestIdLogLabel; its default is the same "reqId".
-  const { requestIdLogLabel: _label, ...requestIds } = requestIdOptions;
   const app = Fastify({
     loggerInstance: logger,
-    ...requestIds,
+    ...requestIdOptions,
     bodyLimit: API_BODY_LIMIT,
     trustProxy: '127.0.0.1',
   }).withTypeProvider<TypeBoxTypeProvider>();

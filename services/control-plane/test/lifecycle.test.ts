@@ -153,8 +153,11 @@ t.test('demo desktop: create, reach it through the proxy, stop, start, delete', 
   t.equal(await echo(ws2, 'back again'), 'back again');
   ws2.close();
 
-  const metrics = await fetch(deskhub.controlPlane.metricsUrl!);
-  const text = await metrics.text();
+  // The state gauge is refreshed by the reconciliation pass (every 500 ms here), not by start itself.
+  const text = await waitFor('the state gauge to count the running desktop', async () => {
+    const body = await (await fetch(deskhub.controlPlane.metricsUrl!)).text();
+    return /deskhub_desktops\{state="running"\} 1/.test(body) ? body : undefined;
+  }, 10_000);
   t.match(text, /deskhub_desktops\{state="running"\} 1/, 'control-plane metrics count the running desktop');
   t.match(text, /deskhub_desktop_ready_seconds_count\{type="demo",runtime="process"\} 2/);
 
@@ -176,7 +179,7 @@ t.test('closing the embedded start stops desktop processes', async (t) => {
   });
   const app = deskhub.controlPlane.app;
   const login = await app.inject({ method: 'POST', url: '/auth/dev-login', payload: { username: 'bob' } });
-  const cookie = `deskhub_session=${login.cookies[0]!.value}`;
+  const cookie = `deskhub_session=${login.cookies.find((c) => c.name === 'deskhub_session')!.value}`;
   const ids: string[] = [];
   for (const type of ['web', 'web', 'desktop']) ids.push((await app.inject({ method: 'POST', url: '/api/desktops', headers: { cookie }, payload: { type } })).json().id);
   for (const id of ids) {
