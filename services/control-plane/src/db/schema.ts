@@ -1,5 +1,5 @@
 /**
- * The database schema (drizzle): users and their sessions, desktops and their event log, and the
+ * The database schema (drizzle): users, their sessions and API tokens, desktops and their event log, and the
  * route version counter with its outbox of route changes. The SQL in /migrations is generated
  * from this file by drizzle-kit (`pnpm db:generate`); the same SQL runs on Postgres and PGlite.
  */
@@ -42,6 +42,29 @@ export const sessions = pgTable(
     lastSeenAt: timestamp('last_seen_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
   (t) => [index('sessions_user_id_idx').on(t.userId)],
+);
+
+/**
+ * API tokens for automation (`Authorization: Bearer dhk_...`): the token text is shown once at
+ * creation, the database keeps only its SHA-256 (`hash`), the scopes it grants, and when it was
+ * revoked, expires and was last used (refreshed at most once a minute, like sessions' last_seen_at).
+ */
+export const apiTokens = pgTable(
+  'api_tokens',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    hash: text('hash').notNull(),
+    scopes: text('scopes').array().notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }),
+    lastUsedAt: timestamp('last_used_at', { withTimezone: true, mode: 'date' }),
+    revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [uniqueIndex('api_tokens_hash_key').on(t.hash), index('api_tokens_user_id_idx').on(t.userId)],
 );
 
 export const desktopStates = ['creating', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const;
