@@ -5,10 +5,13 @@
  * the web UI sends and a cross-site form cannot, and which a cross-site script cannot add without
  * a CORS preflight deskhub never grants) or an `Origin` equal to PUBLIC_URL's passes. Requests
  * with neither `Origin` nor `Sec-Fetch-Site` are not from a browser page (curl, scripts, tests),
- * so no ambient cookie is being abused, and pass too.
+ * so no ambient cookie is being abused, and pass too. So do requests with `Authorization: Bearer`:
+ * the token is the only credential looked at then (plugins/app/sessions.ts), nothing ambient, and
+ * a cross-site page cannot set that header without the preflight deskhub never grants.
  */
 import fp from 'fastify-plugin';
 import { ApiError } from '../../errors.ts';
+import { hasBearer } from './sessions.ts';
 
 export const CSRF_HEADER = 'x-deskhub-csrf';
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -19,6 +22,7 @@ export default fp(
     app.addHook('onRequest', async (request) => {
       if (SAFE.has(request.method)) return;
       if (request.headers[CSRF_HEADER] !== undefined) return;
+      if (hasBearer(request.headers.authorization)) return;
       const origin = request.headers.origin;
       if (origin !== undefined) {
         if (origin === publicOrigin) return;

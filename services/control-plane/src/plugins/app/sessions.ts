@@ -1,17 +1,22 @@
 /**
- * Sessions: `request.user` from the signed `deskhub_session` cookie, and `app.requireUser`, the
- * preHandler that answers 401 without one (used by every /api route). Signing in also sets the
- * desktop access cookie (plugins/app/access.ts).
+ * Who is calling: `request.user` from the signed `deskhub_session` cookie or from an API token
+ * (`Authorization: Bearer dhk_...`, api-tokens.ts), and `app.requireUser`, the preHandler of every
+ * /api route. It answers 401 without a valid credential, and for a token 403 unless the route
+ * declares the scope the token holds (`config: { scope: 'desktops:read' }`); a route that
+ * declares none is for signed-in sessions only (managing tokens, say). Sessions keep full access.
+ * Signing in also sets the desktop access cookie (plugins/app/access.ts).
  */
 import fp from 'fastify-plugin';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { SESSION_COOKIE, SessionStore, type SessionInfo } from '../../sessions.ts';
 import type { User } from '../../users.ts';
-import { unauthorized } from '../../errors.ts';
+import { ApiError, unauthorized } from '../../errors.ts';
+import { ApiTokenStore, type ApiTokenAuth, type Scope } from '../../api-tokens.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
     sessions: SessionStore;
+    apiTokens: ApiTokenStore;
     requireUser: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
     /** Starts a session for `user`: stores it and sets the cookie. */
     signIn: (reply: FastifyReply, user: User) => Promise<void>;
@@ -20,16 +25,37 @@ declare module 'fastify' {
     /** Set by requireUser. */
     user: User | null;
     session: SessionInfo | null;
+    /** Set by requireUser when the caller used an API token instead of a session. */
+    apiToken: ApiTokenAuth | null;
   }
+  interface FastifyContextConfig {
+    /** The scope an API token needs for this route; without one, the route is for sessions only. */
+    scope?: Scope;
+  }
+}
+
+/** `Bearer <token>`; anything else in Authorization is refused rather than ignored. */
+export function bearerToken(authorization: string): string {
+  const match = /^Bearer[ ]+(\S+)[ ]*$/i.exec(authorization);
+  if (!match) throw unauthorized('the Authorization header must be "Bearer <API token>"');
+  return match[1]!;
+}
+
+/** Whether the request carries a bearer token (no ambient credential: CSRF does not apply). */
+export function hasBearer(authorization: string | undefined): boolean {
+  return authorization !== undefined && /^Bearer /i.test(authorization);
 }
 
 export default fp(
   async (app) => {
     const store = new SessionStore(app.db, app.config.SESSION_TTL_HOURS * 3600 * 1000);
     const secure = new URL(app.config.PUBLIC_URL).protocol === 'https:';
+    const tokens = new ApiTokenStore(app.db);
     app.decorate('sessions', store);
+    app.decorate('apiTokens', tokens);
     app.decorateRequest('user', null);
     app.decorateRequest('session', null);
+    app.decorateRequest('apiToken', null);
 
     app.decorate('signIn', async (reply: FastifyReply, user: User) => {
       const { id, token, expiresAt } = await store.create(user.id);
@@ -39,6 +65,17 @@ export default fp(
     });
 
     app.decorate('requireUser', async (request: FastifyRequest) => {
+      const authorization = request.headers.authorization;
+      if (authorization !== undefined) {
+        // A token, when given, is the only credential looked at: a cookie sent alongside is ignored.
+        const auth = await tokens.authenticate(bearerToken(authorization));
+        const scope = request.routeOptions.config.scope;
+        if (!scope) throw new ApiError(403, `${request.method} ${request.routeOptions.url} needs a signed-in session; API tokens cannot use it`);
+        if (!auth.scopes.includes(scope)) throw new ApiError(403, `this API token lacks the ${scope} scope (it has ${auth.scopes.join(', ')})`);
+        request.apiToken = auth;
+        request.user = auth.user;
+        return;
+      }
       const raw = request.cookies[SESSION_COOKIE];
       if (!raw) throw unauthorized('sign in first (no session cookie)');
       const unsigned = request.unsignCookie(raw);

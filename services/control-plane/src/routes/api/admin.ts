@@ -8,33 +8,37 @@ import { ApiError } from '../../errors.ts';
 import { DesktopIdParams, errors } from '../schemas.ts';
 
 const ADMIN = { admin: true } as const;
+/** API tokens need the admin scope here, and their user the admin role (checked per request). */
+const SCOPE = { scope: 'admin' } as const;
 
 const admin: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('preHandler', async (request) => {
-    if (!request.user?.roles.includes('admin')) throw new ApiError(403, 'admins only');
+    if (!request.user?.roles.includes('admin')) {
+      throw new ApiError(403, request.apiToken ? 'admins only: the user of this API token does not have the admin role (any more)' : 'admins only');
+    }
   });
 
   app.get(
     '/api/admin/desktops',
-    { schema: { tags: ['admin'], summary: 'Every desktop of every user', response: { 200: Type.Array(Type.Ref('Desktop')), ...errors(401, 403) } } },
+    { config: SCOPE, schema: { tags: ['admin'], summary: 'Every desktop of every user', response: { 200: Type.Array(Type.Ref('Desktop')), ...errors(401, 403) } } },
     async () => app.desktops.listAll(),
   );
 
   app.post(
     '/api/admin/desktops/:id/stop',
-    { schema: { tags: ['admin'], summary: "Stop anyone's desktop", params: DesktopIdParams, response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404) } } },
+    { config: SCOPE, schema: { tags: ['admin'], summary: "Stop anyone's desktop", params: DesktopIdParams, response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404) } } },
     async (request) => app.desktops.stop(ADMIN, request.params.id),
   );
 
   app.post(
     '/api/admin/desktops/:id/start',
-    { schema: { tags: ['admin'], summary: "Start anyone's desktop", params: DesktopIdParams, response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404, 409) } } },
+    { config: SCOPE, schema: { tags: ['admin'], summary: "Start anyone's desktop", params: DesktopIdParams, response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404, 409) } } },
     async (request) => app.desktops.start(ADMIN, request.params.id),
   );
 
   app.delete(
     '/api/admin/desktops/:id',
-    { schema: { tags: ['admin'], summary: "Delete anyone's desktop", params: DesktopIdParams, response: { 204: Type.Null(), ...errors(401, 403, 404) } } },
+    { config: SCOPE, schema: { tags: ['admin'], summary: "Delete anyone's desktop", params: DesktopIdParams, response: { 204: Type.Null(), ...errors(401, 403, 404) } } },
     async (request, reply) => {
       await app.desktops.delete(ADMIN, request.params.id);
       return reply.code(204).send(null);

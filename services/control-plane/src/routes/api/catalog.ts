@@ -6,7 +6,7 @@ import { CatalogItemSchema, errors } from '../schemas.ts';
 const catalog: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/api/catalog',
-    { schema: { tags: ['catalog'], summary: 'Desktop types', response: { 200: Type.Array(Type.Ref('CatalogItem')), ...errors(401) } } },
+    { config: { scope: 'desktops:read' }, schema: { tags: ['catalog'], summary: 'Desktop types', response: { 200: Type.Array(Type.Ref('CatalogItem')), ...errors(401, 403) } } },
     async () =>
       Promise.all(
         app.catalog.entries.map(async (entry) => {

@@ -10,19 +10,23 @@ import type { DesktopEventView } from '../../lifecycle/desktops.ts';
 import { DesktopIdParams, errors } from '../schemas.ts';
 
 const KEEP_ALIVE_MS = 15_000;
+/** The scope an API token needs (plugins/app/sessions.ts); sessions may do both. */
+const READ = { scope: 'desktops:read' } as const;
+const WRITE = { scope: 'desktops:write' } as const;
 
 const desktops: FastifyPluginAsyncTypebox = async (app) => {
   const owner = (request: { user: { id: string; username: string } | null }) => request.user!;
 
   app.get(
     '/api/desktops',
-    { schema: { tags: ['desktops'], summary: "The caller's desktops", response: { 200: Type.Array(Type.Ref('Desktop')), ...errors(401) } } },
+    { config: READ, schema: { tags: ['desktops'], summary: "The caller's desktops", response: { 200: Type.Array(Type.Ref('Desktop')), ...errors(401, 403) } } },
     async (request) => app.desktops.list(owner(request)),
   );
 
   app.post(
     '/api/desktops',
     {
+      config: WRITE,
       schema: {
         tags: ['desktops'],
         summary: 'Create a desktop; it starts in the background',
@@ -30,7 +34,7 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
           type: Type.String({ minLength: 1, maxLength: 64, description: 'catalog id' }),
           name: Type.Optional(Type.String({ maxLength: 64, description: 'optional label; the path becomes <username>-<label>' })),
         }),
-        response: { 201: Type.Ref('Desktop'), ...errors(400, 401, 409) },
+        response: { 201: Type.Ref('Desktop'), ...errors(400, 401, 403, 409) },
       },
     },
     async (request, reply) => {
@@ -41,18 +45,19 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/api/desktops/:id',
-    { schema: { tags: ['desktops'], summary: 'One desktop', params: DesktopIdParams, response: { 200: Type.Ref('Desktop'), ...errors(401, 404) } } },
+    { config: READ, schema: { tags: ['desktops'], summary: 'One desktop', params: DesktopIdParams, response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404) } } },
     async (request) => app.desktops.get(owner(request), request.params.id),
   );
 
   app.delete(
     '/api/desktops/:id',
     {
+      config: WRITE,
       schema: {
         tags: ['desktops'],
         summary: 'Withdraw its route, forget it, remove it from its runtime',
         params: DesktopIdParams,
-        response: { 204: Type.Null(), ...errors(401, 404) },
+        response: { 204: Type.Null(), ...errors(401, 403, 404) },
       },
     },
     async (request, reply) => {
@@ -64,11 +69,12 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/api/desktops/:id/stop',
     {
+      config: WRITE,
       schema: {
         tags: ['desktops'],
         summary: 'Withdraw its route (done when this answers), then stop it in the background',
         params: DesktopIdParams,
-        response: { 200: Type.Ref('Desktop'), ...errors(401, 404) },
+        response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404) },
       },
     },
     async (request) => app.desktops.stop(owner(request), request.params.id),
@@ -77,11 +83,12 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/api/desktops/:id/start',
     {
+      config: WRITE,
       schema: {
         tags: ['desktops'],
         summary: 'Start a stopped or failed desktop again, in the background',
         params: DesktopIdParams,
-        response: { 200: Type.Ref('Desktop'), ...errors(401, 404, 409) },
+        response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404, 409) },
       },
     },
     async (request) => app.desktops.start(owner(request), request.params.id),
@@ -90,12 +97,13 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/api/desktops/:id/events',
     {
+      config: READ,
       schema: {
         tags: ['desktops'],
         summary: 'Lifecycle events, oldest first (after: only events with a larger id)',
         params: DesktopIdParams,
         querystring: Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0 })) }),
-        response: { 200: Type.Array(Type.Ref('DesktopEvent')), ...errors(401, 404) },
+        response: { 200: Type.Array(Type.Ref('DesktopEvent')), ...errors(401, 403, 404) },
       },
     },
     async (request) => app.desktops.events(owner(request), request.params.id, request.query.after ?? 0),
@@ -109,11 +117,12 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/api/desktops/:id/events/stream',
     {
+      config: READ,
       schema: {
         tags: ['desktops'],
         summary: 'Lifecycle events as text/event-stream: recorded ones first, then live; one JSON DesktopEvent per message',
         params: DesktopIdParams,
-        response: { 200: Type.String({ description: 'text/event-stream' }), ...errors(401, 404) },
+        response: { 200: Type.String({ description: 'text/event-stream' }), ...errors(401, 403, 404) },
       },
     },
     async (request, reply) => {

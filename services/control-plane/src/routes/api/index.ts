@@ -1,10 +1,14 @@
-/** Everything under /api needs a session (401 JSON without one); the docs at /api/docs stay public. */
+/**
+ * Everything under /api needs a session or an API token with the route's scope (401 JSON without
+ * either, 403 for a token lacking the scope: plugins/app/sessions.ts); the docs at /api/docs stay public.
+ */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { CatalogItemSchema, DesktopEventSchema, DesktopSchema, ErrorSchema, UserSchema } from '../schemas.ts';
 import admin from './admin.ts';
 import catalog from './catalog.ts';
 import desktops from './desktops.ts';
 import me from './me.ts';
+import tokens from './tokens.ts';
 
 const api: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('preHandler', app.requireUser);
@@ -12,6 +16,7 @@ const api: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(catalog);
   await app.register(desktops);
   await app.register(admin);
+  await app.register(tokens);
 };
 
 /** Shared schemas, registered once at the root so every route (and the OpenAPI document) can refer to them. */
