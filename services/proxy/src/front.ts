@@ -20,13 +20,17 @@ import type { Logger } from '@deskhub/config';
 import { errorBody, writeRawError } from './errors.ts';
 import {
   coarseClock,
+  consumeSocket,
   HTTPParser,
   kOnBody,
+  kOnExecute,
   kOnHeaders,
   kOnHeadersComplete,
   kOnMessageBegin,
   kOnMessageComplete,
   methodNames,
+  setReading,
+  unconsumeSocket,
   type ParseError,
   type Parser,
 } from './http1.ts';
@@ -245,6 +249,8 @@ export class ClientConnection {
   private waitingForResponse = false;
   private paused = false;
   private closed = false;
+  /** llhttp reads the socket itself (consumeSocket); false for other sockets and after an upgrade. */
+  private consumed = false;
   private partialHeaders: string[] = [];
   private partialUrl = '';
 
@@ -267,6 +273,10 @@ export class ClientConnection {
     parser[kOnHeadersComplete] = this.onHeadersComplete;
     parser[kOnBody] = (chunk: Buffer) => this.parsing?.body(chunk);
     parser[kOnMessageComplete] = this.onMessageComplete;
+    // The parser reads the socket in C++ and reports each read to onExecute; 'data' events only
+    // come for a socket that cannot be consumed, and after an upgrade request gave it back.
+    this.consumed = consumeSocket(parser, socket);
+    if (this.consumed) parser[kOnExecute] = this.onExecute;
     socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
     socket.on('end', this.onEnd);
@@ -342,21 +352,37 @@ export class ClientConnection {
       waiting.head = Buffer.concat([waiting.head, chunk]);
       return;
     }
-    const ret = this.parser.execute(chunk);
+    this.parsed(this.parser.execute(chunk), chunk);
+  };
+
+  /** After each read of a consumed socket: `ret` bytes of it were parsed. */
+  private readonly onExecute = (ret: number | ParseError): void => {
+    if (this.closed) return;
+    this.parsed(ret, null);
+  };
+
+  /** What one read leaves to do: a parse error to answer, or an upgrade head to set aside. */
+  private parsed(ret: number | ParseError, chunk: Buffer | null): void {
     if (typeof ret !== 'number') {
       this.parseError(ret);
       return;
     }
     const upgrade = this.upgrade;
     if (upgrade !== null && upgrade.head === null) {
-      upgrade.head = chunk.subarray(ret);
+      // What follows the upgrade's head in this read belongs to the upgraded connection; later
+      // reads come as 'data' events (onData), no longer through the parser.
+      upgrade.head = (chunk ?? this.parser.getCurrentBuffer()).subarray(ret);
+      if (this.consumed) {
+        this.consumed = false;
+        unconsumeSocket(this.parser, this.socket);
+      }
       if (this.queue.length === 0) this.handOver();
       else {
         this.waitingForResponse = true;
         this.updateReading();
       }
     }
-  };
+  }
 
   private readonly onDrain = (): void => {
     this.queue[0]?.listener?.clientDrained();
@@ -378,6 +404,10 @@ export class ClientConnection {
     const active = this.queue[0];
     this.queue.length = 0;
     if (active !== undefined && !active.finished) active.listener?.clientGone();
+    if (this.consumed) {
+      this.consumed = false;
+      this.parser.unconsume();
+    }
     setImmediate(parserCloser, this.parser);
   };
 
@@ -425,7 +455,8 @@ export class ClientConnection {
     const pause = this.blockedByBody || this.waitingForResponse;
     if (pause === this.paused || this.closed) return;
     this.paused = pause;
-    if (pause) this.socket.pause();
+    if (this.consumed) setReading(this.socket, !pause);
+    else if (pause) this.socket.pause();
     else this.socket.resume();
   }
 
@@ -447,6 +478,7 @@ export class ClientConnection {
       this.paused = false;
       socket.resume();
     }
+    // Left paused for the upgrade handler (its pipe resumes it, restarting the handle's reads).
     socket.pause();
     this.server.handlers.upgrade(upgrade.req, socket, upgrade.head);
   }

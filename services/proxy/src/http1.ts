@@ -8,6 +8,7 @@
  * of every request, and the request path is what the benchmarks measure.
  */
 import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
 
 /** The part of Node's internal `HTTPParser` we use (node_http_parser.cc, Node 20). */
 export interface Parser {
@@ -16,6 +17,11 @@ export interface Parser {
   execute(data: Buffer): number | ParseError;
   /** Signals EOF: completes a message delimited by the connection's end. */
   finish(): number | ParseError | undefined;
+  /** The parser becomes the stream's reader: llhttp reads the socket's data in C++ (as http.Server does). */
+  consume(handle: object): void;
+  unconsume(): void;
+  /** A copy of the data of the read being handled (inside a kOnExecute callback). */
+  getCurrentBuffer(): Buffer;
   close(): void;
   [key: number]: unknown;
 }
@@ -70,6 +76,61 @@ export const methodNames: string[] = (() => {
   }
   return names;
 })();
+
+/** The libuv stream under a `net.Socket` (TCP): the part a consuming parser needs. */
+interface StreamHandle {
+  isStreamBase?: boolean;
+  _consumed?: boolean;
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+function handleOf(socket: Socket): StreamHandle | null {
+  return ((socket as unknown as { _handle: StreamHandle | null })._handle ?? null);
+}
+
+/**
+ * Lets `parser` read `socket` directly, as `http.Server` does with its connections: each read
+ * lands in the binding's static buffer and goes to llhttp in C++, with no 'data' event, no
+ * Buffer per read and no JS stream machinery; `kOnExecute` is called once per read with the
+ * bytes parsed (or the parse error). Only plain TCP handles can be consumed (TLS sockets keep
+ * their 'data' events); returns whether it happened. End of stream and errors still reach the
+ * socket's 'end'/'error'/'close' events.
+ */
+export function consumeSocket(parser: Parser, socket: Socket): boolean {
+  const handle = handleOf(socket);
+  if (handle === null || handle.isStreamBase !== true || handle._consumed === true) return false;
+  handle._consumed = true;
+  parser.consume(handle);
+  return true;
+}
+
+/** Gives a consumed socket's reads back to the socket ('data' events), e.g. at an upgrade. */
+export function unconsumeSocket(parser: Parser, socket: Socket): void {
+  parser.unconsume();
+  const handle = handleOf(socket);
+  if (handle !== null) handle._consumed = false;
+}
+
+/**
+ * Stops or restarts reading a consumed socket. `socket.pause()` only stops the JS stream, which a
+ * consumed socket bypasses, so the handle is stopped itself (http.Server does the same); the
+ * `reading` flag is the one net.Socket keeps, so the two never disagree.
+ */
+export function setReading(socket: Socket, on: boolean): void {
+  const handle = handleOf(socket);
+  if (handle === null || socket.destroyed) return;
+  if (on) {
+    if (!handle.reading) {
+      handle.reading = true;
+      handle.readStart();
+    }
+  } else if (handle.reading) {
+    handle.reading = false;
+    handle.readStop();
+  }
+}
 
 /** Returned from a headers-complete callback: 0 parse the body, 1 no body follows. */
 export const SKIP_BODY = 1;
