@@ -20,6 +20,8 @@ export interface OidcAccount {
   email_verified?: boolean;
   preferred_username?: string;
   name?: string;
+  /** Released with the `groups` scope (for admin-by-claim tests). */
+  groups?: string[];
 }
 
 export interface StartOidcProviderOptions {
@@ -27,6 +29,8 @@ export interface StartOidcProviderOptions {
   clients: Array<ClientMetadata & { client_id: string; client_secret?: string; redirect_uris: string[] }>;
   /** Accounts by subject (`sub`). */
   accounts: Record<string, OidcAccount>;
+  /** Listen on this 127.0.0.1 port (default: a free one), e.g. to start after its client was configured. */
+  port?: number;
 }
 
 export interface OidcProvider {
@@ -61,7 +65,7 @@ export async function startOidcProvider(options: StartOidcProviderOptions): Prom
   const server = createServer((req, res) => handle(req, res));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
   });
   const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
@@ -83,6 +87,7 @@ export async function startOidcProvider(options: StartOidcProviderOptions): Prom
       openid: ['sub'],
       email: ['email', 'email_verified'],
       profile: ['name', 'preferred_username'],
+      groups: ['groups'],
     },
     async findAccount(_ctx, sub) {
       const account = accounts.get(sub);
@@ -246,8 +251,8 @@ function memoryStore(all: Map<string, { payload: AdapterPayload; expiresAt: numb
   };
 }
 
-/** Just enough of a browser's cookie store for one provider origin: names, paths, deletion. */
-class CookieJar {
+/** Just enough of a browser's cookie store for one origin: names, paths, deletion. Tests of deskhub's own sign-in use it too. */
+export class CookieJar {
   readonly #cookies = new Map<string, { name: string; value: string; path: string }>();
 
   store(url: URL, setCookies: string[]): void {

@@ -1,13 +1,15 @@
 /**
  * The control plane's configuration: every environment variable it reads, with defaults for the
  * embedded start, and the cross-variable rules (dev sign-in only on loopback, a stable SECRET_KEY
- * with an external database). Errors name the variable.
+ * with an external database, a sign-in provider with AUTH_MODE=oidc). Sign-in providers come from
+ * OIDC_PROVIDERS and their own variables (src/oidc/config.ts). Errors name the variable.
  */
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { ConfigError, env, loadConfig, type ConfigOf } from '@deskhub/config';
 import { parsePrivateKeySetting } from '@deskhub/access-token';
+import { loadOidcProviders, parseAdminClaim, type AdminClaim, type OidcProviderConfig } from './oidc/config.ts';
 
 /** The catalog shipped with deskhub: Kasm images, the local test images and the `demo` type. */
 export const defaultCatalogPath = fileURLToPath(new URL('../catalog.yaml', import.meta.url));
@@ -30,6 +32,8 @@ const spec = {
   ACCESS_TOKEN_KEY: env.custom<KeyObject | undefined>(parsePrivateKeySetting, undefined),
   ACCESS_TOKEN_LIFETIME_S: env.int(300, 10, 3600),
   ADMIN_USERS: env.list([]),
+  /** `<claim>=<value>`: sign-ins whose claim equals or contains the value get the admin role. */
+  ADMIN_CLAIM: env.custom<AdminClaim | undefined>(parseAdminClaim, undefined),
   MAX_DESKTOPS_PER_USER: env.int(5, 0, 100_000),
   MAX_DESKTOPS_TOTAL: env.int(100, 0, 1_000_000),
   READY_TIMEOUT_S: env.int(120, 1, 3600),
@@ -45,6 +49,8 @@ export type ControlPlaneConfig = ConfigOf<typeof spec> & {
   /** Absolute. */
   DATA_DIR: string;
   CATALOG: string;
+  /** From OIDC_PROVIDERS and each provider's OIDC_<ID>_* variables (src/oidc/config.ts). */
+  OIDC_PROVIDERS: OidcProviderConfig[];
 };
 
 export function isLoopbackHost(hostname: string): boolean {
@@ -66,6 +72,7 @@ export function loadControlPlaneConfig(source: NodeJS.ProcessEnv = process.env, 
     PUBLIC_URL: raw.PUBLIC_URL ?? `http://127.0.0.1:${publicPort}`,
     DATA_DIR: path.resolve(raw.DATA_DIR),
     CATALOG: path.resolve(raw.CATALOG),
+    OIDC_PROVIDERS: loadOidcProviders(source),
   };
   const publicUrl = new URL(config.PUBLIC_URL);
   if (publicUrl.pathname !== '/' || publicUrl.search || publicUrl.hash) {
@@ -80,10 +87,12 @@ export function loadControlPlaneConfig(source: NodeJS.ProcessEnv = process.env, 
   if (config.AUTH_MODE === 'dev' && !isLoopbackHost(config.HOST) && config.HOST !== '') {
     throw new ConfigError('HOST', `dev sign-in lets anyone sign in as anyone, so with AUTH_MODE=dev deskhub listens on loopback only (HOST is ${config.HOST}); set AUTH_MODE=oidc`);
   }
-  if (config.AUTH_MODE === 'oidc') {
-    // Sign-in providers arrive with the OIDC work (issue 5); until one is configured there is no
-    // way to sign in at all, which is better said now than discovered at the first login.
-    throw new ConfigError('AUTH_MODE', 'oidc needs at least one sign-in provider, and none is configured (OIDC sign-in is not available in this version yet); use AUTH_MODE=dev on a loopback PUBLIC_URL');
+  if (config.AUTH_MODE === 'oidc' && config.OIDC_PROVIDERS.length === 0) {
+    // Without a provider nobody could sign in, which is better said now than at the first login.
+    throw new ConfigError(
+      'OIDC_PROVIDERS',
+      'AUTH_MODE=oidc needs at least one sign-in provider: list their ids (e.g. OIDC_PROVIDERS=corp) and set OIDC_CORP_ISSUER, OIDC_CORP_CLIENT_ID and OIDC_CORP_CLIENT_SECRET (or use the google or github preset)',
+    );
   }
   if (config.DATABASE_URL && !config.SECRET_KEY) {
     throw new ConfigError(

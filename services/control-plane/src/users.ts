@@ -47,11 +47,12 @@ export async function signInUser(db: Database, identity: Identity): Promise<User
 }
 
 /**
- * Gives the `admin` role to the usernames in ADMIN_USERS and takes it from everyone else, at
- * each sign-in, so a changed list applies at the next sign-in.
+ * Gives the `admin` role to the usernames in ADMIN_USERS, and to whom the provider's ADMIN_CLAIM
+ * says is one (`byClaim`), and takes it from everyone else, at each sign-in: a changed list, or a
+ * user leaving the admin group, applies at the next sign-in.
  */
-export async function applyAdminRole(db: Database, user: User, adminUsernames: string[]): Promise<User> {
-  const admin = adminUsernames.includes(user.username);
+export async function applyAdminRole(db: Database, user: User, adminUsernames: string[], byClaim = false): Promise<User> {
+  const admin = byClaim || adminUsernames.includes(user.username);
   if (admin === user.roles.includes('admin')) return user;
   const roles = admin ? [...user.roles, 'admin'] : user.roles.filter((r) => r !== 'admin');
   await db.update(users).set({ roles, updatedAt: new Date() }).where(eq(users.id, user.id));

@@ -7,6 +7,7 @@ import { statSync, writeFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import Fastify from 'fastify';
 import { loadControlPlaneConfig, defaultCatalogPath } from '../src/config.ts';
+import { claimGrantsAdmin, parseAdminClaim } from '../src/oidc/config.ts';
 import { loadCatalog } from '../src/catalog.ts';
 import { createSecrets, generatePassword, loadSecretKey, parseSecretKey } from '../src/secrets.ts';
 import { isSafePathSegment, makePathSafe, pathCandidates } from '../src/proxy-path.ts';
@@ -30,12 +31,91 @@ t.test('configuration: defaults, and errors that name the variable', async (t) =
   refuse({ PUBLIC_URL: 'https://desktops.example.com' }, /^AUTH_MODE: dev sign-in .* loopback/);
   refuse({ HOST: '0.0.0.0' }, /^HOST: dev sign-in .* loopback only/);
   refuse({ PUBLIC_URL: 'http://127.0.0.1:8080/deskhub' }, /^PUBLIC_URL: expected an origin without a path/);
-  refuse({ AUTH_MODE: 'oidc', PUBLIC_URL: 'https://desktops.example.com' }, /^AUTH_MODE: oidc needs at least one sign-in provider/);
+  refuse({ AUTH_MODE: 'oidc', PUBLIC_URL: 'https://desktops.example.com' }, /^OIDC_PROVIDERS: AUTH_MODE=oidc needs at least one sign-in provider/);
   refuse({ DATABASE_URL: 'postgres://u:p@127.0.0.1/db' }, /^SECRET_KEY: required when DATABASE_URL is set/);
   refuse({ MAX_DESKTOPS_PER_USER: '-1' }, /^MAX_DESKTOPS_PER_USER/);
   for (const host of ['http://localhost:8080', 'http://127.0.0.2:9000', 'http://[::1]:8080', 'http://app.localhost']) {
     t.doesNotThrow(() => loadControlPlaneConfig({ PUBLIC_URL: host }), `dev mode on ${host}`);
   }
+});
+
+t.test('sign-in providers: OIDC_PROVIDERS, each OIDC_<ID>_*, the presets, and errors that name the variable', async (t) => {
+  const oidc = { AUTH_MODE: 'oidc', PUBLIC_URL: 'https://desktops.example.com' };
+  const corp = { OIDC_PROVIDERS: 'corp', OIDC_CORP_ISSUER: 'https://login.corp.example/realms/staff/', OIDC_CORP_CLIENT_ID: 'deskhub', OIDC_CORP_CLIENT_SECRET: 's3cret' };
+  const config = loadControlPlaneConfig({ ...oidc, ...corp });
+  t.same(config.OIDC_PROVIDERS, [
+    { id: 'corp', kind: 'oidc', clientId: 'deskhub', clientSecret: 's3cret', name: 'corp', issuer: 'https://login.corp.example/realms/staff', scopes: ['openid', 'profile', 'email'] },
+  ]);
+  t.equal(loadControlPlaneConfig({ ...oidc, ...corp, OIDC_CORP_NAME: 'Corp SSO', OIDC_CORP_SCOPES: 'openid,email groups' }).OIDC_PROVIDERS[0]!.name, 'Corp SSO');
+  t.same(loadControlPlaneConfig({ ...oidc, ...corp, OIDC_CORP_SCOPES: 'openid,email groups' }).OIDC_PROVIDERS[0]!.scopes, ['openid', 'email', 'groups']);
+
+  const presets = loadControlPlaneConfig({
+    ...oidc,
+    OIDC_PROVIDERS: 'google, github,ghe,my-idp',
+    OIDC_GOOGLE_CLIENT_ID: 'g.apps.googleusercontent.com',
+    OIDC_GOOGLE_CLIENT_SECRET: 'gs',
+    OIDC_GITHUB_CLIENT_ID: 'Iv1.abc',
+    OIDC_GITHUB_CLIENT_SECRET: 'hs',
+    OIDC_GHE_TYPE: 'github',
+    OIDC_GHE_URL: 'https://github.corp.example/',
+    OIDC_GHE_NAME: 'GitHub Enterprise',
+    OIDC_GHE_CLIENT_ID: 'e',
+    OIDC_GHE_CLIENT_SECRET: 'es',
+    OIDC_MY_IDP_ISSUER: 'http://127.0.0.1:9000',
+    OIDC_MY_IDP_CLIENT_ID: 'm',
+    OIDC_MY_IDP_CLIENT_SECRET: 'ms',
+  }).OIDC_PROVIDERS;
+  t.same(presets.map((p) => [p.id, p.kind, p.name]), [['google', 'google', 'Google'], ['github', 'github', 'GitHub'], ['ghe', 'github', 'GitHub Enterprise'], ['my-idp', 'oidc', 'my-idp']]);
+  t.equal(presets[0]!.issuer, 'https://accounts.google.com');
+  t.same(presets[1]!.github, { url: 'https://github.com', apiUrl: 'https://api.github.com' });
+  t.same(presets[1]!.scopes, ['read:user']);
+  t.same(presets[2]!.github, { url: 'https://github.corp.example', apiUrl: 'https://github.corp.example/api/v3' }, 'GitHub Enterprise: the API under /api/v3');
+  t.equal(presets[3]!.issuer, 'http://127.0.0.1:9000', 'http on loopback is allowed');
+  t.same(
+    loadControlPlaneConfig({ ...oidc, OIDC_PROVIDERS: 'github', OIDC_GITHUB_CLIENT_ID: 'i', OIDC_GITHUB_CLIENT_SECRET: 's', OIDC_GITHUB_API_URL: 'https://api.example/gh' }).OIDC_PROVIDERS[0]!.github,
+    { url: 'https://github.com', apiUrl: 'https://api.example/gh' },
+  );
+  // Providers may also be used in dev mode (local testing beside dev sign-in).
+  t.equal(loadControlPlaneConfig(corp).OIDC_PROVIDERS.length, 1);
+
+  const refuse = (env: NodeJS.ProcessEnv, pattern: RegExp) => t.throws(() => loadControlPlaneConfig({ ...oidc, ...env }), { name: 'ConfigError', message: pattern }, JSON.stringify(env));
+  refuse({}, /^OIDC_PROVIDERS: AUTH_MODE=oidc needs at least one sign-in provider: list their ids/);
+  refuse({ OIDC_PROVIDERS: ' , ' }, /^OIDC_PROVIDERS: AUTH_MODE=oidc needs at least one/);
+  refuse({ ...corp, OIDC_CORP_CLIENT_ID: '' }, /^OIDC_CORP_CLIENT_ID: required: the client id deskhub has at provider "corp"/);
+  refuse({ ...corp, OIDC_CORP_CLIENT_SECRET: undefined }, /^OIDC_CORP_CLIENT_SECRET: required/);
+  refuse({ ...corp, OIDC_CORP_CLIENT_SECRET: 'sécret' }, /^OIDC_CORP_CLIENT_SECRET: expected printable ASCII/);
+  refuse({ ...corp, OIDC_CORP_ISSUER: undefined }, /^OIDC_CORP_ISSUER: required/);
+  refuse({ ...corp, OIDC_CORP_ISSUER: 'login.corp.example' }, /^OIDC_CORP_ISSUER: expected a URL, got "login.corp.example"/);
+  refuse({ ...corp, OIDC_CORP_ISSUER: 'http://login.corp.example' }, /^OIDC_CORP_ISSUER: expected an https URL \(http only on a loopback address\)/);
+  refuse({ ...corp, OIDC_CORP_ISSUER: 'https://login.corp.example/?realm=x' }, /^OIDC_CORP_ISSUER: expected a URL without query/);
+  refuse({ ...corp, OIDC_CORP_SCOPES: 'profile email' }, /^OIDC_CORP_SCOPES: an OpenID provider needs the "openid" scope/);
+  refuse({ ...corp, OIDC_CORP_TYPE: 'saml' }, /^OIDC_CORP_TYPE: expected one of oidc, google, github, got "saml"/);
+  refuse({ ...corp, OIDC_CORP_URL: 'https://github.com' }, /^OIDC_CORP_URL: only a GitHub provider has OIDC_CORP_URL/);
+  refuse({ OIDC_PROVIDERS: 'github', OIDC_GITHUB_CLIENT_ID: 'i', OIDC_GITHUB_CLIENT_SECRET: 's', OIDC_GITHUB_ISSUER: 'https://github.com' }, /^OIDC_GITHUB_ISSUER: provider "github" is GitHub \(plain OAuth2, no issuer\)/);
+  refuse({ OIDC_PROVIDERS: 'github', OIDC_GITHUB_CLIENT_ID: 'i', OIDC_GITHUB_CLIENT_SECRET: 's', OIDC_GITHUB_URL: 'ftp://ghe' }, /^OIDC_GITHUB_URL: expected an https URL/);
+  refuse({ OIDC_PROVIDERS: 'Corp' }, /^OIDC_PROVIDERS: "Corp" is not a usable provider id/);
+  refuse({ OIDC_PROVIDERS: 'a/b' }, /^OIDC_PROVIDERS: "a\/b" is not a usable provider id/);
+  refuse({ OIDC_PROVIDERS: 'dev' }, /^OIDC_PROVIDERS: "dev" is reserved/);
+  refuse({ ...corp, OIDC_PROVIDERS: 'corp,corp' }, /^OIDC_PROVIDERS: "corp" is listed twice/);
+  refuse({ ...corp, OIDC_CROP_ISSUER: 'https://x.example' }, /^OIDC_CROP_ISSUER: not a setting of any configured sign-in provider \(OIDC_PROVIDERS is "corp"/);
+  refuse({ ...corp, ADMIN_CLAIM: 'groups' }, /^ADMIN_CLAIM: expected <claim>=<value>/);
+  refuse({ ...corp, ADMIN_CLAIM: '=admins' }, /^ADMIN_CLAIM: expected <claim>=<value>/);
+});
+
+t.test('ADMIN_CLAIM: the claim equals the value or is a list that contains it', async (t) => {
+  t.same(parseAdminClaim('groups=deskhub-admins', 'ADMIN_CLAIM'), { path: ['groups'], value: 'deskhub-admins' });
+  const groups = parseAdminClaim('groups=deskhub-admins', 'ADMIN_CLAIM');
+  t.equal(claimGrantsAdmin({ groups: ['staff', 'deskhub-admins'] }, groups), true);
+  t.equal(claimGrantsAdmin({ groups: 'deskhub-admins' }, groups), true);
+  t.equal(claimGrantsAdmin({ groups: ['deskhub-admins-not'] }, groups), false);
+  t.equal(claimGrantsAdmin({ groups: 'deskhub-admins-not' }, groups), false);
+  t.equal(claimGrantsAdmin({}, groups), false);
+  t.equal(claimGrantsAdmin({ groups: { 'deskhub-admins': true } }, groups), false, 'an object is not a match');
+  t.equal(claimGrantsAdmin({ groups: ['deskhub-admins'] }, undefined), false, 'no ADMIN_CLAIM: nobody by claim');
+  const nested = parseAdminClaim('realm_access.roles=admin', 'ADMIN_CLAIM');
+  t.equal(claimGrantsAdmin({ realm_access: { roles: ['user', 'admin'] } }, nested), true, 'a dotted path (Keycloak roles)');
+  t.equal(claimGrantsAdmin({ realm_access: ['admin'] }, nested), false);
+  t.equal(claimGrantsAdmin({ is_admin: true }, parseAdminClaim('is_admin=true', 'ADMIN_CLAIM')), true);
 });
 
 t.test('the shipped catalog is valid and has the Kasm family, the local images and demo', async (t) => {

@@ -1,18 +1,42 @@
 /**
- * Sign-in routes. Dev sign-in (`POST /auth/dev-login`) exists only when AUTH_MODE=dev, which
- * config.ts allows only on a loopback PUBLIC_URL; otherwise the route does not exist (404).
- * `GET /auth/desktop-access` renews the desktop access cookie (the proxy sends page loads without
- * a valid one there); logout revokes the session and its access tokens everywhere.
+ * Sign-in routes. `GET /auth/login/<provider>` and `GET /auth/callback/<provider>` are the OAuth2
+ * code flow with the providers from OIDC_PROVIDERS (src/oidc/: state, PKCE, nonce, the id_token
+ * checked); the user is found by provider and subject, gets the admin role from ADMIN_USERS or
+ * ADMIN_CLAIM, and goes back to the path the sign-in started from. Dev sign-in
+ * (`POST /auth/dev-login`) exists only when AUTH_MODE=dev, which config.ts allows only on a
+ * loopback PUBLIC_URL; otherwise the route does not exist (404). Providers may be configured in
+ * dev mode too (both then show on the sign-in page).
+ * `GET /auth/desktop-access` renews the desktop access cookie and goes back to the desktop (the
+ * proxy sends page loads without a valid one there); `POST /auth/desktop-access` renews it for
+ * the open web UI; logout revokes the session and its access tokens everywhere.
  */
+import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { SESSION_COOKIE } from '../sessions.ts';
+import { SESSION_COOKIE, type SessionInfo } from '../sessions.ts';
 import { applyAdminRole, signInUser } from '../users.ts';
 import { makePathSafe } from '../proxy-path.ts';
 import { errors } from './schemas.ts';
-import { badRequest } from '../errors.ts';
+import { badRequest, unauthorized } from '../errors.ts';
+import { claimGrantsAdmin } from '../oidc/config.ts';
+import { SignInError, SignInProvider } from '../oidc/provider.ts';
+import { sameOriginPath, sendSignInFailure } from '../oidc/respond.ts';
 
 const auth: FastifyPluginAsyncTypebox = async (app) => {
+  const providers = new Map(app.config.OIDC_PROVIDERS.map((c) => [c.id, new SignInProvider(c, app.config.PUBLIC_URL, app.config.ADMIN_CLAIM)]));
+  app.addHook('onClose', async () => {
+    await Promise.all([...providers.values()].map((p) => p.close()));
+  });
+
+  /** The session of the `deskhub_session` cookie, or null (no cookie, bad signature, ended). */
+  async function cookieSession(request: FastifyRequest): Promise<SessionInfo | null> {
+    const raw = request.cookies[SESSION_COOKIE];
+    const unsigned = raw ? request.unsignCookie(raw) : null;
+    return unsigned?.valid && unsigned.value ? app.sessions.lookup(unsigned.value) : null;
+  }
+
+  const unknownProvider = (id: string) =>
+    `There is no sign-in provider ${/^[a-z0-9-]{1,64}$/.test(id) ? `"${id}"` : 'by that name'} here (configured: ${[...providers.keys()].join(', ') || 'none'}).`;
   app.get(
     '/auth/providers',
     {
@@ -28,7 +52,84 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
     },
-    async () => ({ providers: [], devLogin: app.config.AUTH_MODE === 'dev' }),
+    async () => ({
+      providers: [...providers.values()].map((p) => ({ id: p.config.id, name: p.config.name, loginUrl: p.loginUrl })),
+      devLogin: app.config.AUTH_MODE === 'dev',
+    }),
+  );
+
+  app.get(
+    '/auth/login/:provider',
+    {
+      schema: {
+        tags: ['auth'],
+        security: [],
+        summary: 'Starts sign-in with a provider: sets the state, PKCE and nonce cookies and redirects to the provider; `next` is where to go afterwards (a path on this site)',
+        params: Type.Object({ provider: Type.String({ maxLength: 64 }) }),
+        querystring: Type.Object({ next: Type.Optional(Type.String({ maxLength: 2000 })) }),
+        response: { 302: Type.Null(), ...errors(400, 404, 502) },
+      },
+    },
+    async (request, reply) => {
+      const provider = providers.get(request.params.provider);
+      if (!provider) return sendSignInFailure(request, reply, 404, unknownProvider(request.params.provider));
+      const next = sameOriginPath(request.query.next ?? '/');
+      if (next === null) return sendSignInFailure(request, reply, 400, 'After signing in deskhub only goes back to a page of this site (next must be a path such as /desktop/alice-demo/).');
+      try {
+        const url = await provider.start(request, reply, next);
+        reply.header('cache-control', 'no-store');
+        return reply.redirect(url, 302);
+      } catch (err) {
+        if (!(err instanceof SignInError)) throw err;
+        request.log.warn({ provider: provider.config.id, statusCode: err.statusCode, reason: err.message }, 'sign-in could not start');
+        return sendSignInFailure(request, reply, err.statusCode, err.message, next);
+      }
+    },
+  );
+
+  app.get(
+    '/auth/callback/:provider',
+    {
+      // The query holds the authorization code: no request log line carries it (ours below does not).
+      logLevel: 'warn',
+      schema: {
+        tags: ['auth'],
+        security: [],
+        summary: "The provider's redirect back: checks state, exchanges the code (PKCE), checks the id_token, signs in (session and access cookies) and goes to `next`",
+        params: Type.Object({ provider: Type.String({ maxLength: 64 }) }),
+        querystring: Type.Object({
+          code: Type.Optional(Type.String({ maxLength: 4096 })),
+          state: Type.Optional(Type.String({ maxLength: 1024 })),
+          iss: Type.Optional(Type.String({ maxLength: 2048 })),
+          error: Type.Optional(Type.String({ maxLength: 256 })),
+          error_description: Type.Optional(Type.String({ maxLength: 4096 })),
+        }),
+        response: { 302: Type.Null(), ...errors(400, 401, 403, 404, 502) },
+      },
+    },
+    async (request, reply) => {
+      const log = app.log.child({ reqId: request.id, provider: request.params.provider });
+      const provider = providers.get(request.params.provider);
+      if (!provider) return sendSignInFailure(request, reply, 404, unknownProvider(request.params.provider));
+      try {
+        const { identity, next } = await provider.finish(request, reply, request.query);
+        const preferredName = identity.names.find((n) => makePathSafe(n) !== null);
+        if (preferredName === undefined) {
+          throw new SignInError(400, `${provider.config.name} gave no name deskhub can use (preferred_username, login or email, in letters and digits).`);
+        }
+        const found = await signInUser(app.db, { provider: provider.config.id, subject: identity.subject, preferredName, displayName: identity.displayName });
+        const user = await applyAdminRole(app.db, found, app.config.ADMIN_USERS, claimGrantsAdmin(identity.claims, app.config.ADMIN_CLAIM));
+        await app.signIn(reply, user);
+        log.info({ userId: user.id, username: user.username, admin: user.roles.includes('admin') }, 'sign-in');
+        reply.header('cache-control', 'no-store');
+        return reply.redirect(next, 302);
+      } catch (err) {
+        if (!(err instanceof SignInError)) throw err;
+        const description = request.query.error_description?.slice(0, 300);
+        log[err.statusCode >= 500 ? 'warn' : 'info']({ statusCode: err.statusCode, reason: err.message, providerError: request.query.error, description }, 'sign-in refused');
+        return sendSignInFailure(request, reply, err.statusCode, err.message, provider.nextOf(request));
+      }
+    },
   );
 
   if (app.config.AUTH_MODE === 'dev') {
@@ -70,9 +171,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
       const next = request.query.next ?? '/';
       // Only a desktop path on this origin: anything else would be an open redirect.
       if (!next.startsWith('/desktop/') || next.includes('\\')) throw badRequest('next must be a path under /desktop/');
-      const raw = request.cookies[SESSION_COOKIE];
-      const unsigned = raw ? request.unsignCookie(raw) : null;
-      const session = unsigned?.valid && unsigned.value ? await app.sessions.lookup(unsigned.value) : null;
+      const session = await cookieSession(request);
       if (!session) {
         // Sign in first; signing in sets the access cookie, and the sign-in page then loads the desktop.
         return reply.redirect(`/signin?next=${encodeURIComponent(next)}`, 302);
@@ -84,20 +183,33 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
   );
 
   app.post(
+    '/auth/desktop-access',
+    {
+      schema: {
+        tags: ['auth'],
+        security: [],
+        summary: 'Renews the desktop access cookie from the session cookie (the web UI calls it while open, before the cookie expires); 401 without a valid session',
+        response: { 204: Type.Null(), ...errors(401) },
+      },
+    },
+    async (request, reply) => {
+      const session = await cookieSession(request);
+      if (!session) throw unauthorized('sign in first: there is no valid session to renew desktop access from');
+      app.access.setCookie(reply, session);
+      reply.header('cache-control', 'no-store');
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
     '/auth/logout',
     { schema: { tags: ['auth'], security: [], summary: 'Ends the session everywhere and clears the cookie', response: { 204: Type.Null() } } },
     async (request, reply) => {
-      const raw = request.cookies[SESSION_COOKIE];
-      if (raw) {
-        const unsigned = request.unsignCookie(raw);
-        if (unsigned.valid && unsigned.value) {
-          const session = await app.sessions.lookup(unsigned.value);
-          if (session) {
-            await app.sessions.revoke(session.id);
-            // Access tokens already handed out stop working at every proxy, and its desktop WebSockets close.
-            app.access.revoke(session.id);
-          }
-        }
+      const session = await cookieSession(request);
+      if (session) {
+        await app.sessions.revoke(session.id);
+        // Access tokens already handed out stop working at every proxy, and its desktop WebSockets close.
+        app.access.revoke(session.id);
       }
       reply.clearCookie(SESSION_COOKIE, { path: '/' });
       app.access.clearCookie(reply);
