@@ -31,6 +31,7 @@ import {
   methodNames,
   setReading,
   unconsumeSocket,
+  writeParts,
   type ParseError,
   type Parser,
 } from './http1.ts';
@@ -222,14 +223,8 @@ export class ProxyRequest {
       (close ? 'connection: close\r\n\r\n' : this.versionMinor === 0 ? 'connection: keep-alive\r\n\r\n' : '\r\n');
     const socket = this.conn.socket;
     this.conn.server.settings.countResponse(status);
-    if (this.method === 'HEAD' || payload.length === 0) {
-      socket.write(head, 'latin1');
-    } else {
-      socket.cork();
-      socket.write(head, 'latin1');
-      socket.write(payload);
-      socket.uncork();
-    }
+    if (this.method === 'HEAD' || payload.length === 0) socket.write(head, 'latin1');
+    else writeParts(socket, [head, payload]);
     this.end(!close);
   }
 }

@@ -132,6 +132,41 @@ export function setReading(socket: Socket, on: boolean): void {
   }
 }
 
+/** Pieces up to this many bytes in all are copied into one buffer for a single write(). */
+const COALESCE_MAX = 16 * 1024;
+
+/**
+ * Writes `parts` (latin1 strings and buffers; emptied afterwards) to `socket` in one system call:
+ * small ones copied into one buffer and written once (cheaper than a corked writev through the
+ * stream machinery), larger ones corked together. Returns what the last write returned (false:
+ * wait for 'drain').
+ */
+export function writeParts(socket: Socket, parts: (string | Buffer)[]): boolean {
+  const n = parts.length;
+  let ok = true;
+  if (n === 1) ok = socket.write(parts[0] as string, 'latin1');
+  else if (n > 1) {
+    let total = 0;
+    for (let i = 0; i < n; i++) total += (parts[i] as string | Buffer).length;
+    if (total <= COALESCE_MAX) {
+      const buffer = Buffer.allocUnsafe(total);
+      let offset = 0;
+      for (let i = 0; i < n; i++) {
+        const part = parts[i] as string | Buffer;
+        if (typeof part === 'string') offset += buffer.write(part, offset, 'latin1');
+        else offset += part.copy(buffer, offset);
+      }
+      ok = socket.write(buffer);
+    } else {
+      socket.cork();
+      for (let i = 0; i < n; i++) ok = socket.write(parts[i] as string, 'latin1');
+      socket.uncork();
+    }
+  }
+  parts.length = 0;
+  return ok;
+}
+
 /** Returned from a headers-complete callback: 0 parse the body, 1 no body follows. */
 export const SKIP_BODY = 1;
 

@@ -5,8 +5,11 @@
  *
  * Bodies stream both ways with backpressure: a browser that reads slowly pauses the upstream
  * socket, an upstream that reads slowly pauses the browser's. The response is re-framed for the
- * browser (Content-Length kept, otherwise chunked, or close-delimited for HTTP/1.0 clients);
- * writes caused by one upstream packet are corked into one syscall.
+ * browser (Content-Length kept, otherwise chunked, or close-delimited for HTTP/1.0 clients).
+ *
+ * A plain-TCP upstream socket is read by its llhttp parser directly (`consumeSocket`): no
+ * 'data' event or Buffer per read. What one read produces for the browser (head, body,
+ * framing) is gathered and written with one system call (`writeParts`) when the read is done.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -14,7 +17,21 @@ import type { Logger } from '@deskhub/config';
 import { errorAnswer } from './errors.ts';
 import type { BodySink, ProxyRequest, RequestListener } from './front.ts';
 import { responseHeaderLines } from './headers.ts';
-import { coarseClock, HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, SKIP_BODY, type ParseError, type Parser } from './http1.ts';
+import {
+  coarseClock,
+  consumeSocket,
+  HTTPParser,
+  kOnBody,
+  kOnExecute,
+  kOnHeaders,
+  kOnHeadersComplete,
+  kOnMessageComplete,
+  setReading,
+  SKIP_BODY,
+  writeParts,
+  type ParseError,
+  type Parser,
+} from './http1.ts';
 import type { ProxyMetrics, UpstreamErrorKind } from './metrics.ts';
 import type { UpstreamTarget } from './targets.ts';
 
@@ -62,12 +79,6 @@ function upstreamError(code: string, message: string): NodeJS.ErrnoException {
 function parserCloser(parser: Parser): void {
   parser.close();
 }
-
-/**
- * Read buffer shared by every plain-TCP upstream connection (`onread`): the parser copies what it
- * keeps (body chunks are copies, headers are strings), so no read allocates a buffer.
- */
-const sharedReadBuffer = Buffer.allocUnsafe(64 * 1024);
 
 /** All pools of one proxy. */
 export class Upstreams {
@@ -192,6 +203,8 @@ class UpstreamConnection {
   /** Has carried a complete exchange before (a reset on reuse may be a stale keep-alive). */
   reused = false;
   private closed = false;
+  /** The parser reads the socket itself (plain TCP); TLS sockets deliver 'data' events instead. */
+  private readonly consumed: boolean;
   private idleTimeoutMs: number;
   /** When the current wait ends (coarse ms; 0: none): for the response head, a body pause, or idling. */
   private deadline = 0;
@@ -213,17 +226,7 @@ class UpstreamConnection {
       });
       this.socket.on('session', (session: Buffer) => (pool.session = session));
     } else {
-      this.socket = net.connect({
-        host: pool.hostname,
-        port: pool.port,
-        onread: {
-          buffer: sharedReadBuffer,
-          callback: (n: number) => {
-            this.onRead(sharedReadBuffer.subarray(0, n));
-            return true;
-          },
-        },
-      });
+      this.socket = net.connect({ host: pool.hostname, port: pool.port });
     }
     const socket = this.socket;
     socket.setNoDelay(true);
@@ -257,7 +260,9 @@ class UpstreamConnection {
     };
     parser[kOnBody] = (chunk: Buffer) => this.exchange?.onBody(chunk);
     parser[kOnMessageComplete] = () => this.exchange?.onComplete();
-    if (pool.tls) socket.on('data', (chunk: Buffer) => this.onRead(chunk));
+    this.consumed = !pool.tls && consumeSocket(parser, socket);
+    if (this.consumed) parser[kOnExecute] = this.onExecute;
+    else socket.on('data', (chunk: Buffer) => this.onExecute(parser.execute(chunk)));
     socket.on('drain', this.onDrain);
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
@@ -286,7 +291,7 @@ class UpstreamConnection {
       return;
     }
     // A slow browser may have paused the socket on the response's last chunk.
-    this.socket.resume();
+    this.setReading(true);
     if (keepAliveSeconds >= 0) {
       // Leave a second of margin before the upstream's own idle timeout.
       this.idleTimeoutMs = Math.min(this.pool.settings.idleTimeoutMs, keepAliveSeconds * 1000 - 1000);
@@ -312,15 +317,22 @@ class UpstreamConnection {
     if (this.deadline !== 0 && now > this.deadline && !this.closed) this.onTimeout();
   }
 
-  private onRead(chunk: Buffer): void {
-    const exchange = this.exchange;
-    if (exchange !== null && exchange.headSeen) this.deadline = coarseClock.now + this.pool.settings.bodyTimeoutMs;
-    const client = exchange === null ? null : exchange.req.socket;
-    client?.cork();
-    const ret = this.parser.execute(chunk);
-    client?.uncork();
-    if (typeof ret !== 'number') this.protocolError(ret);
+  /** Pauses (false) or resumes reading the upstream: backpressure from a slow browser. */
+  setReading(on: boolean): void {
+    if (this.consumed) setReading(this.socket, on);
+    else if (on) this.socket.resume();
+    else this.socket.pause();
   }
+
+  /** After each read has been parsed: what it produced goes to the browser in one write. */
+  private readonly onExecute = (ret: number | ParseError): void => {
+    const exchange = this.exchange;
+    if (exchange !== null) {
+      if (exchange.headSeen) this.deadline = coarseClock.now + this.pool.settings.bodyTimeoutMs;
+      exchange.flush();
+    }
+    if (typeof ret !== 'number') this.protocolError(ret);
+  };
 
   private protocolError(err: ParseError): void {
     const exchange = this.exchange;
@@ -365,6 +377,7 @@ class UpstreamConnection {
     const exchange = this.exchange;
     this.exchange = null;
     this.pool.closed(this);
+    if (this.consumed) this.parser.unconsume();
     setImmediate(parserCloser, this.parser);
     exchange?.fail(upstreamError('DESKHUB_UPSTREAM_CLOSED', 'upstream closed the connection'));
   };
@@ -390,6 +403,8 @@ export class Exchange implements BodySink, RequestListener {
   private status = 0;
   private bodyEnded = false;
   private retried = false;
+  /** What the current upstream read produced for the browser, written at its end (flush). */
+  private readonly out: (string | Buffer)[] = [];
 
   constructor(
     private readonly upstreams: Upstreams,
@@ -472,22 +487,20 @@ export class Exchange implements BodySink, RequestListener {
     this.closeClient = close;
     const connection = close ? 'connection: close\r\n' : req.versionMinor === 0 ? 'connection: keep-alive\r\n' : '';
     req.headSent = true;
-    req.write(`HTTP/1.1 ${status} ${statusMessage || 'Unknown'}\r\n${parts.lines}${framing}${connection}\r\n`);
+    this.out.push(`HTTP/1.1 ${status} ${statusMessage || 'Unknown'}\r\n${parts.lines}${framing}${connection}\r\n`);
     return noBody ? SKIP_BODY : 0;
   }
 
   onBody(chunk: Buffer): void {
     if (this.finished) return;
-    const req = this.req;
-    let ok: boolean;
-    if (this.chunkedOut) {
-      req.write(`${chunk.length.toString(16)}\r\n`);
-      req.write(chunk);
-      ok = req.write('\r\n');
-    } else {
-      ok = req.write(chunk);
-    }
-    if (!ok) this.conn?.socket.pause();
+    if (this.chunkedOut) this.out.push(`${chunk.length.toString(16)}\r\n`, chunk, '\r\n');
+    else this.out.push(chunk);
+  }
+
+  /** Writes what the last upstream read produced; a browser that does not keep up pauses the upstream. */
+  flush(): void {
+    if (this.out.length === 0 || this.finished) return;
+    if (!writeParts(this.req.socket, this.out)) this.conn?.setReading(false);
   }
 
   onComplete(): void {
@@ -496,9 +509,10 @@ export class Exchange implements BodySink, RequestListener {
       return;
     }
     if (this.finished) return;
-    this.finished = true;
     const req = this.req;
-    if (this.chunkedOut) req.write('0\r\n\r\n');
+    if (this.chunkedOut) this.out.push('0\r\n\r\n');
+    this.flush();
+    this.finished = true;
     this.upstreams.settings.metrics.countResponse(this.status);
     // The upstream connection is reusable only if the request went out whole.
     const reusable = this.upstreamKeepAlive && (!req.hasBody || this.bodyEnded);
@@ -510,12 +524,13 @@ export class Exchange implements BodySink, RequestListener {
   }
 
   clientDrained(): void {
-    this.conn?.socket.resume();
+    this.conn?.setReading(true);
   }
 
   clientGone(): void {
     if (this.finished) return;
     this.finished = true;
+    this.out.length = 0;
     const conn = this.conn;
     this.conn = null;
     if (conn !== null) conn.socket.destroy();
@@ -531,6 +546,7 @@ export class Exchange implements BodySink, RequestListener {
     if (this.headReceived || this.req.headSent) {
       // The response was under way: all the browser can learn is that it was cut.
       this.finished = true;
+      this.out.length = 0;
       settings.metrics.upstreamErrors.reset++;
       this.req.socket.destroy();
       return;
