@@ -6,42 +6,8 @@
  * Run on Postgres and on PGlite.
  */
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { databases, processRecords, repoRoot, signIn, startApp, tempDir, testEnv, testProcesses, waitFor, writeTestCatalog, type DesktopJson } from './helpers.ts';
-
-function startChild(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'services/control-plane/src/main.ts')], {
-    cwd: repoRoot,
-    env: { ...env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`the control plane did not start within 120 s; stderr: ${stderr}`));
-    }, 120_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the control plane exited with ${code}: ${stderr}`));
-    });
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
-        if (entry.msg === 'control plane listening' && entry.url) {
-          clearTimeout(timer);
-          child.removeAllListeners('exit');
-          resolve({ child, url: entry.url });
-        }
-      } catch {
-        // not a log line
-      }
-    });
-  });
-}
+import { startService } from '@deskhub/testkit/service';
+import { databases, processRecords, signIn, startApp, tempDir, testEnv, testProcesses, waitFor, writeTestCatalog, type DesktopJson } from './helpers.ts';
 
 for (const choice of databases) {
   t.test(`control plane killed mid-create (${choice.name}): the next start repairs everything`, async (t) => {
@@ -49,11 +15,10 @@ for (const choice of databases) {
     const db = await choice.setup();
     const env = testEnv(dir, db.env);
     env.CATALOG = writeTestCatalog(dir, { lateSeconds: 5 });
-    const { child, url } = await startChild(env);
-    let childAlive = true;
-    child.once('exit', () => (childAlive = false));
+    const controlPlane = await startService({ entry: 'services/control-plane/src/main.ts', readyMessage: 'control plane listening', env, timeoutMs: 120_000 });
+    const url = String(controlPlane.ready.url);
     t.teardown(async () => {
-      if (childAlive) child.kill('SIGKILL');
+      await controlPlane.kill();
       await db.cleanup();
       for (const pid of testProcesses(dir)) process.kill(pid, 'SIGKILL');
       cleanup();
@@ -82,8 +47,7 @@ for (const choice of databases) {
     // One more create in flight at the moment of the kill.
     const inFlight = fetch(`${url}/api/desktops`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'late' }) }).catch(() => null);
     await new Promise((resolve) => setTimeout(resolve, 30));
-    child.kill('SIGKILL');
-    await new Promise<void>((resolve) => (childAlive ? child.once('exit', () => resolve()) : resolve()));
+    await controlPlane.kill();
     await inFlight;
     const orphansAtKill = testProcesses(dir);
     t.ok(orphansAtKill.length >= 4, `desktop processes outlive the killed control plane (${orphansAtKill.length})`);
