@@ -60,6 +60,27 @@ export interface DesktopEvent {
   state?: DesktopState;
 }
 
+/** An API token as GET /api/tokens lists it: never its secret. */
+export interface ApiToken {
+  id: string;
+  name: string;
+  scopes: string[];
+  createdAt: string;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+}
+
+/** POST /api/tokens: the token text comes this once. */
+export interface NewApiToken extends ApiToken {
+  token: string;
+}
+
+/** GET /api/me/session: when the session ends and how long a desktop access cookie lives. */
+export interface SessionInfo {
+  expiresAt: string;
+  accessLifetimeSeconds: number;
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -130,6 +151,12 @@ export const api = {
   adminStop: (id: string) => call<unknown>('POST', `/api/admin/desktops/${encodeURIComponent(id)}/stop`, {}),
   adminStart: (id: string) => call<unknown>('POST', `/api/admin/desktops/${encodeURIComponent(id)}/start`, {}),
   adminRemove: (id: string) => call<void>('DELETE', `/api/admin/desktops/${encodeURIComponent(id)}`),
+  tokens: () => call<ApiToken[]>('GET', '/api/tokens'),
+  createToken: (body: { name: string; scopes: string[]; expiresInDays?: number }) => call<NewApiToken>('POST', '/api/tokens', body),
+  revokeToken: (id: string) => call<void>('DELETE', `/api/tokens/${encodeURIComponent(id)}`),
+  session: () => call<SessionInfo>('GET', '/api/me/session'),
+  /** Renews the desktop access cookie (Path=/desktop/) from the session: 204, or 401 when the session has ended. */
+  renewDesktopAccess: () => call<void>('POST', '/auth/desktop-access', {}),
 };
 
 export function eventStreamUrl(id: string): string {

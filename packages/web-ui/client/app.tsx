@@ -1,14 +1,17 @@
 /**
  * The application shell: who is signed in (GET /api/me), which page the path names, and the
  * header with navigation and sign-out. Signed-out visitors are sent to /signin with `next` set so
- * they land where they were going.
+ * they land where they were going. While signed in, the desktop access cookie is kept fresh
+ * (access-renewal.ts), whichever page is open.
  */
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, type Me } from './api.ts';
+import { useAccessRenewal } from './access-renewal.ts';
 import { Admin } from './pages/admin.tsx';
 import { Dashboard } from './pages/dashboard.tsx';
 import { DesktopView } from './pages/desktop-view.tsx';
 import { SignIn } from './pages/signin.tsx';
+import { Tokens } from './pages/tokens.tsx';
 import { linkTo, navigate, useRoute, type Route } from './router.ts';
 
 type Session = { status: 'loading' } | { status: 'out' } | { status: 'in'; me: Me } | { status: 'error'; message: string };
@@ -17,6 +20,7 @@ const TITLES: Record<Route['page'], string> = {
   dashboard: 'Desktops',
   signin: 'Sign in',
   admin: 'All desktops',
+  tokens: 'API tokens',
   desktop: 'Desktop',
   missing: 'Not found',
 };
@@ -42,6 +46,9 @@ export function App() {
   useEffect(() => {
     void loadMe();
   }, [loadMe]);
+
+  // The session ended elsewhere (logout in another tab, revoked): loadMe finds out and signs out here.
+  useAccessRenewal(session.status === 'in', () => void loadMe());
 
   // Route guards: signed out -> sign-in (remembering where to go); signed in on /signin -> onwards.
   useEffect(() => {
@@ -118,6 +125,11 @@ export function App() {
                 </a>
               </li>
             ) : null}
+            <li>
+              <a href="/tokens" onClick={linkTo('/tokens')} aria-current={route.page === 'tokens' ? 'page' : undefined}>
+                API tokens
+              </a>
+            </li>
           </ul>
         </nav>
         <div class="who">
@@ -152,6 +164,7 @@ export function App() {
             </>
           )
         ) : null}
+        {route.page === 'tokens' ? <Tokens admin={isAdmin(me)} /> : null}
         {route.page === 'missing' ? (
           <>
             <h1 tabIndex={-1}>Page not found</h1>

@@ -1,5 +1,5 @@
 /**
- * A router of four routes is smaller written out than imported: the path lives in history, a
+ * A router of five routes is smaller written out than imported: the path lives in history, a
  * hook re-renders on change, and `navigate` is the one way to move between pages.
  */
 import { useEffect, useState } from 'preact/hooks';
@@ -9,6 +9,7 @@ export type Route =
   | { page: 'dashboard' }
   | { page: 'signin'; next: string }
   | { page: 'admin' }
+  | { page: 'tokens' }
   | { page: 'desktop'; id: string }
   | { page: 'missing'; path: string };
 
@@ -17,6 +18,7 @@ export function parseRoute(loc: { pathname: string; search: string }): Route {
   if (path === '/' || path === '/desktops') return { page: 'dashboard' };
   if (path === '/signin') return { page: 'signin', next: safeNext(new URLSearchParams(loc.search).get('next')) };
   if (path === '/admin') return { page: 'admin' };
+  if (path === '/tokens') return { page: 'tokens' };
   const m = /^\/desktops\/([^/]+)$/.exec(path);
   if (m && m[1]) return { page: 'desktop', id: decodeURIComponent(m[1]) };
   return { page: 'missing', path };

@@ -3,7 +3,8 @@
  * playwright-core) against the real embedded start (`pnpm start`'s entry: control plane, proxy,
  * process runtime, dev sign-in) on a loopback port. Sign in, launch the demo desktop, watch the
  * progress reach Ready, open it and see its page through the proxy, stop it, delete it; a second
- * user sees none of it; an admin sees and acts on everyone's. axe-core checks every page and
+ * user sees none of it; an admin sees and acts on everyone's; the UI keeps the short-lived desktop
+ * access cookie fresh; an API token is created, used and revoked. axe-core checks every page and
  * screenshots go to test-artifacts/web-ui/.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -29,6 +30,8 @@ const KASM_IFRAME_QUERY = 'show_control_bar=true&resize=remote&clipboard_up=true
 const WAIT_MS = 120_000;
 /** The admin the embedded start is told about (see ADMIN_USERS below). */
 const ADMIN = 'root-e2e';
+/** The desktop access cookie's lifetime in this run: short, so renewal has to happen during the test. */
+const ACCESS_LIFETIME_S = 16;
 
 const missing = !existsSync(embedded)
   ? `the control plane's embedded start (${embedded}) does not exist yet`
@@ -63,6 +66,8 @@ async function main(): Promise<void> {
       AUTH_MODE: 'dev',
       RUNTIME: 'process',
       ADMIN_USERS: ADMIN,
+      // Short-lived desktop access cookies, so the test sees the UI renew them (every half lifetime).
+      ACCESS_TOKEN_LIFETIME_S: String(ACCESS_LIFETIME_S),
       LOG_LEVEL: 'warn',
     },
   });
@@ -190,6 +195,23 @@ async function main(): Promise<void> {
       new w.MutationObserver(look).observe(w.document.body, { subtree: true, childList: true, characterData: true, attributes: true });
       look();
     });
+  }
+
+  /** How far the page scrolls sideways (0 when it fits the viewport). */
+  async function sidewaysOverflow(page: Page): Promise<number> {
+    return page.evaluate(() => {
+      const d = (globalThis as any).document.documentElement;
+      return d.scrollWidth - d.clientWidth;
+    });
+  }
+
+  /** Waits until `count()` reaches `target`. */
+  async function waitForCount(count: () => number, target: number, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (count() < target) {
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${target} (have ${count()})`);
+      await sleep(100);
+    }
   }
 
   /** Later steps need the launched desktop; without it they fail at once instead of timing out one by one. */
@@ -332,6 +354,106 @@ async function main(): Promise<void> {
       await tab.close();
     });
 
+    await t.test('the open UI renews the desktop access cookie, so the desktop stays reachable past its lifetime', async (t) => {
+      if (!launched(t, desktopId)) return;
+      const { page, context } = alice;
+      await page.goto(`${base}/`);
+      await page.locator('#catalog').waitFor();
+      const renewals: { at: number; status: number }[] = [];
+      page.on('response', (res) => {
+        if (res.url() === `${base}/auth/desktop-access` && res.request().method() === 'POST') renewals.push({ at: Date.now(), status: res.status() });
+      });
+      const accessExpiry = async () => (await context.cookies(`${base}/desktop/${proxyPath}/`)).find((c) => c.name === 'deskhub_access')?.expires ?? null;
+      const first = await accessExpiry();
+      t.ok(first && first > Date.now() / 1000, 'the access cookie is set, for /desktop/');
+      // Past the moment the first cookie would have expired: only renewals can keep it.
+      const deadline = Date.now() + 3 * ACCESS_LIFETIME_S * 1000;
+      while (Date.now() < Math.min(deadline, (first ?? 0) * 1000 + 1500)) await sleep(500);
+      const later = await accessExpiry();
+      t.ok(later !== null && first !== null && later > first, `its expiry moved forward (${first} -> ${later})`);
+      t.ok(renewals.length >= 1, `POST /auth/desktop-access was called (${renewals.length} times)`);
+      t.ok(renewals.every((r) => r.status === 204), `and answered 204 (${renewals.map((r) => r.status).join(', ')})`);
+      // A plain fetch (not a page load, which the proxy would send through renewal itself) needs a valid cookie.
+      const status = await page.evaluate(async (path) => (await fetch(`/desktop/${path}/`)).status, proxyPath);
+      t.equal(status, 200, `the desktop answers after the first cookie's lifetime (${ACCESS_LIFETIME_S} s) is over`);
+
+      // Coming back to a hidden tab renews at once (its timers may have been throttled meanwhile).
+      await waitForCount(() => renewals.length, renewals.length + 1, 2 * ACCESS_LIFETIME_S * 1000);
+      const before = renewals.length;
+      const shownAt = Date.now();
+      await page.evaluate(() => {
+        const d = (globalThis as any).document;
+        Object.defineProperty(d, 'visibilityState', { configurable: true, get: () => 'hidden' });
+        d.dispatchEvent(new Event('visibilitychange'));
+        Object.defineProperty(d, 'visibilityState', { configurable: true, get: () => 'visible' });
+        d.dispatchEvent(new Event('visibilitychange'));
+      });
+      await waitForCount(() => renewals.length, before + 1, 10_000);
+      const delay = renewals[before]!.at - shownAt;
+      t.ok(delay < (ACCESS_LIFETIME_S * 1000) / 2 - 2000, `a renewal follows the tab becoming visible (${delay} ms, sooner than the period)`);
+      await page.evaluate(() => delete (globalThis as any).document.visibilityState);
+    });
+
+    await t.test('API tokens: create one (shown once, copied), use it, revoke it; keyboard only', async (t) => {
+      const { page, context } = alice;
+      await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+      await page.goto(`${base}/`);
+      await page.getByRole('link', { name: 'API tokens' }).click();
+      await page.waitForURL(`${base}/tokens`);
+      await page.getByRole('heading', { level: 1, name: 'API tokens' }).waitFor();
+      await page.getByText('No tokens yet.').waitFor();
+      t.equal(await page.locator('#scope-admin').count(), 0, 'the admin scope is not offered to a non-admin');
+      await screenshot(page, '13-tokens');
+      await accessible(t, page, '13-tokens');
+
+      await page.getByLabel('Name', { exact: true }).focus();
+      await page.keyboard.type('e2e script');
+      await page.locator('#scope-desktops\\:write').focus();
+      await page.keyboard.press('Space');
+      t.equal(await page.locator('#scope-desktops\\:write').isChecked(), true, 'Space ticks a scope');
+      await page.getByLabel('Name', { exact: true }).focus();
+      await page.keyboard.press('Enter');
+      const shown = page.locator('#created-token');
+      await shown.waitFor();
+      const token = await page.locator('#created-token-value').inputValue();
+      t.match(token, /^dhk_[A-Za-z0-9_-]{43}$/, 'the new token is shown');
+      t.equal(await page.evaluate(() => (globalThis as any).document.activeElement?.id), 'created-title', 'focus moves to it');
+      await page.getByRole('button', { name: 'Copy token' }).click();
+      await page.getByText('Copied to the clipboard.').waitFor();
+      t.equal(await page.evaluate(() => (globalThis as any).navigator.clipboard.readText()), token, 'Copy puts it on the clipboard');
+      await screenshot(page, '14-token-created');
+      await accessible(t, page, '14-token-created');
+
+      const card = page.locator('#my-tokens [data-token-id]', { hasText: 'e2e script' });
+      await card.waitFor();
+      t.match(await card.textContent(), /desktops:read.*desktops:write/, 'listed with its scopes');
+      const me = await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${token}` } });
+      t.equal(me.status, 200, 'the token works with curl-like requests');
+      t.equal(((await me.json()) as { username: string }).username, aliceName);
+      const listed = await fetch(`${base}/api/desktops`, { headers: { authorization: `Bearer ${token}` } });
+      t.ok((await listed.text()).includes(desktopId), "and lists alice's desktops");
+
+      await page.getByRole('button', { name: 'Done' }).click();
+      await shown.waitFor({ state: 'detached' });
+      await page.reload();
+      await card.waitFor();
+      t.notOk((await page.content()).includes(token), 'after Done (and a reload) the token text is nowhere on the page');
+
+      await card.getByRole('button', { name: /^Revoke/ }).focus();
+      await page.keyboard.press('Enter');
+      const dialog = page.getByRole('dialog');
+      await dialog.waitFor();
+      t.equal(await page.evaluate(() => (globalThis as any).document.activeElement?.textContent), 'Cancel', 'Cancel has the focus first');
+      await screenshot(page, '15-token-revoke');
+      await accessible(t, page, '15-token-revoke');
+      await page.keyboard.press('Tab');
+      await page.keyboard.press('Enter');
+      await card.waitFor({ state: 'detached' });
+      const after = await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${token}` } });
+      t.equal(after.status, 401, 'the revoked token is refused');
+      t.match(((await after.json()) as { message: string }).message, /revoked/);
+    });
+
     await t.test('a second user does not see the first one’s desktops', async (t) => {
       if (!launched(t, desktopId)) return;
       const { page } = bob;
@@ -451,10 +573,7 @@ async function main(): Promise<void> {
       await page.setViewportSize({ width: 360, height: 740 });
       await page.goto(`${base}/`);
       await page.locator('#catalog').waitFor();
-      const overflow = await page.evaluate(() => {
-        const d = (globalThis as any).document.documentElement;
-        return d.scrollWidth - d.clientWidth;
-      });
+      const overflow = await sidewaysOverflow(page);
       t.equal(overflow, 0, 'no sideways scrolling at 360 px');
       await screenshot(page, '11-phone');
       await accessible(t, page, '11-phone');
@@ -462,6 +581,14 @@ async function main(): Promise<void> {
       await page.emulateMedia({ colorScheme: 'dark' });
       await screenshot(page, '12-phone-dark');
       await accessible(t, page, '12-phone-dark');
+      // The API tokens page on a phone, dark.
+      await page.goto(`${base}/tokens`);
+      await page.getByRole('heading', { level: 1, name: 'API tokens' }).waitFor();
+      await page.locator('#token-name').waitFor();
+      const tokensOverflow = await sidewaysOverflow(page);
+      t.equal(tokensOverflow, 0, 'the API tokens page does not scroll sideways at 360 px either');
+      await screenshot(page, '16-tokens-phone-dark');
+      await accessible(t, page, '16-tokens-phone-dark');
     });
 
     t.same([...alice.errors, ...bob.errors], [], 'no script error and no request off this machine');
