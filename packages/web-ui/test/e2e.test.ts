@@ -561,11 +561,22 @@ async function main(): Promise<void> {
     });
 
     await t.test('signing out ends the session', async (t) => {
-      const { page } = alice;
+      const { page, context } = alice;
+      // A second tab of the UI, left open while the first signs out.
+      const other = await context.newPage();
+      await other.goto(`${base}/tokens`);
+      await other.getByRole('heading', { level: 1, name: 'API tokens' }).waitFor();
       await page.getByRole('button', { name: 'Sign out' }).click();
       await page.waitForURL(/\/signin/);
       const me = await page.evaluate(async () => (await fetch('/api/me')).status);
       t.equal(me, 401);
+      // Its next renewal (here: the tab shown again) gets 401, and it goes to sign-in instead of retrying.
+      const refused = other.waitForResponse((res) => res.url() === `${base}/auth/desktop-access` && res.status() === 401);
+      await other.evaluate(() => (globalThis as any).document.dispatchEvent(new Event('visibilitychange')));
+      await refused;
+      await other.waitForURL(/\/signin\?next=%2Ftokens/);
+      t.pass('the other tab learns the session ended at its next renewal and shows sign-in');
+      await other.close();
     });
 
     await t.test('readable on a phone', async (t) => {
