@@ -16,7 +16,7 @@ import { SignJWT, exportJWK } from 'jose';
 import { startOidcProvider, CookieJar, type OidcProvider } from '@deskhub/testkit/oidc';
 import { freePort } from '@deskhub/testkit/net';
 import { startEmbedded } from '../src/embedded-start.ts';
-import { tempDir, testEnv, testProcesses, waitFor, type DesktopJson } from './helpers.ts';
+import { startApp, tempDir, testEnv, testProcesses, waitFor, type DesktopJson } from './helpers.ts';
 
 const publicPort = await freePort();
 const publicUrl = `http://127.0.0.1:${publicPort}`;
@@ -24,7 +24,7 @@ const callback = (id: string) => `${publicUrl}/auth/callback/${id}`;
 
 const corp = await startOidcProvider({
   clients: [
-    { client_id: 'deskhub-corp', client_secret: 'corp-secret', redirect_uris: [callback('corp'), callback('mixup')] },
+    { client_id: 'deskhub-corp', client_secret: 'corp-secret', redirect_uris: [callback('corp'), callback('mixup'), 'https://desktops.example.com/auth/callback/corp'] },
     { client_id: 'deskhub-bad', client_secret: 'the-right-secret', redirect_uris: [callback('badsecret')] },
   ],
   accounts: {
@@ -425,6 +425,37 @@ t.test('POST /auth/desktop-access renews the access cookie from the session; 401
   t.match((await errorOf(anonymous)).message, /sign in first/);
   const cross = await fetch(url, { method: 'POST', headers: { cookie: alice.jar.header(url), origin: 'https://evil.example' } });
   t.equal(cross.status, 403, 'cross-site: refused by the CSRF check');
+});
+
+t.test('under https: __Host- flow cookies, Secure session cookie', async (t) => {
+  const { dir: httpsDir, cleanup: httpsCleanup } = tempDir('oidc-https');
+  const running = await startApp(
+    testEnv(httpsDir, {
+      AUTH_MODE: 'oidc',
+      PUBLIC_URL: 'https://desktops.example.com',
+      OIDC_PROVIDERS: 'corp',
+      OIDC_CORP_ISSUER: corp.issuer,
+      OIDC_CORP_CLIENT_ID: 'deskhub-corp',
+      OIDC_CORP_CLIENT_SECRET: 'corp-secret',
+    }),
+  );
+  t.teardown(async () => {
+    await running.close();
+    httpsCleanup();
+  });
+  const { app } = running;
+  const login = await app.inject({ url: '/auth/login/corp?next=/desktop/x/' });
+  t.equal(login.statusCode, 302);
+  const set = login.headers['set-cookie'] as string[];
+  t.equal(set.length, 3);
+  for (const line of set) t.match(line, /^__Host-deskhub-corp-(state|verifier|flow)=[^;]+; Max-Age=600; Path=\/; HttpOnly; Secure; SameSite=Lax$/);
+  t.equal(new URL(login.headers.location!).searchParams.get('redirect_uri'), 'https://desktops.example.com/auth/callback/corp');
+  const back = await corp.completeLogin(login.headers.location!, 'corp-alice');
+  const cookie = set.map((line) => line.slice(0, line.indexOf(';'))).join('; ');
+  const done = await app.inject({ url: pathOf(back), headers: { cookie } });
+  t.equal(done.statusCode, 302, done.body);
+  t.equal(done.headers.location, '/desktop/x/');
+  t.match((done.headers['set-cookie'] as string[]).join('\n'), /^deskhub_session=[^;]+; .*Secure/m);
 });
 
 interface GithubUser {

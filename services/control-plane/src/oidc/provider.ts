@@ -296,8 +296,9 @@ export class SignInProvider {
     try {
       res = await fetch(url, { headers: { accept: 'application/json', 'user-agent': USER_AGENT, ...headers }, signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-      throw this.#unavailable(`${what} at ${new URL(url).origin} cannot be reached (${cause})`);
+      const { cause } = err as { cause?: { code?: string; message?: string } };
+      const reason = (err as Error).name === 'TimeoutError' ? `no answer in ${FETCH_TIMEOUT_MS / 1000} s` : (cause?.code ?? cause?.message ?? (err as Error).message);
+      throw this.#unavailable(`${what} at ${new URL(url).origin} cannot be reached (${reason})`);
     }
     if (!res.ok) {
       await res.body?.cancel();
