@@ -303,10 +303,17 @@ for (const choice of databases) {
       t.equal(regrant.status, 403, 'nor can root grant the admin scope any more');
     });
 
-    t.test('the OpenAPI document describes the token routes', async (t) => {
+    t.test('the OpenAPI document describes the token routes, the bearer scheme and each route\'s scope', async (t) => {
       const doc = await call('GET', '/api/openapi.json');
       const paths = Object.keys(doc.body.paths);
       for (const p of ['/api/tokens', '/api/tokens/{id}', '/api/me/session']) t.ok(paths.includes(p), `documents ${p}`);
+      t.same(doc.body.components.securitySchemes.bearer, { type: 'http', scheme: 'bearer', bearerFormat: 'dhk_… API token' }, 'the bearer scheme');
+      const op = (path: string, method: string) => doc.body.paths[path][method];
+      t.same(op('/api/desktops', 'post').security, [{ session: [] }, { bearer: ['desktops:write'] }], 'a route names the scope a token needs');
+      t.match(op('/api/desktops', 'get').description, /API tokens need the desktops:read scope/);
+      t.same(op('/api/admin/desktops', 'get').security, [{ session: [] }, { bearer: ['admin'] }]);
+      t.same(op('/api/tokens', 'post').security, [{ session: [] }], 'token management: sessions only');
+      t.match(op('/api/tokens', 'post').description, /Signed-in sessions only/);
     });
 
     t.test('the token text is never logged, and the database holds only its hash', async (t) => {

@@ -14,12 +14,18 @@ export default fp<{ cookieSecret: string; publicUrl: string }>(
         openapi: '3.1.0',
         info: {
           title: 'deskhub control plane',
-          description: 'Browser-reachable container desktops behind one address. Sign in (POST /auth/dev-login in dev mode) to get the session cookie the /api routes need.',
+          description: 'Browser-reachable container desktops behind one address. Sign in (POST /auth/dev-login in dev mode) to get the session cookie the /api routes need, or send an API token (POST /api/tokens) as Authorization: Bearer with the scope the route names.',
           version: '0.1.0',
         },
         servers: [{ url: options.publicUrl }],
-        components: { securitySchemes: { session: { type: 'apiKey', in: 'cookie', name: 'deskhub_session' } } },
-        security: [{ session: [] }],
+        components: {
+          securitySchemes: {
+            session: { type: 'apiKey', in: 'cookie', name: 'deskhub_session' },
+            // API tokens (POST /api/tokens); each route says which scope a token needs.
+            bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'dhk_… API token' },
+          },
+        },
+        security: [{ session: [] }, { bearer: [] }],
       },
     });
     await app.register(swaggerUi, { routePrefix: '/api/docs' });

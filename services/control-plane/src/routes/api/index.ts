@@ -12,6 +12,14 @@ import tokens from './tokens.ts';
 
 const api: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('preHandler', app.requireUser);
+  // The OpenAPI document says what each route accepts: the session, and a token with which scope.
+  app.addHook('onRoute', (route) => {
+    if (!route.schema) return;
+    const scope = route.config?.scope;
+    route.schema.security = scope ? [{ session: [] }, { bearer: [scope] }] : [{ session: [] }];
+    const note = scope ? `API tokens need the ${scope} scope.` : 'Signed-in sessions only: API tokens cannot use this route.';
+    route.schema.description = route.schema.description ? `${route.schema.description} ${note}` : note;
+  });
   await app.register(me);
   await app.register(catalog);
   await app.register(desktops);
