@@ -2,8 +2,8 @@
  * WebSocket (and any other upgraded) connections: after the access check the proxy opens a
  * TCP or TLS connection to the upstream, writes the handshake itself (path rewritten,
  * credentials injected, our cookies removed, Origin and Sec-WebSocket-Protocol untouched) and
- * then pipes the two raw sockets both ways. Frames are never parsed or re-framed, so
- * backpressure is TCP's own: a slow browser stops the proxy reading from the desktop.
+ * then relays the two raw sockets both ways (relay.ts). Frames are never parsed or re-framed,
+ * so backpressure is TCP's own: a slow browser stops the proxy reading from the desktop.
  *
  * Open connections are tracked per route so that withdrawing a route (or moving it to another
  * upstream) closes exactly its connections and no others.
@@ -13,6 +13,7 @@ import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '@deskhub/config';
 import { writeRawError } from './errors.ts';
+import { relay } from './relay.ts';
 import { classifyUpstreamError } from './upstream.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import type { UpstreamTarget } from './targets.ts';
@@ -93,6 +94,7 @@ export function pipeUpgrade(
 
   let answered = false; // the upstream has sent at least one byte of its answer
   let closed = false;
+  let stopClientRelay = (): void => undefined;
   metrics.openWebSockets++;
   metrics.webSocketsOpened++;
   connections.add(target.key, client);
@@ -113,7 +115,7 @@ export function pipeUpgrade(
     metrics.countResponse(status);
     connections.delete(target.key, client);
     upstream.destroy();
-    client.unpipe(upstream);
+    stopClientRelay();
     writeRawError(client, status, message, html);
   };
 
@@ -158,8 +160,8 @@ export function pipeUpgrade(
   // Writes are buffered by the socket until it connects.
   upstream.write(handshake);
   if (head.length > 0) upstream.write(head);
-  upstream.pipe(client);
-  client.pipe(upstream);
+  relay(upstream, client);
+  stopClientRelay = relay(client, upstream);
 
   if (!stillCurrent()) cleanup();
 }

@@ -3,7 +3,7 @@
  * handshake, large frames, idle connections outliving every timeout, and route withdrawal
  * closing exactly that route's connections.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import http, { type IncomingHttpHeaders } from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -152,6 +152,52 @@ t.test('64 KiB frames both ways arrive intact and in order', async (t) => {
   }
   await done;
   t.equal(received.digest('hex'), sent.digest('hex'), `${frames} frames of 64 KiB echoed byte for byte`);
+});
+
+t.test('a busy stream over plain TCP (reads into reused buffers) stays byte-exact, also while the browser does not read', async (t) => {
+  // Past OWN_BUFFER_AFTER both directions read into buffers they reuse (relay.ts). A browser that
+  // stops reading leaves writes pending, small ones below the socket's high-water mark while the
+  // proxy keeps reading: their buffers must not be read over.
+  const upstream = await startWsUpstream();
+  t.teardown(() => upstream.close());
+  const { proxy } = await startStack(t, [makeRoute('busy', upstream.url)]);
+  const ws = await open(proxy.url.replace('http', 'ws') + '/desktop/busy/stream', { origin: 'http://x' });
+  t.teardown(() => ws.terminate());
+  const sent = createHash('sha256');
+  const received = createHash('sha256');
+  let count = 0;
+  let expected = 0;
+  let arrived = (): void => undefined;
+  ws.on('message', (m: Buffer) => {
+    received.update(m);
+    if (++count === expected) arrived();
+  });
+  const echoed = (n: number) =>
+    new Promise<void>((resolve, reject) => {
+      expected = n;
+      arrived = resolve;
+      ws.once('close', () => reject(new Error(`closed after ${count} messages`)));
+    });
+  const sendFrame = (size: number): void => {
+    const frame = randomBytes(size);
+    sent.update(frame);
+    ws.send(frame);
+  };
+  // 4 MiB each way in 64 KiB frames: both directions switch to their own buffers.
+  const big = 64;
+  let done = echoed(big);
+  for (let i = 0; i < big; i++) sendFrame(65536);
+  await done;
+  // Then many small messages while the browser reads nothing: the echo backs up into the proxy.
+  const small = 6000;
+  done = echoed(big + small);
+  ws.pause();
+  for (let i = 0; i < small; i++) sendFrame(700 + ((i * 37) % 2000));
+  await new Promise((r) => setTimeout(r, 700));
+  t.equal(count, big, 'nothing more was read while paused');
+  ws.resume();
+  await done;
+  t.equal(received.digest('hex'), sent.digest('hex'), `${big} frames of 64 KiB and ${small} small ones echoed byte for byte`);
 });
 
 t.test('idle WebSockets outlive the upstream timeout and the server socket timeouts', async (t) => {
