@@ -325,6 +325,21 @@ t.test('id_tokens that fail a check are refused: signature, issuer, audience, ex
   }
 });
 
+t.test('a name only at the userinfo endpoint is used, and only for the same subject', async (t) => {
+  forger.mode = 'userinfo';
+  const jar = new CookieJar();
+  const atProvider = await fetch(await startLogin(jar, 'forged'), { redirect: 'manual' });
+  t.equal((await browse(jar, pathOf(new URL(atProvider.headers.get('location')!)))).status, 302);
+  t.equal((await me(jar)).user!.username, 'from-userinfo');
+
+  forger.mode = 'userinfo-other-sub';
+  const jar2 = new CookieJar();
+  const atProvider2 = await fetch(await startLogin(jar2, 'forged'), { redirect: 'manual' });
+  const res = await browse(jar2, pathOf(new URL(atProvider2.headers.get('location')!)));
+  t.equal(res.status, 400, "another subject's userinfo is not taken");
+  t.match((await errorOf(res)).message, /gave no name deskhub can use/);
+});
+
 t.test('a callback used twice is refused, with or without the original cookies', async (t) => {
   const jar = new CookieJar();
   const back = await corp.completeLogin(await startLogin(jar, 'corp'), 'corp-alice');
@@ -558,28 +573,32 @@ async function startGithubDouble(options: { clientId: string; clientSecret: stri
   };
 }
 
-type ForgeMode = 'valid' | 'foreign-key' | 'wrong-issuer' | 'wrong-audience' | 'expired' | 'wrong-nonce' | 'hs256' | 'other-azp';
+type ForgeMode = 'valid' | 'foreign-key' | 'wrong-issuer' | 'wrong-audience' | 'expired' | 'wrong-nonce' | 'hs256' | 'other-azp' | 'userinfo' | 'userinfo-other-sub';
 
 /**
  * An OpenID provider reduced to what deskhub uses (discovery, authorize, token with PKCE, JWKS)
  * whose id_tokens are wrong on purpose in one way at a time (`mode`), signed for real with jose.
- * 'valid' is the control: the same provider with a correct id_token signs in.
+ * 'valid' is the control: the same provider with a correct id_token signs in. In the 'userinfo'
+ * modes the id_token has no name and the userinfo endpoint has one (for another subject, in
+ * 'userinfo-other-sub').
  */
 async function startIdTokenForger(options: { clientId: string; clientSecret: string; redirectUri: string }) {
   const published = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const foreign = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = { ...(await exportJWK(published.publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
   const codes = pkceCodes<string>(options);
+  const tokens = new Set<string>();
   const state = { mode: 'valid' as ForgeMode };
   let issuer = '';
   const idToken = async (nonce: string): Promise<string> => {
     const mode = state.mode;
     const now = Math.floor(Date.now() / 1000);
-    const claims: Record<string, unknown> = { nonce: mode === 'wrong-nonce' ? 'not-the-nonce' : nonce, preferred_username: 'forged-user' };
+    const claims: Record<string, unknown> = { nonce: mode === 'wrong-nonce' ? 'not-the-nonce' : nonce };
+    if (!mode.startsWith('userinfo')) claims.preferred_username = 'forged-user';
     if (mode === 'other-azp') claims.azp = 'someone-else';
     const jwt = new SignJWT(claims)
       .setProtectedHeader({ alg: mode === 'hs256' ? 'HS256' : 'RS256', kid: 'k1' })
-      .setSubject('forged-1')
+      .setSubject(mode.startsWith('userinfo') ? `forged-${mode}` : 'forged-1')
       .setIssuer(mode === 'wrong-issuer' ? 'https://impostor.example' : issuer)
       .setAudience(mode === 'wrong-audience' ? 'another-client' : mode === 'other-azp' ? [options.clientId, 'someone-else'] : options.clientId)
       .setIssuedAt(mode === 'expired' ? now - 7200 : now)
@@ -595,12 +614,18 @@ async function startIdTokenForger(options: { clientId: string; clientSecret: str
         authorization_endpoint: `${issuer}/authorize`,
         token_endpoint: `${issuer}/token`,
         jwks_uri: `${issuer}/jwks`,
+        userinfo_endpoint: `${issuer}/userinfo`,
         response_types_supported: ['code'],
         id_token_signing_alg_values_supported: ['RS256', 'HS256'],
         code_challenge_methods_supported: ['S256'],
       });
     }
     if (url.pathname === '/jwks') return json(res, 200, { keys: [jwk] });
+    if (url.pathname === '/userinfo') {
+      if (!tokens.has((req.headers.authorization ?? '').replace(/^Bearer /, ''))) return json(res, 401, { error: 'invalid_token' });
+      const sub = state.mode === 'userinfo' ? 'forged-userinfo' : 'somebody-else';
+      return json(res, 200, { sub, preferred_username: 'from-userinfo' });
+    }
     if (url.pathname === '/authorize') {
       const back = codes.issue(url.searchParams, url.searchParams.get('nonce') ?? '');
       if (back === null) return json(res, 400, { error: 'invalid_request' });
@@ -612,7 +637,9 @@ async function startIdTokenForger(options: { clientId: string; clientSecret: str
         if (basic !== `${options.clientId}:${options.clientSecret}`) return json(res, 401, { error: 'invalid_client' });
         const nonce = codes.redeem(form);
         if (nonce === null) return json(res, 400, { error: 'invalid_grant' });
-        json(res, 200, { access_token: randomBytes(16).toString('hex'), token_type: 'Bearer', expires_in: 300, id_token: await idToken(nonce) });
+        const accessToken = randomBytes(16).toString('hex');
+        tokens.add(accessToken);
+        json(res, 200, { access_token: accessToken, token_type: 'Bearer', expires_in: 300, id_token: await idToken(nonce) });
       });
       return;
     }
