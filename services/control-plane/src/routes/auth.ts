@@ -37,6 +37,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
 
   const unknownProvider = (id: string) =>
     `There is no sign-in provider ${/^[a-z0-9-]{1,64}$/.test(id) ? `"${id}"` : 'by that name'} here (configured: ${[...providers.keys()].join(', ') || 'none'}).`;
+
   app.get(
     '/auth/providers',
     {
