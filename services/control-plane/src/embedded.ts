@@ -5,6 +5,23 @@
 import { ConfigError } from '@deskhub/config';
 import { CatalogError } from './catalog.ts';
 import { startEmbedded } from './embedded-start.ts';
+import type { ControlPlaneConfig } from './config.ts';
+
+/** How to sign in and launch a first desktop, for the start-up banner: dev sign-in or the configured providers. */
+function signInLines(config: ControlPlaneConfig, publicUrl: string): string[] {
+  const providers = config.OIDC_PROVIDERS.map((p) => p.id).join(', ');
+  if (config.AUTH_MODE === 'dev') {
+    return [
+      `  Sign in     dev sign-in (AUTH_MODE=dev): curl -c cookies.txt -H 'content-type: application/json' -d '{"username":"alice"}' ${publicUrl}/auth/dev-login`,
+      ...(providers ? [`              or with ${providers} at ${publicUrl}/signin`] : []),
+      `  Launch      curl -b cookies.txt -H 'content-type: application/json' -d '{"type":"demo"}' ${publicUrl}/api/desktops`,
+    ];
+  }
+  return [
+    `  Sign in     ${publicUrl}/signin with ${providers} (AUTH_MODE=oidc)`,
+    `  Automate    create an API token at ${publicUrl}/tokens, then: curl -H 'Authorization: Bearer dhk_…' ${publicUrl}/api/desktops`,
+  ];
+}
 
 async function main(): Promise<void> {
   let deskhub;
@@ -31,8 +48,7 @@ async function main(): Promise<void> {
       'deskhub is running.',
       `  Open        ${publicUrl}/`,
       `  API docs    ${publicUrl}/api/docs`,
-      `  Sign in     dev sign-in (AUTH_MODE=dev): curl -c cookies.txt -H 'content-type: application/json' -d '{"username":"alice"}' ${publicUrl}/auth/dev-login`,
-      `  Launch      curl -b cookies.txt -H 'content-type: application/json' -d '{"type":"demo"}' ${publicUrl}/api/desktops`,
+      ...signInLines(config, publicUrl),
       `  Can run     ${types.filter(Boolean).join(', ') || 'nothing (see GET /api/catalog for why)'}`,
       `  Data        ${config.DATABASE_URL ? 'Postgres (DATABASE_URL)' : `${config.DATA_DIR} (PGlite)`}`,
       'Press Ctrl-C to stop deskhub (desktop processes stop with it).',
