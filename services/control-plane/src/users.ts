@@ -2,7 +2,7 @@
  * Users: found by sign-in provider and subject, created on first sign-in with a unique,
  * path-safe username (`alice`, then `alice-2`... when another provider's alice came first).
  */
-import { and, eq } from 'drizzle-orm';
+import { and, eq, inArray, not, sql } from 'drizzle-orm';
 import type { Database } from './db/client.ts';
 import { users } from './db/schema.ts';
 import { badRequest } from './errors.ts';
@@ -57,4 +57,31 @@ export async function applyAdminRole(db: Database, user: User, adminUsernames: s
   const roles = admin ? [...user.roles, 'admin'] : user.roles.filter((r) => r !== 'admin');
   await db.update(users).set({ roles, updatedAt: new Date() }).where(eq(users.id, user.id));
   return { ...user, roles };
+}
+
+/**
+ * Brings stored roles in line with ADMIN_USERS at start-up, so a change to the list applies at
+ * once, not at each user's next sign-in (an admin-scoped API token of someone taken off the
+ * list stops working at the restart). Listed users become admins. Without ADMIN_CLAIM, everyone
+ * else loses the role; with it, the others keep what their last sign-in's claim gave them (the
+ * claim is only known at sign-in). Returns how many users changed.
+ */
+export async function syncAdminRoles(db: Database, adminUsernames: string[], adminClaimConfigured: boolean): Promise<{ granted: number; revoked: number }> {
+  const hasAdmin = sql`'admin' = any(${users.roles})`;
+  const granted = adminUsernames.length === 0
+    ? []
+    : await db
+        .update(users)
+        .set({ roles: sql`array_append(${users.roles}, 'admin')`, updatedAt: new Date() })
+        .where(and(inArray(users.username, adminUsernames), not(hasAdmin)))
+        .returning({ id: users.id });
+  const unlisted = adminUsernames.length === 0 ? hasAdmin : and(hasAdmin, not(inArray(users.username, adminUsernames)));
+  const revoked = adminClaimConfigured
+    ? []
+    : await db
+        .update(users)
+        .set({ roles: sql`array_remove(${users.roles}, 'admin')`, updatedAt: new Date() })
+        .where(unlisted)
+        .returning({ id: users.id });
+  return { granted: granted.length, revoked: revoked.length };
 }

@@ -9,7 +9,7 @@
 import fp from 'fastify-plugin';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { SESSION_COOKIE, SessionStore, type SessionInfo } from '../../sessions.ts';
-import type { User } from '../../users.ts';
+import { syncAdminRoles, type User } from '../../users.ts';
 import { ApiError, unauthorized } from '../../errors.ts';
 import { ApiTokenStore, type ApiTokenAuth, type Scope } from '../../api-tokens.ts';
 
@@ -51,6 +51,8 @@ export default fp(
     const store = new SessionStore(app.db, app.config.SESSION_TTL_HOURS * 3600 * 1000);
     const secure = new URL(app.config.PUBLIC_URL).protocol === 'https:';
     const tokens = new ApiTokenStore(app.db);
+    const roles = await syncAdminRoles(app.db, app.config.ADMIN_USERS, app.config.ADMIN_CLAIM !== undefined);
+    if (roles.granted + roles.revoked > 0) app.log.info(roles, 'admin roles brought in line with ADMIN_USERS');
     app.decorate('sessions', store);
     app.decorate('apiTokens', tokens);
     app.decorateRequest('user', null);
