@@ -23,7 +23,7 @@ import { describeMachine, openFileLimit } from './lib/machine.ts';
 import { treeRssBytes } from './lib/proc.ts';
 import { summarizeProfiles } from './lib/profile.ts';
 import { checkTargets, markdown, medians, ratios, updateReadme, type RoundResult, type RunResults } from './lib/report.ts';
-import { routePropagation, snapshotLoad } from './lib/route-figures.ts';
+import { lookupFigures, routePropagation, snapshotLoad, type LoadedSnapshot } from './lib/route-figures.ts';
 import { allTargets, authFigures, startTarget, targetLabels, type Target, type TargetName } from './lib/targets.ts';
 import { benchAccessToken } from '../packages/access-token/bench.ts';
 import { checkWrk, runWrk } from './lib/wrk.ts';
@@ -223,10 +223,18 @@ async function main(): Promise<number> {
       if (p) results.propagation = p;
     }
     if (deskhub && !skip.has('snapshot')) {
-      for (const size of settings.snapshotSizes) {
-        log(`snapshot of ${size} routes`);
-        const s = await attempt(`snapshot of ${size} routes`, () => snapshotLoad(deskhub!, size));
-        if (s) results.snapshot.push(s);
+      const loaded: LoadedSnapshot[] = [];
+      try {
+        for (const size of settings.snapshotSizes) {
+          log(`snapshot of ${size} routes`);
+          const s = await attempt(`snapshot of ${size} routes`, () => snapshotLoad(deskhub!, size));
+          if (s) loaded.push(s);
+        }
+        log(`lookups in the ${loaded.map((l) => l.routes).join(' and ')}-route tables, interleaved`);
+        const figures = await attempt('route lookups', () => lookupFigures(loaded));
+        if (figures) results.snapshot.push(...figures);
+      } finally {
+        for (const l of loaded) await l.close().catch(() => {});
       }
     }
     if (!skip.has('verify')) {

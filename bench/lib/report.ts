@@ -146,7 +146,9 @@ export function checkTargets(results: RunResults, med: Medians): TargetCheck[] {
   add(`${big?.routes ?? 100000} routes loaded from a snapshot < 1 s`, big?.loadMs, 1000, (v) => v < 1000, (v) => `${v.toFixed(0)} ms`);
   // The same few routes in both tables isolate the lookup's own cost from cache misses a larger table brings.
   add('lookup cost the same at 10 and 100,000 routes (same 8 routes, within 1.5x)', big?.hotLookupNs, small?.hotLookupNs, (v, r) => v <= 1.5 * r,
-    (v, r) => `${v.toFixed(0)} ns vs ${r.toFixed(0)} ns (random route: ${big?.lookupNs.toFixed(0)} vs ${small?.lookupNs.toFixed(0)} ns)`);
+    (v, r) =>
+      `${v.toFixed(0)} ns vs ${r.toFixed(0)} ns (key sliced from the request path: ${big?.requestLookupNs?.toFixed(0)} vs ${small?.requestLookupNs?.toFixed(0)} ns; ` +
+      `uniformly random route, cache misses included: ${big?.lookupNs.toFixed(0)} vs ${small?.lookupNs.toFixed(0)} ns)`);
   const rc = results.routeChange.deskhub;
   add(`route change with ${rc?.sockets ?? 1000} WebSockets open: none dropped`, rc?.dropped, 0, (v) => v === 0 && rc!.echoedAfter === rc!.sockets, (v) => `${v} dropped, ${rc!.echoedAfter}/${rc!.sockets} echoed after`);
   return checks;
@@ -260,13 +262,19 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
     lines.push('');
   }
   if (results.snapshot.length) {
-    lines.push('| routes in snapshot | republish (ms) | subscriber load until ready (ms) | lookup, same 8 routes (ns) | lookup, random route (ns) | lookup, missing (ns) |');
-    lines.push('|---:|---:|---:|---:|---:|---:|');
+    lines.push('| routes in snapshot | republish (ms) | subscriber load until ready (ms) | lookup, same 8 routes (ns) | lookup, same 8 routes, key sliced from the request path (ns) | lookup, uniformly random route (ns) | lookup, missing (ns) |');
+    lines.push('|---:|---:|---:|---:|---:|---:|---:|');
     for (const s of results.snapshot) {
       lines.push(
-        `| ${s.routes.toLocaleString('en-US')} | ${s.publishMs.toFixed(1)} | ${s.loadMs.toFixed(1)} | ${s.hotLookupNs.toFixed(1)} | ${s.lookupNs.toFixed(1)} | ${s.missNs.toFixed(1)} |`,
+        `| ${s.routes.toLocaleString('en-US')} | ${s.publishMs.toFixed(1)} | ${s.loadMs.toFixed(1)} | ${s.hotLookupNs.toFixed(1)} | ${s.requestLookupNs?.toFixed(1) ?? '—'} | ${s.lookupNs.toFixed(1)} | ${s.missNs.toFixed(1)} |`,
       );
     }
+    lines.push('');
+    lines.push(
+      'Lookups: every table measured with the same access patterns, passes interleaved across tables after the heap settled, median of 7 passes of 1,000,000. ' +
+        '"Same 8 routes" is the lookup\'s own cost (the same key strings, hashes cached); "key sliced from the request path" is what a request costs the proxy ' +
+        '(a new string each time, hashed afresh); "uniformly random" spreads over the whole table, so a large table adds cache misses: that column measures the memory hierarchy, not the algorithm.',
+    );
     lines.push('');
   }
   if (checks.length) {

@@ -153,28 +153,29 @@ export interface SnapshotResult {
   publishMs: number;
   /** A new subscriber: start() until ready (snapshot fetched, parsed and loaded), milliseconds. */
   loadMs: number;
-  /** RouteTable.get() of the same 8 existing routes over and over, nanoseconds (median of 5 passes): the lookup's own cost. */
+  /** RouteTable.get() of the same 8 existing routes over and over (same key strings), nanoseconds: the lookup's own cost. */
   hotLookupNs: number;
-  /** RouteTable.get() of random existing routes, nanoseconds: includes the cache misses of a large table. */
+  /**
+   * The same 8 routes, but each key sliced afresh from a request path as the proxy does for every
+   * request (`/desktop/<p>/small` → `<p>`, so the string's hash is computed each time), nanoseconds.
+   */
+  requestLookupNs: number;
+  /** RouteTable.get() of uniformly random existing routes, nanoseconds: adds the cache misses of a large table. */
   lookupNs: number;
   /** RouteTable.get() of a missing route, nanoseconds. */
   missNs: number;
 }
 
-function lookupCost(get: (p: string) => unknown, keys: string[], passes = 5, perPass = 1_000_000): number {
-  const results: number[] = [];
-  let found = 0;
-  for (let pass = 0; pass < passes; pass++) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < perPass; i++) if (get(keys[i % keys.length]!) !== undefined) found++;
-    results.push(Number(process.hrtime.bigint() - t0) / perPass);
-  }
-  // Keeps the loop's result alive so it is not optimised away.
-  if (found < 0) throw new Error('unreachable');
-  return median(results);
+/** A table loaded from a snapshot, kept open until every table's lookups are measured. */
+export interface LoadedSnapshot {
+  routes: number;
+  publishMs: number;
+  loadMs: number;
+  table: { get(path: string): unknown };
+  close(): Promise<void>;
 }
 
-export async function snapshotLoad(deskhub: DeskhubStream, size: number): Promise<SnapshotResult> {
+export async function snapshotLoad(deskhub: DeskhubStream, size: number): Promise<LoadedSnapshot> {
   const stream = await deskhub.openStream(`bench-snapshot-${size}:`);
   const publisher = stream.publisher();
   const routes = Array.from({ length: size }, (_, i) => benchRoute(`snap-${i}`, 1 + (i % 60000)));
@@ -189,16 +190,67 @@ export async function snapshotLoad(deskhub: DeskhubStream, size: number): Promis
     if (!subscriber.ready) await ready;
     const loadMs = Number(process.hrtime.bigint() - t0) / 1e6;
     if (subscriber.table.size !== size) throw new Error(`snapshot of ${size} routes loaded ${subscriber.table.size}`);
-    // Random existing keys, fixed in advance so the loop measures get() and not key building.
-    const keys = Array.from({ length: 4096 }, () => `snap-${Math.floor(Math.random() * size)}`);
-    const hot = Array.from({ length: 8 }, (_, i) => `snap-${Math.floor((i * size) / 8)}`);
-    const missing = Array.from({ length: 4096 }, (_, i) => `absent-${i}`);
-    const table = subscriber.table;
-    const hotLookupNs = lookupCost((p) => table.get(p), hot);
-    const lookupNs = lookupCost((p) => table.get(p), keys);
-    const missNs = lookupCost((p) => table.get(p), missing);
-    return { routes: size, publishMs, loadMs, hotLookupNs, lookupNs, missNs };
-  } finally {
+    return { routes: size, publishMs, loadMs, table: subscriber.table, close: () => subscriber.close() };
+  } catch (err) {
     await subscriber.close();
+    throw err;
   }
+}
+
+/** Nanoseconds per call of `lookup(i)` over `perPass` calls (`i` counts up). */
+function lookupPass(lookup: (i: number) => unknown, perPass: number): number {
+  let found = 0;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < perPass; i++) if (lookup(i) !== undefined) found++;
+  const ns = Number(process.hrtime.bigint() - t0) / perPass;
+  // Keeps the loop's result alive so it is not optimised away.
+  if (found < 0) throw new Error('unreachable');
+  return ns;
+}
+
+/**
+ * Lookup cost in every loaded table with the same access patterns: the same 8 routes (the
+ * lookup's own cost), the same 8 routes with each key sliced afresh from a request path (what a
+ * request costs the proxy), uniformly random routes (cache misses grow with the table) and
+ * missing routes. The tables' passes are interleaved (pass 1 of every table and pattern, then
+ * pass 2, ...) after the heap has settled from loading, so JIT warm-up, a garbage collection
+ * left over from the 100,000-route load, or a busy moment on the machine falls on every table
+ * alike instead of on whichever was measured last; the median pass counts.
+ */
+export async function lookupFigures(loaded: LoadedSnapshot[], passes = 7, perPass = 1_000_000): Promise<SnapshotResult[]> {
+  const patterns = loaded.map(({ routes: size, table }) => {
+    const hot = Array.from({ length: 8 }, (_, i) => `snap-${Math.floor((i * size) / 8)}`);
+    const requests = hot.map((p) => `/desktop/${p}/small`);
+    // Random existing keys, fixed in advance so the loop measures get() and not key building.
+    const random = Array.from({ length: 4096 }, () => `snap-${Math.floor(Math.random() * size)}`);
+    const missing = Array.from({ length: 4096 }, (_, i) => `absent-${i}`);
+    const get = (p: string) => table.get(p);
+    return {
+      hot: (i: number) => get(hot[i & 7]!),
+      // As the proxy's splitDesktopTarget does: the segment after "/desktop/", a new string each time.
+      request: (i: number) => {
+        const url = requests[i & 7]!;
+        return get(url.slice(9, url.indexOf('/', 9)));
+      },
+      random: (i: number) => get(random[i & 4095]!),
+      missing: (i: number) => get(missing[i & 4095]!),
+    };
+  });
+  // Loading 100,000 routes leaves garbage collection work behind; let it finish first.
+  await sleep(1500);
+  const names = ['hot', 'request', 'random', 'missing'] as const;
+  for (const p of patterns) for (const n of names) lookupPass(p[n], perPass / 10);
+  const samples = patterns.map(() => ({ hot: [] as number[], request: [] as number[], random: [] as number[], missing: [] as number[] }));
+  for (let pass = 0; pass < passes; pass++) {
+    for (let t = 0; t < patterns.length; t++) for (const n of names) samples[t]![n].push(lookupPass(patterns[t]![n], perPass));
+  }
+  return loaded.map((l, t) => ({
+    routes: l.routes,
+    publishMs: l.publishMs,
+    loadMs: l.loadMs,
+    hotLookupNs: median(samples[t]!.hot),
+    requestLookupNs: median(samples[t]!.request),
+    lookupNs: median(samples[t]!.random),
+    missNs: median(samples[t]!.missing),
+  }));
 }
