@@ -4,8 +4,9 @@
  * a request body until it has somewhere to go, and writes responses straight to the socket.
  *
  * Rules it keeps:
- * - responses go out in request order; while a response is under way the socket is not read
- *   past the end of the current request (no unbounded pipelining);
+ * - responses go out in request order; while a response is under way at most `MAX_QUEUED`
+ *   requests are read ahead (bounded pipelining), and a request that cannot be parsed is
+ *   answered after the ones before it;
  * - a request body is never held whole: more than `PENDING_BODY_MAX` waiting, or an upstream
  *   that does not keep up, pauses reading from the browser;
  * - a response that ends before its request body was read closes the connection (the unread
@@ -38,6 +39,12 @@ import {
 
 /** Request body bytes held while the request waits for an upstream connection. */
 const PENDING_BODY_MAX = 64 * 1024;
+/**
+ * Requests parsed and waiting for their turn (pipelining); with this many, reading pauses. A
+ * consumed socket is not stopped per request: stopping and restarting its handle costs two
+ * epoll_ctl calls each time, for browsers that do not pipeline at all.
+ */
+const MAX_QUEUED = 16;
 
 /** Where a request body goes once the proxy knows (an upstream connection, or nowhere). */
 export interface BodySink {
@@ -244,6 +251,8 @@ export class ClientConnection {
   private waitingForResponse = false;
   private paused = false;
   private closed = false;
+  /** A request that could not be parsed while earlier ones were being answered: answered after them. */
+  private failed: ParseError | null = null;
   /** llhttp reads the socket itself (consumeSocket); false for other sockets and after an upgrade. */
   private consumed = false;
   private partialHeaders: string[] = [];
@@ -324,6 +333,7 @@ export class ClientConnection {
     this.parsing = req;
     this.queue.push(req);
     if (this.queue.length === 1) this.dispatch(req);
+    else if (this.queue.length >= MAX_QUEUED) this.updateReading();
     return 0;
   };
 
@@ -333,14 +343,15 @@ export class ClientConnection {
     this.parsing = null;
     req.bodyEnd();
     if (!req.finished) {
-      // Do not read the next request until this one is answered.
+      // A socket read through 'data' events is not read past this request until it is answered
+      // (pausing it costs nothing); a consumed one reads ahead up to MAX_QUEUED requests.
       this.waitingForResponse = true;
       this.updateReading();
     }
   };
 
   private readonly onData = (chunk: Buffer): void => {
-    if (this.closed) return;
+    if (this.closed || this.failed !== null) return;
     const waiting = this.upgrade;
     if (waiting !== null && waiting.head !== null) {
       // Bytes after a queued upgrade's head belong to the upgraded connection.
@@ -352,7 +363,7 @@ export class ClientConnection {
 
   /** After each read of a consumed socket: `ret` bytes of it were parsed. */
   private readonly onExecute = (ret: number | ParseError): void => {
-    if (this.closed) return;
+    if (this.closed || this.failed !== null) return;
     this.parsed(ret, null);
   };
 
@@ -431,7 +442,10 @@ export class ClientConnection {
     this.blockedByBody = false;
     const next = this.queue[0];
     if (next !== undefined) this.dispatch(next);
-    else if (this.upgrade !== null && this.upgrade.head !== null) this.handOver();
+    else if (this.failed !== null) {
+      this.answerParseError(this.failed);
+      return;
+    } else if (this.upgrade !== null && this.upgrade.head !== null) this.handOver();
     else this.idleSince = coarseClock.now;
     this.updateReading();
   }
@@ -447,7 +461,8 @@ export class ClientConnection {
   }
 
   private updateReading(): void {
-    const pause = this.blockedByBody || this.waitingForResponse;
+    const pause =
+      this.blockedByBody || this.failed !== null || this.queue.length >= MAX_QUEUED || (this.waitingForResponse && !this.consumed);
     if (pause === this.paused || this.closed) return;
     this.paused = pause;
     if (this.consumed) setReading(this.socket, !pause);
@@ -479,12 +494,24 @@ export class ClientConnection {
   }
 
   private parseError(err: ParseError): void {
-    this.closed = true;
-    // Answering now is only possible when no response is under way (it would interleave).
     if (this.queue.length > 0) {
-      this.socket.destroy();
+      // Answering now would interleave with a response under way: the answer waits for the
+      // requests before it, unless the error is inside a body (that request can never complete).
+      if (this.parsing !== null) {
+        this.closed = true;
+        this.socket.destroy();
+        return;
+      }
+      this.failed = err;
+      this.headStartedAt = 0;
+      this.updateReading();
       return;
     }
+    this.answerParseError(err);
+  }
+
+  private answerParseError(err: ParseError): void {
+    this.closed = true;
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
     const message = status === 431 ? 'The request headers are too large.' : 'The request is not valid HTTP.';
     this.server.settings.countResponse(status);

@@ -98,6 +98,39 @@ t.test('pipelined requests are answered in order; keep-alive reuses the browser 
   t.equal(ports.size, 1, 'five requests over one kept-alive browser connection');
 });
 
+t.test('pipelining past the read-ahead bound, and a bad request behind good ones, keep request order', async (t) => {
+  const upstream = await startUpstream((req, res) => {
+    // The first answer is slow, so the rest wait parsed (or unread) behind it.
+    setTimeout(() => res.end(`answer ${req.url}`), req.url === '/p0' ? 80 : 0);
+  });
+  t.teardown(() => upstream.close());
+  const { proxy } = await startStack(t, [makeRoute('pib-desk', upstream.url)]);
+  const get = (path: string): string => `GET /desktop/pib-desk${path} HTTP/1.1\r\nHost: x\r\n\r\n`;
+
+  // 40 requests in one write: more than the proxy reads ahead (16), so reading pauses and resumes.
+  const many = Array.from({ length: 40 }, (_, i) => get(`/p${i}`)).join('');
+  const text = await raw(proxy.port, many, /answer \/p39/);
+  const order = [...text.matchAll(/answer (\/p\d+)/g)].map((m) => m[1]);
+  t.same(order, Array.from({ length: 40 }, (_, i) => `/p${i}`), '40 pipelined answers, in request order');
+
+  // A good request, then bytes that are not HTTP: the good one is answered whole, then a 400.
+  const samePacket = await raw(proxy.port, get('/p0') + 'HELLO THERE\r\n\r\n');
+  t.match(samePacket, /^HTTP\/1\.1 200 OK[\s\S]*answer \/p0HTTP\/1\.1 400 Bad Request/, 'same packet: 200 with its body, then 400');
+  t.match(samePacket, /"statusCode":400/);
+
+  // The same with the bad bytes arriving while the first answer is still under way.
+  const later = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(proxy.port, '127.0.0.1');
+    let text = '';
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('close', () => resolve(text));
+    socket.on('error', reject);
+    socket.write(get('/p0'));
+    setTimeout(() => socket.write('HELLO THERE\r\n\r\n'), 20);
+  });
+  t.match(later, /^HTTP\/1\.1 200 OK[\s\S]*answer \/p0HTTP\/1\.1 400 Bad Request/, 'later packet: 200 with its body, then 400, then closed');
+});
+
 t.test('response framing: chunked, close-delimited, HEAD, 204, 304, informational', async (t) => {
   const upstream = await rawUpstream((socket, request) => {
     const path = request.split(' ')[1];
