@@ -10,8 +10,8 @@
  * header is dropped).
  *
  * Towards the browser: hop-by-hop headers go, WWW-Authenticate is dropped from a desktop's 401
- * (the browser must never show a login prompt for the VNC password), and Location is brought
- * back under the desktop's prefix.
+ * (the browser must never show a login prompt for the VNC password), and Location and a
+ * cookie's Path are brought back under the desktop's prefix.
  */
 import type { UpstreamTarget } from './targets.ts';
 
@@ -168,6 +168,29 @@ export function rewriteLocation(value: string, target: UpstreamTarget): string {
   return target.strip ? target.prefix + path : path;
 }
 
+/**
+ * A cookie an upstream sets, seen from the browser: for a route that strips the prefix, an
+ * absolute `Path` attribute gets the prefix back (`Path=/` from the container is
+ * `Path=/desktop/<p>/`), so the cookie stays scoped to its desktop instead of reaching every path
+ * of deskhub's origin (as nginx's proxy_cookie_path does). Everything else is left as it is; a
+ * cookie without Path already defaults to the request's (prefixed) path in the browser.
+ */
+export function rewriteCookiePath(value: string, target: UpstreamTarget): string {
+  if (!target.strip) return value;
+  const parts = value.split(';');
+  let changed = false;
+  for (let i = 1; i < parts.length; i++) {
+    const part = parts[i] as string;
+    const eq = part.indexOf('=');
+    if (eq === -1 || part.slice(0, eq).trim().toLowerCase() !== 'path') continue;
+    const path = part.slice(eq + 1).trim();
+    if (path.charCodeAt(0) !== 47 /* / */) continue;
+    parts[i] = ` Path=${target.prefix}${path}`;
+    changed = true;
+  }
+  return changed ? parts.join(';') : value;
+}
+
 /** The upstream's response head, cleaned for the browser. */
 export interface ResponseHeadParts {
   /** "name: value\r\n" lines, without framing or connection headers. */
@@ -210,6 +233,9 @@ export function responseHeaderLines(headers: string[], status: number, target: U
         break;
       case 'location':
         lines += `${name}: ${rewriteLocation(value, target)}\r\n`;
+        continue;
+      case 'set-cookie':
+        lines += `${name}: ${rewriteCookiePath(value, target)}\r\n`;
         continue;
       default:
         if (lower.startsWith('proxy-')) continue;

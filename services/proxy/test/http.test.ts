@@ -156,6 +156,28 @@ t.test('Location headers come back under the prefix', async (t) => {
   }
 });
 
+t.test('Set-Cookie Path comes back under the prefix of a route that strips it', async (t) => {
+  const upstream = await startUpstream((_req, res) => {
+    res.setHeader('set-cookie', ['root=1; Path=/; HttpOnly', 'app=2; path=/app; Secure', 'nopath=3', 'rel=4; Path=relative', 'spaced=5 ;  PATH = /x/y ; SameSite=Lax']);
+    res.end('ok');
+  });
+  t.teardown(() => upstream.close());
+  const { proxy } = await startStack(t, [
+    makeRoute('fib-strip', upstream.url, { stripPrefix: true }),
+    makeRoute('fib-keep', upstream.url, { stripPrefix: false }),
+  ]);
+  const strip = await send(`${proxy.url}/desktop/fib-strip/`);
+  t.same(strip.headers['set-cookie'], [
+    'root=1; Path=/desktop/fib-strip/; HttpOnly',
+    'app=2; Path=/desktop/fib-strip/app; Secure',
+    'nopath=3',
+    'rel=4; Path=relative',
+    'spaced=5 ; Path=/desktop/fib-strip/x/y; SameSite=Lax',
+  ], 'absolute paths prefixed, the rest untouched');
+  const keep = await send(`${proxy.url}/desktop/fib-keep/`);
+  t.same(keep.headers['set-cookie'], ['root=1; Path=/; HttpOnly', 'app=2; path=/app; Secure', 'nopath=3', 'rel=4; Path=relative', 'spaced=5 ;  PATH = /x/y ; SameSite=Lax'], 'a route that keeps its prefix: unchanged');
+});
+
 t.test('upstream TLS verification is switched per route', async (t) => {
   const desktop = await startDemoDesktop({ name: 'gus-kasm', tls: true, password: KASM_PASSWORD });
   t.teardown(() => desktop.close());
