@@ -138,7 +138,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const onRouteChange = (path: string, before: Route | undefined, after: Route | undefined): void => {
     if (!upstreamChanged(before, after)) return;
     const closed = connections.close(path);
-    if (closed > 0) logger.info({ route: path, closed, withdrawn: after === undefined }, 'closed open connections of a changed route');
+    const cut = upstreams.cutRoute(path);
+    if (closed > 0 || cut > 0) logger.info({ route: path, closed, cut, withdrawn: after === undefined }, 'closed open connections and cut requests of a changed route');
   };
   subscriber.on('change', onRouteChange);
 

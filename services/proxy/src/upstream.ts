@@ -107,6 +107,19 @@ export class Upstreams {
     pool.acquire(exchange);
   }
 
+  /**
+   * Cuts every exchange of one route (withdrawn, or moved to another upstream): those under way
+   * on a connection and those waiting for one. A scan over open connections and queues, done only
+   * when a route changes, so a request pays nothing for it. Returns how many were cut.
+   */
+  cutRoute(key: string): number {
+    const cut: Exchange[] = [];
+    for (const conn of this.connections) if (conn.exchange !== null && conn.exchange.target.key === key) cut.push(conn.exchange);
+    for (const pool of this.pools.values()) for (const exchange of pool.waiting) if (exchange.target.key === key) cut.push(exchange);
+    for (const exchange of cut) exchange.cut();
+    return cut.length;
+  }
+
   forget(pool: UpstreamPool): void {
     if (this.pools.get(pool.key) === pool) this.pools.delete(pool.key);
   }
@@ -535,6 +548,19 @@ export class Exchange implements BodySink, RequestListener {
     this.conn = null;
     if (conn !== null) conn.socket.destroy();
     else this.queuedIn?.cancel(this); // still waiting for a connection: nothing was sent
+  }
+
+  /**
+   * The route changed under this request (withdrawn or moved): the upstream side is dropped; a
+   * browser still waiting for the head gets a 503 (a new request finds the route's new state), one
+   * already receiving the body has its connection cut.
+   */
+  cut(): void {
+    if (this.finished) return;
+    const under = this.headReceived || this.req.headSent;
+    this.clientGone();
+    if (under) this.req.socket.destroy();
+    else errorAnswer(this.req, 503, 'The desktop was stopped or moved while this request was under way.', this.html, 'retry-after: 1\r\n');
   }
 
   /** The upstream failed (or the proxy gave up on it). */

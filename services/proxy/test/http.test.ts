@@ -2,6 +2,7 @@
  * HTTP forwarding through a real proxy to real upstreams: demo-desktop as the Kasm-like HTTPS
  * basic-auth desktop (its /__echo shows what reached it) and plain HTTP servers started here.
  */
+import http from 'node:http';
 import t from 'tap';
 import { startDemoDesktop } from '@deskhub/demo-desktop';
 import { closedPort, echoedHeaders, KASM_AUTH, KASM_PASSWORD, makeRoute, send, startStack, startUpstream, waitForSubscriber } from './helpers.ts';
@@ -176,6 +177,49 @@ t.test('Set-Cookie Path comes back under the prefix of a route that strips it', 
   ], 'absolute paths prefixed, the rest untouched');
   const keep = await send(`${proxy.url}/desktop/fib-keep/`);
   t.same(keep.headers['set-cookie'], ['root=1; Path=/; HttpOnly', 'app=2; path=/app; Secure', 'nopath=3', 'rel=4; Path=relative', 'spaced=5 ;  PATH = /x/y ; SameSite=Lax'], 'a route that keeps its prefix: unchanged');
+});
+
+t.test('withdrawing a route cuts its requests in flight (503 before the head, cut during the body), and nobody else’s', async (t) => {
+  const seen: string[] = [];
+  const upstream = await startUpstream((req, res) => {
+    seen.push(req.url ?? '');
+    if (req.url === '/stream') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first part;');
+      return; // the rest never comes: a long download
+    }
+    setTimeout(() => res.end(`late answer ${req.url}`), 1500);
+  });
+  t.teardown(() => upstream.close());
+  const stack = await startStack(t, [makeRoute('gil-a', upstream.url), makeRoute('gil-b', upstream.url)]);
+  const waiting = send(`${stack.proxy.url}/desktop/gil-a/slow`);
+  const other = send(`${stack.proxy.url}/desktop/gil-b/slow-too`);
+  const streamCut = new Promise<{ received: string; ended: boolean }>((resolve, reject) => {
+    http
+      .get(`${stack.proxy.url}/desktop/gil-a/stream`, { agent: false }, (res) => {
+        let received = '';
+        let ended = false;
+        res.on('data', (c: Buffer) => (received += c.toString()));
+        res.on('end', () => (ended = true));
+        res.on('error', () => undefined);
+        res.socket.on('close', () => resolve({ received, ended }));
+      })
+      .on('error', reject);
+  });
+  const deadline = Date.now() + 5000;
+  while (seen.length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  t.equal(seen.length, 3, 'all three requests reached the upstream');
+  const t0 = Date.now();
+  await stack.remove('gil-a');
+  const cut = await waiting;
+  t.equal(cut.status, 503, 'the request still waiting for its head: 503');
+  t.match(cut.text, /stopped or moved/);
+  t.equal(cut.headers['retry-after'], '1');
+  t.ok(Date.now() - t0 < 1000, `answered at once (${Date.now() - t0} ms), not when the upstream would have`);
+  const stream = await streamCut;
+  t.same(stream, { received: 'first part;', ended: false }, 'the response under way: its connection cut, not ended as if complete');
+  const kept = await other;
+  t.same([kept.status, kept.text], [200, 'late answer /slow-too'], 'the other route’s request is untouched');
 });
 
 t.test('upstream TLS verification is switched per route', async (t) => {
