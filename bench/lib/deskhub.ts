@@ -17,6 +17,8 @@ export interface ReplicaOptions {
   upstreamPort: number;
   /** Extra environment, e.g. ACCESS_TOKEN_PUBLIC_KEYS and PUBLIC_URL for the authorized variant. */
   env?: Record<string, string>;
+  /** Entry point to run instead of services/proxy/src/main.ts (another version of the proxy: compare.ts). */
+  main?: string;
 }
 
 /** Owner of every route the harness publishes: the user the deskhub+auth target mints its token for. */
@@ -79,11 +81,12 @@ export async function startDeskhubStream(repoRoot: string, runDir: string, nodeA
       return version;
     },
     startReplica(opts) {
-      if (!existsSync(main)) throw new Error('deskhub: services/proxy/src/main.ts does not exist yet (the proxy is not built)');
+      const entry = opts.main ?? main;
+      if (!existsSync(entry)) throw new Error(`deskhub: ${entry} does not exist (the proxy is not built)`);
       const service = spawnService({
         name: opts.name,
         command: process.execPath,
-        args: [...nodeArgs, '--import', 'tsx', main],
+        args: [...nodeArgs, '--import', 'tsx', entry],
         cwd: repoRoot,
         env: {
           PORT: String(opts.port),
