@@ -22,6 +22,8 @@ export interface Parser {
   unconsume(): void;
   /** A copy of the data of the read being handled (inside a kOnExecute callback). */
   getCurrentBuffer(): Buffer;
+  /** false from the first byte of a message until its head is complete (and before the first message). */
+  headersCompleted(): boolean;
   close(): void;
   [key: number]: unknown;
 }

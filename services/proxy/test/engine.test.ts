@@ -10,7 +10,8 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Readable, Transform } from 'node:stream';
 import t from 'tap';
-import { makeRoute, send, startStack, startUpstream } from './helpers.ts';
+import { FrontServer } from '../src/front.ts';
+import { makeRoute, send, silentLogger, startStack, startUpstream } from './helpers.ts';
 
 /** Writes raw bytes and collects everything until the server closes (or `until` matches). */
 function raw(port: number, request: string, until?: RegExp): Promise<string> {
@@ -316,4 +317,27 @@ t.test('more requests at once than a pool has connections: all answered', async 
   t.ok(replies.every((r) => r.status === 200 && r.text === 'ok'), '200 answers');
   t.ok(most <= 128, `at most 128 upstream requests at once (${most})`);
   t.ok(most > 1, 'and more than one');
+});
+
+t.test('a head that does not arrive whole in time gets 408; an idle keep-alive connection is closed', async (t) => {
+  // The engine on its own, with short timeouts (the proxy's are 60 and 65 s), checked by its sweep.
+  const front = new FrontServer(
+    { bodyLimit: 1024, headersTimeoutMs: 1200, keepAliveTimeoutMs: 1200, logger: silentLogger, countResponse: () => undefined },
+    // Answered once the request was read whole (an answer before that closes the connection).
+    { request: (req) => setImmediate(() => req.respond(200, 'content-type: text/plain\r\n', 'ok')), upgrade: (_req, socket) => socket.destroy() },
+  );
+  await new Promise<void>((resolve) => front.server.listen(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => front.close(0));
+  const port = (front.server.address() as AddressInfo).port;
+
+  // Half a head, after a complete request on the same connection: the clock starts at the new head.
+  const t0 = Date.now();
+  const slow = await raw(port, 'GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n');
+  t.match(slow, /^HTTP\/1\.1 200 OK[\s\S]*okHTTP\/1\.1 408 Request Timeout/, 'the complete request answered, then 408 for the unfinished head');
+  t.ok(Date.now() - t0 >= 1200, `not before the timeout (${Date.now() - t0} ms)`);
+
+  // A kept-alive connection with nothing under way is closed, without an answer.
+  const idle = await raw(port, 'GET /only HTTP/1.1\r\nHost: x\r\n\r\n');
+  t.match(idle, /^HTTP\/1\.1 200 OK[\s\S]*ok$/, 'answered, then closed when idle');
+  t.notMatch(idle, /connection: close/, 'kept alive after the answer');
 });
