@@ -106,6 +106,51 @@ export function distinctColours(png: Buffer): number {
   return seen.size;
 }
 
+/**
+ * Opens noVNC at `url` and waits until it says "Connected"; returns the status and the network
+ * changes it had to ride out. Chromium aborts navigations and connections with
+ * ERR_NETWORK_CHANGED when the host's interfaces change, and Docker adds and removes veth
+ * interfaces (and their IPv6 addresses settle a moment later) whenever a container starts or
+ * stops, ours or another test's: seen here as a failed navigation, or as a noVNC page whose
+ * status never appeared. Only that is retried (up to `attempts` times, each seen by the page as
+ * a Chromium error or console message naming it); any other failure fails at once.
+ */
+export async function openNoVnc(page: Page, url: string, options: { attempts?: number; timeoutMs?: number } = {}): Promise<{ status: string; networkChanges: number }> {
+  const attempts = options.attempts ?? 3;
+  let networkChanged = false;
+  const onFailed = (r: { failure(): { errorText: string } | null }) => {
+    if (r.failure()?.errorText.includes('ERR_NETWORK_CHANGED')) networkChanged = true;
+  };
+  const onConsole = (m: { text(): string }) => {
+    if (m.text().includes('ERR_NETWORK_CHANGED')) networkChanged = true;
+  };
+  page.on('requestfailed', onFailed);
+  page.on('console', onConsole);
+  try {
+    for (let attempt = 1; ; attempt++) {
+      networkChanged = false;
+      try {
+        await page.goto(url);
+        const connected = waitForNoVncConnected(page, options.timeoutMs);
+        let poll: ReturnType<typeof setInterval> | undefined;
+        const changed = new Promise<null>((resolve) => {
+          poll = setInterval(() => networkChanged && resolve(null), 250);
+        });
+        const status = await Promise.race([connected, changed]).finally(() => clearInterval(poll));
+        if (status !== null) return { status, networkChanges: attempt - 1 };
+        connected.catch(() => {}); // abandoned: the page is loaded again
+        if (attempt >= attempts) throw new Error(`noVNC did not connect: Chromium saw the network change (ERR_NETWORK_CHANGED) on each of ${attempts} attempts`);
+      } catch (err) {
+        const changed = networkChanged || /ERR_NETWORK_CHANGED/.test((err as Error).message);
+        if (!changed || attempt >= attempts) throw err;
+      }
+    }
+  } finally {
+    page.off('requestfailed', onFailed);
+    page.off('console', onConsole);
+  }
+}
+
 /** Waits in real time until noVNC says "Connected" (it shows "Connecting..." first). */
 export async function waitForNoVncConnected(page: Page, timeoutMs = 60_000): Promise<string> {
   const status = await page.waitForFunction(
