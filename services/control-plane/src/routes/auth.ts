@@ -10,10 +10,9 @@
  * proxy sends page loads without a valid one there); `POST /auth/desktop-access` renews it for
  * the open web UI; logout revokes the session and its access tokens everywhere.
  */
-import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { SESSION_COOKIE, type SessionInfo } from '../sessions.ts';
+import { SESSION_COOKIE } from '../sessions.ts';
 import { applyAdminRole, signInUser } from '../users.ts';
 import { makePathSafe } from '../proxy-path.ts';
 import { errors } from './schemas.ts';
@@ -27,13 +26,6 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('onClose', async () => {
     await Promise.all([...providers.values()].map((p) => p.close()));
   });
-
-  /** The session of the `deskhub_session` cookie, or null (no cookie, bad signature, ended). */
-  async function cookieSession(request: FastifyRequest): Promise<SessionInfo | null> {
-    const raw = request.cookies[SESSION_COOKIE];
-    const unsigned = raw ? request.unsignCookie(raw) : null;
-    return unsigned?.valid && unsigned.value ? app.sessions.lookup(unsigned.value) : null;
-  }
 
   const unknownProvider = (id: string) =>
     `There is no sign-in provider ${/^[a-z0-9-]{1,64}$/.test(id) ? `"${id}"` : 'by that name'} here (configured: ${[...providers.keys()].join(', ') || 'none'}).`;
@@ -172,7 +164,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
       const next = request.query.next ?? '/';
       // Only a desktop path on this origin: anything else would be an open redirect.
       if (!next.startsWith('/desktop/') || next.includes('\\')) throw badRequest('next must be a path under /desktop/');
-      const session = await cookieSession(request);
+      const session = await app.cookieSession(request);
       if (!session) {
         // Sign in first; signing in sets the access cookie, and the sign-in page then loads the desktop.
         return reply.redirect(`/signin?next=${encodeURIComponent(next)}`, 302);
@@ -194,7 +186,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const session = await cookieSession(request);
+      const session = await app.cookieSession(request);
       if (!session) throw unauthorized('sign in first: there is no valid session to renew desktop access from');
       app.access.setCookie(reply, session);
       reply.header('cache-control', 'no-store');
@@ -206,7 +198,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
     '/auth/logout',
     { schema: { tags: ['auth'], security: [], summary: 'Ends the session everywhere and clears the cookie', response: { 204: Type.Null() } } },
     async (request, reply) => {
-      const session = await cookieSession(request);
+      const session = await app.cookieSession(request);
       if (session) {
         await app.sessions.revoke(session.id);
         // Access tokens already handed out stop working at every proxy, and its desktop WebSockets close.

@@ -18,6 +18,8 @@ declare module 'fastify' {
     sessions: SessionStore;
     apiTokens: ApiTokenStore;
     requireUser: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+    /** The session of the signed `deskhub_session` cookie, or null (no cookie, bad signature, ended or revoked). */
+    cookieSession: (request: FastifyRequest) => Promise<SessionInfo | null>;
     /** Starts a session for `user`: stores it and sets the cookie. */
     signIn: (reply: FastifyReply, user: User) => Promise<void>;
   }
@@ -66,6 +68,12 @@ export default fp(
       app.access.setCookie(reply, { id, user });
     });
 
+    app.decorate('cookieSession', async (request: FastifyRequest): Promise<SessionInfo | null> => {
+      const raw = request.cookies[SESSION_COOKIE];
+      const unsigned = raw ? request.unsignCookie(raw) : null;
+      return unsigned?.valid && unsigned.value ? store.lookup(unsigned.value) : null;
+    });
+
     app.decorate('requireUser', async (request: FastifyRequest) => {
       const authorization = request.headers.authorization;
       if (authorization !== undefined) {
@@ -78,10 +86,8 @@ export default fp(
         request.user = auth.user;
         return;
       }
-      const raw = request.cookies[SESSION_COOKIE];
-      if (!raw) throw unauthorized('sign in first (no session cookie)');
-      const unsigned = request.unsignCookie(raw);
-      const session = unsigned.valid && unsigned.value ? await store.lookup(unsigned.value) : null;
+      if (!request.cookies[SESSION_COOKIE]) throw unauthorized('sign in first (no session cookie)');
+      const session = await app.cookieSession(request);
       if (!session) throw unauthorized('your session has ended; sign in again');
       request.session = session;
       request.user = session.user;
