@@ -6,9 +6,8 @@
  * the session's open desktop WebSockets; an admin reaches others' desktops only through the API.
  */
 import t from 'tap';
-import WebSocket from 'ws';
 import { startEmbedded } from '../src/embedded-start.ts';
-import { tempDir, testEnv, testProcesses, waitFor, type DesktopJson } from './helpers.ts';
+import { echo, tempDir, testEnv, testProcesses, upgradeDesktop, waitFor, type DesktopJson } from './helpers.ts';
 
 const { dir, cleanup } = tempDir('auth-access');
 const deskhub = await startEmbedded({ env: testEnv(dir, { ADMIN_USERS: 'root', ACCESS_TOKEN_LIFETIME_S: '300' }) });
@@ -41,18 +40,7 @@ async function signIn(username: string): Promise<{ session: string; access: stri
 }
 
 /** The upgrade's outcome: 'open' (and the echo works) or the HTTP status it was refused with. */
-function upgrade(path: string, headers: Record<string, string>): Promise<{ status: number | 'open'; ws?: WebSocket }> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${wsBase}${path}`, ['binary'], { headers, handshakeTimeout: 10_000 });
-    ws.once('open', () => resolve({ status: 'open', ws }));
-    ws.once('unexpected-response', (_req, res) => {
-      res.resume();
-      resolve({ status: res.statusCode ?? 0 });
-      ws.terminate();
-    });
-    ws.once('error', (err) => reject(err));
-  });
-}
+const upgrade = (path: string, headers: Record<string, string>) => upgradeDesktop(`${wsBase}${path}`, headers);
 
 const alice = await signIn('alice');
 const bob = await signIn('bob');
@@ -123,15 +111,7 @@ t.test('over HTTP', async (t) => {
 t.test('over WebSocket', async (t) => {
   const owner = await upgrade(echoPath, { cookie: alice.access, origin });
   t.equal(owner.status, 'open', 'the owner connects');
-  const echoed = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no echo')), 10_000);
-    owner.ws!.once('message', (d) => {
-      clearTimeout(timer);
-      resolve(d.toString());
-    });
-    owner.ws!.send('hi');
-  });
-  t.equal(echoed, 'hi');
+  t.equal(await echo(owner.ws!, 'hi'), 'hi');
   owner.ws!.close();
 
   for (const [what, headers, status] of [

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
+import WebSocket from 'ws';
 import { createLogger } from '@deskhub/config';
 import { createRouteStream, type RouteStream, type RouteSubscriber } from '@deskhub/route-stream';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
@@ -270,4 +271,33 @@ export async function startApp(env: NodeJS.ProcessEnv, options: { redisUrl?: str
       await stream.close();
     },
   };
+}
+
+/**
+ * A WebSocket upgrade to a desktop (subprotocol `binary`, as noVNC asks): 'open' with the socket,
+ * or the HTTP status the upgrade was refused with.
+ */
+export function upgradeDesktop(url: string, headers: Record<string, string>): Promise<{ status: number | 'open'; ws?: WebSocket }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, ['binary'], { headers, handshakeTimeout: 10_000 });
+    ws.once('open', () => resolve({ status: 'open', ws }));
+    ws.once('unexpected-response', (_req, res) => {
+      res.resume();
+      resolve({ status: res.statusCode ?? 0 });
+      ws.terminate();
+    });
+    ws.once('error', reject);
+  });
+}
+
+/** Sends `text` and resolves with the next message (the demo desktop echoes), within 10 s. */
+export function echo(ws: WebSocket, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no echo within 10 s')), 10_000);
+    ws.once('message', (data) => {
+      clearTimeout(timer);
+      resolve(data.toString());
+    });
+    ws.send(text);
+  });
 }

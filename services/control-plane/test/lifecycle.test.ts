@@ -5,11 +5,11 @@
  * again, delete (gone, no process left). Runs the embedded start in this process.
  */
 import t from 'tap';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import { eq } from 'drizzle-orm';
 import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
 import { desktops, type DesktopCredentials } from '../src/db/schema.ts';
-import { tempDir, testEnv, testProcesses, waitFor, type DesktopJson } from './helpers.ts';
+import { echo, tempDir, testEnv, testProcesses, upgradeDesktop, waitFor, type DesktopJson } from './helpers.ts';
 
 interface StreamedEvent {
   id: number;
@@ -51,25 +51,12 @@ async function followEvents(url: string, cookie: string, timeoutMs: number, last
   }
 }
 
-function openSocket(url: string, origin: string, cookie: string): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, ['binary'], { origin, headers: { cookie }, handshakeTimeout: 10_000 });
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade answered ${res.statusCode}`)));
-  });
+async function openSocket(url: string, origin: string, cookie: string): Promise<WebSocket> {
+  const { status, ws } = await upgradeDesktop(url, { origin, cookie });
+  if (status !== 'open') throw new Error(`upgrade answered ${status}`);
+  return ws!;
 }
 
-function echo(ws: WebSocket, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no echo within 10 s')), 10_000);
-    ws.once('message', (data) => {
-      clearTimeout(timer);
-      resolve(data.toString());
-    });
-    ws.send(text);
-  });
-}
 
 t.test('demo desktop: create, reach it through the proxy, stop, start, delete', async (t) => {
   const { dir, cleanup } = tempDir('lifecycle');

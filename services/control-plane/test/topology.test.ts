@@ -8,11 +8,11 @@
  */
 import t from 'tap';
 import { generateKeyPairSync } from 'node:crypto';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import { startRedis } from '@deskhub/testkit/redis';
 import { freePort } from '@deskhub/testkit/net';
 import { startService, type ServiceProcess } from '@deskhub/testkit/service';
-import { databases, tempDir, testEnv, testProcesses, waitFor, type DesktopJson } from './helpers.ts';
+import { databases, echo, tempDir, testEnv, testProcesses, upgradeDesktop, waitFor, type DesktopJson } from './helpers.ts';
 
 const { dir, cleanup } = tempDir('topology');
 const redis = await startRedis();
@@ -69,28 +69,10 @@ async function signIn(via: string, username: string): Promise<{ session: string;
   return { session: `deskhub_session=${cookies.get('deskhub_session')}`, access: `deskhub_access=${cookies.get('deskhub_access')}` };
 }
 
-function openSocket(url: string, cookie: string): Promise<WebSocket | number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, ['binary'], { headers: { cookie, origin: publicUrl }, handshakeTimeout: 10_000 });
-    ws.once('open', () => resolve(ws));
-    ws.once('unexpected-response', (_req, res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-      ws.terminate();
-    });
-    ws.once('error', reject);
-  });
-}
-
-function echo(ws: WebSocket, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no echo within 10 s')), 10_000);
-    ws.once('message', (data) => {
-      clearTimeout(timer);
-      resolve(data.toString());
-    });
-    ws.send(text);
-  });
+/** The socket, or the status the upgrade was refused with. */
+async function openSocket(url: string, cookie: string): Promise<WebSocket | number> {
+  const { status, ws } = await upgradeDesktop(url, { cookie, origin: publicUrl });
+  return status === 'open' ? ws! : status;
 }
 
 const alice = await signIn(urlA, 'alice');
