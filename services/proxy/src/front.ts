@@ -20,7 +20,6 @@ import type { Socket } from 'node:net';
 import type { Logger } from '@deskhub/config';
 import { errorBody, writeRawError } from './errors.ts';
 import {
-  coarseClock,
   consumeSocket,
   HTTPParser,
   kOnBody,
@@ -243,9 +242,13 @@ export class ClientConnection {
   /** The request whose body is being parsed. */
   private parsing: ProxyRequest | null = null;
   private upgrade: { req: ProxyRequest; head: Buffer | null } | null = null;
-  /** When the current request head started arriving (coarse ms), 0 when none is. */
+  /**
+   * When the current request head started arriving (epoch ms), 0 when none is. Stamped from
+   * Date.now() when it happens (a vDSO read, no system call): a clock that only the sweep
+   * advances can be a whole sweep old, and a timeout measured from it fires that much early.
+   */
   headStartedAt = 0;
-  idleSince = coarseClock.now;
+  idleSince = Date.now();
   private blockedByBody = false;
   private waitingForResponse = false;
   private paused = false;
@@ -373,7 +376,7 @@ export class ClientConnection {
       this.parseError(ret);
       return;
     }
-    if (this.headStartedAt === 0 && !this.parser.headersCompleted()) this.headStartedAt = coarseClock.now || 1;
+    if (this.headStartedAt === 0 && !this.parser.headersCompleted()) this.headStartedAt = Date.now();
     const upgrade = this.upgrade;
     if (upgrade !== null && upgrade.head === null) {
       // What follows the upgrade's head in this read belongs to the upgraded connection; later
@@ -447,7 +450,7 @@ export class ClientConnection {
       this.answerParseError(this.failed);
       return;
     } else if (this.upgrade !== null && this.upgrade.head !== null) this.handOver();
-    else this.idleSince = coarseClock.now;
+    else this.idleSince = Date.now();
     this.updateReading();
   }
 
@@ -561,7 +564,7 @@ export class FrontServer {
     this.server.removeAllListeners('connection');
     this.server.on('connection', (socket: Socket) => new ClientConnection(this, socket));
     this.sweep = setInterval(() => {
-      const now = (coarseClock.now = Date.now());
+      const now = Date.now();
       for (const conn of this.connections) conn.checkTimeouts(now);
     }, 1000);
     this.sweep.unref();

@@ -171,8 +171,3 @@ export function writeParts(socket: Socket, parts: (string | Buffer)[]): boolean 
 
 /** Returned from a headers-complete callback: 0 parse the body, 1 no body follows. */
 export const SKIP_BODY = 1;
-
-/** A coarse clock (ms) for timeouts checked by a sweep; cheaper than Date.now() per request. */
-export const coarseClock = {
-  now: Date.now(),
-};

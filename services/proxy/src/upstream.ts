@@ -18,7 +18,6 @@ import { errorAnswer } from './errors.ts';
 import type { BodySink, ProxyRequest, RequestListener } from './front.ts';
 import { responseHeaderLines } from './headers.ts';
 import {
-  coarseClock,
   consumeSocket,
   HTTPParser,
   kOnBody,
@@ -89,7 +88,7 @@ export class Upstreams {
 
   constructor(readonly settings: UpstreamSettings) {
     this.sweep = setInterval(() => {
-      const now = (coarseClock.now = Date.now());
+      const now = Date.now();
       for (const conn of this.connections) conn.checkDeadline(now);
     }, 250);
     this.sweep.unref();
@@ -219,7 +218,7 @@ class UpstreamConnection {
   /** The parser reads the socket itself (plain TCP); TLS sockets deliver 'data' events instead. */
   private readonly consumed: boolean;
   private idleTimeoutMs: number;
-  /** When the current wait ends (coarse ms; 0: none): for the response head, a body pause, or idling. */
+  /** When the current wait ends (epoch ms, stamped when the wait starts; 0: none): for the response head, a body pause, or idling. */
   private deadline = 0;
 
   constructor(
@@ -292,7 +291,7 @@ class UpstreamConnection {
   private attach(exchange: Exchange): void {
     this.exchange = exchange;
     exchange.conn = this;
-    this.deadline = coarseClock.now + this.pool.settings.upstreamTimeoutMs;
+    this.deadline = Date.now() + this.pool.settings.upstreamTimeoutMs;
     exchange.begin();
   }
 
@@ -317,12 +316,12 @@ class UpstreamConnection {
   }
 
   parkIdle(): void {
-    this.deadline = coarseClock.now + this.idleTimeoutMs;
+    this.deadline = Date.now() + this.idleTimeoutMs;
   }
 
   /** From the exchange: the response head arrived; the body may pause this long. */
   headReceived(): void {
-    this.deadline = coarseClock.now + this.pool.settings.bodyTimeoutMs;
+    this.deadline = Date.now() + this.pool.settings.bodyTimeoutMs;
   }
 
   /** From the sweep. */
@@ -341,7 +340,7 @@ class UpstreamConnection {
   private readonly onExecute = (ret: number | ParseError): void => {
     const exchange = this.exchange;
     if (exchange !== null) {
-      if (exchange.headSeen) this.deadline = coarseClock.now + this.pool.settings.bodyTimeoutMs;
+      if (exchange.headSeen) this.deadline = Date.now() + this.pool.settings.bodyTimeoutMs;
       exchange.flush();
     }
     if (typeof ret !== 'number') this.protocolError(ret);

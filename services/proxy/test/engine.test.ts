@@ -319,10 +319,15 @@ t.test('more requests at once than a pool has connections: all answered', async 
   t.ok(most > 1, 'and more than one');
 });
 
-t.test('a head that does not arrive whole in time gets 408; an idle keep-alive connection is closed', async (t) => {
-  // The engine on its own, with short timeouts (the proxy's are 60 and 65 s), checked by its sweep.
+t.test('a head that does not arrive whole in time gets 408; an idle keep-alive connection is closed; neither before its setting', async (t) => {
+  // The engine on its own, with short timeouts (the proxy's are 60 and 65 s), checked by its
+  // sweep once a second. Each timeout must fire no earlier than its setting and no later than
+  // the setting plus one sweep (and a margin for a busy machine).
+  const TIMEOUT = 1200;
+  const SWEEP = 1000;
+  const LATE = TIMEOUT + SWEEP + 400;
   const front = new FrontServer(
-    { bodyLimit: 1024, headersTimeoutMs: 1200, keepAliveTimeoutMs: 1200, logger: silentLogger, countResponse: () => undefined },
+    { bodyLimit: 1024, headersTimeoutMs: TIMEOUT, keepAliveTimeoutMs: TIMEOUT, logger: silentLogger, countResponse: () => undefined },
     // Answered once the request was read whole (an answer before that closes the connection).
     { request: (req) => setImmediate(() => req.respond(200, 'content-type: text/plain\r\n', 'ok')), upgrade: (_req, socket) => socket.destroy() },
   );
@@ -330,14 +335,50 @@ t.test('a head that does not arrive whole in time gets 408; an idle keep-alive c
   t.teardown(() => front.close(0));
   const port = (front.server.address() as AddressInfo).port;
 
-  // Half a head, after a complete request on the same connection: the clock starts at the new head.
-  const t0 = Date.now();
-  const slow = await raw(port, 'GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n');
-  t.match(slow, /^HTTP\/1\.1 200 OK[\s\S]*okHTTP\/1\.1 408 Request Timeout/, 'the complete request answered, then 408 for the unfinished head');
-  t.ok(Date.now() - t0 >= 1200, `not before the timeout (${Date.now() - t0} ms)`);
-
-  // A kept-alive connection with nothing under way is closed, without an answer.
+  // A kept-alive connection with nothing under way is closed, without an answer; its close marks
+  // a sweep, which tells the test the sweep's phase.
+  let t0 = Date.now();
   const idle = await raw(port, 'GET /only HTTP/1.1\r\nHost: x\r\n\r\n');
+  const swept = Date.now();
   t.match(idle, /^HTTP\/1\.1 200 OK[\s\S]*ok$/, 'answered, then closed when idle');
   t.notMatch(idle, /connection: close/, 'kept alive after the answer');
+  t.ok(swept - t0 >= TIMEOUT, `idle close not before the timeout (${swept - t0} ms)`);
+  t.ok(swept - t0 <= LATE, `idle close within a sweep of the timeout (${swept - t0} ms)`);
+
+  // The unfavourable phase: the next head starts just before a sweep, when a clock advanced only
+  // by the sweep is oldest (a timeout measured from it would fire ~1 s early, every time).
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, swept + SWEEP - 60 - Date.now())));
+  // Half a head, after a complete request on the same connection: the clock starts at the new head.
+  t0 = Date.now();
+  const slow = await raw(port, 'GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n');
+  const elapsed = Date.now() - t0;
+  t.match(slow, /^HTTP\/1\.1 200 OK[\s\S]*okHTTP\/1\.1 408 Request Timeout/, 'the complete request answered, then 408 for the unfinished head');
+  t.ok(elapsed >= TIMEOUT, `408 not before the timeout (${elapsed} ms)`);
+  t.ok(elapsed <= LATE, `408 within a sweep of the timeout (${elapsed} ms)`);
+});
+
+t.test('the upstream timeout (504) fires no earlier than its setting, and within a sweep of it', async (t) => {
+  const TIMEOUT = 1000;
+  const SWEEP = 250; // the upstream deadline sweep
+  const LATE = TIMEOUT + SWEEP + 400;
+  const hanging = await startUpstream(() => {
+    /* never answers */
+  });
+  t.teardown(() => hanging.close());
+  const { proxy } = await startStack(t, [makeRoute('tim-hang', hanging.url)], { upstreamTimeoutMs: TIMEOUT });
+  const timed = async (): Promise<number> => {
+    const t0 = Date.now();
+    const reply = await send(`${proxy.url}/desktop/tim-hang/x`);
+    t.equal(reply.status, 504, '504');
+    return Date.now() - t0;
+  };
+  // The first 504 marks a sweep; the second request starts just before the next one, when a
+  // clock advanced only by the sweep would be oldest.
+  const first = await timed();
+  await new Promise((resolve) => setTimeout(resolve, SWEEP - 40));
+  const second = await timed();
+  for (const elapsed of [first, second]) {
+    t.ok(elapsed >= TIMEOUT, `not before the timeout (${elapsed} ms)`);
+    t.ok(elapsed <= LATE, `within a sweep of the timeout (${elapsed} ms)`);
+  }
 });
