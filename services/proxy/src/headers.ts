@@ -34,12 +34,30 @@ export function stripOwnCookies(value: string): string {
   return kept.join('; ');
 }
 
-/** Header names listed in Connection, beyond the ones that name no header. */
+/**
+ * Headers a `Connection` token never removes (RFC 9110 §7.6.1 lets a sender name any header
+ * there; a proxy need not obey it for headers it relies on): the ones that frame the message,
+ * and the ones the proxy itself writes or vouches for. Obeying `Connection: Content-Length` would
+ * forward a body with no length, which the upstream reads as the next request on a pooled
+ * connection (request smuggling); obeying `Connection: X-Request-Id` would lose the request id.
+ */
+const NEVER_NAMED = new Set([
+  'content-length',
+  'transfer-encoding',
+  'host',
+  'authorization',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-request-id',
+]);
+
+/** Header names listed in Connection, beyond the ones that name no header and those never removed. */
 function connectionNamed(value: string): string[] | null {
   let named: string[] | null = null;
   for (const token of value.split(',')) {
     const t = token.trim().toLowerCase();
-    if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade') continue;
+    if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade' || NEVER_NAMED.has(t)) continue;
     (named ??= []).push(t);
   }
   return named;
@@ -60,6 +78,8 @@ function dropLines(lines: string, names: string[]): string {
 export interface RequestHeadInput {
   method: string;
   rawHeaders: string[];
+  /** The body's declared length, -1 when none was declared. */
+  contentLength: number;
   chunked: boolean;
   remoteAddress: string | undefined;
 }
@@ -67,7 +87,9 @@ export interface RequestHeadInput {
 /**
  * The complete request head for the upstream (request line, headers, blank line).
  * `upgrade` keeps the Upgrade header and sends `Connection: Upgrade` (WebSocket handshakes).
- * A chunked request body is sent on chunked; a declared length is kept as it is.
+ * The body's framing is the proxy's own, written from what the parser found (a declared length,
+ * or chunked), never a copy of the client's lines: whatever else the client sent cannot unframe
+ * what the proxy forwards.
  */
 export function requestHead(req: RequestHeadInput, target: UpstreamTarget, path: string, proto: string, requestId: string, upgrade: boolean): string {
   const raw = req.rawHeaders;
@@ -98,6 +120,7 @@ export function requestHead(req: RequestHeadInput, target: UpstreamTarget, path:
       case 'x-forwarded-proto':
       case 'x-forwarded-host':
       case 'transfer-encoding':
+      case 'content-length':
         continue;
       case 'upgrade':
         if (!upgrade) continue;
@@ -143,6 +166,7 @@ export function requestHead(req: RequestHeadInput, target: UpstreamTarget, path:
   if (!hasRequestId) lines += `x-request-id: ${requestId}\r\n`;
   if (upgrade) lines += 'connection: Upgrade\r\n';
   else if (req.chunked) lines += 'transfer-encoding: chunked\r\n';
+  else if (req.contentLength >= 0) lines += `content-length: ${req.contentLength}\r\n`;
   return `${req.method} ${path} HTTP/1.1\r\nhost: ${target.authority}\r\n${lines}\r\n`;
 }
 
@@ -244,10 +268,7 @@ export function responseHeaderLines(headers: string[], status: number, target: U
   }
   if (connection !== undefined) {
     const named = connectionNamed(connection);
-    if (named !== null) {
-      lines = dropLines(lines, named);
-      if (named.includes('content-length')) hasLength = false;
-    }
+    if (named !== null) lines = dropLines(lines, named);
   }
   return { lines, hasLength, keepAliveSeconds };
 }
