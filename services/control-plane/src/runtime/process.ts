@@ -309,10 +309,25 @@ export class ProcessRuntime implements DesktopRuntime {
     }
   }
 
+  /**
+   * A port the kernel says is free and no desktop of ours holds. Checked against the records after
+   * each probe, not before: with many desktops starting at once, two probes can get the same port
+   * back (it is free again once the probe closes), and the one that binds second exits with
+   * "Address already in use". The caller claims the port (record.port, running) before it awaits
+   * anything, so the next allocation sees it.
+   */
+  private async allocatePort(): Promise<number> {
+    for (let i = 0; i < 50; i++) {
+      const port = await freePort(this.host);
+      let held = false;
+      for (const r of this.records.values()) if (r.running && r.port === port) held = true;
+      if (!held) return port;
+    }
+    throw new Error(`no free port on ${this.host} that no desktop process holds`);
+  }
+
   private async spawnProcess(record: ProcessRecord, onEvent?: (event: RuntimeEvent) => void): Promise<void> {
-    const taken = new Set([...this.records.values()].filter((r) => r.running).map((r) => r.port));
-    let port = await freePort(this.host);
-    for (let i = 0; i < 20 && taken.has(port); i++) port = await freePort(this.host);
+    const port = await this.allocatePort();
     const values = { port: String(port) };
     const argv = record.command.map((arg) => substitute(arg, values));
     const env: Record<string, string> = {};
