@@ -19,6 +19,7 @@ import http, { IncomingMessage, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '@deskhub/config';
 import { errorBody, writeRawError } from './errors.ts';
+import { hostRefusal, transferCodingRefusal, VERSION_NOT_SUPPORTED, webSocketRefusal, type Refusal } from './request-rules.ts';
 import {
   consumeSocket,
   HTTPParser,
@@ -241,7 +242,7 @@ export class ClientConnection {
   private readonly queue: ProxyRequest[] = [];
   /** The request whose body is being parsed. */
   private parsing: ProxyRequest | null = null;
-  private upgrade: { req: ProxyRequest; head: Buffer | null } | null = null;
+  private upgrade: { req: ProxyRequest; head: Buffer | null; refused: Refusal | null } | null = null;
   /**
    * When the current request head started arriving (epoch ms), 0 when none is. Stamped from
    * Date.now() when it happens (a vDSO read, no system call): a clock that only the sweep
@@ -259,6 +260,12 @@ export class ClientConnection {
   private consumed = false;
   private partialHeaders: string[] = [];
   private partialUrl = '';
+  /** The request being parsed asked for an upgrade the proxy ignores; llhttp stops at its end. */
+  private ignoredUpgrade = false;
+  /** llhttp stopped after such a request in this read: parsing resumes after it (parsed()). */
+  private resumeAfterUpgrade = false;
+  /** Why the last head was refused (request-rules.ts); the parse error it caused is answered with it. */
+  private refusal: Refusal | null = null;
 
   constructor(
     readonly server: FrontServer,
@@ -289,7 +296,7 @@ export class ClientConnection {
   }
 
   private readonly onHeadersComplete = (
-    _major: number,
+    major: number,
     minor: number,
     headers: string[] | undefined,
     method: number,
@@ -309,25 +316,58 @@ export class ClientConnection {
     }
     this.headStartedAt = 0;
     const req = new ProxyRequest(this, methodNames[method] ?? 'UNKNOWN', url, headers, minor, keepAlive);
+    let hosts = 0;
+    let host: string | undefined;
+    let codings: string | undefined;
+    let webSocket = false;
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i] as string;
       switch (name.length) {
+        case 7:
+          if (upgrade && name.toLowerCase() === 'upgrade') webSocket = /(?:^|,)\s*websocket\s*(?:,|$)/i.test(headers[i + 1] as string);
+          break;
+        case 4:
+          if (name.toLowerCase() === 'host') {
+            hosts++;
+            host = headers[i + 1];
+          }
+          break;
         case 6:
           if (name.toLowerCase() === 'accept') req.accept = headers[i + 1];
-          else if (name.toLowerCase() === 'expect') req.expectContinue = /100-continue/i.test(headers[i + 1] as string);
+          // An HTTP/1.0 client does not know 100 Continue (RFC 9110 §10.1.1).
+          else if (name.toLowerCase() === 'expect') req.expectContinue = minor === 1 && /100-continue/i.test(headers[i + 1] as string);
           break;
         case 14:
           if (name.toLowerCase() === 'content-length') req.contentLength = Number(headers[i + 1]);
           break;
         case 17:
-          if (name.toLowerCase() === 'transfer-encoding') req.chunked = true;
+          if (name.toLowerCase() === 'transfer-encoding') {
+            codings = codings === undefined ? (headers[i + 1] as string) : `${codings}, ${headers[i + 1]}`;
+            req.chunked = true;
+          }
           break;
       }
     }
+    let refused =
+      major !== 1 ? VERSION_NOT_SUPPORTED : (codings !== undefined ? transferCodingRefusal(codings, minor) : null) ?? hostRefusal(hosts, host, minor);
     if (upgrade) {
-      // llhttp stops after this head; onData hands the socket over with what follows.
-      this.upgrade = { req, head: null };
-      return 0;
+      if (webSocket) refused ??= webSocketRefusal(req.method, minor, req.hasBody);
+      if (refused !== null || webSocket || req.method === 'CONNECT') {
+        // llhttp stops after this message (it ignores an error returned for an upgrade); the
+        // socket is then handed over with what follows, or refused (handOver).
+        this.upgrade = { req, head: null, refused };
+        return 0;
+      }
+      // An upgrade to anything else (h2c) is ignored, as RFC 9110 §7.8 lets a server do: the
+      // request is served as HTTP/1.1 (Upgrade is hop-by-hop and not forwarded), and parsing
+      // goes on after it where llhttp stopped (parsed()).
+      this.ignoredUpgrade = true;
+    }
+    // A head the proxy will not forward stops the parser here, before anything is dispatched:
+    // the error that comes back from execute() is answered with this refusal (answerParseError).
+    if (refused !== null) {
+      this.refusal = refused;
+      return -1;
     }
     this.parsing = req;
     this.queue.push(req);
@@ -337,6 +377,17 @@ export class ClientConnection {
   };
 
   private readonly onMessageComplete = (): void => {
+    if (this.ignoredUpgrade) {
+      this.ignoredUpgrade = false;
+      this.resumeAfterUpgrade = true;
+    }
+    // Trailer fields of a chunked body come through onHeaders too. They are not forwarded (the
+    // proxy ends the body with an empty trailer section), and must never become the next
+    // request's headers or URL.
+    if (this.partialHeaders.length > 0 || this.partialUrl !== '') {
+      this.partialHeaders = [];
+      this.partialUrl = '';
+    }
     const req = this.parsing;
     if (req === null) return;
     this.parsing = null;
@@ -375,6 +426,14 @@ export class ClientConnection {
     if (typeof ret !== 'number') {
       this.parseError(ret);
       return;
+    }
+    if (this.resumeAfterUpgrade) {
+      this.resumeAfterUpgrade = false;
+      const rest = (chunk ?? this.parser.getCurrentBuffer()).subarray(ret);
+      if (rest.length > 0) {
+        this.parsed(this.parser.execute(rest), rest);
+        return;
+      }
     }
     if (this.headStartedAt === 0 && !this.parser.headersCompleted()) this.headStartedAt = Date.now();
     const upgrade = this.upgrade;
@@ -480,6 +539,11 @@ export class ClientConnection {
     if (upgrade === null || upgrade.head === null) return;
     this.closed = true;
     this.upgrade = null;
+    if (upgrade.refused !== null) {
+      this.server.settings.countResponse(upgrade.refused.status);
+      writeRawError(this.socket, upgrade.refused.status, upgrade.refused.message);
+      return;
+    }
     const socket = this.socket;
     socket.off('data', this.onData);
     socket.off('drain', this.onDrain);
@@ -498,14 +562,29 @@ export class ClientConnection {
   }
 
   private parseError(err: ParseError): void {
+    const req = this.parsing;
+    if (req !== null) {
+      // Inside a body (a bad chunk size, a chunk longer than it said): that request can never
+      // complete. Whatever was carrying it stops (an upstream connection that got part of the
+      // body is discarded), and it is answered 400 unless its answer has already begun.
+      this.parsing = null;
+      if (req === this.queue[0]) {
+        req.finished = true;
+        this.queue.shift();
+        req.listener?.clientGone();
+        req.listener = null;
+        if (req.headSent) {
+          this.closed = true;
+          this.socket.destroy();
+          return;
+        }
+      } else {
+        this.queue.pop(); // not dispatched yet: it is the last one queued
+      }
+    }
     if (this.queue.length > 0) {
       // Answering now would interleave with a response under way: the answer waits for the
-      // requests before it, unless the error is inside a body (that request can never complete).
-      if (this.parsing !== null) {
-        this.closed = true;
-        this.socket.destroy();
-        return;
-      }
+      // requests before it.
       this.failed = err;
       this.headStartedAt = 0;
       this.updateReading();
@@ -516,8 +595,10 @@ export class ClientConnection {
 
   private answerParseError(err: ParseError): void {
     this.closed = true;
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-    const message = status === 431 ? 'The request headers are too large.' : 'The request is not valid HTTP.';
+    this.failed = err;
+    const refused = err.code === 'HPE_CB_HEADERS_COMPLETE' ? this.refusal : null;
+    const status = refused !== null ? refused.status : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    const message = refused !== null ? refused.message : status === 431 ? 'The request headers are too large.' : 'The request is not valid HTTP.';
     this.server.settings.countResponse(status);
     writeRawError(this.socket, status, message);
   }

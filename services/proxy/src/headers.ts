@@ -10,8 +10,9 @@
  * header is dropped).
  *
  * Towards the browser: hop-by-hop headers go, WWW-Authenticate is dropped from a desktop's 401
- * (the browser must never show a login prompt for the VNC password), and Location and a
- * cookie's Path are brought back under the desktop's prefix.
+ * (the browser must never show a login prompt for the VNC password), Location, Refresh and a
+ * cookie's Path are brought back under the desktop's prefix, and a desktop's cookie loses its
+ * Domain. Header names with "_" never reach an upstream.
  */
 import type { UpstreamTarget } from './targets.ts';
 
@@ -141,7 +142,10 @@ export function requestHead(req: RequestHeadInput, target: UpstreamTarget, path:
         }
         break;
       default:
-        if (lower.startsWith('proxy-')) continue;
+        // Proxy-*: meant for a proxy. A name with "_": CGI and WSGI servers read "_" as "-", so
+        // X_Forwarded_For would arrive as the X-Forwarded-For the proxy vouches for (dropped, as
+        // nginx does by default).
+        if (lower.startsWith('proxy-') || lower.indexOf('_') !== -1) continue;
     }
     lines += `${name}: ${value}\r\n`;
   }
@@ -193,26 +197,46 @@ export function rewriteLocation(value: string, target: UpstreamTarget): string {
 }
 
 /**
- * A cookie an upstream sets, seen from the browser: for a route that strips the prefix, an
- * absolute `Path` attribute gets the prefix back (`Path=/` from the container is
- * `Path=/desktop/<p>/`), so the cookie stays scoped to its desktop instead of reaching every path
- * of deskhub's origin (as nginx's proxy_cookie_path does). Everything else is left as it is; a
- * cookie without Path already defaults to the request's (prefixed) path in the browser.
+ * A cookie a desktop sets, seen from the browser: its `Domain` attribute is removed, so the
+ * cookie stays host-only (a desktop must not set cookies for deskhub's parent domain or its
+ * siblings); and for a route that strips the prefix, an absolute `Path` gets the prefix back
+ * (`Path=/` from the container is `Path=/desktop/<p>/`), so the cookie stays scoped to its desktop
+ * instead of reaching every path of deskhub's origin (as nginx's proxy_cookie_path does). A cookie
+ * without Path already defaults to the request's (prefixed) path in the browser. The control
+ * plane's cookies are deskhub's own and pass unchanged.
  */
-export function rewriteCookiePath(value: string, target: UpstreamTarget): string {
-  if (!target.strip) return value;
+export function rewriteSetCookie(value: string, target: UpstreamTarget): string {
+  if (target.route === null) return value;
   const parts = value.split(';');
   let changed = false;
   for (let i = 1; i < parts.length; i++) {
     const part = parts[i] as string;
     const eq = part.indexOf('=');
-    if (eq === -1 || part.slice(0, eq).trim().toLowerCase() !== 'path') continue;
+    const name = (eq === -1 ? part : part.slice(0, eq)).trim().toLowerCase();
+    if (name === 'domain') {
+      parts[i] = '';
+      changed = true;
+      continue;
+    }
+    if (eq === -1 || name !== 'path' || !target.strip) continue;
     const path = part.slice(eq + 1).trim();
     if (path.charCodeAt(0) !== 47 /* / */) continue;
     parts[i] = ` Path=${target.prefix}${path}`;
     changed = true;
   }
-  return changed ? parts.join(';') : value;
+  return changed ? parts.filter((part, i) => i === 0 || part !== '').join(';') : value;
+}
+
+/**
+ * `Refresh: N; url=<location>` (a redirect after N seconds, as browsers read it): its URL is
+ * brought under the desktop as Location's is. Without a URL it is left alone.
+ */
+export function rewriteRefresh(value: string, target: UpstreamTarget): string {
+  const m = /^(\s*[0-9.]*\s*[;,]\s*url\s*=\s*)(['"]?)(.*?)\2\s*$/i.exec(value);
+  if (m === null) return value;
+  const [, before, quote, location] = m as unknown as [string, string, string, string];
+  const rewritten = rewriteLocation(location, target);
+  return rewritten === location ? value : `${before}${quote}${rewritten}${quote}`;
 }
 
 /** The upstream's response head, cleaned for the browser. */
@@ -223,6 +247,8 @@ export interface ResponseHeadParts {
   hasLength: boolean;
   /** Seconds from the upstream's Keep-Alive: timeout=N, or -1. */
   keepAliveSeconds: number;
+  /** The upstream's Transfer-Encoding (its lines joined by ","), undefined when it sent none. */
+  transferEncoding: string | undefined;
 }
 
 export function responseHeaderLines(headers: string[], status: number, target: UpstreamTarget): ResponseHeadParts {
@@ -231,6 +257,7 @@ export function responseHeaderLines(headers: string[], status: number, target: U
   let connection: string | undefined;
   let hasLength = false;
   let keepAliveSeconds = -1;
+  let transferEncoding: string | undefined;
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i] as string;
     const value = headers[i + 1] as string;
@@ -248,6 +275,8 @@ export function responseHeaderLines(headers: string[], status: number, target: U
         continue;
       }
       case 'transfer-encoding':
+        transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
+        continue;
       case 'te':
       case 'trailer':
       case 'upgrade':
@@ -259,7 +288,10 @@ export function responseHeaderLines(headers: string[], status: number, target: U
         lines += `${name}: ${rewriteLocation(value, target)}\r\n`;
         continue;
       case 'set-cookie':
-        lines += `${name}: ${rewriteCookiePath(value, target)}\r\n`;
+        lines += `${name}: ${rewriteSetCookie(value, target)}\r\n`;
+        continue;
+      case 'refresh':
+        lines += `${name}: ${rewriteRefresh(value, target)}\r\n`;
         continue;
       default:
         if (lower.startsWith('proxy-')) continue;
@@ -270,7 +302,7 @@ export function responseHeaderLines(headers: string[], status: number, target: U
     const named = connectionNamed(connection);
     if (named !== null) lines = dropLines(lines, named);
   }
-  return { lines, hasLength, keepAliveSeconds };
+  return { lines, hasLength, keepAliveSeconds, transferEncoding };
 }
 
 /** First value of a header in a raw header list (for the rare paths that need one). */

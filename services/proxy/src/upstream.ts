@@ -218,6 +218,8 @@ class UpstreamConnection {
   /** The parser reads the socket itself (plain TCP); TLS sockets deliver 'data' events instead. */
   private readonly consumed: boolean;
   private idleTimeoutMs: number;
+  /** Its response completed in the read being parsed; settled after it (settle()). */
+  private completed: Exchange | null = null;
   /** When the current wait ends (epoch ms, stamped when the wait starts; 0: none): for the response head, a body pause, or idling. */
   private deadline = 0;
 
@@ -265,13 +267,28 @@ class UpstreamConnection {
       }
       const exchange = this.exchange;
       if (exchange === null) {
+        // A response nobody asked for (sent ahead of its request, or after one already
+        // complete): the connection is out of step and never used again.
+        this.closed = true;
         socket.destroy();
         return SKIP_BODY;
       }
-      return exchange.onHead(status, statusMessage, headers, keepAlive && minor === 1);
+      return exchange.onHead(status, statusMessage, headers, minor, keepAlive && minor === 1);
     };
     parser[kOnBody] = (chunk: Buffer) => this.exchange?.onBody(chunk);
-    parser[kOnMessageComplete] = () => this.exchange?.onComplete();
+    parser[kOnMessageComplete] = () => {
+      // A chunked response's trailer fields came through onHeaders: they are not passed on, and
+      // must never become the next response's headers.
+      if (partial.length > 0) partial = [];
+      const exchange = this.exchange;
+      if (exchange !== null && exchange.onComplete()) {
+        // Settled once this read has been parsed (settle()): llhttp goes on parsing the rest of
+        // the read, and bytes after a complete response must find no exchange to answer, never
+        // the next request's (which would be sent on this connection as soon as it is released).
+        this.exchange = null;
+        this.completed = exchange;
+      }
+    };
     this.consumed = !pool.tls && consumeSocket(parser, socket);
     if (this.consumed) parser[kOnExecute] = this.onExecute;
     else socket.on('data', (chunk: Buffer) => this.onExecute(parser.execute(chunk)));
@@ -344,7 +361,16 @@ class UpstreamConnection {
       exchange.flush();
     }
     if (typeof ret !== 'number') this.protocolError(ret);
+    this.settle();
   };
+
+  /** A response completed in the read just parsed: the browser gets its end, the connection is released. */
+  private settle(): void {
+    const exchange = this.completed;
+    if (exchange === null) return;
+    this.completed = null;
+    exchange.complete();
+  }
 
   private protocolError(err: ParseError): void {
     const exchange = this.exchange;
@@ -363,6 +389,7 @@ class UpstreamConnection {
     if (this.exchange !== null) {
       const ret = this.parser.finish();
       if (ret !== undefined && typeof ret !== 'number') this.protocolError(ret);
+      this.settle();
     }
     this.socket.destroy();
   };
@@ -466,24 +493,24 @@ export class Exchange implements BodySink, RequestListener {
 
   // ---- response (from the connection's parser) ----
 
-  onHead(status: number, statusMessage: string, headers: string[], keepAlive: boolean): number {
+  onHead(status: number, statusMessage: string, headers: string[], versionMinor: number, keepAlive: boolean): number {
     if (status < 200) {
-      if (status === 101) {
-        // Never asked for: upgrades do not come through here.
-        const conn = this.conn;
-        this.fail(upstreamError('DESKHUB_UPSTREAM_PROTOCOL', 'unexpected 101 from upstream'));
-        conn?.socket.destroy();
-        return SKIP_BODY;
-      }
+      if (status === 101) return this.unusable('unexpected 101 from upstream'); // never asked for: upgrades do not come through here
       this.informational = true; // 100 Continue, 103 Early Hints: the final response follows
       return SKIP_BODY;
+    }
+    const parts = responseHeaderLines(headers, status, this.target);
+    // A body framed in a way the proxy cannot follow exactly as the upstream meant it (a coding
+    // other than one final chunked, chunked twice, Transfer-Encoding from an HTTP/1.0 server,
+    // RFC 9112 §6.1 and §6.3) would be passed on wrong or never end: 502, connection discarded.
+    if (parts.transferEncoding !== undefined && (versionMinor === 0 || parts.transferEncoding.trim().toLowerCase() !== 'chunked')) {
+      return this.unusable(`unusable Transfer-Encoding from upstream: ${parts.transferEncoding}`);
     }
     const req = this.req;
     this.headReceived = true;
     this.status = status;
     this.upstreamKeepAlive = keepAlive;
     this.conn?.headReceived();
-    const parts = responseHeaderLines(headers, status, this.target);
     this.keepAliveSeconds = parts.keepAliveSeconds;
     const noBody = req.method === 'HEAD' || status === 204 || status === 304;
     let framing = '';
@@ -497,10 +524,20 @@ export class Exchange implements BodySink, RequestListener {
       }
     }
     this.closeClient = close;
-    const connection = close ? 'connection: close\r\n' : req.versionMinor === 0 ? 'connection: keep-alive\r\n' : '';
+    let connection = close ? 'connection: close\r\n' : req.versionMinor === 0 ? 'connection: keep-alive\r\n' : '';
+    // Upgrade is hop-by-hop: a 426 names what this proxy itself can upgrade to (RFC 9110 §15.5.22, §7.8).
+    if (status === 426) connection = `upgrade: websocket\r\nconnection: upgrade${close ? ', close' : req.versionMinor === 0 ? ', keep-alive' : ''}\r\n`;
     req.headSent = true;
     this.out.push(`HTTP/1.1 ${status} ${statusMessage || 'Unknown'}\r\n${parts.lines}${framing}${connection}\r\n`);
     return noBody ? SKIP_BODY : 0;
+  }
+
+  /** The response cannot be passed on: 502 to the browser, the upstream connection discarded. */
+  private unusable(why: string): number {
+    const conn = this.conn;
+    this.fail(upstreamError('DESKHUB_UPSTREAM_PROTOCOL', why));
+    conn?.socket.destroy();
+    return SKIP_BODY;
   }
 
   onBody(chunk: Buffer): void {
@@ -515,14 +552,21 @@ export class Exchange implements BodySink, RequestListener {
     if (!writeParts(this.req.socket, this.out)) this.conn?.setReading(false);
   }
 
-  onComplete(): void {
+  /** The upstream's message is complete; true for the final response (then complete() follows). */
+  onComplete(): boolean {
     if (this.informational) {
       this.informational = false;
-      return;
+      return false;
     }
+    if (this.finished) return false;
+    if (this.chunkedOut) this.out.push('0\r\n\r\n');
+    return true;
+  }
+
+  /** After the read that completed the response: its last bytes go out, the connection is released. */
+  complete(): void {
     if (this.finished) return;
     const req = this.req;
-    if (this.chunkedOut) this.out.push('0\r\n\r\n');
     this.flush();
     this.finished = true;
     this.upstreams.settings.metrics.countResponse(this.status);

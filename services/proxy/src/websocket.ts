@@ -13,6 +13,8 @@ import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '@deskhub/config';
 import { writeRawError } from './errors.ts';
+import { responseHeaderLines } from './headers.ts';
+import { HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, SKIP_BODY, type Parser } from './http1.ts';
 import { relay } from './relay.ts';
 import { classifyUpstreamError } from './upstream.ts';
 import type { ProxyMetrics } from './metrics.ts';
@@ -71,6 +73,12 @@ export interface UpgradeSettings {
  * to `target`. `handshake` is the complete request head to send, ending in a blank line.
  * `stillCurrent` is asked once the connection is registered: a route withdrawn while we were
  * connecting must not leave a connection behind.
+ *
+ * The upstream's answer is parsed up to the end of its head. A 101 is passed on byte for byte and
+ * the two sockets are relayed from then on. Anything else (a refusal: 400, 403, 426 ...) is an
+ * ordinary HTTP answer: passed on with its headers cleaned as for any response, its body framed
+ * by the connection's close, and both connections closed after it, so a refused upgrade leaves
+ * no socket behind and the client never waits on a tunnel that will not come.
  */
 export function pipeUpgrade(
   settings: UpgradeSettings,
@@ -106,22 +114,48 @@ export function pipeUpgrade(
     connections.delete(target.key, client);
     client.destroy();
     upstream.destroy();
+    answer.close();
   };
 
-  const failBeforeAnswer = (status: number, message: string): void => {
+  /** No tunnel after all: the upstream side goes, the client gets `write`'s bytes, then its connection closes. */
+  const endWithAnswer = (write: () => void): void => {
     if (closed) return;
     closed = true;
     metrics.openWebSockets--;
-    metrics.countResponse(status);
     connections.delete(target.key, client);
     upstream.destroy();
     stopClientRelay();
-    writeRawError(client, status, message, html);
+    answer.close();
+    write();
   };
+
+  const failBeforeAnswer = (status: number, message: string): void => {
+    endWithAnswer(() => {
+      metrics.countResponse(status);
+      writeRawError(client, status, message, html);
+    });
+  };
+
+  const answer = new UpgradeAnswer(target, client, {
+    tunnel: (received) => {
+      client.write(received);
+      relay(upstream, client);
+    },
+    refused: () => endWithAnswer(() => (client instanceof net.Socket ? client.destroySoon() : client.end())),
+    unusable: () => {
+      metrics.upstreamErrors.protocol++;
+      if (answer.headWritten) cleanup();
+      else failBeforeAnswer(502, 'The upstream sent a response the proxy could not use.');
+    },
+  });
 
   client.on('error', cleanup);
   client.on('close', cleanup);
-  upstream.on('close', cleanup);
+  upstream.on('close', () => {
+    // A refusal whose body ran to the connection's end is complete now.
+    if (!closed && answer.refusing) answer.end();
+    cleanup();
+  });
   upstream.on('error', (err: NodeJS.ErrnoException) => {
     if (answered) {
       cleanup();
@@ -139,12 +173,17 @@ export function pipeUpgrade(
     metrics.upstreamErrors.timeout++;
     failBeforeAnswer(504, 'The upstream did not answer in time.');
   });
-  upstream.once('data', (first: Buffer) => {
-    answered = true;
-    upstream.setTimeout(0);
-    // "HTTP/1.1 101 ..." : the status is passed on untouched, but counted.
-    metrics.countResponse(Number(first.toString('latin1', 9, 12)) || 0);
-  });
+  const onAnswer = (chunk: Buffer): void => {
+    if (!answered) {
+      answered = true;
+      upstream.setTimeout(0);
+      // "HTTP/1.1 101 ..." : counted by its status.
+      metrics.countResponse(Number(chunk.toString('latin1', 9, 12)) || 0);
+    }
+    // Once the head is a 101, the relay takes the upstream's reads from here on.
+    if (answer.read(chunk)) upstream.off('data', onAnswer);
+  };
+  upstream.on('data', onAnswer);
 
   upstream.once(target.tls ? 'secureConnect' : 'connect', () => {
     upstream.setNoDelay(true);
@@ -160,8 +199,121 @@ export function pipeUpgrade(
   // Writes are buffered by the socket until it connects.
   upstream.write(handshake);
   if (head.length > 0) upstream.write(head);
-  relay(upstream, client);
   stopClientRelay = relay(client, upstream);
 
   if (!stillCurrent()) cleanup();
+}
+
+interface AnswerOutcomes {
+  /** A 101: `received` (its head and whatever followed) goes to the client; the relay takes over. */
+  tunnel(received: Buffer): void;
+  /** A refusal was passed on whole. */
+  refused(): void;
+  /** Not HTTP the proxy can use. */
+  unusable(): void;
+}
+
+/** Reads the upstream's answer to an upgrade request (see pipeUpgrade). */
+class UpgradeAnswer {
+  private readonly parser: Parser = new HTTPParser();
+  private received: Buffer[] = [];
+  private partial: string[] = [];
+  private upgraded = false;
+  private done = false;
+  /** A non-101 answer is being passed on. */
+  refusing = false;
+  headWritten = false;
+
+  constructor(
+    private readonly target: UpstreamTarget,
+    private readonly client: Duplex,
+    private readonly outcomes: AnswerOutcomes,
+  ) {
+    const parser = this.parser;
+    parser.initialize(HTTPParser.RESPONSE, {});
+    parser[kOnHeaders] = (headers: string[]) => {
+      for (const h of headers) this.partial.push(h);
+    };
+    parser[kOnHeadersComplete] = this.onHead;
+    parser[kOnBody] = (chunk: Buffer) => {
+      if (this.refusing) this.client.write(chunk);
+    };
+    parser[kOnMessageComplete] = () => {
+      if (this.refusing) this.finish();
+    };
+  }
+
+  private readonly onHead = (
+    _major: number,
+    _minor: number,
+    headers: string[] | undefined,
+    _method: unknown,
+    _url: unknown,
+    status: number,
+    statusMessage: string,
+  ): number => {
+    if (headers === undefined) {
+      headers = this.partial;
+      this.partial = [];
+    }
+    if (status === 101) {
+      this.upgraded = true;
+      return SKIP_BODY;
+    }
+    if (status < 200) return SKIP_BODY; // 100, 103: the final answer follows
+    this.refusing = true;
+    const parts = responseHeaderLines(headers, status, this.target);
+    const upgrade = status === 426 ? 'upgrade: websocket\r\nconnection: upgrade, close\r\n' : 'connection: close\r\n';
+    this.headWritten = true;
+    this.client.write(`HTTP/1.1 ${status} ${statusMessage || 'Unknown'}\r\n${parts.lines}${upgrade}\r\n`, 'latin1');
+    return status === 204 || status === 304 ? SKIP_BODY : 0;
+  };
+
+  /** One read from the upstream; true once the relay should take over (a 101 was read). */
+  read(chunk: Buffer): boolean {
+    if (this.done) return false;
+    if (!this.refusing) this.received.push(chunk);
+    const ret = this.parser.execute(chunk);
+    if (typeof ret !== 'number') {
+      this.close();
+      this.outcomes.unusable();
+      return false;
+    }
+    if (this.upgraded) {
+      const received = this.received.length === 1 ? (this.received[0] as Buffer) : Buffer.concat(this.received);
+      this.close();
+      this.outcomes.tunnel(received);
+      return true;
+    }
+    if (this.refusing) this.received.length = 0;
+    return false;
+  }
+
+  /** The upstream closed: a body delimited by the close is complete. */
+  end(): void {
+    if (this.done) return;
+    const ret = this.parser.finish();
+    if (!this.done) {
+      if (ret !== undefined && typeof ret !== 'number') {
+        this.close();
+        this.outcomes.unusable();
+      } else this.finish();
+    }
+  }
+
+  private finish(): void {
+    this.close();
+    this.outcomes.refused();
+  }
+
+  close(): void {
+    if (this.done) return;
+    this.done = true;
+    this.received = [];
+    setImmediate(parserCloser, this.parser);
+  }
+}
+
+function parserCloser(parser: Parser): void {
+  parser.close();
 }

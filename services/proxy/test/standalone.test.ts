@@ -320,3 +320,28 @@ t.test('a standalone proxy: bodies and WebSocket floods stream through without g
   await clientClosed;
   t.pass('open WebSocket closed on shutdown');
 });
+
+t.test('SIGTERM with nothing in flight exits at once, without waiting out the 5 s grace', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.close());
+  const proxy = await startChild({ REDIS_URL: redis.url });
+  t.teardown(() => proxy.child.kill('SIGKILL'));
+  // Connections a browser leaves behind: one kept alive after its answer, one never used.
+  const kept = net.connect(proxy.port, '127.0.0.1');
+  const answered = new Promise<void>((resolve) => kept.once('data', () => resolve()));
+  kept.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  await answered;
+  const unused = net.connect(proxy.port, '127.0.0.1');
+  await new Promise((resolve) => unused.once('connect', resolve));
+  const closed = Promise.all([kept, unused].map((s) => new Promise<void>((resolve) => s.once('close', () => resolve()))));
+  kept.on('error', () => undefined);
+  unused.on('error', () => undefined);
+  const t0 = Date.now();
+  proxy.child.kill('SIGTERM');
+  const exit = await exitOf(proxy.child);
+  const took = Date.now() - t0;
+  t.same(exit, { code: 0, signal: null }, 'clean exit');
+  t.ok(took < 4000, `exited before the grace ran out (${took} ms)`);
+  await closed;
+  t.pass('both idle connections were closed');
+});
