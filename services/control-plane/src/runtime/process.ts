@@ -206,7 +206,9 @@ export class ProcessRuntime implements DesktopRuntime {
     const next = previous.then(async () => {
       if (!this.records.has(record.runtimeId)) return; // removed meanwhile
       const folder = path.join(this.dir, record.runtimeId);
-      const tmp = path.join(folder, `record.json.${process.pid}.tmp`);
+      // A name no other writer uses: two runtimes in one process (a restart inside the tests, the
+      // old one still saving) shared `record.json.<pid>.tmp` and interleaved their writes into it.
+      const tmp = path.join(folder, `record.json.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
       await writeFile(tmp, JSON.stringify(record, null, 2), { mode: 0o600 });
       await rename(tmp, path.join(folder, 'record.json'));
     });
