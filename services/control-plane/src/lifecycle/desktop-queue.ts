@@ -3,6 +3,9 @@
  * run one at a time, in the order they were asked for, so none of them sees another half done.
  * A stop or delete may preempt a bring-up in progress: it aborts its waits and runs right after.
  */
+/** Thrown out of an operation whose signal was aborted: a later operation took over the desktop. */
+export class Aborted extends Error {}
+
 export class DesktopQueue {
   private readonly entries = new Map<string, { tail: Promise<unknown>; pending: number; current: AbortController | null }>();
 

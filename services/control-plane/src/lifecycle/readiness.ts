@@ -1,11 +1,18 @@
 /**
- * The readiness probe: a desktop is ready when its upstream answers the type's readiness path
- * with a 2xx or 3xx, reached the way the proxy will reach it (scheme, TLS verification, the
- * injected Authorization header).
+ * Readiness: a desktop is ready when its upstream answers the type's readiness path with a 2xx
+ * or 3xx, reached the way the proxy will reach it (scheme, TLS verification, the injected
+ * Authorization header). The probe, and the bring-up's step that waits for it.
  */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Upstream } from '@deskhub/route-stream';
+import { substitute } from '../catalog.ts';
+import type { CatalogEntry, DesktopRuntime } from '../runtime/types.ts';
+import { Aborted } from './desktop-queue.ts';
+import type { DesktopJournal } from './journal.ts';
+
+/** Lines of a desktop's output quoted in a failure reason. */
+const LOG_LINES = 15;
 
 export type ProbeResult = { ok: true; status: number } | { ok: false; problem: string };
 
@@ -50,4 +57,58 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** The runtime's last lines of output, as the end of a failure reason ("" when there are none). */
+export async function lastLines(runtime: DesktopRuntime, runtimeId: string): Promise<string> {
+  const text = await runtime.logs(runtimeId, LOG_LINES).catch(() => '');
+  return text.trim() ? `; last output:\n${text.trim()}` : '';
+}
+
+/** What the readiness step needs to know about one desktop. */
+export interface ReadinessTarget {
+  id: string;
+  type: CatalogEntry;
+  runtime: DesktopRuntime;
+  runtimeId: string;
+  upstream: Upstream;
+  authorization: string | null;
+  proxyPath: string;
+}
+
+/**
+ * The readiness step of a bring-up: probes until the desktop answers its type's readiness path,
+ * backing off from 200 ms to 2 s. Between probes the runtime is asked whether the desktop still
+ * runs, so one that exited fails at once with its last output instead of at the deadline.
+ */
+export async function waitUntilReady(target: ReadinessTarget, journal: DesktopJournal, signal: AbortSignal): Promise<void> {
+  const { id, type, runtime, runtimeId, upstream, authorization, proxyPath } = target;
+  const path = substitute(type.readiness.path, { path: proxyPath, prefix: `/desktop/${proxyPath}` });
+  const timeoutMs = type.readiness.timeoutSeconds * 1000;
+  const deadline = Date.now() + timeoutMs;
+  await journal.note(id, 'probe', `waiting for the desktop to answer ${path} (up to ${type.readiness.timeoutSeconds} s)`);
+  let delay = 200;
+  let last = 'no answer yet';
+  for (;;) {
+    if (signal.aborted) throw new Aborted();
+    const result = await probe(upstream, path, authorization, Math.min(5000, Math.max(1000, deadline - Date.now())));
+    if (result.ok) {
+      await journal.note(id, 'probe', `the desktop answered ${result.status}`);
+      return;
+    }
+    last = result.problem;
+    const status = await runtime.inspect(runtimeId);
+    if (!status || !status.running) {
+      throw new Error(`the desktop stopped before it was ready (${status?.reason ?? 'it no longer exists'})${await lastLines(runtime, runtimeId)}`);
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`the desktop did not answer ${path} within ${type.readiness.timeoutSeconds} s (last: ${last})${await lastLines(runtime, runtimeId)}`);
+    }
+    try {
+      await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), signal);
+    } catch {
+      throw new Aborted();
+    }
+    delay = Math.min(delay * 1.5, 2000);
+  }
 }

@@ -15,7 +15,8 @@ import { desktops, desktopStates } from '../db/schema.ts';
 import type { Metrics } from '../metrics.ts';
 import type { RuntimeName, RuntimeRegistry } from '../runtime/index.ts';
 import type { RuntimeStatus } from '../runtime/types.ts';
-import { decideRepair, type DesktopLifecycle, type Repair } from './desktops.ts';
+import type { DesktopLifecycle } from './desktops.ts';
+import { decideRepair, type Repair } from './repairs.ts';
 
 export interface ReconcilerOptions {
   db: Database;

@@ -6,7 +6,7 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import type { DesktopEventView } from '../../lifecycle/desktops.ts';
+import type { DesktopEventView } from '../../lifecycle/views.ts';
 import { DesktopIdParams, errors } from '../schemas.ts';
 
 const KEEP_ALIVE_MS = 15_000;

@@ -1,0 +1,140 @@
+/**
+ * Admission of a new desktop: the request checked (type, whether it can run here, its name),
+ * then, in one transaction under an advisory lock, the quotas counted and a collision-safe proxy
+ * path taken, with credentials generated for it.
+ */
+import { eq, like, or, sql } from 'drizzle-orm';
+import type { Catalog } from '../catalog.ts';
+import { substitute } from '../catalog.ts';
+import type { Queryable } from '../db/client.ts';
+import { desktops, type DesktopCredentials } from '../db/schema.ts';
+import { badRequest, conflict } from '../errors.ts';
+import { makePathSafe, pathCandidates } from '../proxy-path.ts';
+import type { CatalogEntry } from '../runtime/types.ts';
+import { generatePassword } from '../secrets.ts';
+import type { DesktopJournal } from './journal.ts';
+import type { LifecycleOptions } from './options.ts';
+import type { DesktopRow, Owner } from './views.ts';
+
+/** Advisory lock key held while counting quotas and inserting a desktop ("deskhub" in ASCII). */
+const CREATE_LOCK = 0x6465736b687562;
+
+/** A create request that passed the checks made before anything is written. */
+export interface Admissible {
+  type: CatalogEntry;
+  label: string | null;
+  /** The proxy path before collision numbering: `<username>-<type or name>`. */
+  base: string;
+  credentials: DesktopCredentials;
+}
+
+export class Admission {
+  constructor(
+    private readonly options: LifecycleOptions,
+    private readonly journal: DesktopJournal,
+  ) {}
+
+  private get catalog(): Catalog {
+    return this.options.catalog;
+  }
+
+  /** 400 for an unknown type or a name that cannot become a path, 409 for a type that cannot run here. */
+  async check(owner: Owner, input: { type: string; name?: string | undefined }): Promise<Admissible> {
+    const type = this.catalog.get(input.type);
+    if (!type) throw badRequest(`unknown desktop type "${input.type}" (known: ${this.catalog.entries.map((e) => e.id).join(', ')})`);
+    const availability = await this.options.runtimes.availability(type);
+    if (!availability.ok) throw conflict(`desktop type "${type.id}" cannot run here: ${availability.reason}`);
+    const label = input.name?.trim() || null;
+    let part = type.id;
+    if (label !== null) {
+      if (/[\u0000-\u001f\u007f]/.test(label)) throw badRequest('name must not contain control characters');
+      const safe = makePathSafe(label);
+      if (!safe) throw badRequest(`name "${label}" cannot be made into a path: use letters, digits and "-"`);
+      part = safe;
+    }
+    return { type, label, base: `${owner.username}-${part}`, credentials: makeCredentials(type) };
+  }
+
+  /** Inserts the desktop (state `creating`) under the first free path; 409 over a quota. */
+  async insert(id: string, owner: Owner, desktop: Admissible): Promise<DesktopRow> {
+    const { db, secrets } = this.options;
+    const { type, label, base } = desktop;
+    return db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${CREATE_LOCK})`);
+      this.checkQuota(type, owner, await count(tx, owner.id, type.id));
+      const taken = new Set(
+        (
+          await tx
+            .select({ path: desktops.proxyPath })
+            .from(desktops)
+            .where(or(eq(desktops.proxyPath, base), like(desktops.proxyPath, `${base}-%`)))
+        ).map((r) => r.path),
+      );
+      for (const candidate of pathCandidates(base)) {
+        if (taken.has(candidate)) continue;
+        const [inserted] = await tx
+          .insert(desktops)
+          .values({
+            id,
+            ownerId: owner.id,
+            type: type.id,
+            label,
+            proxyPath: candidate,
+            state: 'creating',
+            runtime: type.runtime,
+            credentials: secrets.seal(desktop.credentials),
+            entryQuery: substitute(type.entryQuery, { path: candidate, prefix: `/desktop/${candidate}` }),
+          })
+          .onConflictDoNothing({ target: desktops.proxyPath })
+          .returning();
+        if (inserted) {
+          await this.journal.record(tx, id, 'state', `Creating ${type.name} at /desktop/${candidate}/`, undefined, 'creating');
+          return inserted;
+        }
+      }
+      throw conflict(`no free path left for "${base}"`);
+    });
+  }
+
+  private checkQuota(type: CatalogEntry, owner: Owner, counts: { user: number; userType: number; type: number; total: number }): void {
+    const { perUser, total } = this.options.quotas;
+    if (perUser > 0 && counts.user >= perUser) {
+      throw conflict(`quota reached: at most ${perUser} desktops per user (MAX_DESKTOPS_PER_USER); ${owner.username} has ${counts.user}. Delete one first.`);
+    }
+    if (type.quota?.perUser !== undefined && counts.userType >= type.quota.perUser) {
+      throw conflict(`quota reached: at most ${type.quota.perUser} "${type.id}" desktops per user (catalog quota); ${owner.username} has ${counts.userType}`);
+    }
+    if (type.quota?.total !== undefined && counts.type >= type.quota.total) {
+      throw conflict(`quota reached: at most ${type.quota.total} "${type.id}" desktops in total (catalog quota)`);
+    }
+    if (total > 0 && counts.total >= total) {
+      throw conflict(`quota reached: deskhub runs at most ${total} desktops in total (MAX_DESKTOPS_TOTAL)`);
+    }
+  }
+}
+
+async function count(q: Queryable, ownerId: string, typeId: string) {
+  const [counts] = await q
+    .select({
+      user: sql<number>`count(*) filter (where ${desktops.ownerId} = ${ownerId})`.mapWith(Number),
+      userType: sql<number>`count(*) filter (where ${desktops.ownerId} = ${ownerId} and ${desktops.type} = ${typeId})`.mapWith(Number),
+      type: sql<number>`count(*) filter (where ${desktops.type} = ${typeId})`.mapWith(Number),
+      total: sql<number>`count(*)`.mapWith(Number),
+    })
+    .from(desktops);
+  return counts ?? { user: 0, userType: 0, type: 0, total: 0 };
+}
+
+function makeCredentials(type: CatalogEntry): DesktopCredentials {
+  const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+  const c = type.credentials;
+  if (c.kind === 'kasm') {
+    const password = generatePassword();
+    return { env: { VNC_PW: password }, authorization: basic('kasm_user', password) };
+  }
+  if (c.kind === 'basic') {
+    const password = generatePassword();
+    return { env: { [c.passwordEnv]: password }, authorization: basic(c.username, password) };
+  }
+  return { env: {}, authorization: null };
+}

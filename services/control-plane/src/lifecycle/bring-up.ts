@@ -1,0 +1,130 @@
+/**
+ * Bringing a desktop up (created, started again, or only re-checked after a restart): the
+ * runtime creates or starts it, the readiness step waits until it answers, its route is published
+ * and confirmed by every proxy replica, and only then is it `running`. Any failure leaves it
+ * `failed` with a reason a person can read, and its instance removed or stopped.
+ */
+import { eq } from 'drizzle-orm';
+import type { Logger } from '@deskhub/config';
+import type { Route, Upstream } from '@deskhub/route-stream';
+import { substitute } from '../catalog.ts';
+import { desktops, users, type DesktopCredentials } from '../db/schema.ts';
+import { Aborted } from './desktop-queue.ts';
+import type { DesktopRoutes } from './desktop-routes.ts';
+import type { DesktopJournal } from './journal.ts';
+import type { LifecycleOptions } from './options.ts';
+import { waitUntilReady } from './readiness.ts';
+import { loadDesktop } from './views.ts';
+
+export type BringUpMode = 'create' | 'start' | 'resume';
+
+export function sameUpstream(a: Upstream | null | undefined, b: Upstream | null | undefined): boolean {
+  return !!a && !!b && a.host === b.host && a.port === b.port && a.scheme === b.scheme && a.verifyTls === b.verifyTls;
+}
+
+export class BringUp {
+  constructor(
+    private readonly options: LifecycleOptions,
+    private readonly journal: DesktopJournal,
+    private readonly routes: DesktopRoutes,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Creates (or starts, or only re-checks) the desktop, waits until it answers, publishes its
+   * route and waits for every proxy replica, then marks it running. Runs inside the queue.
+   */
+  async run(id: string, mode: BringUpMode, signal: AbortSignal, startedAt = Date.now()): Promise<void> {
+    const { journal } = this;
+    const row = await loadDesktop(this.options.db, id);
+    if (!row) return;
+    const type = this.options.catalog.get(row.type);
+    const runtime = this.options.runtimes.get(row.runtime);
+    let runtimeId = row.runtimeId;
+    try {
+      if (!type) throw new Error(`desktop type "${row.type}" is no longer in the catalog`);
+      if (!runtime) throw new Error(`the ${row.runtime} runtime is not enabled here`);
+      const credentials = this.options.secrets.open<DesktopCredentials>(row.credentials!);
+      let upstream = row.upstream;
+      if (mode === 'create' || (mode === 'start' && !runtimeId)) {
+        if (row.state !== 'creating') await journal.setState(id, 'creating', null);
+        await journal.note(id, 'create', `creating on the ${runtime.name} runtime`);
+        const env: Record<string, string> = {};
+        const values = { path: row.proxyPath, prefix: `/desktop/${row.proxyPath}` };
+        for (const [name, value] of Object.entries(type.env)) env[name] = substitute(value, values);
+        Object.assign(env, credentials.env);
+        const [ownerRow] = await this.options.db.select({ username: users.username }).from(users).where(eq(users.id, row.ownerId));
+        const instance = await runtime.create(
+          { desktopId: id, ownerId: row.ownerId, ownerName: ownerRow?.username ?? '', proxyPath: row.proxyPath, type, env },
+          (event) => void journal.note(id, event.kind, event.message, event.progress),
+        );
+        runtimeId = instance.runtimeId;
+        upstream = instance.upstream;
+        // Saved before anything else can go wrong, so whoever comes next can remove it.
+        await this.options.db.update(desktops).set({ runtimeId, upstream, updatedAt: new Date() }).where(eq(desktops.id, id));
+        if (signal.aborted) throw new Aborted();
+        await journal.setState(id, 'starting', null);
+      } else if (mode === 'start') {
+        if (row.state !== 'starting') await journal.setState(id, 'starting', null);
+        const instance = await runtime.start(runtimeId!);
+        upstream = instance.upstream;
+        await this.options.db.update(desktops).set({ upstream, updatedAt: new Date() }).where(eq(desktops.id, id));
+        await journal.note(id, 'start', 'started');
+      } else {
+        const status = await runtime.inspect(runtimeId!);
+        if (status?.upstream) upstream = status.upstream;
+        if (!sameUpstream(upstream, row.upstream)) await this.options.db.update(desktops).set({ upstream, updatedAt: new Date() }).where(eq(desktops.id, id));
+        await journal.note(id, 'info', 'checking the desktop again after a restart or a change of address');
+      }
+      if (!upstream || !runtimeId) throw new Error('the runtime did not say where the desktop listens');
+
+      await waitUntilReady({ id, type, runtime, runtimeId, upstream, authorization: credentials.authorization, proxyPath: row.proxyPath }, journal, signal);
+
+      const route: Route = {
+        path: row.proxyPath,
+        desktopId: id,
+        owner: row.ownerId,
+        sharedWith: [],
+        upstream,
+        stripPrefix: type.stripPrefix,
+        authorization: credentials.authorization,
+        entryQuery: row.entryQuery,
+        state: 'running',
+      };
+      await this.routes.publish(id, route, signal);
+      if (signal.aborted) throw new Aborted();
+      await journal.setState(id, 'running', null, { readyAt: new Date() });
+      this.options.metrics?.lifecycleSeconds.observe({ type: type.id, runtime: runtime.name }, (Date.now() - startedAt) / 1000);
+      this.logger.info({ desktopId: id, proxyPath: row.proxyPath, ms: Date.now() - startedAt }, 'desktop running');
+    } catch (err) {
+      if (err instanceof Aborted || signal.aborted) {
+        await journal.note(id, 'info', 'interrupted by a later request');
+        return; // whoever aborted us takes over
+      }
+      const reason = (err as Error).message;
+      this.logger.warn({ desktopId: id, reason }, 'desktop failed');
+      await this.fail(id, reason, mode === 'create' ? 'remove' : 'stop', type?.id ?? row.type);
+    }
+  }
+
+  /** Marks the desktop failed: route withdrawn, its instance removed, stopped or kept. Never throws. */
+  async fail(id: string, reason: string, instance: 'remove' | 'stop' | 'keep', typeId: string): Promise<void> {
+    try {
+      await this.routes.withdraw(id);
+      const row = await loadDesktop(this.options.db, id);
+      if (!row) return;
+      const runtime = this.options.runtimes.get(row.runtime);
+      if (runtime && row.runtimeId && instance !== 'keep') {
+        if (instance === 'remove') {
+          await runtime.remove(row.runtimeId).catch((err: Error) => this.logger.warn({ desktopId: id, err: err.message }, 'could not remove a failed desktop; reconciliation will'));
+        } else {
+          await runtime.stop(row.runtimeId).catch((err: Error) => this.logger.warn({ desktopId: id, err: err.message }, 'could not stop a failed desktop'));
+        }
+      }
+      await this.journal.setState(id, 'failed', reason, instance === 'remove' ? { runtimeId: null, upstream: null } : {});
+      this.options.metrics?.failures.inc({ type: typeId });
+    } catch (err) {
+      this.logger.error({ desktopId: id, err }, 'could not record a desktop failure');
+    }
+  }
+}

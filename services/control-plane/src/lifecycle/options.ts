@@ -1,0 +1,26 @@
+/** What the lifecycle and its modules are built from (src/plugins/app/desktops.ts assembles it). */
+import type { Logger } from '@deskhub/config';
+import type { RoutePublisher } from '@deskhub/route-stream';
+import type { Catalog } from '../catalog.ts';
+import type { Database } from '../db/client.ts';
+import type { Metrics } from '../metrics.ts';
+import type { RuntimeRegistry } from '../runtime/index.ts';
+import type { Secrets } from '../secrets.ts';
+import type { RoutePublication } from './route-publication.ts';
+
+export interface LifecycleOptions {
+  db: Database;
+  catalog: Catalog;
+  runtimes: RuntimeRegistry;
+  publication: RoutePublication;
+  publisher: RoutePublisher;
+  secrets: Secrets;
+  logger: Logger;
+  metrics?: Metrics;
+  publicUrl: string;
+  quotas: { perUser: number; total: number };
+  /** How long to wait for every live proxy replica to hold a route change. */
+  replicaWaitMs: number;
+  /** How long to wait for the route store to take a change. */
+  publishTimeoutMs?: number;
+}

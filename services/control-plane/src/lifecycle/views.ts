@@ -1,0 +1,128 @@
+/**
+ * What the API shows of desktops and their event history, and the queries behind it: a desktop
+ * is only ever read through the caller's scope (their own, or anyone's for the admin API).
+ */
+import { and, asc, eq, gt } from 'drizzle-orm';
+import type { Database } from '../db/client.ts';
+import { desktopEvents, desktops, users, type DesktopState } from '../db/schema.ts';
+import { notFound } from '../errors.ts';
+
+export interface DesktopView {
+  id: string;
+  type: string;
+  name: string | null;
+  owner: string;
+  proxyPath: string;
+  url: string;
+  state: DesktopState;
+  reason: string | null;
+  runtime: string;
+  createdAt: string;
+  updatedAt: string;
+  readyAt: string | null;
+  lastActivityAt: string | null;
+}
+
+export interface DesktopEventView {
+  id: number;
+  at: string;
+  kind: string;
+  message: string;
+  progress: number | null;
+  /** Set on state changes: the state entered (the UI's final event carries it). */
+  state: DesktopState | null;
+}
+
+export interface Owner {
+  id: string;
+  username: string;
+}
+
+/** Whose desktops an operation may touch: the caller's own, or (the admin API) anyone's. */
+export type Scope = Owner | { admin: true };
+
+export type DesktopRow = typeof desktops.$inferSelect;
+
+export type DesktopWithOwner = { row: DesktopRow; ownerName: string };
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function eventView(e: typeof desktopEvents.$inferSelect): DesktopEventView {
+  return { id: e.id, at: e.at.toISOString(), kind: e.kind, message: e.message, progress: e.progress, state: e.state };
+}
+
+/** A desktop's row, whoever owns it (the lifecycle's own reads). */
+export async function loadDesktop(db: Database, id: string): Promise<DesktopRow | undefined> {
+  const [row] = await db.select().from(desktops).where(eq(desktops.id, id));
+  return row;
+}
+
+export class DesktopViews {
+  constructor(
+    private readonly db: Database,
+    private readonly publicUrl: string,
+  ) {}
+
+  view(row: DesktopRow, ownerName: string): DesktopView {
+    const base = `${this.publicUrl}/desktop/${row.proxyPath}/`;
+    return {
+      id: row.id,
+      type: row.type,
+      name: row.label,
+      owner: ownerName,
+      proxyPath: row.proxyPath,
+      url: row.entryQuery ? `${base}?${row.entryQuery}` : base,
+      state: row.state,
+      reason: row.reason,
+      runtime: row.runtime,
+      createdAt: row.createdAt.toISOString(),
+      updatedAt: row.updatedAt.toISOString(),
+      readyAt: row.readyAt?.toISOString() ?? null,
+      lastActivityAt: row.lastActivityAt?.toISOString() ?? null,
+    };
+  }
+
+  async list(owner: Owner): Promise<DesktopView[]> {
+    const rows = await this.db.select().from(desktops).where(eq(desktops.ownerId, owner.id)).orderBy(asc(desktops.createdAt), asc(desktops.proxyPath));
+    return rows.map((row) => this.view(row, owner.username));
+  }
+
+  /** Every desktop of every user (the admin API). */
+  async listAll(): Promise<DesktopView[]> {
+    const rows = await this.db
+      .select({ row: desktops, ownerName: users.username })
+      .from(desktops)
+      .innerJoin(users, eq(users.id, desktops.ownerId))
+      .orderBy(asc(desktops.createdAt), asc(desktops.proxyPath));
+    return rows.map(({ row, ownerName }) => this.view(row, ownerName));
+  }
+
+  /** A desktop in scope; 404 for unknown and foreign ids alike, so ids reveal nothing. */
+  async owned(scope: Scope, id: string): Promise<DesktopWithOwner> {
+    if (UUID.test(id)) {
+      const [found] = await this.db
+        .select({ row: desktops, ownerName: users.username })
+        .from(desktops)
+        .innerJoin(users, eq(users.id, desktops.ownerId))
+        .where('admin' in scope ? eq(desktops.id, id) : and(eq(desktops.id, id), eq(desktops.ownerId, scope.id)));
+      if (found) return found;
+    }
+    throw notFound(`no desktop ${id}`);
+  }
+
+  async get(scope: Scope, id: string): Promise<DesktopView> {
+    const { row, ownerName } = await this.owned(scope, id);
+    return this.view(row, ownerName);
+  }
+
+  async events(scope: Scope, id: string, after = 0): Promise<DesktopEventView[]> {
+    await this.owned(scope, id);
+    const rows = await this.db
+      .select()
+      .from(desktopEvents)
+      .where(and(eq(desktopEvents.desktopId, id), gt(desktopEvents.id, after)))
+      .orderBy(asc(desktopEvents.id))
+      .limit(1000);
+    return rows.map(eventView);
+  }
+}
