@@ -246,6 +246,28 @@ for (const choice of databases) {
       t.match(total.json().message, /at most 2 "limited" desktops in total/);
     });
 
+    t.test('a desktop slow to answer is waited for without asking the runtime between probes', async (t) => {
+      // The late type sleeps 4 s before it listens: about seven failed probes. The bring-up
+      // hears of an exit from the runtime's events, so it has no reason to inspect meanwhile.
+      const runtime = app().runtimes.get('process')!;
+      const inspect = runtime.inspect.bind(runtime);
+      let inspected = 0;
+      runtime.inspect = (runtimeId: string) => {
+        inspected++;
+        return inspect(runtimeId);
+      };
+      t.teardown(() => {
+        runtime.inspect = inspect;
+      });
+      const cookie = await signIn(app(), 'ingrid');
+      const res = await create(cookie, { type: 'late' });
+      t.equal(res.statusCode, 201);
+      const ready = await waitForState(app(), cookie, res.json().id, ['failed', 'running']);
+      t.equal(ready.state, 'running');
+      t.equal(inspected, 0, 'no inspect during the bring-up');
+      await app().inject({ method: 'DELETE', url: `/api/desktops/${ready.id}`, headers: { cookie, 'x-deskhub-csrf': '1' } });
+    });
+
     t.test('a desktop that crashes at start fails with its last output as the reason', async (t) => {
       const cookie = await signIn(app(), 'alice');
       const res = await create(cookie, { type: 'crash' });

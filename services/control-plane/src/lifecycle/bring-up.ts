@@ -13,7 +13,7 @@ import { Aborted } from './desktop-queue.ts';
 import type { DesktopRoutes } from './desktop-routes.ts';
 import type { DesktopJournal } from './journal.ts';
 import type { LifecycleOptions } from './options.ts';
-import { waitUntilReady } from './readiness.ts';
+import { ExitWatch, waitUntilReady, type ExitNotices } from './readiness.ts';
 import { loadDesktop } from './views.ts';
 
 export type BringUpMode = 'create' | 'start' | 'resume';
@@ -27,6 +27,7 @@ export class BringUp {
     private readonly options: LifecycleOptions,
     private readonly journal: DesktopJournal,
     private readonly routes: DesktopRoutes,
+    private readonly exits: ExitNotices,
     private readonly logger: Logger,
   ) {}
 
@@ -35,6 +36,21 @@ export class BringUp {
    * route and waits for every proxy replica, then marks it running. Runs inside the queue.
    */
   async run(id: string, mode: BringUpMode, signal: AbortSignal, startedAt = Date.now()): Promise<void> {
+    const exit = new ExitWatch();
+    const stopListening = this.exits.listen(id, exit.onExit);
+    try {
+      await this.steps(id, mode, signal, startedAt, exit);
+    } finally {
+      stopListening();
+    }
+  }
+
+  /**
+   * The runtime is asked once to do the step the mode needs (create, or start) and says where the
+   * desktop listens; readiness is a step of its own, which hears of an exit from the runtime's
+   * events rather than by asking between probes; then the route.
+   */
+  private async steps(id: string, mode: BringUpMode, signal: AbortSignal, startedAt: number, exit: ExitWatch): Promise<void> {
     const { journal } = this;
     const row = await loadDesktop(this.options.db, id);
     if (!row) return;
@@ -78,7 +94,7 @@ export class BringUp {
       }
       if (!upstream || !runtimeId) throw new Error('the runtime did not say where the desktop listens');
 
-      await waitUntilReady({ id, type, runtime, runtimeId, upstream, authorization: credentials.authorization, proxyPath: row.proxyPath }, journal, signal);
+      await waitUntilReady({ id, type, runtime, runtimeId, upstream, authorization: credentials.authorization, proxyPath: row.proxyPath }, journal, exit, signal);
 
       const route: Route = {
         path: row.proxyPath,

@@ -23,6 +23,7 @@ import { Admission } from './admission.ts';
 import { BringUp } from './bring-up.ts';
 import { DesktopQueue } from './desktop-queue.ts';
 import { DesktopRoutes } from './desktop-routes.ts';
+import { ExitNotices } from './readiness.ts';
 import { DesktopJournal, type LifecycleEvents } from './journal.ts';
 import type { LifecycleOptions } from './options.ts';
 import { Repairs, type Orphan, type Repair } from './repairs.ts';
@@ -41,6 +42,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   private readonly admission: Admission;
   private readonly bringUp: BringUp;
   private readonly repairs: Repairs;
+  private readonly exits: ExitNotices;
   private closed = false;
 
   constructor(private readonly options: LifecycleOptions) {
@@ -52,7 +54,8 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     this.journal = new DesktopJournal(options.db, logger, this);
     this.routes = new DesktopRoutes(options, this.journal, logger);
     this.admission = new Admission(options, this.journal);
-    this.bringUp = new BringUp(options, this.journal, this.routes, logger);
+    this.exits = new ExitNotices(options.runtimes.all);
+    this.bringUp = new BringUp(options, this.journal, this.routes, this.exits, logger);
     this.repairs = new Repairs(options, { bringUp: this.bringUp, routes: this.routes, journal: this.journal, finishStop: (id) => this.finishStop(id) }, logger);
   }
 
@@ -236,6 +239,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   async close(): Promise<void> {
     this.closed = true;
     await this.queue.drain();
+    this.exits.close();
     this.removeAllListeners();
   }
 }
