@@ -4,7 +4,7 @@
  * DATABASE_URL + SECRET_KEY for Postgres). Stops on SIGTERM/SIGINT; desktops keep running and
  * are found again at the next start.
  */
-import { ConfigError, createLogger } from '@deskhub/config';
+import { ConfigError, createLogger, stopOnSignals } from '@deskhub/config';
 import { CatalogError } from './catalog.ts';
 import { loadControlPlaneConfig } from './config.ts';
 import { startControlPlane } from './control-plane.ts';
@@ -33,21 +33,7 @@ async function main(): Promise<void> {
   }
   logger.info({ url: controlPlane.url, metrics: controlPlane.metricsUrl, publicUrl: config.PUBLIC_URL }, 'control plane listening');
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'stopping');
-    controlPlane.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'error while stopping');
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  stopOnSignals(logger, () => controlPlane.close());
 }
 
 main().catch((err: unknown) => {

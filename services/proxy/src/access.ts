@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { checkAccess, createVerifier, originAllowed, type Verifier } from '@deskhub/access-token';
 import type { KeyObject } from 'node:crypto';
 import type { Route } from '@deskhub/route-stream';
-import type { AccessDecision, AccessHook } from './proxy.ts';
+import type { AccessDecision, AccessHook } from './router.ts';
 
 /** Where a page load without a valid access token is sent: the control plane renews the token, or signs in first. */
 export const RENEW_PATH = '/auth/desktop-access';

@@ -7,7 +7,17 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { ProxyRequest } from './front.ts';
+
+/**
+ * What answering needs of a request on the public listener (front.ts's ProxyRequest). Declared
+ * here rather than imported, so that front.ts, which writes its own errors with this module,
+ * and this module do not import each other.
+ */
+export interface AnswerableRequest {
+  readonly headSent: boolean;
+  readonly socket: { destroy(): void };
+  respond(status: number, headers: string, body?: string): void;
+}
 
 /** true when the client prefers a page: a browser navigation sends Accept: text/html. */
 export function wantsHtml(accept: string | undefined): boolean {
@@ -40,7 +50,7 @@ export function errorBody(status: number, message: string, html: boolean): { typ
 }
 
 /** An error answer to a request on the public listener. `extra`: preformatted header lines. */
-export function errorAnswer(req: ProxyRequest, status: number, message: string, html: boolean, extra = ''): void {
+export function errorAnswer(req: AnswerableRequest, status: number, message: string, html: boolean, extra = ''): void {
   if (req.headSent) {
     req.socket.destroy();
     return;
@@ -49,7 +59,7 @@ export function errorAnswer(req: ProxyRequest, status: number, message: string, 
   req.respond(status, `content-type: ${type}\r\ncache-control: no-store\r\n${extra}`, body);
 }
 
-export function redirectAnswer(req: ProxyRequest, location: string): void {
+export function redirectAnswer(req: AnswerableRequest, location: string): void {
   req.respond(302, `location: ${location}\r\ncache-control: no-store\r\n`);
 }
 

@@ -3,6 +3,7 @@
  * start, tests, benchmarks); `main.ts` runs it as a service of its own. See README.md.
  */
 export { startProxy } from './proxy.ts';
-export type { AccessDecision, AccessHook, ProxyOptions, RunningProxy } from './proxy.ts';
+export type { ProxyOptions, RunningProxy } from './proxy.ts';
+export type { AccessDecision, AccessHook } from './router.ts';
 export { createAccessControl, RENEW_PATH } from './access.ts';
 export type { AccessControl, AccessControlOptions } from './access.ts';

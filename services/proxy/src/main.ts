@@ -2,7 +2,7 @@
  * Runs the proxy as a service of its own (`pnpm start:proxy`): configuration from the
  * environment, routes from Redis, graceful stop on SIGTERM/SIGINT.
  */
-import { ConfigError, createLogger, env, loadConfig } from '@deskhub/config';
+import { ConfigError, createLogger, env, loadConfig, stopOnSignals } from '@deskhub/config';
 import { createRevocationChannel, createRouteStream } from '@deskhub/route-stream';
 import type { KeyObject } from 'node:crypto';
 import { parsePublicKeysSetting } from '@deskhub/access-token';
@@ -73,30 +73,15 @@ async function main(): Promise<void> {
     logger,
   });
 
-  let stopping = false;
+  const shutdown = stopOnSignals(logger, async () => {
+    await proxy.close();
+    await stream.close();
+    await revocations.close();
+  });
   proxy.started.catch(() => {
     // Already logged by the proxy; a proxy that can never load routes must not linger as "alive".
-    if (!stopping) process.exit(1);
+    if (!shutdown.stopping) process.exit(1);
   });
-
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'stopping');
-    proxy
-      .close()
-      .then(() => stream.close())
-      .then(() => revocations.close())
-      .then(
-        () => process.exit(0),
-        (err: unknown) => {
-          logger.error({ err }, 'error while stopping');
-          process.exit(1);
-        },
-      );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
 }
 
 main().catch((err: unknown) => {

@@ -30,6 +30,12 @@ export function splitDesktopTarget(url: string): DesktopTarget | null {
   return { name: url.slice(PREFIX_LENGTH, end), rest: url.slice(end) };
 }
 
+/** The path of a request target: what comes before its query. */
+export function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
 /**
  * Why a request target is refused, or null when it may be forwarded.
  *

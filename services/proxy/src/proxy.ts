@@ -2,7 +2,11 @@
  * The data-plane proxy: the single public entry point. `/desktop/<path>/...` goes to that
  * desktop's upstream (from the in-memory route table), everything else to the control plane,
  * both through the same forwarding code; WebSocket upgrades are piped raw. `/healthz` and
- * `/readyz` are answered here, `/metrics` only on the internal metrics listener.
+ * `/readyz` are answered on both listeners, `/metrics` only on the internal metrics listener.
+ *
+ * `startProxy` is the wiring: it checks the options, builds the pools, targets and the Router
+ * (router.ts, which decides where each request and upgrade goes), starts the listeners and the
+ * route subscriber, and closes it all in order.
  *
  * A request to a desktop costs a Map get, one pass over its headers and a write to a pooled
  * upstream connection: the HTTP/1.1 engine (front.ts, upstream.ts) is the proxy's own, on
@@ -10,27 +14,17 @@
  */
 import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { createLogger, type Logger } from '@deskhub/config';
 import type { Route, RouteSubscriber } from '@deskhub/route-stream';
-import { errorAnswer, redirectAnswer, sendError, wantsHtml, writeRawError } from './errors.ts';
-import { FrontServer, type ProxyRequest } from './front.ts';
-import { rawHeader, requestHead } from './headers.ts';
+import { sendError } from './errors.ts';
+import { FrontServer } from './front.ts';
 import { ProxyMetrics } from './metrics.ts';
-import { DESKTOP_PREFIX, entryRedirect, splitDesktopTarget, unsafeTarget, type DesktopTarget } from './paths.ts';
-import { Targets, upstreamChanged, type UpstreamTarget } from './targets.ts';
-import { Exchange, Upstreams } from './upstream.ts';
-import { OpenConnections, pipeUpgrade, type UpgradeSettings } from './websocket.ts';
-
-export type AccessDecision =
-  | { allow: true; userId?: string }
-  | { allow: false; status: 401 | 403; message: string; redirectTo?: string };
-
-/**
- * Called for every request and every upgrade to a desktop, with its route. `req` carries the
- * URL, method, headers and socket; its body is not readable there (the proxy streams it).
- */
-export type AccessHook = (req: IncomingMessage, route: Route, kind: 'http' | 'upgrade') => AccessDecision | Promise<AccessDecision>;
+import { pathOf } from './paths.ts';
+import { Router, type AccessHook, type Readiness } from './router.ts';
+import { Targets, upstreamChanged } from './targets.ts';
+import { Upstreams } from './upstream.ts';
+import { OpenConnections, type UpgradeSettings } from './websocket.ts';
 
 export interface ProxyOptions {
   /** The proxy calls subscriber.start() and close(). */
@@ -92,17 +86,6 @@ function listen(server: http.Server, port: number, host: string): Promise<number
   });
 }
 
-const JSON_HEADERS = 'content-type: application/json; charset=utf-8\r\ncache-control: no-store\r\n';
-
-function pathOf(url: string): string {
-  const q = url.indexOf('?');
-  return q === -1 ? url : url.slice(0, q);
-}
-
-function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
-  return typeof (value as Promise<T> | undefined)?.then === 'function';
-}
-
 export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const authMode = options.authMode;
   if (options.authorize === undefined && authMode !== 'dev') {
@@ -143,202 +126,24 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   };
   subscriber.on('change', onRouteChange);
 
-  // ---- plain HTTP ---------------------------------------------------------------------------
-
-  const reply = (req: ProxyRequest, status: number, message: string, extra = ''): void => {
-    errorAnswer(req, status, message, wantsHtml(req.accept), extra);
-  };
-
-  const notFoundDesktop = (req: ProxyRequest, name: string): void => {
-    if (!subscriber.ready) reply(req, 503, 'The proxy is still loading its route table; try again in a moment.', 'retry-after: 1\r\n');
-    else reply(req, 404, `There is no desktop at ${DESKTOP_PREFIX}${name}/.`);
-  };
-
-  const deny = (req: ProxyRequest, decision: Extract<AccessDecision, { allow: false }>): void => {
-    const html = wantsHtml(req.accept);
-    if (html && decision.redirectTo && (req.method === 'GET' || req.method === 'HEAD')) redirectAnswer(req, decision.redirectTo);
-    else errorAnswer(req, decision.status, decision.message, html);
-  };
-
-  const accessFailed = (req: ProxyRequest, err: unknown): void => {
-    logger.error({ err, reqUrl: req.url }, 'access hook failed');
-    reply(req, 500, 'The access check failed.');
-  };
-
-  const send = (req: ProxyRequest, target: UpstreamTarget, path: string): void => {
-    if (req.contentLength > bodyLimit) {
-      reply(req, 413, `The request body is larger than ${bodyLimit} bytes.`);
-      return;
-    }
-    const head = requestHead(req, target, path, proto, nextRequestId(), false);
-    new Exchange(upstreams, req, target, head, wantsHtml(req.accept)).start();
-  };
-
-  const forwardToDesktop = (req: ProxyRequest, route: Route, desktop: DesktopTarget): void => {
-    const target = targets.forRoute(route);
-    const method = req.method;
-    if (method === 'GET' || method === 'HEAD') {
-      const location = entryRedirect(desktop, target.entry);
-      if (location !== null) {
-        redirectAnswer(req, location);
-        return;
-      }
-    }
-    subscriber.recordActivity(route.path);
-    let path = req.url;
-    if (target.strip) {
-      const rest = desktop.rest;
-      path = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? '/' + rest : rest;
-    }
-    send(req, target, path);
-  };
-
-  const desktopRequest = (req: ProxyRequest, url: string): void => {
-    const unsafe = unsafeTarget(url);
-    if (unsafe !== null) {
-      reply(req, 400, `Refused: ${unsafe}.`);
-      return;
-    }
-    const desktop = splitDesktopTarget(url) as DesktopTarget;
-    const route = desktop.name === '' ? undefined : subscriber.table.get(desktop.name);
-    if (route === undefined) {
-      notFoundDesktop(req, desktop.name);
-      return;
-    }
-    if (authorize === null) {
-      forwardToDesktop(req, route, desktop);
-      return;
-    }
-    let decision: AccessDecision | Promise<AccessDecision>;
-    try {
-      decision = authorize(req.incoming(), route, 'http');
-    } catch (err) {
-      accessFailed(req, err);
-      return;
-    }
-    const proceed = (d: AccessDecision): void => {
-      if (req.finished) return; // the browser left meanwhile
-      if (!d.allow) deny(req, d);
-      else forwardToDesktop(req, route, desktop);
-    };
-    if (isThenable(decision)) decision.then(proceed, (err: unknown) => accessFailed(req, err));
-    else proceed(decision);
-  };
-
-  const controlPlaneRequest = (req: ProxyRequest, url: string): void => {
-    const unsafe = unsafeTarget(url);
-    if (unsafe !== null) {
-      reply(req, 400, `Refused: ${unsafe}.`);
-      return;
-    }
-    const target = targets.controlPlane;
-    if (target === null) {
-      reply(req, 404, 'Not found: this proxy serves only /desktop/ paths.');
-      return;
-    }
-    send(req, target, target.basePath + url);
-  };
-
-  const readiness = (): { status: number; body: string } =>
+  const readiness = (): Readiness =>
     subscriber.ready
       ? { status: 200, body: JSON.stringify({ status: 'ready', routeVersion: subscriber.version, routes: subscriber.table.size }) }
       : { status: 503, body: JSON.stringify({ statusCode: 503, error: 'Service Unavailable', message: 'The route table is not loaded yet.' }) };
 
-  const onRequest = (req: ProxyRequest): void => {
-    const url = req.url;
-    if (url.startsWith(DESKTOP_PREFIX)) {
-      desktopRequest(req, url);
-      return;
-    }
-    const path = pathOf(url);
-    if (path === '/healthz') {
-      req.respond(200, JSON_HEADERS, '{"status":"ok"}');
-      return;
-    }
-    if (path === '/readyz') {
-      const { status, body } = readiness();
-      req.respond(status, JSON_HEADERS, body);
-      return;
-    }
-    if (path === '/metrics') {
-      reply(req, 404, 'Not found: metrics are served on the internal metrics listener only.');
-      return;
-    }
-    controlPlaneRequest(req, url);
-  };
-
-  // ---- upgrades (WebSocket) -----------------------------------------------------------------
-
-  const rawDeny = (socket: Socket, status: number, message: string, req: ProxyRequest): void => {
-    metrics.countResponse(status);
-    writeRawError(socket, status, message, wantsHtml(req.accept));
-  };
-
-  const startPipe = (req: ProxyRequest, socket: Socket, head: Buffer, target: UpstreamTarget, path: string): void => {
-    if (socket.destroyed) return;
-    const handshake = requestHead(req, target, path, proto, nextRequestId(), true);
-    const route = target.route;
-    const stillCurrent = route === null ? () => true : () => subscriber.table.get(route.path) === route;
-    pipeUpgrade(upgradeSettings, socket, head, target, handshake, false, stillCurrent);
-  };
-
-  const onUpgrade = (req: ProxyRequest, socket: Socket, head: Buffer): void => {
-    socket.on('error', () => socket.destroy());
-    const url = req.url;
-    if (req.method === 'CONNECT') {
-      rawDeny(socket, 405, 'CONNECT is not supported.', req);
-      return;
-    }
-    const unsafe = unsafeTarget(url);
-    if (unsafe !== null) {
-      rawDeny(socket, 400, `Refused: ${unsafe}.`, req);
-      return;
-    }
-    const upgrade = rawHeader(req.rawHeaders, 'upgrade');
-    if (upgrade === undefined || upgrade.trim().toLowerCase() !== 'websocket') {
-      rawDeny(socket, 400, 'Only WebSocket upgrades are supported.', req);
-      return;
-    }
-    const desktop = splitDesktopTarget(url);
-    if (desktop === null) {
-      const target = targets.controlPlane;
-      if (target === null) rawDeny(socket, 404, 'Not found: this proxy serves only /desktop/ paths.', req);
-      else startPipe(req, socket, head, target, target.basePath + url);
-      return;
-    }
-    const route = desktop.name === '' ? undefined : subscriber.table.get(desktop.name);
-    if (route === undefined) {
-      if (!subscriber.ready) rawDeny(socket, 503, 'The proxy is still loading its route table; try again in a moment.', req);
-      else rawDeny(socket, 404, `There is no desktop at ${DESKTOP_PREFIX}${desktop.name}/.`, req);
-      return;
-    }
-    const target = targets.forRoute(route);
-    const go = (): void => {
-      subscriber.recordActivity(route.path);
-      let path = url;
-      if (target.strip) path = desktop.rest === '' ? '/' : desktop.rest.charCodeAt(0) === 63 ? '/' + desktop.rest : desktop.rest;
-      startPipe(req, socket, head, target, path);
-    };
-    if (authorize === null) {
-      go();
-      return;
-    }
-    const proceed = (d: AccessDecision): void => {
-      if (d.allow) go();
-      else rawDeny(socket, d.status, d.message, req);
-    };
-    const failed = (err: unknown): void => {
-      logger.error({ err, reqUrl: url }, 'access hook failed');
-      rawDeny(socket, 500, 'The access check failed.', req);
-    };
-    try {
-      const decision = authorize(req.incoming(), route, 'upgrade');
-      if (isThenable(decision)) decision.then(proceed, failed);
-      else proceed(decision);
-    } catch (err) {
-      failed(err);
-    }
-  };
+  const router = new Router({
+    subscriber,
+    targets,
+    upstreams,
+    authorize,
+    metrics,
+    logger,
+    upgrades: upgradeSettings,
+    nextRequestId,
+    bodyLimit,
+    proto,
+    readiness,
+  });
 
   // ---- the listeners ------------------------------------------------------------------------
 
@@ -350,7 +155,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       logger,
       countResponse: (status) => metrics.countResponse(status),
     },
-    { request: onRequest, upgrade: onUpgrade },
+    router,
   );
   const server = front.server;
 
