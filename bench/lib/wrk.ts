@@ -51,8 +51,12 @@ export interface WrkOptions {
   headers?: Record<string, string>;
 }
 
+let scripts = 0;
+
 export async function runWrk(o: WrkOptions): Promise<WrkResult> {
-  const script = path.join(o.runDir, 'wrk-done.lua');
+  // A file of its own per run: compare.ts starts two wrk runs at once, and rewriting one shared
+  // script while the other wrk read it left that wrk printing no results ("wrk failed (exit 0)").
+  const script = path.join(o.runDir, `wrk-done-${process.pid}-${++scripts}.lua`);
   writeFileSync(script, doneScript);
   const headerArgs = Object.entries(o.headers ?? {}).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
   const args = [...headerArgs, '-t', String(o.threads), '-c', String(o.connections), '-d', `${o.seconds}s`, '--latency', '--timeout', '10s', '-s', script, o.url];
