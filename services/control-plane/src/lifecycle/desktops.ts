@@ -200,8 +200,8 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     return this.queue.run(id, (signal) => this.repairs.run(id, orphan, signal));
   }
 
-  /** Ids of desktops with no operation queued or under way in this process. */
-  idle(ids: string[]): string[] {
+  /** Ids of desktops with no operation queued or under way in this process ("idle" is a policy's word). */
+  notBusy(ids: string[]): string[] {
     return ids.filter((id) => !this.queue.busy(id));
   }
 
