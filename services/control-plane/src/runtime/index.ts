@@ -8,7 +8,7 @@
 import type { Logger } from '@deskhub/config';
 import type { Catalog } from '../catalog.ts';
 import { ProcessRuntime } from './process.ts';
-import { DockerRuntime, dockerRuntimeOptionsFromEnv } from './docker.ts';
+import { DockerRuntime, dockerRuntimeOptionsFromEnv } from './docker/docker-runtime.ts';
 import type { Availability, CatalogEntry, DesktopRuntime } from './types.ts';
 
 export type RuntimeName = DesktopRuntime['name'];
@@ -25,7 +25,7 @@ export interface RuntimeContext {
 
 export const runtimeFactories: Record<RuntimeName, ((context: RuntimeContext) => DesktopRuntime) | null> = {
   process: (context) => new ProcessRuntime({ dataDir: context.dataDir, logger: context.logger, stopOnClose: context.stopDesktopsOnClose }),
-  // Settings: DOCKER_HOST, DOCKER_NETWORK_MODE, DOCKER_NETWORK, DOCKER_HOST_GUARD, DESKHUB_INSTANCE (docker.ts).
+  // Settings: DOCKER_HOST, DOCKER_NETWORK_MODE, DOCKER_NETWORK, DOCKER_HOST_GUARD, DESKHUB_INSTANCE (docker/docker-runtime.ts).
   docker: (context) => new DockerRuntime({ ...dockerRuntimeOptionsFromEnv(context.env), logger: context.logger }),
 };
 

@@ -6,7 +6,7 @@
  * Two network modes (DOCKER_NETWORK_MODE):
  * - `bridge` (default): containers join a user-defined bridge (DOCKER_NETWORK, default
  *   `deskhub-desktops`) created with inter-container traffic disabled; the proxy reaches each
- *   desktop at its address on that bridge. The host guard (docker/host-guard.ts) closes the one
+ *   desktop at its address on that bridge. The host guard (host-guard.ts) closes the one
  *   gap Docker leaves: connections from containers to the host's own addresses.
  * - `published`: the same network, and the desktop port is also published on 127.0.0.1 with a
  *   port Docker picks; the proxy uses 127.0.0.1:<port>. For hosts where container addresses are
@@ -26,10 +26,10 @@ import type {
   RuntimeEvent,
   RuntimeInstance,
   RuntimeStatus,
-} from './types.ts';
-import { EventWatcher } from './docker/events.ts';
-import { ensureImage, errorText, imagePresent, missingImageMessage } from './docker/images.ts';
-import { installHostGuard } from './docker/host-guard.ts';
+} from '../types.ts';
+import { EventWatcher } from './events.ts';
+import { ensureImage, errorText, imagePresent, missingImageMessage } from './images.ts';
+import { installHostGuard } from './host-guard.ts';
 
 export type DockerNetworkMode = 'bridge' | 'published';
 
