@@ -5,7 +5,8 @@ import t from 'tap';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
-import { DockerRuntime, dockerRuntimeOptionsFromEnv, parseSize } from '../src/runtime/docker/docker-runtime.ts';
+import { DockerRuntime, dockerRuntimeOptionsFromEnv } from '../src/runtime/docker/docker-runtime.ts';
+import { parseSize } from '../src/runtime/docker/engine.ts';
 import type { RuntimeEvent, RuntimeStatus } from '../src/runtime/types.ts';
 import { basicAuth, buildImage, httpsGet, kasmTestType, specFor, testRuntime, waitForHttps } from './docker-helpers.ts';
 
