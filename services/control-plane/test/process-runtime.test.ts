@@ -12,7 +12,8 @@ import path from 'node:path';
 import { createLogger } from '@deskhub/config';
 import { loadCatalog } from '../src/catalog.ts';
 import { ProcessRuntime } from '../src/runtime/process.ts';
-import type { CatalogEntry, DesktopSpec, RuntimeStatus } from '../src/runtime/types.ts';
+import type { CatalogEntry } from '../src/catalog.ts';
+import type { DesktopSpec, RuntimeStatus } from '../src/runtime/types.ts';
 import { pidAlive, tempDir, testProcesses, waitFor, writeTestCatalog } from './helpers.ts';
 
 const logger = createLogger('test', 'silent');

@@ -17,9 +17,9 @@
 import Docker from 'dockerode';
 import { ConfigError, env, loadConfig } from '@deskhub/config';
 import type { Logger } from 'pino';
+import type { CatalogEntry } from '../../catalog.ts';
 import type {
   Availability,
-  CatalogEntry,
   DesktopRuntime,
   DesktopSpec,
   RuntimeEvent,

@@ -4,7 +4,8 @@
  * failed reason as they are).
  */
 import type Docker from 'dockerode';
-import type { CatalogEntry, RuntimeEvent } from '../types.ts';
+import type { CatalogEntry } from '../../catalog.ts';
+import type { RuntimeEvent } from '../types.ts';
 import { engineStatus, errorText } from './engine.ts';
 
 /** How to build a deskhub image that is missing: the images under deploy/images are never pulled. */
