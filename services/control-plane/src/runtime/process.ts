@@ -162,7 +162,11 @@ export class ProcessRuntime implements DesktopRuntime {
     this.dir = path.join(options.dataDir, 'processes');
     this.host = options.host ?? '127.0.0.1';
     this.logger = options.logger.child({ runtime: 'process' });
-    this.loaded = this.load();
+    this.loaded = this.load().catch((err: Error) => {
+      throw new Error(`the process runtime cannot keep its desktop records in ${this.dir}: ${err.message}`);
+    });
+    // Reported where it is awaited (available, create, list...): not an unhandled rejection that ends deskhub.
+    this.loaded.catch(() => {});
     this.pollTimer = setInterval(() => void this.pollAdopted(), options.pollIntervalMs ?? 1000);
     this.pollTimer.unref();
   }
@@ -253,6 +257,11 @@ export class ProcessRuntime implements DesktopRuntime {
   }
 
   async available(): Promise<Availability> {
+    try {
+      await this.loaded;
+    } catch (err) {
+      return { ok: false, reason: (err as Error).message };
+    }
     return { ok: true };
   }
 

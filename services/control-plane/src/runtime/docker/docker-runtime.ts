@@ -30,10 +30,10 @@ import { EventWatcher } from './events.ts';
 import { ensureImage, imagePresent, missingImageMessage } from './images.ts';
 import { installHostGuard } from './host-guard.ts';
 import {
+  asEngineError,
   demultiplex,
   desktopLabels,
   dockerClientFor,
-  engineAddress,
   engineStatus,
   errorText,
   exitReason,
@@ -43,6 +43,7 @@ import {
   parseSize,
   upstreamOf,
   upstreamSettingsFromLabels,
+  unreachableMessage,
   type DockerNetworkMode,
   type UpstreamSettings,
 } from './engine.ts';
@@ -128,7 +129,7 @@ export class DockerRuntime implements DesktopRuntime {
     try {
       await this.docker.ping();
     } catch (err) {
-      return { ok: false, reason: `Docker Engine not reachable at ${engineAddress(this.docker)}: ${errorText(err)}` };
+      return { ok: false, reason: unreachableMessage(this.docker, err) };
     }
     try {
       await this.prepare();
@@ -222,6 +223,14 @@ export class DockerRuntime implements DesktopRuntime {
   }
 
   async create(spec: DesktopSpec, onEvent?: (event: RuntimeEvent) => void): Promise<RuntimeInstance> {
+    try {
+      return await this.createContainer(spec, onEvent);
+    } catch (err) {
+      throw asEngineError(this.docker, err);
+    }
+  }
+
+  private async createContainer(spec: DesktopSpec, onEvent?: (event: RuntimeEvent) => void): Promise<RuntimeInstance> {
     const type = spec.type;
     let prepared = await this.prepare();
     // The network may have been removed (or recreated) behind deskhub's back: make it again.
@@ -362,7 +371,9 @@ export class DockerRuntime implements DesktopRuntime {
   }
 
   async list(): Promise<RuntimeStatus[]> {
-    const containers = await this.docker.listContainers({ all: true, filters: { label: this.labelFilters } });
+    const containers = await this.docker.listContainers({ all: true, filters: { label: this.labelFilters } }).catch((err: unknown) => {
+      throw asEngineError(this.docker, err);
+    });
     return containers.map((c) => {
       const facts = factsFromListing(c, this.networkName);
       const status: RuntimeStatus = { runtimeId: c.Id, desktopId: facts.Labels['deskhub.desktop'] ?? '', running: facts.running };

@@ -42,9 +42,25 @@ export function errorText(err: unknown): string {
   return e?.json?.message ?? e?.message ?? String(err);
 }
 
+/** The message for an engine that does not answer; one wording, so the catalog and a failed create say the same. */
+export function unreachableMessage(docker: Docker, err: unknown): string {
+  return `Docker Engine not reachable at ${engineAddress(docker)}: ${errorText(err)}`;
+}
+
+/**
+ * A failed connection to the engine (no socket, refused, reset, timed out) as an error that names
+ * the engine; any other error (the engine's own answer, or one of ours) is returned as it is.
+ */
+export function asEngineError(docker: Docker, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const connection = ['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EACCES', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND'];
+  if (engineStatus(err) === undefined && code && connection.includes(code)) return new Error(unreachableMessage(docker, err));
+  return err;
+}
+
 /** The engine's HTTP status for a failed call (404 gone, 304 already so, 409 conflict), if any. */
 export function engineStatus(err: unknown): number | undefined {
-  return (err as { statusCode?: number }).statusCode;
+  return (err as { statusCode?: number } | undefined)?.statusCode;
 }
 
 /** Label filters that select one installation's desktops. */
