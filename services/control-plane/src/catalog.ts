@@ -9,8 +9,43 @@ import path from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
-import type { CatalogEntry } from './runtime/types.ts';
+import { runtimeNames, type RuntimeName } from './runtime/index.ts';
 import { isSafePathSegment } from './proxy-path.ts';
+
+/** One desktop type from the catalog file (CATALOG), validated at start. */
+export interface CatalogEntry {
+  id: string;
+  name: string;
+  description?: string;
+  runtime: RuntimeName;
+  /** docker: image reference, pinned tag. */
+  image?: string;
+  /** docker: when to pull. `never` for images built locally. */
+  pullPolicy?: 'if-missing' | 'always' | 'never';
+  /** process: argv; `{port}` is replaced by the port chosen for it. */
+  command?: string[];
+  /** process: working directory (the catalog file's folder unless the entry says otherwise). */
+  workingDir?: string;
+  /** Port the desktop listens on inside its container (docker) or the default for process. */
+  port: number;
+  scheme: 'http' | 'https';
+  verifyTls: boolean;
+  /** true for kasmweb images; false for linuxserver images that serve under SUBFOLDER. */
+  stripPrefix: boolean;
+  /** kasm: generate VNC_PW, inject Basic kasm_user:VNC_PW. basic: generate env[passwordEnv], inject Basic username:pw. */
+  credentials: { kind: 'none' } | { kind: 'kasm' } | { kind: 'basic'; username: string; passwordEnv: string };
+  /** Extra env; `{prefix}` (/desktop/<path>) and `{path}` are substituted. */
+  env: Record<string, string>;
+  /** docker limits */
+  shmSize?: string;
+  memory?: string;
+  cpus?: number;
+  pids?: number;
+  readiness: { path: string; timeoutSeconds: number };
+  /** Query the entry URL needs, `{prefix}`/`{path}` substituted, e.g. "path=desktop/{path}/websockify". */
+  entryQuery: string;
+  quota?: { perUser?: number; total?: number };
+}
 
 export class CatalogError extends Error {
   constructor(message: string) {
@@ -21,53 +56,60 @@ export class CatalogError extends Error {
 
 const Size = Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?[bkmgBKMG]?$', description: 'bytes, or with a unit: 512m, 2g' });
 
-const EntrySchema = Type.Object(
-  {
-    id: Type.String({ minLength: 1, maxLength: 32 }),
-    name: Type.String({ minLength: 1, maxLength: 100 }),
-    description: Type.Optional(Type.String({ maxLength: 1000 })),
-    runtime: Type.Union([Type.Literal('docker'), Type.Literal('process')]),
-    image: Type.Optional(Type.String({ minLength: 1 })),
-    pullPolicy: Type.Optional(Type.Union([Type.Literal('if-missing'), Type.Literal('always'), Type.Literal('never')])),
-    command: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
-    workingDir: Type.Optional(Type.String({ minLength: 1 })),
-    port: Type.Integer({ minimum: 1, maximum: 65535 }),
-    scheme: Type.Optional(Type.Union([Type.Literal('http'), Type.Literal('https')])),
-    verifyTls: Type.Optional(Type.Boolean()),
-    stripPrefix: Type.Optional(Type.Boolean()),
-    credentials: Type.Optional(
-      Type.Union([
-        Type.Object({ kind: Type.Literal('none') }, { additionalProperties: false }),
-        Type.Object({ kind: Type.Literal('kasm') }, { additionalProperties: false }),
+/**
+ * Built at the first load, not at import: the runtimes import this module (substitute), so when
+ * the registry is imported first, its runtime names do not exist yet while this module loads.
+ */
+const entrySchema = () =>
+  Type.Object(
+    {
+      id: Type.String({ minLength: 1, maxLength: 32 }),
+      name: Type.String({ minLength: 1, maxLength: 100 }),
+      description: Type.Optional(Type.String({ maxLength: 1000 })),
+      runtime: Type.Union(runtimeNames.map((name) => Type.Literal(name))),
+      image: Type.Optional(Type.String({ minLength: 1 })),
+      pullPolicy: Type.Optional(Type.Union([Type.Literal('if-missing'), Type.Literal('always'), Type.Literal('never')])),
+      command: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
+      workingDir: Type.Optional(Type.String({ minLength: 1 })),
+      port: Type.Integer({ minimum: 1, maximum: 65535 }),
+      scheme: Type.Optional(Type.Union([Type.Literal('http'), Type.Literal('https')])),
+      verifyTls: Type.Optional(Type.Boolean()),
+      stripPrefix: Type.Optional(Type.Boolean()),
+      credentials: Type.Optional(
+        Type.Union([
+          Type.Object({ kind: Type.Literal('none') }, { additionalProperties: false }),
+          Type.Object({ kind: Type.Literal('kasm') }, { additionalProperties: false }),
+          Type.Object(
+            { kind: Type.Literal('basic'), username: Type.String({ minLength: 1 }), passwordEnv: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }) },
+            { additionalProperties: false },
+          ),
+        ]),
+      ),
+      env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String())),
+      shmSize: Type.Optional(Size),
+      memory: Type.Optional(Size),
+      cpus: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1024 })),
+      pids: Type.Optional(Type.Integer({ minimum: 1 })),
+      readiness: Type.Optional(
         Type.Object(
-          { kind: Type.Literal('basic'), username: Type.String({ minLength: 1 }), passwordEnv: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }) },
+          { path: Type.Optional(Type.String({ pattern: '^[/{]', description: 'starts with / or {prefix}' })), timeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600 })) },
           { additionalProperties: false },
         ),
-      ]),
-    ),
-    env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String())),
-    shmSize: Type.Optional(Size),
-    memory: Type.Optional(Size),
-    cpus: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1024 })),
-    pids: Type.Optional(Type.Integer({ minimum: 1 })),
-    readiness: Type.Optional(
-      Type.Object(
-        { path: Type.Optional(Type.String({ pattern: '^[/{]', description: 'starts with / or {prefix}' })), timeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600 })) },
-        { additionalProperties: false },
       ),
-    ),
-    entryQuery: Type.Optional(Type.String()),
-    quota: Type.Optional(
-      Type.Object(
-        { perUser: Type.Optional(Type.Integer({ minimum: 0 })), total: Type.Optional(Type.Integer({ minimum: 0 })) },
-        { additionalProperties: false },
+      entryQuery: Type.Optional(Type.String()),
+      quota: Type.Optional(
+        Type.Object(
+          { perUser: Type.Optional(Type.Integer({ minimum: 0 })), total: Type.Optional(Type.Integer({ minimum: 0 })) },
+          { additionalProperties: false },
+        ),
       ),
-    ),
-  },
-  { additionalProperties: false },
-);
+    },
+    { additionalProperties: false },
+  );
 
-type EntryInput = Static<typeof EntrySchema>;
+type EntrySchema = ReturnType<typeof entrySchema>;
+type EntryInput = Static<EntrySchema>;
+let builtEntrySchema: EntrySchema | undefined;
 
 export interface Catalog {
   /** The file it was read from. */
@@ -121,7 +163,8 @@ export function loadCatalog(file: string, options: { defaultReadyTimeoutS?: numb
   list.forEach((raw: unknown, index: number) => {
     const id = raw && typeof raw === 'object' && typeof (raw as { id?: unknown }).id === 'string' ? (raw as { id: string }).id : undefined;
     const where = `${file}: entry ${id ? `"${id}"` : `#${index + 1}`}`;
-    const firstError = Value.Errors(EntrySchema, raw).First();
+    builtEntrySchema ??= entrySchema();
+    const firstError = Value.Errors(builtEntrySchema, raw).First();
     if (firstError) {
       const field = firstError.path.replace(/^\//, '').replace(/\//g, '.') || '(entry)';
       throw new CatalogError(`${where}, field "${field}": ${firstError.message}`);

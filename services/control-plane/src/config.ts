@@ -10,6 +10,7 @@ import type { KeyObject } from 'node:crypto';
 import { ConfigError, env, loadConfig, type ConfigOf } from '@deskhub/config';
 import { parsePrivateKeySetting } from '@deskhub/access-token';
 import { loadOidcProviders, parseAdminClaim, type AdminClaim, type OidcProviderConfig } from './oidc/config.ts';
+import { runtimeNames } from './runtime/index.ts';
 
 /** The catalog shipped with deskhub: Kasm images, the local test images and the `demo` type. */
 export const defaultCatalogPath = fileURLToPath(new URL('../catalog.yaml', import.meta.url));
@@ -22,7 +23,7 @@ const spec = {
   DATABASE_URL: env.url(['postgres', 'postgresql']),
   REDIS_URL: env.url(['redis', 'rediss']),
   ROUTE_STREAM_PREFIX: env.string('deskhub:'),
-  RUNTIME: env.oneOf(['all', 'docker', 'process'] as const, 'all'),
+  RUNTIME: env.oneOf(['all', ...runtimeNames], 'all'),
   DOCKER_HOST: env.string(),
   AUTH_MODE: env.oneOf(['dev', 'oidc'] as const, 'dev'),
   CATALOG: env.string(defaultCatalogPath),

@@ -15,9 +15,10 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
-import { DockerRuntime, type DockerRuntimeOptions } from '../src/runtime/docker.ts';
+import { DockerRuntime, type DockerRuntimeOptions } from '../src/runtime/docker/docker-runtime.ts';
 import { removeHostGuard } from '../src/runtime/docker/host-guard.ts';
-import type { CatalogEntry, DesktopSpec } from '../src/runtime/types.ts';
+import type { CatalogEntry } from '../src/catalog.ts';
+import type { DesktopSpec } from '../src/runtime/types.ts';
 
 const run = promisify(execFile);
 export const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded } from '../src/embedded-start.ts';
-import { DockerRuntime } from '../src/runtime/docker.ts';
+import { DockerRuntime } from '../src/runtime/docker/docker-runtime.ts';
 import { buildImage, freePort, repoRoot, testRuntime } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
 

@@ -6,6 +6,7 @@
 import { sql } from 'drizzle-orm';
 import { bigint, check, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import type { Route, Upstream } from '@deskhub/route-stream';
+import type { RuntimeName } from '../runtime/index.ts';
 
 const timestamps = {
   createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
@@ -91,7 +92,7 @@ export const desktops = pgTable(
     proxyPath: text('proxy_path').notNull(),
     state: text('state').$type<DesktopState>().notNull(),
     reason: text('reason'),
-    runtime: text('runtime').$type<'docker' | 'process'>().notNull(),
+    runtime: text('runtime').$type<RuntimeName>().notNull(),
     runtimeId: text('runtime_id'),
     upstream: jsonb('upstream').$type<Upstream>(),
     /** AES-256-GCM sealed DesktopCredentials (secrets.ts); never returned by the API. */

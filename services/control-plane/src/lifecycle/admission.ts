@@ -4,13 +4,11 @@
  * path taken, with credentials generated for it.
  */
 import { eq, like, or, sql } from 'drizzle-orm';
-import type { Catalog } from '../catalog.ts';
-import { substitute } from '../catalog.ts';
+import { substitute, type Catalog, type CatalogEntry } from '../catalog.ts';
 import type { Queryable } from '../db/client.ts';
 import { desktops, type DesktopCredentials } from '../db/schema.ts';
 import { badRequest, conflict } from '../errors.ts';
 import { makePathSafe, pathCandidates } from '../proxy-path.ts';
-import type { CatalogEntry } from '../runtime/types.ts';
 import { generatePassword } from '../secrets.ts';
 import type { DesktopJournal } from './journal.ts';
 import type { LifecycleOptions } from './options.ts';

@@ -6,8 +6,8 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Upstream } from '@deskhub/route-stream';
-import { substitute } from '../catalog.ts';
-import type { CatalogEntry, DesktopRuntime, RuntimeStatus } from '../runtime/types.ts';
+import { substitute, type CatalogEntry } from '../catalog.ts';
+import type { DesktopRuntime, RuntimeStatus } from '../runtime/types.ts';
 import { Aborted } from './desktop-queue.ts';
 import type { DesktopJournal } from './journal.ts';
 

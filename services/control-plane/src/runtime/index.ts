@@ -3,15 +3,14 @@
  * which desktop types can run here, and why not. A runtime that does not answer stays in the
  * registry, reported as unavailable, so the catalog can say why.
  *
- * To add a runtime, add one entry to `runtimeFactories`.
+ * To add a runtime, add one entry to `runtimeFactories`: its key is the runtime's name, which
+ * the catalog, the desktops table, RUNTIME and the runtime contract take from here.
  */
 import type { Logger } from '@deskhub/config';
-import type { Catalog } from '../catalog.ts';
+import type { Catalog, CatalogEntry } from '../catalog.ts';
 import { ProcessRuntime } from './process.ts';
-import { DockerRuntime, dockerRuntimeOptionsFromEnv } from './docker.ts';
-import type { Availability, CatalogEntry, DesktopRuntime } from './types.ts';
-
-export type RuntimeName = DesktopRuntime['name'];
+import { DockerRuntime, dockerRuntimeOptionsFromEnv } from './docker/docker-runtime.ts';
+import type { Availability, DesktopRuntime } from './types.ts';
 
 /** What a runtime factory gets: shared settings, plus the environment for its own variables. */
 export interface RuntimeContext {
@@ -23,11 +22,23 @@ export interface RuntimeContext {
   env: NodeJS.ProcessEnv;
 }
 
-export const runtimeFactories: Record<RuntimeName, ((context: RuntimeContext) => DesktopRuntime) | null> = {
-  process: (context) => new ProcessRuntime({ dataDir: context.dataDir, logger: context.logger, stopOnClose: context.stopDesktopsOnClose }),
-  // Settings: DOCKER_HOST, DOCKER_NETWORK_MODE, DOCKER_NETWORK, DOCKER_HOST_GUARD, DESKHUB_INSTANCE (docker.ts).
-  docker: (context) => new DockerRuntime({ ...dockerRuntimeOptionsFromEnv(context.env), logger: context.logger }),
+export type RuntimeFactory = (context: RuntimeContext) => DesktopRuntime;
+
+/**
+ * Every runtime by name; null would name a runtime left out of this build (the catalog then says
+ * so). Not annotated: its keys are where RuntimeName comes from, and the contract's `name` is a
+ * RuntimeName; the registry checks each entry is a RuntimeFactory where it reads it.
+ */
+export const runtimeFactories = {
+  process: (context: RuntimeContext) => new ProcessRuntime({ dataDir: context.dataDir, logger: context.logger, stopOnClose: context.stopDesktopsOnClose }),
+  // Settings: DOCKER_HOST, DOCKER_NETWORK_MODE, DOCKER_NETWORK, DOCKER_HOST_GUARD, DESKHUB_INSTANCE (docker/docker-runtime.ts).
+  docker: (context: RuntimeContext) => new DockerRuntime({ ...dockerRuntimeOptionsFromEnv(context.env), logger: context.logger }),
 };
+
+export type RuntimeName = keyof typeof runtimeFactories;
+
+/** The runtime names in name order (the order messages list them in). */
+export const runtimeNames = (Object.keys(runtimeFactories) as RuntimeName[]).sort();
 
 export interface RuntimeRegistry {
   /** The runtimes RUNTIME allows, answering or not. */
@@ -48,7 +59,7 @@ export function createRuntimeRegistry(options: {
   const runtimes: DesktopRuntime[] = options.runtimes ?? [];
   if (!options.runtimes) {
     for (const name of Object.keys(runtimeFactories) as RuntimeName[]) {
-      const factory = runtimeFactories[name];
+      const factory: RuntimeFactory | null = runtimeFactories[name];
       if (!factory || (options.selection !== 'all' && options.selection !== name)) continue;
       runtimes.push(factory(options.context));
     }
@@ -60,7 +71,8 @@ export function createRuntimeRegistry(options: {
   const check = async (type: CatalogEntry): Promise<Availability> => {
     const runtime = byName.get(type.runtime);
     if (!runtime) {
-      if (!runtimeFactories[type.runtime]) return { ok: false, reason: `the ${type.runtime} runtime is not part of this deskhub build` };
+      const factory: RuntimeFactory | null = runtimeFactories[type.runtime];
+      if (!factory) return { ok: false, reason: `the ${type.runtime} runtime is not part of this deskhub build` };
       return { ok: false, reason: `the ${type.runtime} runtime is not enabled (RUNTIME=${options.selection})` };
     }
     try {

@@ -18,8 +18,8 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import type { Logger } from '@deskhub/config';
 import type { Upstream } from '@deskhub/route-stream';
-import { substitute } from '../catalog.ts';
-import type { Availability, CatalogEntry, DesktopRuntime, DesktopSpec, RuntimeEvent, RuntimeInstance, RuntimeStatus } from './types.ts';
+import { substitute, type CatalogEntry } from '../catalog.ts';
+import type { Availability, DesktopRuntime, DesktopSpec, RuntimeEvent, RuntimeInstance, RuntimeStatus } from './types.ts';
 
 export interface ProcessRuntimeOptions {
   /** Records live in <dataDir>/processes. */
@@ -162,7 +162,11 @@ export class ProcessRuntime implements DesktopRuntime {
     this.dir = path.join(options.dataDir, 'processes');
     this.host = options.host ?? '127.0.0.1';
     this.logger = options.logger.child({ runtime: 'process' });
-    this.loaded = this.load();
+    this.loaded = this.load().catch((err: Error) => {
+      throw new Error(`the process runtime cannot keep its desktop records in ${this.dir}: ${err.message}`);
+    });
+    // Reported where it is awaited (available, create, list...): not an unhandled rejection that ends deskhub.
+    this.loaded.catch(() => {});
     this.pollTimer = setInterval(() => void this.pollAdopted(), options.pollIntervalMs ?? 1000);
     this.pollTimer.unref();
   }
@@ -255,6 +259,11 @@ export class ProcessRuntime implements DesktopRuntime {
   }
 
   async available(): Promise<Availability> {
+    try {
+      await this.loaded;
+    } catch (err) {
+      return { ok: false, reason: (err as Error).message };
+    }
     return { ok: true };
   }
 

@@ -4,41 +4,8 @@
  * it is given and says where it can be reached.
  */
 import type { Upstream } from '@deskhub/route-stream';
-
-/** One desktop type from the catalog file (CATALOG), validated at start. */
-export interface CatalogEntry {
-  id: string;
-  name: string;
-  description?: string;
-  runtime: 'docker' | 'process';
-  /** docker: image reference, pinned tag. */
-  image?: string;
-  /** docker: when to pull. `never` for images built locally. */
-  pullPolicy?: 'if-missing' | 'always' | 'never';
-  /** process: argv; `{port}` is replaced by the port chosen for it. */
-  command?: string[];
-  /** process: working directory (the catalog file's folder unless the entry says otherwise). */
-  workingDir?: string;
-  /** Port the desktop listens on inside its container (docker) or the default for process. */
-  port: number;
-  scheme: 'http' | 'https';
-  verifyTls: boolean;
-  /** true for kasmweb images; false for linuxserver images that serve under SUBFOLDER. */
-  stripPrefix: boolean;
-  /** kasm: generate VNC_PW, inject Basic kasm_user:VNC_PW. basic: generate env[passwordEnv], inject Basic username:pw. */
-  credentials: { kind: 'none' } | { kind: 'kasm' } | { kind: 'basic'; username: string; passwordEnv: string };
-  /** Extra env; `{prefix}` (/desktop/<path>) and `{path}` are substituted. */
-  env: Record<string, string>;
-  /** docker limits */
-  shmSize?: string;
-  memory?: string;
-  cpus?: number;
-  pids?: number;
-  readiness: { path: string; timeoutSeconds: number };
-  /** Query the entry URL needs, `{prefix}`/`{path}` substituted, e.g. "path=desktop/{path}/websockify". */
-  entryQuery: string;
-  quota?: { perUser?: number; total?: number };
-}
+import type { CatalogEntry } from '../catalog.ts';
+import type { RuntimeName } from './index.ts';
 
 /** What the lifecycle code hands a runtime to create one desktop. */
 export interface DesktopSpec {
@@ -78,7 +45,7 @@ export interface RuntimeEvent {
 export type Availability = { ok: true } | { ok: false; reason: string };
 
 export interface DesktopRuntime {
-  readonly name: 'docker' | 'process';
+  readonly name: RuntimeName;
   /** Whether this runtime can run desktops here, and why not. */
   available(): Promise<Availability>;
   /** Whether this particular type can run (image present or pullable, command found). */

@@ -4,7 +4,9 @@
  * failed reason as they are).
  */
 import type Docker from 'dockerode';
-import type { CatalogEntry, RuntimeEvent } from '../types.ts';
+import type { CatalogEntry } from '../../catalog.ts';
+import type { RuntimeEvent } from '../types.ts';
+import { engineStatus, errorText } from './engine.ts';
 
 /** How to build a deskhub image that is missing: the images under deploy/images are never pulled. */
 export function buildHint(image: string): string | undefined {
@@ -29,7 +31,7 @@ export async function imagePresent(docker: Docker, image: string): Promise<boole
     await docker.getImage(image).inspect();
     return true;
   } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) return false;
+    if (engineStatus(err) === 404) return false;
     throw err;
   }
 }
@@ -104,9 +106,4 @@ export async function ensureImage(docker: Docker, type: CatalogEntry, onEvent?: 
   if (policy === 'never') throw new Error(missingImageMessage(image));
   await pullImage(docker, image, onEvent);
   return image;
-}
-
-export function errorText(err: unknown): string {
-  const e = err as { json?: { message?: string }; message?: string };
-  return e?.json?.message ?? e?.message ?? String(err);
 }

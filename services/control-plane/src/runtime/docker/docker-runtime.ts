@@ -6,7 +6,7 @@
  * Two network modes (DOCKER_NETWORK_MODE):
  * - `bridge` (default): containers join a user-defined bridge (DOCKER_NETWORK, default
  *   `deskhub-desktops`) created with inter-container traffic disabled; the proxy reaches each
- *   desktop at its address on that bridge. The host guard (docker/host-guard.ts) closes the one
+ *   desktop at its address on that bridge. The host guard (host-guard.ts) closes the one
  *   gap Docker leaves: connections from containers to the host's own addresses.
  * - `published`: the same network, and the desktop port is also published on 127.0.0.1 with a
  *   port Docker picks; the proxy uses 127.0.0.1:<port>. For hosts where container addresses are
@@ -17,21 +17,36 @@
 import Docker from 'dockerode';
 import { ConfigError, env, loadConfig } from '@deskhub/config';
 import type { Logger } from 'pino';
-import type { Upstream } from '@deskhub/route-stream';
+import type { CatalogEntry } from '../../catalog.ts';
 import type {
   Availability,
-  CatalogEntry,
   DesktopRuntime,
   DesktopSpec,
   RuntimeEvent,
   RuntimeInstance,
   RuntimeStatus,
-} from './types.ts';
-import { EventWatcher } from './docker/events.ts';
-import { ensureImage, errorText, imagePresent, missingImageMessage } from './docker/images.ts';
-import { installHostGuard } from './docker/host-guard.ts';
-
-export type DockerNetworkMode = 'bridge' | 'published';
+} from '../types.ts';
+import { EventWatcher } from './events.ts';
+import { ensureImage, imagePresent, missingImageMessage } from './images.ts';
+import { installHostGuard } from './host-guard.ts';
+import {
+  asEngineError,
+  demultiplex,
+  desktopLabels,
+  dockerClientFor,
+  engineStatus,
+  errorText,
+  exitReason,
+  factsFromInspect,
+  factsFromListing,
+  labelFilters,
+  parseSize,
+  upstreamOf,
+  upstreamSettingsFromLabels,
+  unreachableMessage,
+  type DockerNetworkMode,
+  type UpstreamSettings,
+} from './engine.ts';
 
 export interface DockerRuntimeOptions {
   /** A dockerode client; default one follows DOCKER_HOST like the docker CLI (else /var/run/docker.sock). */
@@ -68,24 +83,6 @@ export const dockerEnvSpec = {
   }, 'default'),
 };
 
-/**
- * A dockerode client for DOCKER_HOST as given in `source`. dockerode reads DOCKER_HOST (and the
- * TLS variables) from process.env by itself; only a different environment needs parsing here.
- */
-function dockerClientFor(source: NodeJS.ProcessEnv): Docker | undefined {
-  const host = source.DOCKER_HOST?.trim();
-  if (!host || host === process.env.DOCKER_HOST?.trim()) return undefined;
-  let url: URL;
-  try {
-    url = new URL(host);
-  } catch {
-    throw new ConfigError('DOCKER_HOST', `expected unix:///path/to/docker.sock or tcp://host:port, got "${host}"`);
-  }
-  if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname });
-  if (url.protocol === 'tcp:' || url.protocol === 'http:') return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http' });
-  throw new ConfigError('DOCKER_HOST', `expected unix:// or tcp://, got "${url.protocol}//"`);
-}
-
 /** Reads the runtime's settings; throws a ConfigError naming the variable on a bad value. */
 export function dockerRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.env): DockerRuntimeOptions {
   const config = loadConfig(dockerEnvSpec, source);
@@ -97,22 +94,6 @@ export function dockerRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.
     hostGuard: config.DOCKER_HOST_GUARD,
     instance: config.DESKHUB_INSTANCE,
   };
-}
-
-/** "512m", "1g", "2GB", "1048576" -> bytes. */
-export function parseSize(value: string, what: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(value.trim());
-  if (!m) throw new Error(`${what}: "${value}" is not a size like 512m or 2g`);
-  const units: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
-  return Math.round(Number(m[1]) * (units[(m[2] ?? '').toLowerCase()] ?? 1));
-}
-
-interface ContainerFacts {
-  Id: string;
-  Labels: Record<string, string>;
-  running: boolean;
-  ip: string | undefined;
-  publishedPort: number | undefined;
 }
 
 export class DockerRuntime implements DesktopRuntime {
@@ -141,20 +122,14 @@ export class DockerRuntime implements DesktopRuntime {
 
   /** Label filters that select this installation's desktops. */
   get labelFilters(): string[] {
-    return ['deskhub=1', `deskhub.instance=${this.instance}`];
-  }
-
-  private engineAddress(): string {
-    const modem = this.docker.modem as unknown as { socketPath?: string; host?: string; port?: number | string };
-    if (modem.socketPath) return String(modem.socketPath);
-    return `${modem.host ?? 'localhost'}${modem.port ? `:${modem.port}` : ''}`;
+    return labelFilters(this.instance);
   }
 
   async available(): Promise<Availability> {
     try {
       await this.docker.ping();
     } catch (err) {
-      return { ok: false, reason: `Docker Engine not reachable at ${this.engineAddress()}: ${errorText(err)}` };
+      return { ok: false, reason: unreachableMessage(this.docker, err) };
     }
     try {
       await this.prepare();
@@ -201,7 +176,7 @@ export class DockerRuntime implements DesktopRuntime {
         });
       } catch (err) {
         // Another deskhub process may have created it in the meantime (409).
-        if ((err as { statusCode?: number }).statusCode !== 409) {
+        if (engineStatus(err) !== 409) {
           throw new Error(`could not create Docker network ${this.networkName}: ${errorText(err)}`);
         }
       }
@@ -236,7 +211,7 @@ export class DockerRuntime implements DesktopRuntime {
     try {
       return (await this.docker.getNetwork(this.networkName).inspect()) as { Id: string; Driver: string; Options?: Record<string, string> };
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return null;
+      if (engineStatus(err) === 404) return null;
       throw err;
     }
   }
@@ -248,6 +223,14 @@ export class DockerRuntime implements DesktopRuntime {
   }
 
   async create(spec: DesktopSpec, onEvent?: (event: RuntimeEvent) => void): Promise<RuntimeInstance> {
+    try {
+      return await this.createContainer(spec, onEvent);
+    } catch (err) {
+      throw asEngineError(this.docker, err);
+    }
+  }
+
+  private async createContainer(spec: DesktopSpec, onEvent?: (event: RuntimeEvent) => void): Promise<RuntimeInstance> {
     const type = spec.type;
     let prepared = await this.prepare();
     // The network may have been removed (or recreated) behind deskhub's back: make it again.
@@ -271,18 +254,7 @@ export class DockerRuntime implements DesktopRuntime {
       name: this.containerName(spec),
       Image: image,
       Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
-      Labels: {
-        deskhub: '1',
-        'deskhub.instance': this.instance,
-        'deskhub.desktop': spec.desktopId,
-        'deskhub.owner': spec.ownerId,
-        'deskhub.path': spec.proxyPath,
-        'deskhub.type': type.id,
-        // Enough to rebuild the upstream of a container found after a restart, without the catalog.
-        'deskhub.port': String(type.port),
-        'deskhub.scheme': type.scheme,
-        'deskhub.verify-tls': String(type.verifyTls),
-      },
+      Labels: desktopLabels(spec, this.instance),
       ExposedPorts: { [portKey]: {} },
       HostConfig: {
         ...limits,
@@ -307,7 +279,7 @@ export class DockerRuntime implements DesktopRuntime {
     try {
       container = await this.docker.createContainer(options);
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 409) throw new Error(`could not create the container: ${errorText(err)}`);
+      if (engineStatus(err) !== 409) throw new Error(`could not create the container: ${errorText(err)}`);
       // A container of this very desktop left by a crash mid-create: replace it.
       await this.removeLeftover(options.name!, spec.desktopId);
       container = await this.docker.createContainer(options);
@@ -335,45 +307,14 @@ export class DockerRuntime implements DesktopRuntime {
   /** Reads back where a running container can be reached. */
   private async instanceOf(runtimeId: string, type?: CatalogEntry): Promise<RuntimeInstance> {
     const info = await this.docker.getContainer(runtimeId).inspect();
-    const facts = this.factsFromInspect(info);
-    const entry = type ?? this.typeFromLabels(info);
-    const upstream = this.upstreamOf(facts, entry.port, entry.scheme, entry.verifyTls);
+    const upstream = upstreamOf(factsFromInspect(info, this.networkName), type ?? this.settingsOf(info), this.networkMode);
     if (!upstream) throw new Error(`container ${runtimeId.slice(0, 12)} has no address on ${this.networkName}${this.networkMode === 'published' ? ' or published port' : ''}`);
     return { runtimeId: info.Id, upstream };
   }
 
   /** What start() needs from a container it did not create in this process: stored on it as labels. */
-  private typeFromLabels(info: Docker.ContainerInspectInfo): Pick<CatalogEntry, 'port' | 'scheme' | 'verifyTls'> {
-    const labels = info.Config.Labels ?? {};
-    return {
-      port: Number(labels['deskhub.port'] ?? Object.keys(info.Config.ExposedPorts ?? {})[0]?.split('/')[0] ?? 0),
-      scheme: labels['deskhub.scheme'] === 'http' ? 'http' : 'https',
-      verifyTls: labels['deskhub.verify-tls'] === 'true',
-    };
-  }
-
-  private factsFromInspect(info: Docker.ContainerInspectInfo): ContainerFacts {
-    const ports = info.NetworkSettings.Ports ?? {};
-    let publishedPort: number | undefined;
-    for (const bindings of Object.values(ports)) {
-      const binding = bindings?.find((b) => b.HostIp === '127.0.0.1') ?? bindings?.[0];
-      if (binding?.HostPort) publishedPort = Number(binding.HostPort);
-    }
-    return {
-      Id: info.Id,
-      Labels: info.Config.Labels ?? {},
-      running: info.State.Running,
-      ip: info.NetworkSettings.Networks?.[this.networkName]?.IPAddress || undefined,
-      publishedPort,
-    };
-  }
-
-  private upstreamOf(facts: ContainerFacts, port: number, scheme: 'http' | 'https', verifyTls: boolean): Upstream | undefined {
-    if (!facts.running) return undefined;
-    if (this.networkMode === 'published') {
-      return facts.publishedPort ? { scheme, host: '127.0.0.1', port: facts.publishedPort, verifyTls } : undefined;
-    }
-    return facts.ip ? { scheme, host: facts.ip, port, verifyTls } : undefined;
+  private settingsOf(info: Docker.ContainerInspectInfo): UpstreamSettings {
+    return upstreamSettingsFromLabels(info.Config.Labels ?? {}, Number(Object.keys(info.Config.ExposedPorts ?? {})[0]?.split('/')[0] ?? 0));
   }
 
   async start(runtimeId: string): Promise<RuntimeInstance> {
@@ -382,7 +323,7 @@ export class DockerRuntime implements DesktopRuntime {
       await this.docker.getContainer(runtimeId).start();
     } catch (err) {
       // 304: already running.
-      if ((err as { statusCode?: number }).statusCode !== 304) throw new Error(`could not start container ${runtimeId.slice(0, 12)}: ${errorText(err)}`);
+      if (engineStatus(err) !== 304) throw new Error(`could not start container ${runtimeId.slice(0, 12)}: ${errorText(err)}`);
     }
     return this.instanceOf(runtimeId);
   }
@@ -392,7 +333,7 @@ export class DockerRuntime implements DesktopRuntime {
     try {
       await this.docker.getContainer(runtimeId).stop({ t: this.stopTimeout });
     } catch (err) {
-      const code = (err as { statusCode?: number }).statusCode;
+      const code = engineStatus(err);
       // 304: already stopped; 404: gone, which is stopped too.
       if (code !== 304 && code !== 404) throw new Error(`could not stop container ${runtimeId.slice(0, 12)}: ${errorText(err)}`);
     }
@@ -403,7 +344,7 @@ export class DockerRuntime implements DesktopRuntime {
     try {
       await this.docker.getContainer(runtimeId).remove({ force: true, v: true });
     } catch (err) {
-      const code = (err as { statusCode?: number }).statusCode;
+      const code = engineStatus(err);
       // 404: already gone; 409: removal already in progress.
       if (code !== 404 && code !== 409) throw new Error(`could not remove container ${runtimeId.slice(0, 12)}: ${errorText(err)}`);
     }
@@ -414,44 +355,31 @@ export class DockerRuntime implements DesktopRuntime {
     try {
       info = await this.docker.getContainer(runtimeId).inspect();
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return null;
+      if (engineStatus(err) === 404) return null;
       throw err;
     }
-    const facts = this.factsFromInspect(info);
-    const entry = this.typeFromLabels(info);
+    const facts = factsFromInspect(info, this.networkName);
     const status: RuntimeStatus = {
       runtimeId: info.Id,
       desktopId: facts.Labels['deskhub.desktop'] ?? '',
       running: facts.running,
     };
-    const upstream = this.upstreamOf(facts, entry.port, entry.scheme, entry.verifyTls);
+    const upstream = upstreamOf(facts, this.settingsOf(info), this.networkMode);
     if (upstream) status.upstream = upstream;
-    if (!facts.running) {
-      status.reason = info.State.OOMKilled
-        ? `killed: out of memory (exit code ${info.State.ExitCode})`
-        : `${info.State.Status === 'created' ? 'never started' : `exited with code ${info.State.ExitCode}`}${info.State.Error ? `: ${info.State.Error}` : ''}`;
-    }
+    if (!facts.running) status.reason = exitReason(info.State);
     return status;
   }
 
   async list(): Promise<RuntimeStatus[]> {
-    const containers = await this.docker.listContainers({ all: true, filters: { label: this.labelFilters } });
+    const containers = await this.docker.listContainers({ all: true, filters: { label: this.labelFilters } }).catch((err: unknown) => {
+      throw asEngineError(this.docker, err);
+    });
     return containers.map((c) => {
-      const running = c.State === 'running';
-      const labels = c.Labels ?? {};
-      const status: RuntimeStatus = { runtimeId: c.Id, desktopId: labels['deskhub.desktop'] ?? '', running };
-      const port = Number(labels['deskhub.port'] ?? c.Ports?.[0]?.PrivatePort ?? 0);
-      const published = c.Ports?.find((p) => p.IP === '127.0.0.1' && p.PublicPort)?.PublicPort;
-      const facts: ContainerFacts = {
-        Id: c.Id,
-        Labels: labels,
-        running,
-        ip: c.NetworkSettings?.Networks?.[this.networkName]?.IPAddress || undefined,
-        publishedPort: published,
-      };
-      const upstream = this.upstreamOf(facts, port, labels['deskhub.scheme'] === 'http' ? 'http' : 'https', labels['deskhub.verify-tls'] === 'true');
+      const facts = factsFromListing(c, this.networkName);
+      const status: RuntimeStatus = { runtimeId: c.Id, desktopId: facts.Labels['deskhub.desktop'] ?? '', running: facts.running };
+      const upstream = upstreamOf(facts, upstreamSettingsFromLabels(facts.Labels, c.Ports?.[0]?.PrivatePort), this.networkMode);
       if (upstream) status.upstream = upstream;
-      if (!running) status.reason = c.Status;
+      if (!facts.running) status.reason = c.Status;
       return status;
     });
   }
@@ -503,7 +431,7 @@ export class DockerRuntime implements DesktopRuntime {
       })) as unknown as Buffer;
       return demultiplex(output);
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return '';
+      if (engineStatus(err) === 404) return '';
       throw err;
     }
   }
@@ -512,21 +440,4 @@ export class DockerRuntime implements DesktopRuntime {
     for (const watcher of this.watchers) watcher.close();
     this.watchers.clear();
   }
-}
-
-/** Docker multiplexes stdout and stderr of a container without a TTY into 8-byte-headed frames. */
-export function demultiplex(buffer: Buffer): string {
-  const parts: Buffer[] = [];
-  let offset = 0;
-  while (offset + 8 <= buffer.length) {
-    const stream = buffer[offset];
-    const size = buffer.readUInt32BE(offset + 4);
-    if (stream === undefined || stream > 2 || buffer[offset + 1] !== 0 || offset + 8 + size > buffer.length) {
-      // Not multiplexed (a TTY container): the bytes are the output.
-      return buffer.toString('utf8');
-    }
-    parts.push(buffer.subarray(offset + 8, offset + 8 + size));
-    offset += 8 + size;
-  }
-  return Buffer.concat(parts).toString('utf8');
 }

@@ -1,0 +1,178 @@
+/**
+ * What every runtime on Docker Engine shares (the Docker runtime now, a Swarm runtime next, as
+ * Traefik's docker and swarm providers share one file): the engine client, the labels that mark
+ * deskhub's desktops, reading a container's facts back, and finding its upstream from them.
+ */
+import Docker from 'dockerode';
+import { ConfigError } from '@deskhub/config';
+import type { Upstream } from '@deskhub/route-stream';
+import type { DesktopSpec } from '../types.ts';
+
+/** `bridge`: the proxy reaches a desktop at its network address; `published`: at a port published on 127.0.0.1. */
+export type DockerNetworkMode = 'bridge' | 'published';
+
+/**
+ * A dockerode client for DOCKER_HOST as given in `source`. dockerode reads DOCKER_HOST (and the
+ * TLS variables) from process.env by itself; only a different environment needs parsing here.
+ */
+export function dockerClientFor(source: NodeJS.ProcessEnv): Docker | undefined {
+  const host = source.DOCKER_HOST?.trim();
+  if (!host || host === process.env.DOCKER_HOST?.trim()) return undefined;
+  let url: URL;
+  try {
+    url = new URL(host);
+  } catch {
+    throw new ConfigError('DOCKER_HOST', `expected unix:///path/to/docker.sock or tcp://host:port, got "${host}"`);
+  }
+  if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname });
+  if (url.protocol === 'tcp:' || url.protocol === 'http:') return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http' });
+  throw new ConfigError('DOCKER_HOST', `expected unix:// or tcp://, got "${url.protocol}//"`);
+}
+
+/** Where the client talks to, for messages a person reads when the engine does not answer. */
+export function engineAddress(docker: Docker): string {
+  const modem = docker.modem as unknown as { socketPath?: string; host?: string; port?: number | string };
+  if (modem.socketPath) return String(modem.socketPath);
+  return `${modem.host ?? 'localhost'}${modem.port ? `:${modem.port}` : ''}`;
+}
+
+/** The engine's own message when it gave one (dockerode wraps it in a generic HTTP error). */
+export function errorText(err: unknown): string {
+  const e = err as { json?: { message?: string }; message?: string };
+  return e?.json?.message ?? e?.message ?? String(err);
+}
+
+/** The message for an engine that does not answer; one wording, so the catalog and a failed create say the same. */
+export function unreachableMessage(docker: Docker, err: unknown): string {
+  return `Docker Engine not reachable at ${engineAddress(docker)}: ${errorText(err)}`;
+}
+
+/**
+ * A failed connection to the engine (no socket, refused, reset, timed out) as an error that names
+ * the engine; any other error (the engine's own answer, or one of ours) is returned as it is.
+ */
+export function asEngineError(docker: Docker, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const connection = ['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EACCES', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND'];
+  if (engineStatus(err) === undefined && code && connection.includes(code)) return new Error(unreachableMessage(docker, err));
+  return err;
+}
+
+/** The engine's HTTP status for a failed call (404 gone, 304 already so, 409 conflict), if any. */
+export function engineStatus(err: unknown): number | undefined {
+  return (err as { statusCode?: number } | undefined)?.statusCode;
+}
+
+/** Label filters that select one installation's desktops. */
+export function labelFilters(instance: string): string[] {
+  return ['deskhub=1', `deskhub.instance=${instance}`];
+}
+
+/** The labels a desktop's container (or service) carries, so deskhub finds it again after any crash. */
+export function desktopLabels(spec: DesktopSpec, instance: string): Record<string, string> {
+  const type = spec.type;
+  return {
+    deskhub: '1',
+    'deskhub.instance': instance,
+    'deskhub.desktop': spec.desktopId,
+    'deskhub.owner': spec.ownerId,
+    'deskhub.path': spec.proxyPath,
+    'deskhub.type': type.id,
+    // Enough to rebuild the upstream of a container found after a restart, without the catalog.
+    'deskhub.port': String(type.port),
+    'deskhub.scheme': type.scheme,
+    'deskhub.verify-tls': String(type.verifyTls),
+  };
+}
+
+/** How the desktop inside is spoken to, as stored in its labels. */
+export interface UpstreamSettings {
+  port: number;
+  scheme: Upstream['scheme'];
+  verifyTls: boolean;
+}
+
+/** Reads UpstreamSettings back from labels; `fallbackPort` serves containers labelled before deskhub.port existed. */
+export function upstreamSettingsFromLabels(labels: Record<string, string>, fallbackPort: number | undefined): UpstreamSettings {
+  return {
+    port: Number(labels['deskhub.port'] ?? fallbackPort ?? 0),
+    scheme: labels['deskhub.scheme'] === 'http' ? 'http' : 'https',
+    verifyTls: labels['deskhub.verify-tls'] === 'true',
+  };
+}
+
+/** What deskhub needs to know of a container, from an inspect or a listing. */
+export interface ContainerFacts {
+  Id: string;
+  Labels: Record<string, string>;
+  running: boolean;
+  ip: string | undefined;
+  publishedPort: number | undefined;
+}
+
+export function factsFromInspect(info: Docker.ContainerInspectInfo, networkName: string): ContainerFacts {
+  const ports = info.NetworkSettings.Ports ?? {};
+  let publishedPort: number | undefined;
+  for (const bindings of Object.values(ports)) {
+    const binding = bindings?.find((b) => b.HostIp === '127.0.0.1') ?? bindings?.[0];
+    if (binding?.HostPort) publishedPort = Number(binding.HostPort);
+  }
+  return {
+    Id: info.Id,
+    Labels: info.Config.Labels ?? {},
+    running: info.State.Running,
+    ip: info.NetworkSettings.Networks?.[networkName]?.IPAddress || undefined,
+    publishedPort,
+  };
+}
+
+export function factsFromListing(c: Docker.ContainerInfo, networkName: string): ContainerFacts {
+  return {
+    Id: c.Id,
+    Labels: c.Labels ?? {},
+    running: c.State === 'running',
+    ip: c.NetworkSettings?.Networks?.[networkName]?.IPAddress || undefined,
+    publishedPort: c.Ports?.find((p) => p.IP === '127.0.0.1' && p.PublicPort)?.PublicPort,
+  };
+}
+
+/** Where the proxy reaches a running container; undefined while it is not running or has no address yet. */
+export function upstreamOf(facts: ContainerFacts, settings: UpstreamSettings, networkMode: DockerNetworkMode): Upstream | undefined {
+  if (!facts.running) return undefined;
+  const { port, scheme, verifyTls } = settings;
+  if (networkMode === 'published') {
+    return facts.publishedPort ? { scheme, host: '127.0.0.1', port: facts.publishedPort, verifyTls } : undefined;
+  }
+  return facts.ip ? { scheme, host: facts.ip, port, verifyTls } : undefined;
+}
+
+/** Why a container that is not running stopped, as its State says. */
+export function exitReason(state: Docker.ContainerInspectInfo['State']): string {
+  if (state.OOMKilled) return `killed: out of memory (exit code ${state.ExitCode})`;
+  return `${state.Status === 'created' ? 'never started' : `exited with code ${state.ExitCode}`}${state.Error ? `: ${state.Error}` : ''}`;
+}
+
+/** "512m", "1g", "2GB", "1048576" -> bytes. */
+export function parseSize(value: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(value.trim());
+  if (!m) throw new Error(`${what}: "${value}" is not a size like 512m or 2g`);
+  const units: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+  return Math.round(Number(m[1]) * (units[(m[2] ?? '').toLowerCase()] ?? 1));
+}
+
+/** Docker multiplexes stdout and stderr of a container without a TTY into 8-byte-headed frames. */
+export function demultiplex(buffer: Buffer): string {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset + 8 <= buffer.length) {
+    const stream = buffer[offset];
+    const size = buffer.readUInt32BE(offset + 4);
+    if (stream === undefined || stream > 2 || buffer[offset + 1] !== 0 || offset + 8 + size > buffer.length) {
+      // Not multiplexed (a TTY container): the bytes are the output.
+      return buffer.toString('utf8');
+    }
+    parts.push(buffer.subarray(offset + 8, offset + 8 + size));
+    offset += 8 + size;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
