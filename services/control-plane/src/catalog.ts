@@ -10,7 +10,9 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { runtimeNames, type RuntimeName } from './runtime/index.ts';
+import { PLACEHOLDERS, substitute } from './placeholders.ts';
 import { isSafePathSegment } from './proxy-path.ts';
+
 
 /** One desktop type from the catalog file (CATALOG), validated at start. */
 export interface CatalogEntry {
@@ -56,12 +58,7 @@ export class CatalogError extends Error {
 
 const Size = Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?[bkmgBKMG]?$', description: 'bytes, or with a unit: 512m, 2g' });
 
-/**
- * Built at the first load, not at import: the runtimes import this module (substitute), so when
- * the registry is imported first, its runtime names do not exist yet while this module loads.
- */
-const entrySchema = () =>
-  Type.Object(
+const EntrySchema = Type.Object(
     {
       id: Type.String({ minLength: 1, maxLength: 32 }),
       name: Type.String({ minLength: 1, maxLength: 100 }),
@@ -107,9 +104,7 @@ const entrySchema = () =>
     { additionalProperties: false },
   );
 
-type EntrySchema = ReturnType<typeof entrySchema>;
-type EntryInput = Static<EntrySchema>;
-let builtEntrySchema: EntrySchema | undefined;
+type EntryInput = Static<typeof EntrySchema>;
 
 export interface Catalog {
   /** The file it was read from. */
@@ -118,22 +113,12 @@ export interface Catalog {
   get(id: string): CatalogEntry | undefined;
 }
 
-const PLACEHOLDERS = /\{(\w+)\}/g;
-
 function checkPlaceholders(value: string, allowed: string[], where: string): void {
   for (const m of value.matchAll(PLACEHOLDERS)) {
     if (!allowed.includes(m[1]!)) {
       throw new CatalogError(`${where}: unknown placeholder {${m[1]}} (allowed: ${allowed.map((a) => `{${a}}`).join(', ')})`);
     }
   }
-}
-
-/**
- * Replaces `{name}` placeholders that appear in `values`; unknown ones stay as they are, so a
- * later step (the process runtime's `{port}`) can fill them.
- */
-export function substitute(template: string, values: Record<string, string>): string {
-  return template.replace(PLACEHOLDERS, (whole, name: string) => values[name] ?? whole);
 }
 
 /** Reads and validates a catalog file. `defaultReadyTimeoutS` fills readiness.timeoutSeconds. */
@@ -163,8 +148,7 @@ export function loadCatalog(file: string, options: { defaultReadyTimeoutS?: numb
   list.forEach((raw: unknown, index: number) => {
     const id = raw && typeof raw === 'object' && typeof (raw as { id?: unknown }).id === 'string' ? (raw as { id: string }).id : undefined;
     const where = `${file}: entry ${id ? `"${id}"` : `#${index + 1}`}`;
-    builtEntrySchema ??= entrySchema();
-    const firstError = Value.Errors(builtEntrySchema, raw).First();
+    const firstError = Value.Errors(EntrySchema, raw).First();
     if (firstError) {
       const field = firstError.path.replace(/^\//, '').replace(/\//g, '.') || '(entry)';
       throw new CatalogError(`${where}, field "${field}": ${firstError.message}`);

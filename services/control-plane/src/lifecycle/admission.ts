@@ -4,7 +4,8 @@
  * path taken, with credentials generated for it.
  */
 import { eq, like, or, sql } from 'drizzle-orm';
-import { substitute, type Catalog, type CatalogEntry } from '../catalog.ts';
+import type { Catalog, CatalogEntry } from '../catalog.ts';
+import { substitute } from '../placeholders.ts';
 import type { Queryable } from '../db/client.ts';
 import { desktops, type DesktopCredentials } from '../db/schema.ts';
 import { badRequest, conflict } from '../errors.ts';

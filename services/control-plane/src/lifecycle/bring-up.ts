@@ -7,7 +7,7 @@
 import { eq } from 'drizzle-orm';
 import type { Logger } from '@deskhub/config';
 import type { Route, Upstream } from '@deskhub/route-stream';
-import { substitute } from '../catalog.ts';
+import { substitute } from '../placeholders.ts';
 import { desktops, users, type DesktopCredentials } from '../db/schema.ts';
 import { Aborted } from './desktop-queue.ts';
 import type { DesktopRoutes } from './desktop-routes.ts';

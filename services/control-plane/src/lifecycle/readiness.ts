@@ -6,7 +6,8 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Upstream } from '@deskhub/route-stream';
-import { substitute, type CatalogEntry } from '../catalog.ts';
+import type { CatalogEntry } from '../catalog.ts';
+import { substitute } from '../placeholders.ts';
 import type { DesktopRuntime, RuntimeStatus } from '../runtime/types.ts';
 import { Aborted } from './desktop-queue.ts';
 import type { DesktopJournal } from './journal.ts';

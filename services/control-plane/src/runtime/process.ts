@@ -18,7 +18,8 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import type { Logger } from '@deskhub/config';
 import type { Upstream } from '@deskhub/route-stream';
-import { substitute, type CatalogEntry } from '../catalog.ts';
+import type { CatalogEntry } from '../catalog.ts';
+import { substitute } from '../placeholders.ts';
 import type { Availability, DesktopRuntime, DesktopSpec, RuntimeEvent, RuntimeInstance, RuntimeStatus } from './types.ts';
 
 export interface ProcessRuntimeOptions {
