@@ -5,7 +5,16 @@
 
 /** Only a path on this origin may be a post-sign-in target (no `//host`, no scheme): an open redirect otherwise. */
 export function safeNext(next: string | null | undefined): string {
-  if (!next || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return '/';
+  // The server's rule (control plane, safeNextPath): one leading "/", no backslash, no encoded
+  // slash or backslash, no control character; then the path as the browser resolves it.
+  if (!next || !next.startsWith('/') || next.startsWith('//') || next.includes('\\') || /%(2f|5c)/i.test(next) || /[\u0000-\u0020\u007f]/.test(next)) return '/';
+  try {
+    const url = new URL(next, 'http://deskhub.invalid');
+    if (url.origin !== 'http://deskhub.invalid') return '/';
+    next = url.pathname + url.search + url.hash;
+  } catch {
+    return '/';
+  }
   // Coming back to the sign-in page after signing in would loop.
   if (next === '/signin' || next.startsWith('/signin?') || next.startsWith('/signin/')) return '/';
   return next;

@@ -13,6 +13,10 @@ t.test('safeNext keeps same-origin paths and refuses everything else', async (t)
     t.equal(safeNext(bad), '/', `refuses ${String(bad)}`);
   }
   for (const loop of ['/signin', '/signin?next=%2F', '/signin/']) t.equal(safeNext(loop), '/', `no loop back to ${loop}`);
+  // The control plane's rule: the path as the browser resolves it, never the raw one.
+  t.equal(safeNext('/desktop/../admin'), '/admin', 'dot segments resolved');
+  t.equal(safeNext('/desktop/%2e%2e/signin'), '/', 'encoded dot segments resolved (here into a loop)');
+  for (const bad of ['/desktop/a%2f..%2fb', '/desktop/a%5Cb', '/desktop/a\\..\\b', '/desktop/a b']) t.equal(safeNext(bad), '/', `refuses ${bad}`);
 });
 
 t.test('desktopPath turns the API url into a path on this origin', async (t) => {

@@ -58,6 +58,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...requestIdOptions,
     bodyLimit: API_BODY_LIMIT,
     trustProxy: '127.0.0.1',
+    // No type coercion anywhere: Fastify's default ('array') turned {"type":["demo"]} into "demo"
+    // and created a desktop. A value of the wrong type is a 400 naming the field; the one numeric
+    // query parameter (after=) is a digit string its route converts.
+    ajv: { customOptions: { coerceTypes: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
   for (const schema of sharedSchemas) app.addSchema(schema);
 

@@ -8,18 +8,26 @@ import { STATUS_CODES } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /**
- * `next` as given when it is a path on this origin, else null: it must start with one "/", with
- * no "\\" (browsers read it as "/"), no control character or space, nothing that makes it leave
- * the origin it is resolved against.
+ * `next` made safe to redirect to: a path on this origin, normalised as the browser will read it
+ * (dot segments removed, `%2e` counted as a dot, as URL resolution does), and under `within` when
+ * given; null when it is not. Refused outright: anything not starting with one "/", a backslash
+ * (browsers read it as "/"), an encoded slash or backslash (`%2f`, `%5c`: a server behind may
+ * decode them into segments), control characters and spaces. The normalised value is what to
+ * redirect to, never the raw one: `/desktop/../api/me` is `/api/me`, outside `/desktop/`.
  */
-export function sameOriginPath(next: string): string | null {
+export function safeNextPath(next: string, within = '/'): string | null {
   if (!next.startsWith('/') || next.startsWith('//') || next.includes('\\') || /[\u0000-\u0020\u007f]/.test(next)) return null;
+  if (/%(2f|5c)/i.test(next)) return null;
   const base = 'http://deskhub.invalid';
+  let url: URL;
   try {
-    return new URL(next, base).origin === base ? next : null;
+    url = new URL(next, base);
   } catch {
     return null;
   }
+  if (url.origin !== base) return null;
+  const path = url.pathname + url.search + url.hash;
+  return path.startsWith(within) ? path : null;
 }
 
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -19,7 +19,7 @@ import { errors } from './schemas.ts';
 import { badRequest, unauthorized } from '../errors.ts';
 import { claimGrantsAdmin } from '../oidc/config.ts';
 import { SignInError, SignInProvider } from '../oidc/provider.ts';
-import { sameOriginPath, sendSignInFailure } from '../oidc/respond.ts';
+import { safeNextPath, sendSignInFailure } from '../oidc/respond.ts';
 
 const auth: FastifyPluginAsyncTypebox = async (app) => {
   const providers = new Map(app.config.OIDC_PROVIDERS.map((c) => [c.id, new SignInProvider(c, app.config.PUBLIC_URL, app.config.ADMIN_CLAIM)]));
@@ -66,7 +66,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const provider = providers.get(request.params.provider);
       if (!provider) return sendSignInFailure(request, reply, 404, unknownProvider(request.params.provider));
-      const next = sameOriginPath(request.query.next ?? '/');
+      const next = safeNextPath(request.query.next ?? '/');
       if (next === null) return sendSignInFailure(request, reply, 400, 'After signing in deskhub only goes back to a page of this site (next must be a path such as /desktop/alice-demo/).');
       try {
         const url = await provider.start(request, reply, next);
@@ -161,9 +161,10 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const next = request.query.next ?? '/';
-      // Only a desktop path on this origin: anything else would be an open redirect.
-      if (!next.startsWith('/desktop/') || next.includes('\\')) throw badRequest('next must be a path under /desktop/');
+      // Only a desktop path on this origin, as the browser will read it: anything else would be
+      // an open redirect, or (/desktop/../api/me) a way out of /desktop/.
+      const next = safeNextPath(request.query.next ?? '/', '/desktop/');
+      if (next === null) throw badRequest('next must be a path under /desktop/ (no dot segments leading out of it, no backslashes or encoded slashes)');
       const session = await app.cookieSession(request);
       if (!session) {
         // Sign in first; signing in sets the access cookie, and the sign-in page then loads the desktop.

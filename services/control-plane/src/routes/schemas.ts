@@ -66,3 +66,10 @@ export const CatalogItemSchema = Type.Object(
 );
 
 export const DesktopIdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
+
+/**
+ * An event id sent back by a client (`after=`, `Last-Event-ID`): digits, at most 15 of them, so
+ * it is a safe integer and a valid bigint ("1e309" or 20 nines are a 400 naming it, not a 500
+ * from Postgres).
+ */
+export const EventIdText = Type.String({ pattern: '^[0-9]{1,15}$', description: 'an event id (digits)' });

@@ -7,7 +7,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { DesktopEventView } from '../../lifecycle/views.ts';
-import { DesktopIdParams, errors } from '../schemas.ts';
+import { DesktopIdParams, errors, EventIdText } from '../schemas.ts';
 
 const KEEP_ALIVE_MS = 15_000;
 /** The scope an API token needs (plugins/app/sessions.ts); sessions may do both. */
@@ -102,11 +102,11 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['desktops'],
         summary: 'Lifecycle events, oldest first (after: only events with a larger id)',
         params: DesktopIdParams,
-        querystring: Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0 })) }),
-        response: { 200: Type.Array(Type.Ref('DesktopEvent')), ...errors(401, 403, 404) },
+        querystring: Type.Object({ after: Type.Optional(EventIdText) }),
+        response: { 200: Type.Array(Type.Ref('DesktopEvent')), ...errors(400, 401, 403, 404) },
       },
     },
-    async (request) => app.desktops.events(owner(request), request.params.id, request.query.after ?? 0),
+    async (request) => app.desktops.events(owner(request), request.params.id, Number(request.query.after ?? 0)),
   );
 
   // Server-sent events: the recorded events (after Last-Event-ID), then new ones as they happen.
@@ -122,13 +122,13 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['desktops'],
         summary: 'Lifecycle events as text/event-stream: recorded ones first, then live; one JSON DesktopEvent per message',
         params: DesktopIdParams,
-        response: { 200: Type.String({ description: 'text/event-stream' }), ...errors(401, 403, 404) },
+        headers: Type.Object({ 'last-event-id': Type.Optional(EventIdText) }),
+        response: { 200: Type.String({ description: 'text/event-stream' }), ...errors(400, 401, 403, 404) },
       },
     },
     async (request, reply) => {
       const id = request.params.id;
-      const lastEventId = Number(request.headers['last-event-id']);
-      const after = Number.isInteger(lastEventId) && lastEventId > 0 ? lastEventId : 0;
+      const after = Number(request.headers['last-event-id'] ?? 0);
       const user = owner(request);
       // Listen before reading the history, so nothing falls between the two.
       const pending: DesktopEventView[] = [];
