@@ -6,6 +6,7 @@ import { and, eq, inArray, not, sql } from 'drizzle-orm';
 import type { Database } from './db/client.ts';
 import { users } from './db/schema.ts';
 import { badRequest } from './errors.ts';
+import { withoutHiddenCharacters } from './names.ts';
 import { makePathSafe, pathCandidates } from './proxy-path.ts';
 
 export interface User {
@@ -22,6 +23,12 @@ export interface Identity {
   displayName?: string | null;
 }
 
+/** The provider's display name as others may see it: hidden characters dropped, blank as none. */
+function displayNameOf(identity: Identity): string | null {
+  const name = withoutHiddenCharacters(identity.displayName ?? '').trim();
+  return name === '' ? null : name;
+}
+
 /** Returns the user for this identity, creating it on first sign-in. 400 when no usable name can be made. */
 export async function signInUser(db: Database, identity: Identity): Promise<User> {
   const found = await db
@@ -35,7 +42,7 @@ export async function signInUser(db: Database, identity: Identity): Promise<User
   for (const candidate of pathCandidates(base)) {
     const [inserted] = await db
       .insert(users)
-      .values({ provider: identity.provider, subject: identity.subject, username: candidate, displayName: identity.displayName ?? null, lastLoginAt: new Date() })
+      .values({ provider: identity.provider, subject: identity.subject, username: candidate, displayName: displayNameOf(identity), lastLoginAt: new Date() })
       .onConflictDoNothing()
       .returning();
     if (inserted) return { id: inserted.id, username: inserted.username, roles: inserted.roles };

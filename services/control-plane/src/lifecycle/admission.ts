@@ -9,6 +9,7 @@ import { substitute } from '../placeholders.ts';
 import type { Queryable } from '../db/client.ts';
 import { desktops, type DesktopCredentials } from '../db/schema.ts';
 import { badRequest, conflict } from '../errors.ts';
+import { hasHiddenCharacters } from '../names.ts';
 import { makePathSafe, pathCandidates } from '../proxy-path.ts';
 import { generatePassword } from '../secrets.ts';
 import type { DesktopJournal } from './journal.ts';
@@ -46,7 +47,7 @@ export class Admission {
     const label = input.name?.trim() || null;
     let part = type.id;
     if (label !== null) {
-      if (/[\u0000-\u001f\u007f]/.test(label)) throw badRequest('name must not contain control characters');
+      if (hasHiddenCharacters(label)) throw badRequest('name must not contain control, bidirectional or zero-width characters');
       const safe = makePathSafe(label);
       if (!safe) throw badRequest(`name "${label}" cannot be made into a path: use letters, digits and "-"`);
       part = safe;
