@@ -12,11 +12,11 @@
  * framing) is gathered and written with one system call (`writeParts`) when the read is done.
  */
 import net from 'node:net';
-import tls from 'node:tls';
 import type { Logger } from '@deskhub/config';
 import { errorAnswer } from './errors.ts';
 import type { BodySink, ProxyRequest, RequestListener } from './front.ts';
 import { responseHeaderLines } from './headers.ts';
+import { connectUpstreamTls } from './upstream-tls.ts';
 import {
   consumeSocket,
   HTTPParser,
@@ -230,14 +230,7 @@ class UpstreamConnection {
     const settings = pool.settings;
     this.idleTimeoutMs = settings.idleTimeoutMs;
     if (pool.tls) {
-      this.socket = tls.connect({
-        host: pool.hostname,
-        port: pool.port,
-        servername: net.isIP(pool.hostname) ? undefined : pool.hostname,
-        rejectUnauthorized: pool.verifyTls,
-        ALPNProtocols: ['http/1.1'],
-        session: pool.session,
-      });
+      this.socket = connectUpstreamTls(pool.hostname, pool.port, pool.verifyTls, pool.session);
       this.socket.on('session', (session: Buffer) => (pool.session = session));
     } else {
       this.socket = net.connect({ host: pool.hostname, port: pool.port });

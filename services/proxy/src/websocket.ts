@@ -9,13 +9,13 @@
  * upstream) closes exactly its connections and no others.
  */
 import net from 'node:net';
-import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '@deskhub/config';
 import { writeRawError } from './errors.ts';
 import { responseHeaderLines } from './headers.ts';
 import { HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, SKIP_BODY, type Parser } from './http1.ts';
 import { relay } from './relay.ts';
+import { connectUpstreamTls } from './upstream-tls.ts';
 import { classifyUpstreamError } from './upstream.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import type { UpstreamTarget } from './targets.ts';
@@ -91,13 +91,7 @@ export function pipeUpgrade(
 ): void {
   const { metrics, connections } = settings;
   const upstream: net.Socket = target.tls
-    ? tls.connect({
-        host: target.hostname,
-        port: target.port,
-        servername: net.isIP(target.hostname) ? undefined : target.hostname,
-        rejectUnauthorized: target.verifyTls,
-        ALPNProtocols: ['http/1.1'],
-      })
+    ? connectUpstreamTls(target.hostname, target.port, target.verifyTls)
     : net.connect({ host: target.hostname, port: target.port });
 
   let answered = false; // the upstream has sent at least one byte of its answer
