@@ -7,7 +7,7 @@
  *   pnpm bench                 full run: 3 rounds, 8 s per run, 1,000 and 10,000 idle WebSockets
  *   pnpm bench --quick         every figure briefly (1 round, 2 s runs): proves the harness works
  *   options: --rounds N  --seconds S  --targets direct,nginx,chp,deskhub,deskhub+auth  --out DIR  --cpu-prof
- *            --skip small,mib,rtt,frames,memory,change,propagation,snapshot,verify
+ *            --skip small,mib,rtt,frames,memory,tls-memory,change,propagation,snapshot,verify
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -26,9 +26,10 @@ import { checkTargets, markdown, medians, ratios, updateReadme, type RoundResult
 import { lookupFigures, routePropagation, snapshotLoad, type LoadedSnapshot } from './lib/route-figures.ts';
 import { allTargets, authFigures, startTarget, targetLabels, type Target, type TargetName } from './lib/targets.ts';
 import { benchAccessToken } from '../packages/access-token/bench.ts';
+import { tlsIdleMemory } from './lib/tls-memory.ts';
 import { checkWrk, runWrk } from './lib/wrk.ts';
 
-const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'change', 'propagation', 'snapshot', 'verify'] as const;
+const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'tls-memory', 'change', 'propagation', 'snapshot', 'verify'] as const;
 type FigureName = (typeof figureNames)[number];
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
@@ -81,6 +82,7 @@ const settings: Settings = {
   propagationChanges: quick ? 50 : 300,
   propagationReplicas: 3,
   snapshotSizes: [10, 100_000],
+  tlsMemoryRounds: 3,
 };
 
 function log(message: string): void {
@@ -236,6 +238,12 @@ async function main(): Promise<number> {
       } finally {
         for (const l of loaded) await l.close().catch(() => {});
       }
+    }
+    if (deskhub && !skip.has('tls-memory')) {
+      const count = Math.min(quick ? 200 : 2000, maxSocketsByFds);
+      log(`idle WebSockets to a TLS upstream: ${count}, opened and closed ${settings.tlsMemoryRounds} times`);
+      const m = await attempt('TLS-upstream memory', () => tlsIdleMemory(deskhub!, repoRoot, runDir, count, settings.tlsMemoryRounds));
+      if (m) results.tlsMemory = m;
     }
     if (!skip.has('verify')) {
       // In the harness process, after every proxy has stopped its load: what one authorization costs a proxy.

@@ -26,6 +26,8 @@ export interface Settings {
   propagationChanges: number;
   propagationReplicas: number;
   snapshotSizes: number[];
+  /** Open-and-close rounds of idle WebSockets to a TLS upstream. */
+  tlsMemoryRounds: number;
 }
 
 function wrkErrors(r: WrkResult): number {

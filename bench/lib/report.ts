@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { FramesResult, MemoryResult, MibResult, RouteChangeResult, RttResult, Settings, SmallResult } from './figures.ts';
 import type { Machine } from './machine.ts';
 import type { PropagationResult, SnapshotResult } from './route-figures.ts';
+import type { TlsMemoryResult } from './tls-memory.ts';
 import type { BenchRow } from '../../packages/access-token/bench.ts';
 import { median } from './stats.ts';
 import { targetLabels, type TargetName } from './targets.ts';
@@ -31,6 +32,8 @@ export interface RunResults {
   rounds: { round: number; order: TargetName[]; results: Partial<Record<TargetName, RoundResult>> }[];
   routeChange: Partial<Record<TargetName, RouteChangeResult>>;
   propagation?: PropagationResult;
+  /** Idle WebSockets to a TLS upstream, opened and closed in rounds (lib/tls-memory.ts). */
+  tlsMemory?: TlsMemoryResult;
   snapshot: SnapshotResult[];
   /** packages/access-token/bench.ts in the harness process: one verification cold and cached. */
   accessToken?: BenchRow[];
@@ -149,6 +152,15 @@ export function checkTargets(results: RunResults, med: Medians): TargetCheck[] {
     (v, r) =>
       `${v.toFixed(0)} ns vs ${r.toFixed(0)} ns (key sliced from the request path: ${big?.requestLookupNs?.toFixed(0)} vs ${small?.requestLookupNs?.toFixed(0)} ns; ` +
       `uniformly random route, cache misses included: ${big?.lookupNs.toFixed(0)} vs ${small?.lookupNs.toFixed(0)} ns)`);
+  const tm = results.tlsMemory;
+  add(`memory per idle WebSocket to a TLS upstream <= 30 KiB (at ${tm?.count ?? 2000})`, tm ? tm.perSocketBytes / 1024 : undefined, 30, (v) => v <= 30, (v) => `${v.toFixed(1)} KiB`);
+  add(
+    `RSS after ${tm?.rounds ?? 3} rounds of open-and-close within 10% of the first round's`,
+    tm ? tm.closedRssBytes.at(-1)! / tm.closedRssBytes[0]! : undefined,
+    1.1,
+    (v) => v <= 1.1,
+    (v) => `${(tm!.closedRssBytes.at(-1)! / 1048576).toFixed(1)} vs ${(tm!.closedRssBytes[0]! / 1048576).toFixed(1)} MiB (${((v - 1) * 100).toFixed(0)}%)`,
+  );
   const rc = results.routeChange.deskhub;
   add(`route change with ${rc?.sockets ?? 1000} WebSockets open: none dropped`, rc?.dropped, 0, (v) => v === 0 && rc!.echoedAfter === rc!.sockets, (v) => `${v} dropped, ${rc!.echoedAfter}/${rc!.sockets} echoed after`);
   return checks;
@@ -252,6 +264,15 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
     lines.push('');
   }
 
+  const tm = results.tlsMemory;
+  if (tm) {
+    const mib = (b: number) => (b / 1048576).toFixed(1);
+    lines.push(
+      `Idle WebSockets to a TLS upstream (${tm.count}, ${tm.rounds} rounds of open and close, one replica): ${(tm.perSocketBytes / 1024).toFixed(1)} KiB each; ` +
+        `RSS fresh ${mib(tm.freshRssBytes)} MiB, open ${tm.openRssBytes.map(mib).join(' / ')} MiB, after closing ${tm.closedRssBytes.map(mib).join(' / ')} MiB.`,
+    );
+    lines.push('');
+  }
   const p = results.propagation;
   if (p) {
     lines.push(

@@ -79,12 +79,15 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 2
   t.ok(r.propagation.allP99Ms > 0 && r.propagation.streamP99Ms > 0, 'propagation measured');
   t.same(r.snapshot.map((s: { routes: number }) => s.routes), [10, 100_000]);
   t.ok(r.snapshot.every((s: { loadMs: number; hotLookupNs: number }) => s.loadMs > 0 && s.hotLookupNs > 0), 'snapshot load and lookup measured');
-  t.ok(r.targetChecks.length >= 10, 'issue 2 targets checked');
+  t.equal(r.tlsMemory.rounds, 3, 'TLS-upstream memory: three rounds');
+  t.ok(r.tlsMemory.perSocketBytes > 0 && r.tlsMemory.closedRssBytes.length === 3, 'TLS-upstream memory measured per socket and after each round');
+  t.ok(r.targetChecks.length >= 12, 'the targets checked, the TLS-upstream memory ones included');
 
   const md = readFileSync(path.join(out, 'latest.md'), 'utf8');
   t.match(md, '| figure | direct | nginx (1 worker) | configurable-http-proxy | deskhub proxy | deskhub proxy + auth |');
   t.match(md, '| figure | deskhub proxy | deskhub proxy + auth | + auth ÷ without |');
   t.match(md, /\| verify, cold [^|]*\| [\d,]+ \|/);
   t.match(md, /Machine: \d+ cores/);
+  t.match(md, /Idle WebSockets to a TLS upstream \(\d+, 3 rounds/);
   t.match(md, 'Targets from the proxy issue');
 });

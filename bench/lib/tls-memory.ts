@@ -1,0 +1,72 @@
+/**
+ * Idle WebSockets to a TLS upstream, the Kasm case (every Kasm desktop serves HTTPS on 6901):
+ * a replica of its own in front of the demo desktop over TLS, `count` idle WebSockets opened and
+ * closed `rounds` times. Per socket: the RSS with them open over the fresh RSS, in the first round.
+ * After each round the RSS once they are closed, to see whether memory comes back.
+ */
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, httpGet, spawnService, waitUntil } from './child.ts';
+import { benchRoute, type DeskhubStream } from './deskhub.ts';
+import { treeRssBytes } from './proc.ts';
+import { median } from './stats.ts';
+import { idleSockets } from './ws-load.ts';
+
+export interface TlsMemoryResult {
+  count: number;
+  rounds: number;
+  freshRssBytes: number;
+  /** Per round: RSS with the sockets open, and after they were closed, bytes. */
+  openRssBytes: number[];
+  closedRssBytes: number[];
+  /** (open RSS - fresh RSS) / count, first round. */
+  perSocketBytes: number;
+}
+
+async function settledRss(pid: number): Promise<number> {
+  // Closed TLS sockets free their native side when the JS wrappers are collected: give it time.
+  await sleep(2000);
+  const readings: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    readings.push(treeRssBytes(pid));
+    await sleep(100);
+  }
+  return median(readings);
+}
+
+export async function tlsIdleMemory(deskhub: DeskhubStream, repoRoot: string, runDir: string, count: number, rounds: number): Promise<TlsMemoryResult> {
+  const upstreamPort = await freePort();
+  const upstream = spawnService({
+    name: 'tls-desktop',
+    command: process.execPath,
+    args: ['--import', 'tsx', path.join(repoRoot, 'packages/demo-desktop/src/main.ts')],
+    cwd: repoRoot,
+    env: { PORT: String(upstreamPort), TLS: 'true', DESKTOP_NAME: 'bench-tls' },
+    logDir: runDir,
+  });
+  const port = await freePort();
+  const replica = deskhub.startReplica({ name: 'deskhub-tls-memory', port, metricsPort: await freePort(), upstreamPort });
+  const sockets = idleSockets();
+  try {
+    const route = benchRoute('bench-tls', upstreamPort);
+    route.upstream = { ...route.upstream, scheme: 'https', verifyTls: false };
+    await deskhub.publisher.publish({ version: ++deskhub.version, op: 'put', route });
+    await waitUntil(replica, 'the TLS desktop served through the replica', async () => (await httpGet(`http://127.0.0.1:${port}/desktop/bench-tls/`)).status === 200, 60_000);
+    const pid = replica.pid!;
+    const fresh = await settledRss(pid);
+    const openRss: number[] = [];
+    const closedRss: number[] = [];
+    for (let round = 0; round < rounds; round++) {
+      await sockets.open(`ws://127.0.0.1:${port}/desktop/bench-tls/idle`, count, 100);
+      openRss.push(await settledRss(pid));
+      if (sockets.closes > 0) throw new Error(`${sockets.closes} idle TLS-upstream sockets closed while open`);
+      await sockets.closeAll();
+      closedRss.push(await settledRss(pid));
+    }
+    return { count, rounds, freshRssBytes: fresh, openRssBytes: openRss, closedRssBytes: closedRss, perSocketBytes: (openRss[0]! - fresh) / count };
+  } finally {
+    await sockets.closeAll();
+    await replica.stop();
+    await upstream.stop();
+  }
+}
