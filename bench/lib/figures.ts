@@ -138,9 +138,9 @@ export interface MemoryResult {
   counts: [number, number];
 }
 
-/** Reads RSS a few times after things settle and keeps the median (a GC or an allocation burst moves single readings). */
-async function settledRss(pid: number): Promise<number> {
-  await sleep(500);
+/** Reads RSS a few times after things settle (`settleMs`) and keeps the median (a GC or an allocation burst moves single readings). */
+export async function settledRss(pid: number, settleMs = 500): Promise<number> {
+  await sleep(settleMs);
   const readings: number[] = [];
   for (let i = 0; i < 5; i++) {
     readings.push(treeRssBytes(pid));

@@ -5,11 +5,9 @@
  * After each round the RSS once they are closed, to see whether memory comes back.
  */
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, httpGet, spawnService, waitUntil } from './child.ts';
 import { benchRoute, type DeskhubStream } from './deskhub.ts';
-import { treeRssBytes } from './proc.ts';
-import { median } from './stats.ts';
+import { settledRss } from './figures.ts';
 import { idleSockets } from './ws-load.ts';
 
 export interface TlsMemoryResult {
@@ -23,16 +21,8 @@ export interface TlsMemoryResult {
   perSocketBytes: number;
 }
 
-async function settledRss(pid: number): Promise<number> {
-  // Closed TLS sockets free their native side when the JS wrappers are collected: give it time.
-  await sleep(2000);
-  const readings: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    readings.push(treeRssBytes(pid));
-    await sleep(100);
-  }
-  return median(readings);
-}
+/** Closed TLS sockets free their native side when their JS wrappers are collected: RSS is read after 2 s. */
+const SETTLE_MS = 2000;
 
 export async function tlsIdleMemory(deskhub: DeskhubStream, repoRoot: string, runDir: string, count: number, rounds: number): Promise<TlsMemoryResult> {
   const upstreamPort = await freePort();
@@ -53,15 +43,15 @@ export async function tlsIdleMemory(deskhub: DeskhubStream, repoRoot: string, ru
     await deskhub.publisher.publish({ version: ++deskhub.version, op: 'put', route });
     await waitUntil(replica, 'the TLS desktop served through the replica', async () => (await httpGet(`http://127.0.0.1:${port}/desktop/bench-tls/`)).status === 200, 60_000);
     const pid = replica.pid!;
-    const fresh = await settledRss(pid);
+    const fresh = await settledRss(pid, SETTLE_MS);
     const openRss: number[] = [];
     const closedRss: number[] = [];
     for (let round = 0; round < rounds; round++) {
       await sockets.open(`ws://127.0.0.1:${port}/desktop/bench-tls/idle`, count, 100);
-      openRss.push(await settledRss(pid));
+      openRss.push(await settledRss(pid, SETTLE_MS));
       if (sockets.closes > 0) throw new Error(`${sockets.closes} idle TLS-upstream sockets closed while open`);
       await sockets.closeAll();
-      closedRss.push(await settledRss(pid));
+      closedRss.push(await settledRss(pid, SETTLE_MS));
     }
     return { count, rounds, freshRssBytes: fresh, openRssBytes: openRss, closedRssBytes: closedRss, perSocketBytes: (openRss[0]! - fresh) / count };
   } finally {
