@@ -6,6 +6,7 @@
  *
  * - CPU per small request: each proxy gets its own `wrk -t1 -c25` on `/small`, both at once;
  *   utime+stime of each process over the run ÷ the requests its wrk counted. Per round and median.
+ * - 1 MiB response bodies (wrk -t1 -c8), alternating: MB/s and proxy CPU per body.
  * - 64 KiB WebSocket frames (echo, 8 in flight): alternating streams (two at once would compete
  *   for the same upstream and client); frames/s and proxy CPU per frame.
  *
@@ -82,6 +83,19 @@ async function main(): Promise<void> {
       line(`  round ${round}: ${proxies.map((p, i) => `${p.label} ${us[i]!.toFixed(1)} us (${results[i]!.requests} requests)`).join(' | ')}`);
     }
     line(`  median: ${proxies.map((p, i) => `${p.label} ${median(cpu[i]!).toFixed(1)} us`).join(' | ')}`);
+
+    // Alternating, like the frames: two 1 MiB streams at once would share one upstream and the cores.
+    line(`1 MiB response bodies (wrk -t1 -c8 -d${seconds}s), alternating`);
+    for (let round = 1; round <= Math.min(rounds, 3); round++) {
+      const parts: string[] = [];
+      for (const p of proxies) {
+        const c0 = treeCpuSeconds(p.service.pid);
+        const r = await runWrk({ url: `${p.base}mib`, threads: 1, connections: 8, seconds, runDir });
+        const perBody = ((treeCpuSeconds(p.service.pid) - c0) / r.requests) * 1e3;
+        parts.push(`${p.label} ${(r.requests / seconds).toFixed(0)} MB/s, ${perBody.toFixed(2)} ms CPU per body`);
+      }
+      line(`  round ${round}: ${parts.join(' | ')}`);
+    }
 
     line(`64 KiB WebSocket frames, 8 in flight, ${seconds} s each, alternating`);
     for (let round = 1; round <= Math.min(rounds, 3); round++) {
