@@ -21,6 +21,7 @@ import type { Logger } from '@deskhub/config';
 import { errorBody, writeRawError } from './errors.ts';
 import { hostRefusal, transferCodingRefusal, VERSION_NOT_SUPPORTED, webSocketRefusal, type Refusal } from './request-rules.ts';
 import {
+  closeParserLater,
   consumeSocket,
   HTTPParser,
   kOnBody,
@@ -75,9 +76,6 @@ export interface FrontHandlers {
 
 const DISCARD: BodySink = { write: () => true, end: () => undefined };
 
-function parserCloser(parser: Parser): void {
-  parser.close();
-}
 
 /** One request as the proxy sees it: what was asked, and how to answer. */
 export class ProxyRequest {
@@ -477,7 +475,7 @@ export class ClientConnection {
       this.consumed = false;
       this.parser.unconsume();
     }
-    setImmediate(parserCloser, this.parser);
+    closeParserLater(this.parser);
   };
 
   private dispatch(req: ProxyRequest): void {
@@ -551,7 +549,7 @@ export class ClientConnection {
     socket.off('error', this.onError);
     socket.off('close', this.onClose);
     this.server.connections.delete(this);
-    setImmediate(parserCloser, this.parser);
+    closeParserLater(this.parser);
     if (this.paused) {
       this.paused = false;
       socket.resume();

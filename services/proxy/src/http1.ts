@@ -171,3 +171,15 @@ export function writeParts(socket: Socket, parts: (string | Buffer)[]): boolean 
 
 /** Returned from a headers-complete callback: 0 parse the body, 1 no body follows. */
 export const SKIP_BODY = 1;
+
+function closeParser(parser: Parser): void {
+  parser.close();
+}
+
+/**
+ * Closes `parser` on the next turn: never from inside one of its own callbacks (closing a parser
+ * while it runs crashes the process), and after the socket's last events have used it.
+ */
+export function closeParserLater(parser: Parser): void {
+  setImmediate(closeParser, parser);
+}

@@ -18,6 +18,7 @@ import type { BodySink, ProxyRequest, RequestListener } from './front.ts';
 import { responseHeaderLines } from './headers.ts';
 import { connectUpstreamTls } from './upstream-tls.ts';
 import {
+  closeParserLater,
   consumeSocket,
   HTTPParser,
   kOnBody,
@@ -75,9 +76,6 @@ function upstreamError(code: string, message: string): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code });
 }
 
-function parserCloser(parser: Parser): void {
-  parser.close();
-}
 
 /** All pools of one proxy. */
 export class Upstreams {
@@ -410,7 +408,7 @@ class UpstreamConnection {
     this.exchange = null;
     this.pool.closed(this);
     if (this.consumed) this.parser.unconsume();
-    setImmediate(parserCloser, this.parser);
+    closeParserLater(this.parser);
     exchange?.fail(upstreamError('DESKHUB_UPSTREAM_CLOSED', 'upstream closed the connection'));
   };
 }

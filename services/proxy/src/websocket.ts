@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '@deskhub/config';
 import { writeRawError } from './errors.ts';
 import { responseHeaderLines } from './headers.ts';
-import { HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, SKIP_BODY, type Parser } from './http1.ts';
+import { closeParserLater, HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, SKIP_BODY, type Parser } from './http1.ts';
 import { relay } from './relay.ts';
 import { connectUpstreamTls } from './upstream-tls.ts';
 import { classifyUpstreamError } from './upstream.ts';
@@ -304,10 +304,7 @@ class UpgradeAnswer {
     if (this.done) return;
     this.done = true;
     this.received = [];
-    setImmediate(parserCloser, this.parser);
+    closeParserLater(this.parser);
   }
 }
 
-function parserCloser(parser: Parser): void {
-  parser.close();
-}
