@@ -12,7 +12,9 @@
  *
  * Same set-up as `pnpm bench` (bench/lib/deskhub.ts): one Redis, the route stream, bench/upstream.ts.
  * REV's services/proxy is extracted with `git archive` into a temp tree that uses this checkout's
- * node_modules. Options: --rounds N (7), --seconds S (5).
+ * node_modules. Options: --rounds N (7), --seconds S (5), and --old-env / --new-env KEY=VALUE
+ * (repeatable) to start one side with other environment, e.g. the same revision under two
+ * allocators: `bench:compare HEAD --old-env LD_PRELOAD= --new-env MALLOC_CONF=dirty_decay_ms:0`.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
@@ -28,16 +30,37 @@ import { frameStream } from './lib/ws-load.ts';
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
 const { values: args, positionals } = parseArgs({
-  options: { rounds: { type: 'string', default: '7' }, seconds: { type: 'string', default: '5' } },
+  options: {
+    rounds: { type: 'string', default: '7' },
+    seconds: { type: 'string', default: '5' },
+    'old-env': { type: 'string', multiple: true, default: [] },
+    'new-env': { type: 'string', multiple: true, default: [] },
+  },
   allowPositionals: true,
 });
 const rev = positionals[0];
 const rounds = Number(args.rounds);
 const seconds = Number(args.seconds);
 if (!rev || !Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(seconds) || seconds < 1) {
-  process.stderr.write('usage: node --import tsx bench/compare.ts REV [--rounds N] [--seconds S]\n');
+  process.stderr.write('usage: node --import tsx bench/compare.ts REV [--rounds N] [--seconds S] [--old-env KEY=VALUE]... [--new-env KEY=VALUE]...\n');
   process.exit(2);
 }
+
+/** `KEY=VALUE` settings of one side; the value may hold `=` and `,` (MALLOC_CONF does). */
+function envOf(flag: string, settings: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const setting of settings) {
+    const eq = setting.indexOf('=');
+    if (eq <= 0) {
+      process.stderr.write(`bench:compare: ${flag} expects KEY=VALUE, got "${setting}"\n`);
+      process.exit(2);
+    }
+    env[setting.slice(0, eq)] = setting.slice(eq + 1);
+  }
+  return env;
+}
+const oldEnv = envOf('--old-env', args['old-env']);
+const newEnv = envOf('--new-env', args['new-env']);
 
 /** REV's proxy in a temp tree; returns its main.ts. */
 function extract(dir: string): string {
@@ -64,9 +87,13 @@ async function main(): Promise<void> {
     const upstreamPort = Number((await upstream.firstJsonLine).port);
     await stream.put('bench', upstreamPort);
     const proxies: { label: string; service: Service; base: string }[] = [];
-    for (const [label, entry] of [[rev!, oldMain], ['working tree', undefined]] as const) {
+    const sides = [
+      [rev! + (args['old-env'].length ? ` (${args['old-env'].join(' ')})` : ''), oldMain, oldEnv],
+      ['working tree' + (args['new-env'].length ? ` (${args['new-env'].join(' ')})` : ''), undefined, newEnv],
+    ] as const;
+    for (const [label, entry, env] of sides) {
       const port = await freePort();
-      const service = stream.startReplica({ name: `proxy-${proxies.length}`, port, metricsPort: await freePort(), upstreamPort, main: entry });
+      const service = stream.startReplica({ name: `proxy-${proxies.length}`, port, metricsPort: await freePort(), upstreamPort, main: entry, env });
       const base = `http://127.0.0.1:${port}/desktop/bench/`;
       await waitUntil(service, `${label} serving`, async () => (await httpGet(`${base}small`)).status === 200, 60_000);
       proxies.push({ label, service, base });

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnService, type Service } from './lib/child.ts';
-import { startDeskhubStream, type DeskhubStream } from './lib/deskhub.ts';
+import { replicaAllocator, startDeskhubStream, type DeskhubStream } from './lib/deskhub.ts';
 import {
   idleSocketMemory, mibBodies, routeChangeWithOpenSockets, smallRequests, wsFrames, wsRoundTrips, type Settings,
 } from './lib/figures.ts';
@@ -83,6 +83,7 @@ const settings: Settings = {
   propagationReplicas: 3,
   snapshotSizes: [10, 100_000],
   tlsMemoryRounds: 3,
+  tlsMemoryReleaseMs: quick ? 2000 : 12_000,
 };
 
 function log(message: string): void {
@@ -171,6 +172,8 @@ async function main(): Promise<number> {
     await sleep(1000);
     // deskhub+auth is the same process as deskhub: its memory is not a separate question.
     for (const [name, t] of running) if (t.pid && name !== 'deskhub+auth') results.idleRssBytes[name] = treeRssBytes(t.pid);
+    const deskhubPid = running.get('deskhub')?.pid ?? running.get('deskhub+auth')?.pid;
+    if (deskhubPid) results.deskhubAllocator = replicaAllocator(deskhubPid);
 
     // Node proxies compile their hot paths in the first seconds; every target gets the same warm-up.
     for (const t of running.values()) {
@@ -242,7 +245,7 @@ async function main(): Promise<number> {
     if (deskhub && !skip.has('tls-memory')) {
       const count = Math.min(quick ? 200 : 2000, maxSocketsByFds);
       log(`idle WebSockets to a TLS upstream: ${count}, opened and closed ${settings.tlsMemoryRounds} times`);
-      const m = await attempt('TLS-upstream memory', () => tlsIdleMemory(deskhub!, repoRoot, runDir, count, settings.tlsMemoryRounds));
+      const m = await attempt('TLS-upstream memory', () => tlsIdleMemory(deskhub!, repoRoot, runDir, count, settings.tlsMemoryRounds, settings.tlsMemoryReleaseMs));
       if (m) results.tlsMemory = m;
     }
     if (!skip.has('verify')) {

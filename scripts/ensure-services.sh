@@ -16,6 +16,8 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+# The proxy runs on jemalloc as deployed (deploy/allocator.env): the benchmark and a test start it so.
+ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || need+=(libjemalloc2)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "ensure-services: installing ${need[*]}"

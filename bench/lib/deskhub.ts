@@ -3,9 +3,9 @@
  * the harness acting as the control plane (the only publisher), and proxy replicas started as
  * separate processes from services/proxy/src/main.ts so their CPU and memory can be read.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createLogger } from '../../packages/config/src/index.ts';
+import { allocatorInUse, createLogger, parseEnvFile, type Allocator } from '../../packages/config/src/index.ts';
 import { createRouteStream, type Route, type RoutePublisher, type RouteStream, type Snapshot } from '../../packages/route-stream/src/index.ts';
 import { startRedis } from '../../packages/testkit/src/redis.ts';
 import { spawnService, type Service } from './child.ts';
@@ -19,6 +19,17 @@ export interface ReplicaOptions {
   env?: Record<string, string>;
   /** Entry point to run instead of services/proxy/src/main.ts (another version of the proxy: compare.ts). */
   main?: string;
+}
+
+/** The allocator settings replicas are deployed with (deploy/allocator.env): every replica here starts with them. */
+export function deployedAllocatorEnv(repoRoot: string): Record<string, string> {
+  const file = path.join(repoRoot, 'deploy/allocator.env');
+  return parseEnvFile(readFileSync(file, 'utf8'), file);
+}
+
+/** The allocator a running replica actually uses (the preload may have been ignored). */
+export function replicaAllocator(pid: number): Allocator {
+  return allocatorInUse(readFileSync(`/proc/${pid}/maps`, 'utf8'));
 }
 
 /** Owner of every route the harness publishes: the user the deskhub+auth target mints its token for. */
@@ -56,6 +67,7 @@ export function benchRoute(routePath: string, upstreamPort: number): Route {
 /** `nodeArgs` go before the entry point of every replica (e.g. --cpu-prof). */
 export async function startDeskhubStream(repoRoot: string, runDir: string, nodeArgs: string[] = []): Promise<DeskhubStream> {
   const main = path.join(repoRoot, 'services/proxy/src/main.ts');
+  const allocatorEnv = deployedAllocatorEnv(repoRoot);
   const redis = await startRedis();
   const logger = createLogger('bench', 'warn');
   const keyPrefix = 'bench:';
@@ -99,6 +111,7 @@ export async function startDeskhubStream(repoRoot: string, runDir: string, nodeA
           CONTROL_PLANE_URL: `http://127.0.0.1:${opts.upstreamPort}`,
           LOG_LEVEL: 'warn',
           NODE_ENV: 'production',
+          ...allocatorEnv,
           ...opts.env,
         },
         logDir: runDir,

@@ -28,6 +28,8 @@ export interface Settings {
   snapshotSizes: number[];
   /** Open-and-close rounds of idle WebSockets to a TLS upstream. */
   tlsMemoryRounds: number;
+  /** How long RSS is left to fall after the TLS sockets close before it may count as settled, ms. */
+  tlsMemoryReleaseMs: number;
 }
 
 function wrkErrors(r: WrkResult): number {

@@ -4,6 +4,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { FramesResult, MemoryResult, MibResult, RouteChangeResult, RttResult, Settings, SmallResult } from './figures.ts';
+import type { Allocator } from '../../packages/config/src/index.ts';
 import type { Machine } from './machine.ts';
 import type { PropagationResult, SnapshotResult } from './route-figures.ts';
 import type { TlsMemoryResult } from './tls-memory.ts';
@@ -27,6 +28,8 @@ export interface RunResults {
   loadGenerators: { http: string; websocket: string };
   settings: Settings;
   targets: TargetName[];
+  /** The malloc deskhub's replicas run on, read from the running replica (deploy/allocator.env asks for jemalloc). */
+  deskhubAllocator?: Allocator;
   /** Fresh proxy RSS right after start-up and route set-up, before any traffic, bytes. */
   idleRssBytes: Partial<Record<TargetName, number>>;
   rounds: { round: number; order: TargetName[]; results: Partial<Record<TargetName, RoundResult>> }[];
@@ -184,7 +187,9 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
   lines.push(
     `Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memoryGiB} GiB, Linux ${m.kernel}; Node ${m.node}; nginx ${m.nginx}; ` +
       `configurable-http-proxy ${m.chp}; Redis ${m.redis}; wrk ${m.wrk}; open-file limit ${m.openFileLimit}; ` +
-      `load average ${m.loadAverageStart} at start, ${m.loadAverageEnd ?? '?'} at end; commit ${m.gitCommit}` +
+      `load average ${m.loadAverageStart} at start, ${m.loadAverageEnd ?? '?'} at end; ` +
+      (results.deskhubAllocator ? `deskhub's replicas on ${results.deskhubAllocator === 'jemalloc' ? 'jemalloc (deploy/allocator.env)' : "glibc's malloc (libjemalloc2 missing: not as deployed)"}; ` : '') +
+      `commit ${m.gitCommit}` +
       (m.uncommitted.length ? ` plus uncommitted changes in ${m.uncommitted.join(', ')}.` : '.'),
   );
   lines.push(
@@ -268,8 +273,8 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
   if (tm) {
     const mib = (b: number) => (b / 1048576).toFixed(1);
     lines.push(
-      `Idle WebSockets to a TLS upstream (${tm.count}, ${tm.rounds} rounds of open and close, one replica): ${(tm.perSocketBytes / 1024).toFixed(1)} KiB each; ` +
-        `RSS fresh ${mib(tm.freshRssBytes)} MiB, open ${tm.openRssBytes.map(mib).join(' / ')} MiB, after closing ${tm.closedRssBytes.map(mib).join(' / ')} MiB.`,
+      `Idle WebSockets to a TLS upstream (${tm.count}, ${tm.rounds} rounds of open and close, one replica on ${tm.allocator ?? 'glibc'}): ${(tm.perSocketBytes / 1024).toFixed(1)} KiB each; ` +
+        `RSS fresh ${mib(tm.freshRssBytes)} MiB, open ${tm.openRssBytes.map(mib).join(' / ')} MiB, after closing (once it stopped falling) ${tm.closedRssBytes.map(mib).join(' / ')} MiB.`,
     );
     lines.push('');
   }

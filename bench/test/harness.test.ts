@@ -81,6 +81,8 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 2
   t.ok(r.snapshot.every((s: { loadMs: number; hotLookupNs: number }) => s.loadMs > 0 && s.hotLookupNs > 0), 'snapshot load and lookup measured');
   t.equal(r.tlsMemory.rounds, 3, 'TLS-upstream memory: three rounds');
   t.ok(r.tlsMemory.perSocketBytes > 0 && r.tlsMemory.closedRssBytes.length === 3, 'TLS-upstream memory measured per socket and after each round');
+  t.equal(r.tlsMemory.allocator, 'jemalloc', 'the replica ran as deployed, on jemalloc (deploy/allocator.env)');
+  t.equal(r.deskhubAllocator, 'jemalloc', "deskhub's replicas ran on jemalloc");
   t.ok(r.targetChecks.length >= 12, 'the targets checked, the TLS-upstream memory ones included');
 
   const md = readFileSync(path.join(out, 'latest.md'), 'utf8');

@@ -12,3 +12,5 @@ export { createLogger, loggerOptions, redactPaths, requestIdOptions } from './lo
 export type { Logger } from './logger.ts';
 export { stopOnSignals } from './shutdown.ts';
 export type { Shutdown } from './shutdown.ts';
+export { allocatorInUse, parseEnvFile } from './allocator.ts';
+export type { Allocator } from './allocator.ts';

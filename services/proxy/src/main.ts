@@ -2,7 +2,7 @@
  * Runs the proxy as a service of its own (`pnpm start:proxy`): configuration from the
  * environment, routes from Redis, graceful stop on SIGTERM/SIGINT.
  */
-import { ConfigError, createLogger, env, loadConfig, stopOnSignals } from '@deskhub/config';
+import { allocatorInUse, ConfigError, createLogger, env, loadConfig, stopOnSignals, type Logger } from '@deskhub/config';
 import { createRevocationChannel, createRouteStream } from '@deskhub/route-stream';
 import type { KeyObject } from 'node:crypto';
 import { parsePublicKeysSetting } from '@deskhub/access-token';
@@ -25,6 +25,21 @@ const proxyEnv = {
   ACCESS_TOKEN_PUBLIC_KEYS: env.custom<KeyObject[] | undefined>(parsePublicKeysSetting, undefined),
   LOG_LEVEL: env.oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, 'info'),
 };
+
+/**
+ * The proxy is deployed on jemalloc (deploy/allocator.env): with glibc's malloc the memory of
+ * closed TLS WebSockets is not handed back. Says which one runs, and warns when a preload of
+ * jemalloc was asked for and did not happen (libjemalloc2 not installed).
+ */
+function logMemoryAllocator(logger: Logger): void {
+  const allocator = allocatorInUse();
+  const preload = process.env.LD_PRELOAD ?? '';
+  if (allocator !== 'jemalloc' && preload.includes('jemalloc')) {
+    logger.warn({ allocator, LD_PRELOAD: preload }, 'jemalloc was to be preloaded but is not loaded (install libjemalloc2): running on glibc malloc, which keeps the memory of closed TLS connections');
+  } else {
+    logger.info({ allocator }, 'memory allocator');
+  }
+}
 
 async function main(): Promise<void> {
   let config;
@@ -50,6 +65,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger('proxy', config.LOG_LEVEL);
+  logMemoryAllocator(logger);
   const stream = createRouteStream({ redisUrl: config.REDIS_URL, keyPrefix: config.ROUTE_STREAM_PREFIX, logger });
   // Without keys (dev mode only, loopback) every request passes, as startProxy warns at start.
   const access = config.ACCESS_TOKEN_PUBLIC_KEYS && createAccessControl({ publicKeys: config.ACCESS_TOKEN_PUBLIC_KEYS, publicUrl: config.PUBLIC_URL ?? `http://127.0.0.1:${config.PORT}` });

@@ -17,6 +17,7 @@ import { WebSocketServer } from 'ws';
 import { startDemoDesktop } from '@deskhub/demo-desktop';
 import { startRedis } from '@deskhub/testkit/redis';
 import { createRouteStream } from '@deskhub/route-stream';
+import { parseEnvFile } from '@deskhub/config';
 import { KASM_AUTH, KASM_PASSWORD, makeRoute, send, silentLogger, startUpstream } from './helpers.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -28,6 +29,8 @@ interface ChildProxy {
   port: number;
   metricsUrl: string;
   stderr(): string;
+  /** Every JSON log line it printed up to and including "proxy listening". */
+  logs: Array<Record<string, unknown>>;
 }
 
 function runMain(env: Record<string, string>): ChildProcess {
@@ -49,6 +52,7 @@ function startChild(env: Record<string, string>): Promise<ChildProxy> {
   child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
   return new Promise((resolve, reject) => {
     let buffered = '';
+    const logs: Array<Record<string, unknown>> = [];
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`proxy did not start within 30 s: ${stderr}`));
@@ -65,10 +69,11 @@ function startChild(env: Record<string, string>): Promise<ChildProxy> {
         buffered = buffered.slice(nl + 1);
         try {
           const entry = JSON.parse(line) as { msg?: string; url?: string; metricsUrl?: string };
+          logs.push(entry);
           if (entry.msg === 'proxy listening' && entry.url && entry.metricsUrl) {
             clearTimeout(timer);
             child.removeAllListeners('exit');
-            resolve({ child, url: entry.url, port: Number(new URL(entry.url).port), metricsUrl: entry.metricsUrl, stderr: () => stderr });
+            resolve({ child, url: entry.url, port: Number(new URL(entry.url).port), metricsUrl: entry.metricsUrl, stderr: () => stderr, logs });
           }
         } catch {
           // not a log line of ours
@@ -181,6 +186,28 @@ t.test('start-up errors name the variable', async (t) => {
   oidc.stderr?.on('data', (c: Buffer) => (err3 += c.toString()));
   t.not((await exitOf(oidc, 30_000)).code, 0, 'oidc mode without a way to check access refuses to start');
   t.match(err3, /access hook|ACCESS_TOKEN_PUBLIC_KEYS/);
+});
+
+t.test('as deployed (deploy/allocator.env) the proxy runs on jemalloc, and says which allocator it runs on', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.close());
+  const deployed = parseEnvFile(readFileSync(join(repoRoot, 'deploy/allocator.env'), 'utf8'));
+  const cases: Array<[string, Record<string, string>, string, string]> = [
+    ['deploy/allocator.env', deployed, 'jemalloc', 'info'],
+    ['no preload', { LD_PRELOAD: '' }, 'glibc', 'info'],
+    // libjemalloc2 not installed: the loader ignores the preload, the proxy runs and warns.
+    ['a preload that cannot be found', { ...deployed, LD_PRELOAD: 'libjemalloc-not-installed.so.2' }, 'glibc', 'warn'],
+  ];
+  for (const [name, env, allocator, level] of cases) {
+    const proxy = await startChild({ REDIS_URL: redis.url, ...env });
+    const said = proxy.logs.find((l) => typeof l.allocator === 'string');
+    t.equal(said?.allocator, allocator, `${name}: logs allocator ${allocator}`);
+    t.equal(said?.level, level === 'warn' ? 40 : 30, `${name}: at level ${level}`);
+    const maps = readFileSync(`/proc/${proxy.child.pid}/maps`, 'utf8');
+    t.equal(/libjemalloc\.so/.test(maps), allocator === 'jemalloc', `${name}: jemalloc ${allocator === 'jemalloc' ? 'is' : 'is not'} mapped into the process`);
+    proxy.child.kill('SIGTERM');
+    t.equal((await exitOf(proxy.child)).code, 0, `${name}: stops cleanly`);
+  }
 });
 
 t.test('a standalone proxy: bodies and WebSocket floods stream through without growing its memory', async (t) => {
