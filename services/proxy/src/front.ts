@@ -19,7 +19,7 @@ import http, { IncomingMessage, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '@deskhub/config';
 import { errorBody, writeRawError } from './errors.ts';
-import { hostRefusal, transferCodingRefusal, VERSION_NOT_SUPPORTED, webSocketRefusal, type Refusal } from './request-rules.ts';
+import { hostRefusal, methodRefusal, transferCodingRefusal, versionRefusal, webSocketRefusal, type Refusal } from './request-rules.ts';
 import {
   closeParserLater,
   consumeSocket,
@@ -347,7 +347,7 @@ export class ClientConnection {
       }
     }
     let refused =
-      major !== 1 ? VERSION_NOT_SUPPORTED : (codings !== undefined ? transferCodingRefusal(codings, minor) : null) ?? hostRefusal(hosts, host, minor);
+      versionRefusal(major) ?? (codings !== undefined ? transferCodingRefusal(codings, minor) : null) ?? hostRefusal(hosts, host, minor) ?? methodRefusal(req.method);
     if (upgrade) {
       if (webSocket) refused ??= webSocketRefusal(req.method, minor, req.hasBody);
       if (refused !== null || webSocket || req.method === 'CONNECT') {
@@ -539,7 +539,7 @@ export class ClientConnection {
     this.upgrade = null;
     if (upgrade.refused !== null) {
       this.server.settings.countResponse(upgrade.refused.status);
-      writeRawError(this.socket, upgrade.refused.status, upgrade.refused.message);
+      writeRawError(this.socket, upgrade.refused.status, upgrade.refused.message, false, upgrade.refused.headers);
       return;
     }
     const socket = this.socket;
@@ -598,7 +598,7 @@ export class ClientConnection {
     const status = refused !== null ? refused.status : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
     const message = refused !== null ? refused.message : status === 431 ? 'The request headers are too large.' : 'The request is not valid HTTP.';
     this.server.settings.countResponse(status);
-    writeRawError(this.socket, status, message);
+    writeRawError(this.socket, status, message, false, refused?.headers);
   }
 
   /** From the sweep. */

@@ -87,7 +87,9 @@ export interface RequestHeadInput {
 
 /**
  * The complete request head for the upstream (request line, headers, blank line).
- * `upgrade` keeps the Upgrade header and sends `Connection: Upgrade` (WebSocket handshakes).
+ * `upgrade` (a WebSocket handshake: the front only hands over an Upgrade list that names
+ * websocket, RFC 6455 §4.1) sends `Upgrade: websocket` and `Connection: Upgrade`, whatever
+ * other protocols the client listed: the proxy relays WebSockets and nothing else.
  * The body's framing is the proxy's own, written from what the parser found (a declared length,
  * or chunked), never a copy of the client's lines: whatever else the client sent cannot unframe
  * what the proxy forwards.
@@ -124,8 +126,7 @@ export function requestHead(req: RequestHeadInput, target: UpstreamTarget, path:
       case 'content-length':
         continue;
       case 'upgrade':
-        if (!upgrade) continue;
-        break;
+        continue;
       case 'x-forwarded-for':
         forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
         continue;
@@ -168,7 +169,7 @@ export function requestHead(req: RequestHeadInput, target: UpstreamTarget, path:
   lines += `x-forwarded-proto: ${proto}\r\n`;
   if (host !== undefined) lines += `x-forwarded-host: ${host}\r\n`;
   if (!hasRequestId) lines += `x-request-id: ${requestId}\r\n`;
-  if (upgrade) lines += 'connection: Upgrade\r\n';
+  if (upgrade) lines += 'upgrade: websocket\r\nconnection: Upgrade\r\n';
   else if (req.chunked) lines += 'transfer-encoding: chunked\r\n';
   else if (req.contentLength >= 0) lines += `content-length: ${req.contentLength}\r\n`;
   return `${req.method} ${path} HTTP/1.1\r\nhost: ${target.authority}\r\n${lines}\r\n`;

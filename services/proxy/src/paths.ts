@@ -36,22 +36,30 @@ export function pathOf(url: string): string {
   return q === -1 ? url : url.slice(0, q);
 }
 
+/** A "%" not followed by two hex digits. */
+const BAD_ESCAPE = /%(?![0-9A-Fa-f]{2})/;
+
 /**
  * Why a request target is refused, or null when it may be forwarded.
  *
- * Refused (400), anywhere before the query: a target not starting with "/" (absolute-form or
- * "*"), a backslash, an encoded slash or backslash (%2f, %5c), an encoded NUL (%00), and any
- * "." or ".." segment, written plainly or percent-encoded (%2e). Browsers remove dot segments
- * before sending, so only a crafted request has them; an upstream that decodes them could be
- * led out of the desktop's prefix, so the proxy does not try to guess what they mean.
+ * Refused (400): a target not starting with "/" (absolute-form or "*"), a fragment ("#": not
+ * part of a request target, RFC 9112 §3.2.1 and RFC 3986 §3.5; an upstream could cut the path
+ * there where the proxy did not), and before the query a backslash, a "%" not followed by two
+ * hex digits (RFC 3986 §2.1: each server would read it its own way, as nginx refuses it too), an
+ * encoded slash or backslash (%2f, %5c), an encoded NUL (%00), and any "." or ".." segment,
+ * written plainly or percent-encoded (%2e). Browsers remove dot segments before sending, so only
+ * a crafted request has them; an upstream that decodes them could be led out of the desktop's
+ * prefix, so the proxy does not try to guess what they mean.
  */
 export function unsafeTarget(url: string): string | null {
   if (url.charCodeAt(0) !== 47) return 'the request target must start with "/"';
+  if (url.indexOf('#') !== -1) return 'a request target cannot carry a fragment ("#")';
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
   // Fast path: nothing that could form a dot segment, an escape or a backslash.
   if (path.indexOf('%') === -1 && path.indexOf('/.') === -1 && path.indexOf('\\') === -1) return null;
   if (path.indexOf('\\') !== -1) return 'backslashes are not allowed in paths';
+  if (BAD_ESCAPE.test(path)) return 'a "%" in a path must start an escape of two hex digits';
   const lower = path.toLowerCase();
   if (lower.includes('%2f') || lower.includes('%5c')) return 'encoded slashes are not allowed in paths';
   if (lower.includes('%00')) return 'encoded NUL bytes are not allowed in paths';

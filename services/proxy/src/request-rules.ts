@@ -3,7 +3,10 @@
  * rather than from examples: a message whose length the proxy cannot determine the same way as
  * every server behind it (RFC 9112 §6), a Host that is missing, repeated or not an authority
  * (RFC 9112 §3.2, RFC 9110 §4.2.1 and §7.2), a major version other than 1 (RFC 9110 §15.6.6),
- * and WebSocket handshakes that RFC 6455 §4.1 does not allow. Called once per request head by the
+ * a request line without a version (HTTP/0.9, which RFC 9112's grammar does not have), the two
+ * methods a gateway to desktops has no business relaying (CONNECT opens a tunnel anywhere;
+ * TRACE echoes the request, credentials included: RFC 9110 §9.3.8; nginx refuses both), and
+ * WebSocket handshakes that RFC 6455 §4.1 does not allow. Called once per request head by the
  * front (front.ts) and for upgrades by the proxy (proxy.ts); the common case costs a few
  * comparisons.
  */
@@ -11,13 +14,32 @@
 export interface Refusal {
   status: number;
   message: string;
+  /** Header lines the answer carries besides the usual ones, each ending in CRLF. */
+  headers?: string;
 }
 
-function refusal(status: number, message: string): Refusal {
-  return { status, message };
+function refusal(status: number, message: string, headers?: string): Refusal {
+  return headers === undefined ? { status, message } : { status, message, headers };
 }
 
-export const VERSION_NOT_SUPPORTED = refusal(505, 'Only HTTP/1.0 and HTTP/1.1 are spoken here.');
+const VERSION_NOT_SUPPORTED = refusal(505, 'Only HTTP/1.0 and HTTP/1.1 are spoken here.');
+const VERSION_MISSING = refusal(400, 'The request line has no HTTP version (HTTP/0.9 is not spoken here).');
+
+/** The request line's version: llhttp reads a line without one as 0.9. */
+export function versionRefusal(major: number): Refusal | null {
+  if (major === 1) return null;
+  return major === 0 ? VERSION_MISSING : VERSION_NOT_SUPPORTED;
+}
+
+/** RFC 9110 §15.5.6: a 405 names the methods that are allowed. */
+const ALLOW = 'Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n';
+const CONNECT_REFUSED = refusal(405, 'CONNECT is not supported.', ALLOW);
+const TRACE_REFUSED = refusal(405, 'TRACE is not supported.', ALLOW);
+
+export function methodRefusal(method: string): Refusal | null {
+  if (method.length !== 5 && method.length !== 7) return null;
+  return method === 'TRACE' ? TRACE_REFUSED : method === 'CONNECT' ? CONNECT_REFUSED : null;
+}
 const HOST_MISSING = refusal(400, 'An HTTP/1.1 request needs a Host header.');
 const HOST_REPEATED = refusal(400, 'A request may carry only one Host header.');
 const HOST_INVALID = refusal(400, 'The Host header is not a valid host name and port.');

@@ -206,21 +206,13 @@ export class Router implements FrontHandlers {
 
   // ---- upgrades (WebSocket) -----------------------------------------------------------------
 
+  /** A WebSocket handshake the front accepted (request-rules.ts: GET, HTTP/1.1, Upgrade naming websocket, not CONNECT). */
   upgrade(req: ProxyRequest, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const url = req.url;
-    if (req.method === 'CONNECT') {
-      this.rawDeny(socket, 405, 'CONNECT is not supported.', req);
-      return;
-    }
     const unsafe = unsafeTarget(url);
     if (unsafe !== null) {
       this.rawDeny(socket, 400, `Refused: ${unsafe}.`, req);
-      return;
-    }
-    const upgrade = rawHeader(req.rawHeaders, 'upgrade');
-    if (upgrade === undefined || upgrade.trim().toLowerCase() !== 'websocket') {
-      this.rawDeny(socket, 400, 'Only WebSocket upgrades are supported.', req);
       return;
     }
     const desktop = splitDesktopTarget(url);
