@@ -3,7 +3,7 @@
  * third-party plugins, then deskhub's own (configuration, database, runtimes, route
  * publication, desktops, sessions), then the routes, then the web UI.
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifySchemaValidationError } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { createLogger, requestIdOptions, type Logger } from '@deskhub/config';
 import type { RouteStream } from '@deskhub/route-stream';
@@ -14,6 +14,7 @@ import { createSecrets, loadSecretKey } from './secrets.ts';
 import type { DesktopRuntime } from './runtime/types.ts';
 import external from './plugins/external/index.ts';
 import errors from './plugins/app/errors.ts';
+import bodies from './plugins/app/bodies.ts';
 import configPlugin from './plugins/app/config.ts';
 import database from './plugins/app/database.ts';
 import runtimes from './plugins/app/runtimes.ts';
@@ -46,6 +47,18 @@ export interface AppOptions {
   webUi?: boolean;
 }
 
+/** Fastify's wording (`body/type must be string`), naming the field an unknown-field error is about. */
+function validationMessage(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const text = errors
+    .map((e) => {
+      const field = `${dataVar}${e.instancePath}`;
+      const unknown = e.keyword === 'additionalProperties' ? (e.params as { additionalProperty?: string }).additionalProperty : undefined;
+      return unknown !== undefined ? `${field} has a field it does not know: "${unknown}"` : `${field} ${e.message ?? 'is not valid'}`;
+    })
+    .join(', ');
+  return new Error(text);
+}
+
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config } = options;
   const catalog = loadCatalog(config.CATALOG, { defaultReadyTimeoutS: config.READY_TIMEOUT_S });
@@ -60,13 +73,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     trustProxy: '127.0.0.1',
     // No type coercion anywhere: Fastify's default ('array') turned {"type":["demo"]} into "demo"
     // and created a desktop. A value of the wrong type is a 400 naming the field; the one numeric
-    // query parameter (after=) is a digit string its route converts.
-    ajv: { customOptions: { coerceTypes: false } },
+    // query parameter (after=) is a digit string its route converts. Nor are unknown fields
+    // dropped in silence (Fastify's default removeAdditional): {"type":"web","nmae":"x"} made a
+    // desktop without its name; now a 400 naming "nmae" (bodies say additionalProperties: false).
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+    schemaErrorFormatter: validationMessage,
   }).withTypeProvider<TypeBoxTypeProvider>();
   for (const schema of sharedSchemas) app.addSchema(schema);
 
   try {
     await app.register(errors);
+    await app.register(bodies);
     await app.register(external, { cookieSecret: secrets.cookieKey, publicUrl: config.PUBLIC_URL });
 
     await app.register(configPlugin, { config, catalog, secrets, metrics, logger });

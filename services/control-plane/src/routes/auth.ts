@@ -133,7 +133,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
           tags: ['auth'],
           security: [],
           summary: 'Development sign-in as any username (AUTH_MODE=dev, loopback only); sets the session cookie',
-          body: Type.Object({ username: Type.String({ minLength: 1, maxLength: 64 }) }),
+          body: Type.Object({ username: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false }),
           response: { 200: Type.Ref('User'), ...errors(400) },
         },
       },

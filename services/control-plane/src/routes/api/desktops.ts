@@ -33,7 +33,7 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
         body: Type.Object({
           type: Type.String({ minLength: 1, maxLength: 64, description: 'catalog id' }),
           name: Type.Optional(Type.String({ maxLength: 64, description: 'optional label; the path becomes <username>-<label>' })),
-        }),
+        }, { additionalProperties: false }),
         response: { 201: Type.Ref('Desktop'), ...errors(400, 401, 403, 409) },
       },
     },

@@ -35,7 +35,7 @@ const tokens: FastifyPluginAsyncTypebox = async (app) => {
           name: Type.String({ minLength: 1, maxLength: 100, description: 'what it is for' }),
           scopes: Type.Array(Type.String({ maxLength: 64 }), { minItems: 1, maxItems: 16, description: SCOPE_NAMES.join(', ') }),
           expiresInDays: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650, description: 'omitted: never expires' })),
-        }),
+        }, { additionalProperties: false }),
         response: { 201: NewApiTokenSchema, ...errors(400, 401, 403, 409) },
       },
     },
