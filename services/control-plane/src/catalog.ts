@@ -12,6 +12,7 @@ import { parse as parseYaml } from 'yaml';
 import { runtimeNames, type RuntimeName } from './runtime/index.ts';
 import { PLACEHOLDERS, substitute } from './placeholders.ts';
 import { isSafePathSegment } from './proxy-path.ts';
+import { SIZE } from './sizes.ts';
 
 
 /** One desktop type from the catalog file (CATALOG), validated at start. */
@@ -56,7 +57,7 @@ export class CatalogError extends Error {
   }
 }
 
-const Size = Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?[bkmgBKMG]?$', description: 'bytes, or with a unit: 512m, 2g' });
+const Size = Type.String({ pattern: SIZE.source, description: 'bytes, or with a unit: 512m, 2g' });
 
 const EntrySchema = Type.Object(
     {
@@ -216,12 +217,4 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
   if (input.pids !== undefined) entry.pids = input.pids;
   if (input.quota !== undefined) entry.quota = input.quota;
   return entry;
-}
-
-/** Reads a size like "512m" or "2g" as bytes (docker limits). */
-export function parseSize(size: string): number {
-  const m = /^([0-9]+(?:\.[0-9]+)?)([bkmg]?)$/i.exec(size);
-  if (!m) throw new Error(`not a size: ${size}`);
-  const unit = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'b' | 'k' | 'm' | 'g'];
-  return Math.round(Number(m[1]) * unit);
 }

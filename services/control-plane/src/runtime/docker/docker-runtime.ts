@@ -18,6 +18,7 @@ import Docker from 'dockerode';
 import { ConfigError, env, loadConfig } from '@deskhub/config';
 import type { Logger } from 'pino';
 import type { CatalogEntry } from '../../catalog.ts';
+import { parseSize } from '../../sizes.ts';
 import type {
   Availability,
   DesktopRuntime,
@@ -40,7 +41,6 @@ import {
   factsFromInspect,
   factsFromListing,
   labelFilters,
-  parseSize,
   upstreamOf,
   upstreamSettingsFromLabels,
   unreachableMessage,

@@ -146,18 +146,15 @@ export function upstreamOf(facts: ContainerFacts, settings: UpstreamSettings, ne
   return facts.ip ? { scheme, host: facts.ip, port, verifyTls } : undefined;
 }
 
-/** Why a container that is not running stopped, as its State says. */
-export function exitReason(state: Docker.ContainerInspectInfo['State']): string {
-  if (state.OOMKilled) return `killed: out of memory (exit code ${state.ExitCode})`;
-  return `${state.Status === 'created' ? 'never started' : `exited with code ${state.ExitCode}`}${state.Error ? `: ${state.Error}` : ''}`;
+/** The one wording of why a container ended, for its inspected State and for a `die` event alike. */
+export function describeExit(exit: { oomKilled: boolean; exitCode: number | string; neverStarted?: boolean; error?: string }): string {
+  if (exit.oomKilled) return `killed: out of memory (exit code ${exit.exitCode})`;
+  return `${exit.neverStarted ? 'never started' : `exited with code ${exit.exitCode}`}${exit.error ? `: ${exit.error}` : ''}`;
 }
 
-/** "512m", "1g", "2GB", "1048576" -> bytes. */
-export function parseSize(value: string, what: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(value.trim());
-  if (!m) throw new Error(`${what}: "${value}" is not a size like 512m or 2g`);
-  const units: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
-  return Math.round(Number(m[1]) * (units[(m[2] ?? '').toLowerCase()] ?? 1));
+/** Why a container that is not running stopped, as its State says. */
+export function exitReason(state: Docker.ContainerInspectInfo['State']): string {
+  return describeExit({ oomKilled: state.OOMKilled, exitCode: state.ExitCode, neverStarted: state.Status === 'created', error: state.Error });
 }
 
 /** Docker multiplexes stdout and stderr of a container without a TTY into 8-byte-headed frames. */

@@ -5,6 +5,7 @@
  */
 import type Docker from 'dockerode';
 import type { RuntimeStatus } from '../types.ts';
+import { describeExit } from './engine.ts';
 
 export interface EventWatcherOptions {
   docker: Docker;
@@ -111,9 +112,7 @@ export class EventWatcher {
         this.oomKilled.add(id);
         return;
       case 'die': {
-        const oom = this.oomKilled.delete(id);
-        const code = attributes.exitCode ?? '?';
-        const reason = oom ? `killed: out of memory (exit code ${code})` : `exited with code ${code}`;
+        const reason = describeExit({ oomKilled: this.oomKilled.delete(id), exitCode: attributes.exitCode ?? '?' });
         this.options.onStatus({ runtimeId: id, desktopId, running: false, reason });
         return;
       }
