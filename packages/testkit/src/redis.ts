@@ -20,6 +20,8 @@ export interface RedisServer {
   start(): Promise<void>;
   /** stop() then start(); with loseData the server is killed and comes back empty. */
   restart(options?: { loseData?: boolean }): Promise<void>;
+  /** SIGKILL, and with loseData its data directory emptied: it stays down until start(). */
+  kill(options?: { loseData?: boolean }): Promise<void>;
   /** Kills the server and removes its data directory. */
   close(): Promise<void>;
 }
@@ -170,6 +172,10 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     port,
     stop,
     start,
+    async kill(killOptions = {}) {
+      await kill();
+      if (killOptions.loseData) await wipe();
+    },
     async restart(restartOptions = {}) {
       if (restartOptions.loseData) {
         await kill();

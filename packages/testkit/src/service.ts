@@ -5,6 +5,7 @@
  * the line it prints when it listens (so it always logs at info or finer). Stderr is kept (its tail) for error messages.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -29,6 +30,8 @@ export interface StartServiceOptions {
   /** The `msg` of the log line that says it is ready (e.g. "proxy listening"). */
   readyMessage: string;
   timeoutMs?: number;
+  /** Appends everything the process prints (its pino lines and stderr) to this file. */
+  logFile?: string;
 }
 
 /** Settings of any deskhub service; removed from the inherited environment so only `env` counts. */
@@ -45,6 +48,12 @@ export function startService(options: StartServiceOptions): Promise<ServiceProce
   });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-8192)));
+  if (options.logFile) {
+    const log = createWriteStream(options.logFile, { flags: 'a' });
+    child.stdout!.on('data', (chunk: Buffer) => log.write(chunk));
+    child.stderr!.on('data', (chunk: Buffer) => log.write(chunk));
+    child.once('exit', () => log.end());
+  }
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();
     else child.once('exit', () => resolve());
