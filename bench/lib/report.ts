@@ -328,10 +328,13 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
   return lines.join('\n');
 }
 
-/** Replaces the table between the README's markers with this run's Markdown (full runs only: quick ones are too noisy to show). */
-export function updateReadme(readmePath: string, md: string): void {
-  const start = '<!-- bench:latest:start -->';
-  const end = '<!-- bench:latest:end -->';
+/**
+ * Replaces the table between the README's markers with this run's Markdown (full runs only: quick
+ * ones are too noisy to show). `section` names the markers (the soak keeps its table in its own).
+ */
+export function updateReadme(readmePath: string, md: string, section = 'bench:latest'): void {
+  const start = `<!-- ${section}:start -->`;
+  const end = `<!-- ${section}:end -->`;
   const text = readFileSync(readmePath, 'utf8');
   const a = text.indexOf(start);
   const b = text.indexOf(end);

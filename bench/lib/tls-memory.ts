@@ -8,7 +8,7 @@
  * from its memory map and reported.
  */
 import path from 'node:path';
-import { freePort, httpGet, spawnService, waitUntil } from './child.ts';
+import { freePort, httpGet, spawnService, waitUntil, type Service } from './child.ts';
 import type { Allocator } from '../../packages/config/src/index.ts';
 import { benchRoute, replicaAllocator, type DeskhubStream } from './deskhub.ts';
 import { settledRss } from './figures.ts';
@@ -48,30 +48,55 @@ async function releasedRss(pid: number, minMs: number): Promise<number> {
   }
 }
 
-export async function tlsIdleMemory(deskhub: DeskhubStream, repoRoot: string, runDir: string, count: number, rounds: number, releaseMinMs: number): Promise<TlsMemoryResult> {
+export interface TlsDesktopReplica {
+  /** ws:// URL of a path on the TLS desktop through the replica. */
+  socketUrl: string;
+  replica: Service;
+  /** The replica's Prometheus metrics. */
+  metricsUrl: string;
+  stop(): Promise<void>;
+}
+
+/** The demo desktop serving TLS (its own process) and a replica of its own routing `/desktop/<name>/` to it. */
+export async function tlsDesktopReplica(deskhub: DeskhubStream, repoRoot: string, runDir: string, name: string): Promise<TlsDesktopReplica> {
   const upstreamPort = await freePort();
   const upstream = spawnService({
     name: 'tls-desktop',
     command: process.execPath,
     args: ['--import', 'tsx', path.join(repoRoot, 'packages/demo-desktop/src/main.ts')],
     cwd: repoRoot,
-    env: { PORT: String(upstreamPort), TLS: 'true', DESKTOP_NAME: 'bench-tls' },
+    env: { PORT: String(upstreamPort), TLS: 'true', DESKTOP_NAME: name },
     logDir: runDir,
   });
   const port = await freePort();
-  const replica = deskhub.startReplica({ name: 'deskhub-tls-memory', port, metricsPort: await freePort(), upstreamPort });
-  const sockets = idleSockets();
+  const metricsPort = await freePort();
+  const replica = deskhub.startReplica({ name: `deskhub-${name}`, port, metricsPort, upstreamPort });
+  const stop = async () => {
+    await replica.stop();
+    await upstream.stop();
+  };
   try {
-    const route = benchRoute('bench-tls', upstreamPort);
+    const route = benchRoute(name, upstreamPort);
     route.upstream = { ...route.upstream, scheme: 'https', verifyTls: false };
     await deskhub.publisher.publish({ version: ++deskhub.version, op: 'put', route });
-    await waitUntil(replica, 'the TLS desktop served through the replica', async () => (await httpGet(`http://127.0.0.1:${port}/desktop/bench-tls/`)).status === 200, 60_000);
-    const pid = replica.pid!;
+    await waitUntil(replica, 'the TLS desktop served through the replica', async () => (await httpGet(`http://127.0.0.1:${port}/desktop/${name}/`)).status === 200, 60_000);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { socketUrl: `ws://127.0.0.1:${port}/desktop/${name}/idle`, replica, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, stop };
+}
+
+export async function tlsIdleMemory(deskhub: DeskhubStream, repoRoot: string, runDir: string, count: number, rounds: number, releaseMinMs: number): Promise<TlsMemoryResult> {
+  const desktop = await tlsDesktopReplica(deskhub, repoRoot, runDir, 'bench-tls');
+  const sockets = idleSockets();
+  try {
+    const pid = desktop.replica.pid!;
     const fresh = await settledRss(pid, SETTLE_MS);
     const openRss: number[] = [];
     const closedRss: number[] = [];
     for (let round = 0; round < rounds; round++) {
-      await sockets.open(`ws://127.0.0.1:${port}/desktop/bench-tls/idle`, count, 100);
+      await sockets.open(desktop.socketUrl, count, 100);
       openRss.push(await settledRss(pid, SETTLE_MS));
       if (sockets.closes > 0) throw new Error(`${sockets.closes} idle TLS-upstream sockets closed while open`);
       await sockets.closeAll();
@@ -80,7 +105,6 @@ export async function tlsIdleMemory(deskhub: DeskhubStream, repoRoot: string, ru
     return { count, rounds, freshRssBytes: fresh, openRssBytes: openRss, closedRssBytes: closedRss, perSocketBytes: (openRss[0]! - fresh) / count, allocator: replicaAllocator(pid) };
   } finally {
     await sockets.closeAll();
-    await replica.stop();
-    await upstream.stop();
+    await desktop.stop();
   }
 }
