@@ -119,6 +119,17 @@ async function convergence(ctx: ScenarioContext, result: ScenarioResult, event: 
   result.notes.push(cleanAfterMs === null ? `not clean within ${ctx.timings.settleMs / 1000} s after ${event}` : `clean ${(cleanAfterMs / 1000).toFixed(1)} s after ${event}`);
 }
 
+/**
+ * A load balancer takes a replica whose /readyz fails out of rotation: while a part the data path
+ * does not need is down, every replica must stay ready.
+ */
+async function replicasStayReady(ctx: ScenarioContext, result: ScenarioResult, what: string): Promise<void> {
+  for (const name of ['A', 'B'] as const) {
+    const status = await fetch(`${ctx.topology.replicas[name].url}/readyz`, { signal: AbortSignal.timeout(5000) }).then((r) => r.status, () => 0);
+    if (status !== 200) result.problems.push(`replica ${name} /readyz answered ${status} while ${what}`);
+  }
+}
+
 /** Waits until the control plane answers /readyz again. */
 function controlPlaneReady(topology: Topology, timeoutMs = 60_000): Promise<true> {
   return waitFor('control plane /readyz', async () => ((await fetch(`${topology.controlPlaneUrl}/readyz`)).status === 200 ? true : undefined), timeoutMs);
@@ -186,6 +197,7 @@ export const scenarios: Scenario[] = [
       const before = await underTraffic(ctx, result, async () => {
         await topology.killControlPlane();
         await sleep(timings.downMs);
+        await replicasStayReady(ctx, result, 'the control plane was down');
         await topology.startControlPlane();
       });
       allCount(ctx, result);
@@ -261,6 +273,7 @@ export const scenarios: Scenario[] = [
           const started = Date.now();
           const deleted = topology.api('DELETE', `/api/desktops/${victim!.id}`, undefined, 60_000).then(() => null, (err: Error) => err);
           await sleep(Math.max(timings.downMs, 2000));
+          await replicasStayReady(ctx, result, 'Redis was down');
           await topology.redis.start();
           const err = await deleted;
           if (err) result.problems.push(`deleting ${victim!.proxyPath} while Redis was down: ${err.message}`);
@@ -287,6 +300,7 @@ export const scenarios: Scenario[] = [
         await topology.postgres.crash();
         const down = Date.now();
         await sleep(timings.downMs);
+        await replicasStayReady(ctx, result, 'Postgres was down');
         await topology.postgres.start();
         await controlPlaneReady(topology);
         result.notes.push(`control plane ready ${((Date.now() - down) / 1000).toFixed(1)} s after Postgres went down`);
@@ -311,6 +325,7 @@ export const scenarios: Scenario[] = [
         await underTraffic(ctx, result, async () => {
           const downMs = await restartDockerd({ liveRestore: true });
           result.notes.push(`engine did not answer for ${(downMs / 1000).toFixed(1)} s`);
+          await replicasStayReady(ctx, result, 'the engine had just restarted');
         });
         await conclude(ctx, result);
       } finally {
