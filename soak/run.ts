@@ -79,7 +79,7 @@ const minutes = wholeNumber('minutes', args.minutes, 10, 1, 600);
 const outDir = path.resolve(args.out ?? path.join(repoRoot, 'soak/results'));
 
 const timings: Timings = quick
-  ? { beforeMs: 1000, downMs: 1500, afterMs: 1500, settleMs: 30_000, desktops: 2, socketsPerDesktop: 2 }
+  ? { beforeMs: 500, downMs: 1000, afterMs: 1000, settleMs: 30_000, desktops: 2, socketsPerDesktop: 2 }
   : { beforeMs: 10_000, downMs: 10_000, afterMs: 15_000, settleMs: 60_000, desktops: 3, socketsPerDesktop: 10 };
 const RECONCILE_MS = 2000;
 
