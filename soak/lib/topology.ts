@@ -12,6 +12,8 @@ import { startPostgresCluster, type PostgresCluster } from '../../packages/testk
 import { startRedis, type RedisServer } from '../../packages/testkit/src/redis.ts';
 import { freePort } from '../../packages/testkit/src/net.ts';
 import { startService, type ServiceProcess } from '../../packages/testkit/src/service.ts';
+import { deployedAllocatorEnv } from '../../bench/lib/deskhub.ts';
+import { repoRoot } from '../../packages/testkit/src/service.ts';
 import { dockerCleanup } from './docker.ts';
 import { RUN_MARK } from './processes.ts';
 
@@ -96,7 +98,10 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
     MAX_DESKTOPS_PER_USER: '0',
     MAX_DESKTOPS_TOTAL: '0',
   };
+  // Replicas run as deployed: on the allocator of deploy/allocator.env (jemalloc).
+  const allocatorEnv = deployedAllocatorEnv(repoRoot);
   const replicaEnv = (port: number, metricsPort: number) => ({
+    ...allocatorEnv,
     ...mark,
     PORT: String(port),
     METRICS_PORT: String(metricsPort),
