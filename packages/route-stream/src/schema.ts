@@ -7,7 +7,7 @@
  * has nothing else, a copy otherwise), so nothing a sender adds travels further, and a header
  * value with CR/LF can never reach the proxy's upstream request.
  */
-import type { Route, RouteChange, RouteState, Upstream } from './types.ts';
+import type { Route, RouteActivity, RouteChange, RouteState, Upstream } from './types.ts';
 
 /** A message or route that does not match the schema; `message` says which field and why. */
 export class RouteMessageError extends Error {
@@ -91,6 +91,15 @@ function parseUpstream(value: unknown, field: string): Upstream {
   return { scheme, host: u.host, port, verifyTls };
 }
 
+function parseActivity(value: unknown, field: string): RouteActivity | undefined {
+  if (value === undefined) return undefined;
+  const a = record(value, field);
+  if (a.on === 'traffic') return Object.keys(a).length === 1 ? (a as RouteActivity) : { on: 'traffic' };
+  if (a.on !== 'input') throw new RouteMessageError(`${field}.on`, `expected "traffic" or "input", got ${describe(a.on)}`);
+  if (a.rfb !== 'standard' && a.rfb !== 'kasmvnc') throw new RouteMessageError(`${field}.rfb`, `expected "standard" or "kasmvnc", got ${describe(a.rfb)}`);
+  return Object.keys(a).length === 2 ? (a as RouteActivity) : { on: 'input', rfb: a.rfb };
+}
+
 function routeFrom(value: unknown, field: string): Route {
   const r = record(value, field);
   const sharedWith = r.sharedWith;
@@ -114,10 +123,13 @@ function routeFrom(value: unknown, field: string): Route {
   const owner = text(r.owner, `${field}.owner`);
   const upstream = parseUpstream(r.upstream, `${field}.upstream`);
   const stripPrefix = flag(r.stripPrefix, `${field}.stripPrefix`);
+  const activity = parseActivity(r.activity, `${field}.activity`);
   // A 100,000-route snapshot costs mostly allocation: every known field is present and checked
   // now, so an object with exactly that many keys holds nothing else and is kept as it is.
-  if (upstream === r.upstream && Object.keys(r).length === ROUTE_FIELDS) return r as unknown as Route;
-  return { path, desktopId, owner, sharedWith: [...(sharedWith as string[])], upstream, stripPrefix, authorization, entryQuery, state: r.state as RouteState };
+  if (upstream === r.upstream && activity === r.activity && Object.keys(r).length === ROUTE_FIELDS + (activity === undefined ? 0 : 1)) return r as unknown as Route;
+  const route: Route = { path, desktopId, owner, sharedWith: [...(sharedWith as string[])], upstream, stripPrefix, authorization, entryQuery, state: r.state as RouteState };
+  if (activity !== undefined) route.activity = activity;
+  return route;
 }
 
 /** Checks a route (an object, or its JSON text); returns it with only the known fields. Throws RouteMessageError. */
@@ -137,6 +149,10 @@ export function parseRouteChange(raw: unknown): RouteChange {
   throw new RouteMessageError('change.op', `expected "put" or "delete", got ${describe(m.op)}`);
 }
 
+function activityKey(a: RouteActivity | undefined): string {
+  return a === undefined || a.on === 'traffic' ? 'traffic' : `input:${a.rfb}`;
+}
+
 /** Two routes are the same when every field is: a resync reports only real differences. */
 export function sameRoute(a: Route, b: Route): boolean {
   if (
@@ -144,7 +160,7 @@ export function sameRoute(a: Route, b: Route): boolean {
     a.authorization !== b.authorization || a.entryQuery !== b.entryQuery || a.state !== b.state ||
     a.upstream.scheme !== b.upstream.scheme || a.upstream.host !== b.upstream.host ||
     a.upstream.port !== b.upstream.port || a.upstream.verifyTls !== b.upstream.verifyTls ||
-    a.sharedWith.length !== b.sharedWith.length
+    a.sharedWith.length !== b.sharedWith.length || activityKey(a.activity) !== activityKey(b.activity)
   ) {
     return false;
   }

@@ -13,6 +13,13 @@ export interface Upstream {
   verifyTls: boolean;
 }
 
+/**
+ * What keeps a desktop's idle clock from running: `traffic` (any request or browser-to-desktop
+ * byte, for web apps), or `input` (VNC desktops: key presses, pointer movement and pastes in the
+ * RFB stream, in its dialect; a background tab's keep-alives do not count).
+ */
+export type RouteActivity = { on: 'traffic' } | { on: 'input'; rfb: 'standard' | 'kasmvnc' };
+
 export interface Route {
   /** The first path segment after /desktop/, e.g. "alice-ubuntu-desktop". */
   path: string;
@@ -29,6 +36,8 @@ export interface Route {
   /** Query the entry URL needs, without "?" (KasmVNC: "path=desktop/<path>/websockify"), or "". */
   entryQuery: string;
   state: RouteState;
+  /** Absent (routes published before it existed): traffic. */
+  activity?: RouteActivity;
 }
 
 export interface Snapshot {

@@ -13,6 +13,18 @@ t.test('a valid route and change parse, from objects and from JSON text', async 
   t.same(parseRoute({ ...r, authorization: null, entryQuery: '', sharedWith: ['u-bob'] }).sharedWith, ['u-bob']);
 });
 
+t.test('activity: absent (older publishers), traffic, or input in a dialect; unknown fields in it dropped', async (t) => {
+  const r = route('a');
+  t.notOk('activity' in parseRoute(r), 'absent stays absent');
+  t.same(parseRoute({ ...r, activity: { on: 'traffic' } }).activity, { on: 'traffic' });
+  const input = { ...r, activity: { on: 'input', rfb: 'kasmvnc' } };
+  t.equal(parseRoute(input), input, 'a route with exactly its fields is kept as it is');
+  t.same(parseRoute({ ...r, activity: { on: 'input', rfb: 'standard', extra: 1 } }).activity, { on: 'input', rfb: 'standard' });
+  t.throws(() => parseRoute({ ...r, activity: { on: 'idle' } }), /^route\.activity\.on: expected "traffic" or "input", got "idle"/);
+  t.throws(() => parseRoute({ ...r, activity: { on: 'input' } }), /^route\.activity\.rfb: expected "standard" or "kasmvnc"/);
+  t.throws(() => parseRoute({ ...r, activity: 'input' }), /^route\.activity: expected an object/);
+});
+
 t.test('unknown fields are dropped, not passed on', async (t) => {
   const r = route('a');
   const parsed = parseRoute({ ...r, extra: 'x', upstream: { ...r.upstream, headers: { 'x-evil': '1' } } });

@@ -48,6 +48,7 @@ export function kasmTestType(overrides: Partial<CatalogEntry> = {}): CatalogEntr
     verifyTls: false,
     stripPrefix: true,
     credentials: { kind: 'kasm' },
+    activity: { on: 'input', rfb: 'kasmvnc' },
     env: {},
     shmSize: '64m',
     memory: '256m',

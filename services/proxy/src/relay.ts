@@ -90,8 +90,14 @@ function readIntoBuffers(socket: Duplex, first: Buffer, onRead: (n: number, into
   return true;
 }
 
-/** Relays `from` to `to` until either closes; returns a function that stops relaying. */
-export function relay(from: Duplex, to: Writable): () => void {
+/** Sees each chunk a relay carries, before it is written on: `chunk[start .. start + length)`. */
+export type RelayObserver = (chunk: Buffer, start: number, length: number) => void;
+
+/**
+ * Relays `from` to `to` until either closes; returns a function that stops relaying. `observe`
+ * (the input watch of a VNC desktop) is shown every chunk first.
+ */
+export function relay(from: Duplex, to: Writable, observe?: RelayObserver): () => void {
   let carried = 0;
   let stopped = false;
   let reading = false; // reads go to our buffers (shared, then own), not to 'data' events
@@ -104,6 +110,7 @@ export function relay(from: Duplex, to: Writable): () => void {
   };
   const onRead = (n: number, into: Buffer): boolean => {
     carried += n;
+    if (observe !== undefined) observe(into, 0, n);
     if (into !== own) {
       // The shared buffer: the next read of any socket lands in it, so the chunk leaves it now.
       const copy = Buffer.allocUnsafe(n);
@@ -123,6 +130,7 @@ export function relay(from: Duplex, to: Writable): () => void {
     return own ?? shared();
   };
   const onData = (chunk: Buffer): void => {
+    if (observe !== undefined) observe(chunk, 0, chunk.length);
     const flowing = forward(chunk);
     carried += chunk.length;
     // Switch only between reads with nothing held back: the next read then lands in our buffer.

@@ -12,7 +12,9 @@ import type { Logger } from '@deskhub/config';
 import type { Route, RouteSubscriber } from '@deskhub/route-stream';
 import { errorAnswer, redirectAnswer, wantsHtml, writeRawError } from './errors.ts';
 import type { FrontHandlers, ProxyRequest } from './front.ts';
-import { rawHeader, requestHead } from './headers.ts';
+import { requestHead } from './headers.ts';
+import type { RelayObserver } from './relay.ts';
+import { RfbInputWatch, type RfbDialect } from './rfb-input.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { DESKTOP_PREFIX, entryRedirect, pathOf, splitDesktopTarget, unsafeTarget, type DesktopTarget } from './paths.ts';
 import type { Targets, UpstreamTarget } from './targets.ts';
@@ -148,7 +150,8 @@ export class Router implements FrontHandlers {
         return;
       }
     }
-    this.subscriber.recordActivity(route.path);
+    // A VNC desktop's activity is its input, seen in its WebSocket (rfb-input.ts), not page loads.
+    if (route.activity?.on !== 'input') this.subscriber.recordActivity(route.path);
     let path = req.url;
     if (target.strip) {
       const rest = desktop.rest;
@@ -230,10 +233,13 @@ export class Router implements FrontHandlers {
     }
     const target = this.targets.forRoute(route);
     const go = (): void => {
-      this.subscriber.recordActivity(route.path);
+      const activity = route.activity;
+      let observe: RelayObserver | undefined;
+      if (activity?.on === 'input') observe = this.inputWatch(route.path, activity.rfb);
+      else this.subscriber.recordActivity(route.path);
       let path = url;
       if (target.strip) path = desktop.rest === '' ? '/' : desktop.rest.charCodeAt(0) === 63 ? '/' + desktop.rest : desktop.rest;
-      this.startPipe(req, socket, head, target, path);
+      this.startPipe(req, socket, head, target, path, observe);
     };
     const authorize = this.authorize;
     if (authorize === null) {
@@ -262,12 +268,26 @@ export class Router implements FrontHandlers {
     writeRawError(socket, status, message, wantsHtml(req.accept));
   }
 
-  private startPipe(req: ProxyRequest, socket: Socket, head: Buffer, target: UpstreamTarget, path: string): void {
+  /**
+   * Records the route's activity on each input message the browser sends in this connection (the
+   * subscriber keeps the latest per route and flushes it to the store in batches).
+   */
+  private inputWatch(routePath: string, dialect: RfbDialect): RelayObserver {
+    const subscriber = this.subscriber;
+    const logger = this.logger;
+    const watch = new RfbInputWatch(dialect, {
+      onInput: () => subscriber.recordActivity(routePath),
+      onUntrusted: (why) => logger.info({ route: routePath, dialect, why }, 'input watch cannot follow this RFB stream: the rest of the connection counts as input'),
+    });
+    return (chunk, start, length) => watch.feed(chunk, start, length);
+  }
+
+  private startPipe(req: ProxyRequest, socket: Socket, head: Buffer, target: UpstreamTarget, path: string, observe?: RelayObserver): void {
     if (socket.destroyed) return;
     const handshake = requestHead(req, target, path, this.proto, this.nextRequestId(), true);
     const route = target.route;
     const subscriber = this.subscriber;
     const stillCurrent = route === null ? () => true : () => subscriber.table.get(route.path) === route;
-    pipeUpgrade(this.upgrades, socket, head, target, handshake, false, stillCurrent);
+    pipeUpgrade(this.upgrades, socket, head, target, handshake, false, stillCurrent, observe);
   }
 }

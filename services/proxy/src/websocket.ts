@@ -14,7 +14,7 @@ import type { Logger } from '@deskhub/config';
 import { writeRawError } from './errors.ts';
 import { responseHeaderLines } from './headers.ts';
 import { closeParserLater, HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, SKIP_BODY, type Parser } from './http1.ts';
-import { relay } from './relay.ts';
+import { relay, type RelayObserver } from './relay.ts';
 import { connectUpstreamTls } from './upstream-tls.ts';
 import { classifyUpstreamError } from './upstream.ts';
 import type { ProxyMetrics } from './metrics.ts';
@@ -72,7 +72,8 @@ export interface UpgradeSettings {
  * Connects `client` (an upgrade request's socket, with `head` already read past the handshake)
  * to `target`. `handshake` is the complete request head to send, ending in a blank line.
  * `stillCurrent` is asked once the connection is registered: a route withdrawn while we were
- * connecting must not leave a connection behind.
+ * connecting must not leave a connection behind. `observe` is shown every byte the client sends
+ * (a VNC desktop's input watch, rfb-input.ts).
  *
  * The upstream's answer is parsed up to the end of its head. A 101 is passed on byte for byte and
  * the two sockets are relayed from then on. Anything else (a refusal: 400, 403, 426 ...) is an
@@ -88,6 +89,7 @@ export function pipeUpgrade(
   handshake: string,
   html: boolean,
   stillCurrent: () => boolean,
+  observe?: RelayObserver,
 ): void {
   const { metrics, connections } = settings;
   const upstream: net.Socket = target.tls
@@ -192,8 +194,11 @@ export function pipeUpgrade(
 
   // Writes are buffered by the socket until it connects.
   upstream.write(handshake);
-  if (head.length > 0) upstream.write(head);
-  stopClientRelay = relay(client, upstream);
+  if (head.length > 0) {
+    if (observe !== undefined) observe(head, 0, head.length);
+    upstream.write(head);
+  }
+  stopClientRelay = relay(client, upstream, observe);
 
   if (!stillCurrent()) cleanup();
 }

@@ -106,6 +106,7 @@ export class BringUp {
         authorization: credentials.authorization,
         entryQuery: row.entryQuery,
         state: 'running',
+        activity: type.activity,
       };
       await this.routes.publish(id, route, signal);
       if (signal.aborted) throw new Aborted();
