@@ -120,7 +120,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
 
   const onRouteChange = (path: string, before: Route | undefined, after: Route | undefined): void => {
     if (!upstreamChanged(before, after)) return;
-    const closed = connections.close(path);
+    // The browser is told why (RFC 6455 7.4.1: 1001, going away), after the desktop's frame in progress.
+    const closed = connections.close(path, 1001, after === undefined ? 'The desktop is no longer running.' : 'The desktop moved; reconnect.');
     const cut = upstreams.cutRoute(path);
     if (closed > 0 || cut > 0) logger.info({ route: path, closed, cut, withdrawn: after === undefined }, 'closed open connections and cut requests of a changed route');
   };

@@ -22,6 +22,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex, Writable } from 'node:stream';
+import type { FrameCursor } from './ws-frames.ts';
 
 /** A direction gets its own read buffer once it has carried this much (a busy desktop stream). */
 export const OWN_BUFFER_AFTER = 1024 * 1024;
@@ -93,17 +94,51 @@ function readIntoBuffers(socket: Duplex, first: Buffer, onRead: (n: number, into
 /** Sees each chunk a relay carries, before it is written on: `chunk[start .. start + length)`. */
 export type RelayObserver = (chunk: Buffer, start: number, length: number) => void;
 
-/**
- * Relays `from` to `to` until either closes; returns a function that stops relaying. `observe`
- * (the input watch of a VNC desktop) is shown every chunk first.
- */
-export function relay(from: Duplex, to: Writable, observe?: RelayObserver): () => void {
+export interface RelayOptions {
+  /** Shown every chunk first (the input watch of a VNC desktop). */
+  observe?: RelayObserver;
+  /** Follows the WebSocket frames this direction carries, so it can end at a frame boundary. */
+  frames?: FrameCursor;
+}
+
+export interface Relay {
+  /** Stops relaying (the sockets are left to the caller). */
+  stop(): void;
+  /**
+   * Writes `frame` (a close frame) to the destination at the next frame boundary: at once if the
+   * stream is between frames, else right after the frame in progress has been passed on whole.
+   * Then stops relaying and calls `done`. Needs `frames`.
+   */
+  endAtBoundary(frame: Buffer, done: () => void): void;
+}
+
+/** Relays `from` to `to` until either closes. */
+export function relay(from: Duplex, to: Writable, options: RelayOptions = {}): Relay {
+  const { observe, frames } = options;
   let carried = 0;
   let stopped = false;
   let reading = false; // reads go to our buffers (shared, then own), not to 'data' events
   let own: Buffer | null = null;
+  let ending: { frame: Buffer; done: () => void } | null = null;
+  const finish = (): void => {
+    const e = ending!;
+    ending = null;
+    stop();
+    to.write(e.frame);
+    e.done();
+  };
   const forward = (chunk: Buffer): boolean => {
     if (stopped) return true;
+    if (frames !== undefined) {
+      if (ending !== null) {
+        const n = frames.untilBoundary(chunk, 0, chunk.length);
+        if (n !== -1) {
+          if (n > 0) to.write(chunk.subarray(0, n));
+          finish();
+          return true;
+        }
+      } else frames.feed(chunk, 0, chunk.length);
+    }
     if (to.write(chunk)) return true;
     from.pause();
     return false;
@@ -136,7 +171,7 @@ export function relay(from: Duplex, to: Writable, observe?: RelayObserver): () =
     // Switch only between reads with nothing held back: the next read then lands in our buffer.
     // Not before the first chunk: whoever opened the socket may want it as a 'data' event (the
     // upstream's handshake answer).
-    if (!reading && flowing && from.readableLength === 0) reading = readIntoBuffers(from, next(), onRead, next);
+    if (!reading && flowing && from.readableLength === 0 && !stopped) reading = readIntoBuffers(from, next(), onRead, next);
   };
   const onDrain = (): void => {
     if (!stopped) from.resume();
@@ -144,14 +179,23 @@ export function relay(from: Duplex, to: Writable, observe?: RelayObserver): () =
   const onEnd = (): void => {
     if (!stopped) to.end();
   };
-  from.on('data', onData);
-  from.on('end', onEnd);
-  to.on('drain', onDrain);
-  from.resume();
-  return () => {
+  const stop = (): void => {
     stopped = true;
     from.off('data', onData);
     from.off('end', onEnd);
     to.off('drain', onDrain);
+  };
+  from.on('data', onData);
+  from.on('end', onEnd);
+  to.on('drain', onDrain);
+  from.resume();
+  return {
+    stop,
+    endAtBoundary(frame, done) {
+      if (stopped || ending !== null || frames === undefined) return;
+      ending = { frame, done };
+      if (frames.atBoundary()) finish();
+      else from.resume(); // the rest of the frame in progress must come through
+    },
   };
 }

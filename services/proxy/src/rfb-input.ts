@@ -22,6 +22,7 @@
  * from then on every chunk counts as input (a person is never taken for idle by mistake), and
  * `onUntrusted` is told why, once.
  */
+import { headerLength, payloadLength } from './ws-frames.ts';
 
 /** Standard RFB (x11vnc, TigerVNC, noVNC against them) or KasmVNC's (11-byte pointer events, messages 178-188, 252). */
 export type RfbDialect = 'standard' | 'kasmvnc';
@@ -100,7 +101,7 @@ export class RfbInputWatch {
       if (this.payloadLeft === 0) {
         // Frame header: 2 bytes, then what they announce (length bytes, masking key).
         this.head[this.headGot++] = chunk[i++]!;
-        if (this.headGot === 2) this.headNeed = this.announcedHeaderLength();
+        if (this.headGot === 2) this.headNeed = headerLength(this.head);
         if (this.headGot === this.headNeed && !this.frameStarts()) return;
         continue;
       }
@@ -115,11 +116,6 @@ export class RfbInputWatch {
     }
   }
 
-  private announcedHeaderLength(): number {
-    const len7 = this.head[1]! & 0x7f;
-    return 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (this.head[1]! & 0x80 ? 4 : 0);
-  }
-
   /** A complete frame header is in `head`: set up its payload. False when the stream cannot be followed. */
   private frameStarts(): boolean {
     const b0 = this.head[0]!;
@@ -130,17 +126,9 @@ export class RfbInputWatch {
     const opcode = b0 & 0x0f;
     if (opcode >= 3 && opcode <= 7) return this.stop(`a frame with reserved opcode ${opcode}`);
     const len7 = b1 & 0x7f;
-    let at = 2;
-    let length = len7;
-    if (len7 === 126) {
-      length = this.head.readUInt16BE(2);
-      at = 4;
-    } else if (len7 === 127) {
-      const high = this.head.readUInt32BE(2);
-      if (high > 0x1fffff) return this.stop('a frame longer than 2^53 bytes');
-      length = high * 2 ** 32 + this.head.readUInt32BE(6);
-      at = 10;
-    }
+    if (len7 === 127 && this.head.readUInt32BE(2) > 0x1fffff) return this.stop('a frame longer than 2^53 bytes');
+    const length = payloadLength(this.head);
+    const at = len7 === 126 ? 4 : len7 === 127 ? 10 : 2;
     if (b1 & 0x80) this.head.copy(this.mask, 0, at, at + 4);
     else this.mask.fill(0);
     this.maskPos = 0;

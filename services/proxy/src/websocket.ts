@@ -2,11 +2,14 @@
  * WebSocket (and any other upgraded) connections: after the access check the proxy opens a
  * TCP or TLS connection to the upstream, writes the handshake itself (path rewritten,
  * credentials injected, our cookies removed, Origin and Sec-WebSocket-Protocol untouched) and
- * then relays the two raw sockets both ways (relay.ts). Frames are never parsed or re-framed,
- * so backpressure is TCP's own: a slow browser stops the proxy reading from the desktop.
+ * then relays the two raw sockets both ways (relay.ts). Frames are never re-framed or changed,
+ * so backpressure is TCP's own: a slow browser stops the proxy reading from the desktop. Only
+ * their headers are followed from desktop to browser (ws-frames.ts), so the proxy can end a
+ * connection between two frames with a close frame of its own.
  *
  * Open connections are tracked per route so that withdrawing a route (or moving it to another
- * upstream) closes exactly its connections and no others.
+ * upstream) closes exactly its connections and no others, each with 1001 and the reason, after
+ * the desktop's frame in progress (at most 5 s later, else cut).
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -14,7 +17,8 @@ import type { Logger } from '@deskhub/config';
 import { writeRawError } from './errors.ts';
 import { responseHeaderLines } from './headers.ts';
 import { closeParserLater, HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, SKIP_BODY, type Parser } from './http1.ts';
-import { relay, type RelayObserver } from './relay.ts';
+import { relay, type Relay, type RelayObserver } from './relay.ts';
+import { closeFrame, FrameCursor } from './ws-frames.ts';
 import { connectUpstreamTls } from './upstream-tls.ts';
 import { classifyUpstreamError } from './upstream.ts';
 import type { ProxyMetrics } from './metrics.ts';
@@ -22,18 +26,23 @@ import type { UpstreamTarget } from './targets.ts';
 
 /** TCP keep-alive probes find dead peers; there is deliberately no idle timeout (kasm-contract.md). */
 const KEEPALIVE_PROBE_MS = 30_000;
+/** A close at a frame boundary waits at most this long for the desktop to finish its frame in progress. */
+const END_AT_BOUNDARY_MS = 5_000;
+
+/** Ends one piped connection with a close frame (code and reason), at a frame boundary. */
+export type CloseWith = (code: number, reason: string) => void;
 
 /** Open piped connections by target key (route path, "" for the control plane). */
 export class OpenConnections {
-  private readonly byKey = new Map<string, Set<Duplex>>();
+  private readonly byKey = new Map<string, Map<Duplex, CloseWith>>();
 
-  add(key: string, socket: Duplex): void {
+  add(key: string, socket: Duplex, closeWith: CloseWith): void {
     let set = this.byKey.get(key);
     if (set === undefined) {
-      set = new Set();
+      set = new Map();
       this.byKey.set(key, set);
     }
-    set.add(socket);
+    set.set(socket, closeWith);
   }
 
   delete(key: string, socket: Duplex): void {
@@ -47,12 +56,18 @@ export class OpenConnections {
     return this.byKey.get(key)?.size ?? 0;
   }
 
-  /** Destroys every connection of one key; returns how many. */
-  close(key: string): number {
+  /**
+   * Ends every connection of one key; returns how many. With a code, each gets a close frame with
+   * it and `reason` at its next frame boundary (the browser shows why); without, it is cut.
+   */
+  close(key: string, code?: number, reason = ''): number {
     const set = this.byKey.get(key);
     if (set === undefined) return 0;
     this.byKey.delete(key);
-    for (const socket of set) socket.destroy();
+    for (const [socket, closeWith] of set) {
+      if (code === undefined) socket.destroy();
+      else closeWith(code, reason);
+    }
     return set.size;
   }
 
@@ -99,9 +114,28 @@ export function pipeUpgrade(
   let answered = false; // the upstream has sent at least one byte of its answer
   let closed = false;
   let stopClientRelay = (): void => undefined;
+  let toClient: Relay | null = null;
+  const frames = new FrameCursor();
   metrics.openWebSockets++;
   metrics.webSocketsOpened++;
-  connections.add(target.key, client);
+
+  /** The tunnel ends with a close frame after the desktop's frame in progress; before a tunnel, it is cut. */
+  const closeWith = (code: number, reason: string): void => {
+    if (closed) return;
+    if (toClient === null) {
+      cleanup();
+      return;
+    }
+    stopClientRelay();
+    const fallback = setTimeout(cleanup, END_AT_BOUNDARY_MS);
+    toClient.endAtBoundary(closeFrame(code, reason), () => {
+      clearTimeout(fallback);
+      // Closed once the frame is flushed; the upstream goes with it (cleanup on the client's close).
+      if (client instanceof net.Socket) client.destroySoon();
+      else client.end();
+    });
+  };
+  connections.add(target.key, client, closeWith);
 
   const cleanup = (): void => {
     if (closed) return;
@@ -133,9 +167,10 @@ export function pipeUpgrade(
   };
 
   const answer = new UpgradeAnswer(target, client, {
-    tunnel: (received) => {
+    tunnel: (received, headLength) => {
       client.write(received);
-      relay(upstream, client);
+      frames.feed(received, headLength, received.length - headLength);
+      toClient = relay(upstream, client, { frames });
     },
     refused: () => endWithAnswer(() => (client instanceof net.Socket ? client.destroySoon() : client.end())),
     unusable: () => {
@@ -198,14 +233,15 @@ export function pipeUpgrade(
     if (observe !== undefined) observe(head, 0, head.length);
     upstream.write(head);
   }
-  stopClientRelay = relay(client, upstream, observe);
+  const fromClient = relay(client, upstream, { observe });
+  stopClientRelay = fromClient.stop;
 
   if (!stillCurrent()) cleanup();
 }
 
 interface AnswerOutcomes {
-  /** A 101: `received` (its head and whatever followed) goes to the client; the relay takes over. */
-  tunnel(received: Buffer): void;
+  /** A 101: `received` (its head, `headLength` bytes, and whatever followed) goes to the client; the relay takes over. */
+  tunnel(received: Buffer, headLength: number): void;
   /** A refusal was passed on whole. */
   refused(): void;
   /** Not HTTP the proxy can use. */
@@ -281,7 +317,8 @@ class UpgradeAnswer {
     if (this.upgraded) {
       const received = this.received.length === 1 ? (this.received[0] as Buffer) : Buffer.concat(this.received);
       this.close();
-      this.outcomes.tunnel(received);
+      // llhttp stops at the end of a 101's head: what it did not parse of this chunk is tunnel.
+      this.outcomes.tunnel(received, received.length - (chunk.length - ret));
       return true;
     }
     if (this.refusing) this.received.length = 0;
