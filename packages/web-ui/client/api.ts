@@ -37,6 +37,8 @@ export interface Desktop {
   reason?: string | null;
   createdAt?: string | null;
   lastActivityAt?: string | null;
+  /** input: lastActivityAt is the last key press, pointer movement or paste; traffic: the last request. */
+  activity?: 'input' | 'traffic' | null;
 }
 
 export interface Provider {

@@ -116,6 +116,7 @@ for (const choice of databases) {
       t.equal(created.proxyPath, 'alice-web');
       t.equal(created.owner, 'alice');
       t.equal(created.url, 'http://127.0.0.1:8080/desktop/alice-web/');
+      t.equal(created.activity, 'traffic', 'a web app counts traffic as activity');
       aliceWeb = await waitForState(app(), cookie, created.id, ['running', 'failed']);
       t.equal(aliceWeb.state, 'running', aliceWeb.reason ?? '');
       const route = running.replica.table.get('alice-web');
@@ -123,6 +124,7 @@ for (const choice of databases) {
       t.equal(route?.desktopId, created.id);
       t.equal(route?.state, 'running');
       t.match(route?.authorization, /^Basic /, 'the credentials recipe gave the route an Authorization header');
+      t.same(route?.activity, { on: 'traffic' }, 'the route says what its activity is');
       const page = await fetch(`http://${route!.upstream.host}:${route!.upstream.port}/`);
       t.match(await page.text(), /web desktop/, 'the upstream really serves');
 

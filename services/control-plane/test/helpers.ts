@@ -176,6 +176,7 @@ export interface DesktopJson {
   url: string;
   state: string;
   reason: string | null;
+  activity?: 'input' | 'traffic' | null;
 }
 
 /** Waits until the desktop reaches one of `states` (through the API). */

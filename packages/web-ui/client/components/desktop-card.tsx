@@ -90,7 +90,7 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
           <dd title={exact(desktop.createdAt)}>{desktop.createdAt ? ago(desktop.createdAt).replace(/ ago$/, '') : '—'}</dd>
         </div>
         <div>
-          <dt>Last activity</dt>
+          <dt>{desktop.activity === 'input' ? 'Last input' : 'Last activity'}</dt>
           <dd title={exact(desktop.lastActivityAt)}>{ago(desktop.lastActivityAt)}</dd>
         </div>
         <div class="wide">

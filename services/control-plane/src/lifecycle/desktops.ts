@@ -50,7 +50,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     // One listener per open event stream (the UI follows each launching desktop).
     this.setMaxListeners(0);
     const logger = (this.logger = options.logger.child({ component: 'lifecycle' }));
-    this.views = new DesktopViews(options.db, options.publicUrl);
+    this.views = new DesktopViews(options.db, options.publicUrl, options.catalog);
     this.journal = new DesktopJournal(options.db, logger, this);
     this.routes = new DesktopRoutes(options, this.journal, logger);
     this.admission = new Admission(options, this.journal);

@@ -6,6 +6,7 @@ import { and, asc, eq, gt } from 'drizzle-orm';
 import type { Database } from '../db/client.ts';
 import { desktopEvents, desktops, users, type DesktopState } from '../db/schema.ts';
 import { notFound } from '../errors.ts';
+import type { Catalog } from '../catalog.ts';
 
 export interface DesktopView {
   id: string;
@@ -21,6 +22,8 @@ export interface DesktopView {
   updatedAt: string;
   readyAt: string | null;
   lastActivityAt: string | null;
+  /** What lastActivityAt counts: input (VNC desktops) or traffic (web apps); null for a type no longer in the catalog. */
+  activity: 'input' | 'traffic' | null;
 }
 
 export interface DesktopEventView {
@@ -61,6 +64,7 @@ export class DesktopViews {
   constructor(
     private readonly db: Database,
     private readonly publicUrl: string,
+    private readonly catalog: Catalog,
   ) {}
 
   view(row: DesktopRow, ownerName: string): DesktopView {
@@ -79,6 +83,7 @@ export class DesktopViews {
       updatedAt: row.updatedAt.toISOString(),
       readyAt: row.readyAt?.toISOString() ?? null,
       lastActivityAt: row.lastActivityAt?.toISOString() ?? null,
+      activity: this.catalog.get(row.type)?.activity.on ?? null,
     };
   }
 

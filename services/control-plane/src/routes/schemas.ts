@@ -36,7 +36,8 @@ export const DesktopSchema = Type.Object(
     createdAt: Type.String({ format: 'date-time' }),
     updatedAt: Type.String({ format: 'date-time' }),
     readyAt: Nullable(Type.String({ format: 'date-time' })),
-    lastActivityAt: Nullable(Type.String({ format: 'date-time' })),
+    lastActivityAt: Nullable(Type.String({ format: 'date-time', description: 'the last input (activity input) or request (activity traffic) seen by any proxy' })),
+    activity: Nullable(Type.Union([Type.Literal('input'), Type.Literal('traffic')], { description: "what lastActivityAt counts, from the type's catalog entry" })),
   },
   { $id: 'Desktop' },
 );
