@@ -13,8 +13,8 @@
  * byte or several may share one frame.
  *
  * Input: KeyEvent and QEMU extended key events with the down flag (a key-up is not: Kasm's client
- * sends a key-up of keysym 1 every 5 s as a keep-alive), a PointerEvent that moves, presses or
- * scrolls, ClientCutText, KasmVNC's BinaryClipboard, UnixRelay and DirectMouseEvent. Not input:
+ * sends a key-up of keysym 1 every 5 s as a keep-alive), a PointerEvent that moves (after the
+ * connection's first, which only says where the pointer is), presses or scrolls, ClientCutText, KasmVNC's BinaryClipboard, UnixRelay and DirectMouseEvent. Not input:
  * pixel formats, encodings, update requests, continuous updates, fences, stats, KeepAlive.
  *
  * Anything it cannot follow (an unknown message type, RFB 3.3, another security type, a
@@ -286,7 +286,12 @@ export class RfbInputWatch {
     this.stop(`RFB message type ${type} (${this.dialect} dialect)`);
   }
 
-  /** A pointer event is input when it moves, changes a button or scrolls. */
+  /**
+   * A pointer event is input when it moves, changes a button or scrolls. The connection's first
+   * one only sets where the pointer is: browsers send a move without a person whenever the page's
+   * layout changes under a still mouse (Chromium's synthetic mousemove), and a person moving the
+   * mouse sends many.
+   */
   private pointer(): void {
     const b = this.buf;
     const kasm = this.dialect === 'kasmvnc';
@@ -294,7 +299,8 @@ export class RfbInputWatch {
     const x = kasm ? b.readUInt16BE(2) : b.readUInt16BE(1);
     const y = kasm ? b.readUInt16BE(4) : b.readUInt16BE(3);
     const scrolled = kasm && (b.readInt16BE(6) !== 0 || b.readInt16BE(8) !== 0);
-    if (mask !== this.lastMask || x !== this.lastX || y !== this.lastY || scrolled) this.input();
+    const moved = this.lastX !== -1 && (x !== this.lastX || y !== this.lastY);
+    if (mask !== this.lastMask || moved || scrolled) this.input();
     this.lastMask = mask;
     this.lastX = x;
     this.lastY = y;

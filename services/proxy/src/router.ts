@@ -277,7 +277,7 @@ export class Router implements FrontHandlers {
     const logger = this.logger;
     const watch = new RfbInputWatch(dialect, {
       onInput: () => subscriber.recordActivity(routePath),
-      onUntrusted: (why) => logger.info({ route: routePath, dialect, why }, 'input watch cannot follow this RFB stream: the rest of the connection counts as input'),
+      onUntrusted: (why) => logger.warn({ route: routePath, dialect, why }, 'input watch cannot follow this RFB stream: the rest of the connection counts as input'),
     });
     return (chunk, start, length) => watch.feed(chunk, start, length);
   }

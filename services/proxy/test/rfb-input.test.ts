@@ -45,10 +45,11 @@ function session(dialect: RfbDialect): Stream {
     [pixelFormat(), false],
     [setEncodings(12), false],
     [updateRequest(), false],
-    [pointer(dialect, 0, 10, 20), true], // first position
+    [pointer(dialect, 0, 10, 20), false], // the first only says where the pointer is (a browser sends one when the layout changes)
     [pointer(dialect, 0, 10, 20), false], // the same again: no movement
-    [pointer(dialect, 1, 10, 20), true], // button down
-    [pointer(dialect, 0, 10, 20), true], // button up
+    [pointer(dialect, 0, 12, 20), true], // moved
+    [pointer(dialect, 1, 12, 20), true], // button down
+    [pointer(dialect, 0, 12, 20), true], // button up
     [key(false, 1), false], // Kasm's keep-alive: key-up of keysym 1
     [updateRequest(), false],
     [key(true, 0x61), true],
