@@ -100,6 +100,17 @@ function parseActivity(value: unknown, field: string): RouteActivity | undefined
   return Object.keys(a).length === 2 ? (a as RouteActivity) : { on: 'input', rfb: a.rfb };
 }
 
+/** The longest reason a close frame carries: 125 bytes of payload less the 2-byte code (RFC 6455 5.5.1). */
+const DISCONNECTED_MAX_BYTES = 123;
+
+function parseDisconnected(value: unknown, field: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value, 'utf8') > DISCONNECTED_MAX_BYTES) {
+    throw new RouteMessageError(field, `expected a non-empty reason of at most ${DISCONNECTED_MAX_BYTES} bytes of UTF-8, got ${describe(value)}`);
+  }
+  return value;
+}
+
 function routeFrom(value: unknown, field: string): Route {
   const r = record(value, field);
   const sharedWith = r.sharedWith;
@@ -124,11 +135,14 @@ function routeFrom(value: unknown, field: string): Route {
   const upstream = parseUpstream(r.upstream, `${field}.upstream`);
   const stripPrefix = flag(r.stripPrefix, `${field}.stripPrefix`);
   const activity = parseActivity(r.activity, `${field}.activity`);
+  const disconnected = parseDisconnected(r.disconnected, `${field}.disconnected`);
   // A 100,000-route snapshot costs mostly allocation: every known field is present and checked
   // now, so an object with exactly that many keys holds nothing else and is kept as it is.
-  if (upstream === r.upstream && activity === r.activity && Object.keys(r).length === ROUTE_FIELDS + (activity === undefined ? 0 : 1)) return r as unknown as Route;
+  const fields = ROUTE_FIELDS + (activity === undefined ? 0 : 1) + (disconnected === undefined ? 0 : 1);
+  if (upstream === r.upstream && activity === r.activity && Object.keys(r).length === fields) return r as unknown as Route;
   const route: Route = { path, desktopId, owner, sharedWith: [...(sharedWith as string[])], upstream, stripPrefix, authorization, entryQuery, state: r.state as RouteState };
   if (activity !== undefined) route.activity = activity;
+  if (disconnected !== undefined) route.disconnected = disconnected;
   return route;
 }
 
@@ -160,7 +174,8 @@ export function sameRoute(a: Route, b: Route): boolean {
     a.authorization !== b.authorization || a.entryQuery !== b.entryQuery || a.state !== b.state ||
     a.upstream.scheme !== b.upstream.scheme || a.upstream.host !== b.upstream.host ||
     a.upstream.port !== b.upstream.port || a.upstream.verifyTls !== b.upstream.verifyTls ||
-    a.sharedWith.length !== b.sharedWith.length || activityKey(a.activity) !== activityKey(b.activity)
+    a.sharedWith.length !== b.sharedWith.length || activityKey(a.activity) !== activityKey(b.activity) ||
+    a.disconnected !== b.disconnected
   ) {
     return false;
   }

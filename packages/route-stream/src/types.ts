@@ -38,6 +38,15 @@ export interface Route {
   state: RouteState;
   /** Absent (routes published before it existed): traffic. */
   activity?: RouteActivity;
+  /**
+   * Present: the desktop's stream is held disconnected (idle disconnect), and this is the reason
+   * shown to the user, e.g. "Disconnected after 30 minutes without input". The proxy closes the
+   * route's open WebSockets with close code 4000 and this reason, and refuses its WebSocket
+   * upgrades (409) until a route without it arrives; plain HTTP requests pass as usual. Non-empty,
+   * at most 123 bytes of UTF-8 (what a close frame's reason can carry, RFC 6455 5.5.1).
+   * Absent (and in routes published before it existed): streams allowed.
+   */
+  disconnected?: string;
 }
 
 export interface Snapshot {
@@ -53,7 +62,10 @@ export type RouteChange =
   | { version: number; op: 'put'; route: Route }
   | { version: number; op: 'delete'; path: string };
 
-/** Per-route last activity, epoch milliseconds. */
+/**
+ * Per-route time, epoch milliseconds: the last activity (what a person did), or the last presence
+ * (when someone was last connected: a request, or a WebSocket open at a flush).
+ */
 export type ActivityMap = Map<string, number>;
 
 export interface ReplicaStatus {

@@ -1,6 +1,7 @@
 /** The route-stream message schema: what enters a proxy is checked, and the error says what is wrong. */
 import t from 'tap';
 import { RouteMessageError, parseRoute, parseRouteChange } from '../src/index.ts';
+import { sameRoute } from '../src/schema.ts';
 import { route } from './helpers.ts';
 
 t.test('a valid route and change parse, from objects and from JSON text', async (t) => {
@@ -23,6 +24,34 @@ t.test('activity: absent (older publishers), traffic, or input in a dialect; unk
   t.throws(() => parseRoute({ ...r, activity: { on: 'idle' } }), /^route\.activity\.on: expected "traffic" or "input", got "idle"/);
   t.throws(() => parseRoute({ ...r, activity: { on: 'input' } }), /^route\.activity\.rfb: expected "standard" or "kasmvnc"/);
   t.throws(() => parseRoute({ ...r, activity: 'input' }), /^route\.activity: expected an object/);
+});
+
+t.test('disconnected: absent (streams allowed), or the reason; at most 123 bytes of UTF-8, as a close frame carries', async (t) => {
+  const r = route('a');
+  t.notOk('disconnected' in parseRoute(r), 'absent stays absent: older routes stay valid');
+  const held = { ...r, disconnected: 'Disconnected after 30 minutes without input' };
+  t.equal(parseRoute(held), held, 'a route with exactly its fields is kept as it is');
+  t.equal(parseRoute(JSON.stringify(held)).disconnected, held.disconnected, 'from JSON text');
+  const both = { ...held, activity: { on: 'input', rfb: 'kasmvnc' } as const };
+  t.equal(parseRoute(both), both, 'beside activity, still kept as it is');
+  t.same(parseRoute({ ...held, extra: 1 }), held, 'an unknown field beside it dropped, the reason kept');
+  t.equal(parseRoute({ ...r, disconnected: 'x'.repeat(123) }).disconnected?.length, 123, '123 bytes: accepted');
+  t.equal(parseRoute({ ...r, disconnected: 'é'.repeat(61) + 'x' }).disconnected?.length, 62, '61 two-byte characters and one more byte: 123 bytes, accepted');
+  t.throws(() => parseRoute({ ...r, disconnected: 'x'.repeat(124) }), /^route\.disconnected: expected a non-empty reason of at most 123 bytes of UTF-8, got a string of 124 characters/);
+  t.throws(() => parseRoute({ ...r, disconnected: 'é'.repeat(62) }), /^route\.disconnected: expected a non-empty reason of at most 123 bytes/, '62 characters but 124 bytes: refused');
+  t.throws(() => parseRoute({ ...r, disconnected: '' }), /^route\.disconnected: expected a non-empty reason/);
+  t.throws(() => parseRoute({ ...r, disconnected: true }), /^route\.disconnected: .* got true/);
+  t.throws(() => parseRoute({ ...r, disconnected: null }), /^route\.disconnected: .* got null/);
+  t.throws(() => parseRouteChange({ version: 2, op: 'put', route: { ...r, disconnected: 5 } }), /^change\.route\.disconnected: /);
+});
+
+t.test('sameRoute: a route held disconnected differs from the same route without, or with another reason', async (t) => {
+  const r = route('a');
+  t.ok(sameRoute(r, { ...r }));
+  t.notOk(sameRoute(r, { ...r, disconnected: 'Disconnected after 30 minutes without input' }), 'set against absent');
+  t.notOk(sameRoute({ ...r, disconnected: 'a' }, r), 'absent against set');
+  t.notOk(sameRoute({ ...r, disconnected: 'a' }, { ...r, disconnected: 'b' }), 'another reason');
+  t.ok(sameRoute({ ...r, disconnected: 'a' }, { ...r, disconnected: 'a' }), 'the same reason');
 });
 
 t.test('unknown fields are dropped, not passed on', async (t) => {
