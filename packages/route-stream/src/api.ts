@@ -31,13 +31,26 @@ export interface RouteSubscriber {
   off<E extends keyof SubscriberEvents>(event: E, listener: SubscriberEvents[E]): this;
   /** Records activity on a route in memory; flushed in batches every few seconds. No I/O here. */
   recordActivity(path: string, at?: number): void;
+  /**
+   * Records that someone is connected to a route (a request reached it) in memory; flushed with
+   * the activity. No I/O here.
+   */
+  recordPresence(path: string, at?: number): void;
+  /**
+   * Sets (null: clears) what lists the routes someone is connected to right now, as the
+   * `connectedPaths` option does: called at each flush, each path it yields gets presence = now.
+   */
+  setConnectedPaths(source: (() => Iterable<string>) | null): void;
   /** Name this replica announces itself under (see RoutePublisher.replicas). */
   readonly replicaId: string;
   /** Resolves true once the table is ready and holds `version` or newer; false after `timeoutMs` or on close. */
   waitForVersion(version: number, timeoutMs: number): Promise<boolean>;
-  /** Writes the recorded activity now, in one batch (it is also written every few seconds). */
+  /**
+   * Writes the recorded activity and presence now, in one batch with one round trip (also done
+   * every few seconds), after marking the connected routes present.
+   */
   flushActivity(): Promise<void>;
-  /** Stops timers, flushes activity, withdraws the replica announcement, closes connections. */
+  /** Stops timers, flushes activity and presence, withdraws the replica announcement, closes connections. */
   close(): Promise<void>;
 }
 
@@ -58,6 +71,11 @@ export interface RoutePublisher {
   waitForReplicas(version: number, timeoutMs: number): Promise<{ ok: boolean; lagging: ReplicaStatus[] }>;
   /** Latest activity per route as seen by any replica (merged). */
   readActivity(): Promise<ActivityMap>;
+  /**
+   * Latest presence per route as seen by any replica (merged): the last request, or the last
+   * flush at which a WebSocket of the route was open. A route never connected to is absent.
+   */
+  readPresence(): Promise<ActivityMap>;
   /** Called when a proxy asks for a full republish (it found the store behind its own table). */
   onResyncRequest(listener: () => void): void;
   close(): Promise<void>;

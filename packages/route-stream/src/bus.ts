@@ -9,6 +9,15 @@
  */
 import type { ActivityMap, ReplicaStatus } from './types.ts';
 
+/**
+ * The per-route time maps the subscribers merge into the store, latest wins: `activity` (what a
+ * person did) and `presence` (someone connected: a request, or a WebSocket open at a flush).
+ */
+export type TimeMap = 'activity' | 'presence';
+export const TIME_MAPS: readonly TimeMap[] = ['activity', 'presence'];
+/** Entries to merge, per map; a map left out or empty is not touched. */
+export type TimesBatch = Partial<Record<TimeMap, Array<[path: string, at: number]>>>;
+
 /** Outcome of applying one change to the stored snapshot. */
 export type ApplyResult =
   /** stored version was change.version - 1: snapshot updated and change published */
@@ -71,9 +80,13 @@ export interface RouteBus {
   withdraw(replicaId: string): Promise<void>;
   /** Replicas whose announcement has not expired. */
   listReplicas(): Promise<ReplicaStatus[]>;
-  /** Keeps, per path, the later of the stored and the given time. One round trip for the batch. */
-  mergeActivity(entries: Array<[path: string, at: number]>): Promise<void>;
-  readActivity(): Promise<ActivityMap>;
+  /**
+   * Keeps, per map and path, the later of the stored and the given time. One round trip for the
+   * whole batch, every map in it. A route's times go with its delete (applyChange).
+   */
+  mergeTimes(batch: TimesBatch): Promise<void>;
+  /** One per-route time map as stored (the latest any replica flushed). */
+  readTimes(map: TimeMap): Promise<ActivityMap>;
   close(): Promise<void>;
 }
 

@@ -94,7 +94,11 @@ export class StreamPublisher implements RoutePublisher {
   }
 
   readActivity(): Promise<ActivityMap> {
-    return this.bus.readActivity();
+    return this.bus.readTimes('activity');
+  }
+
+  readPresence(): Promise<ActivityMap> {
+    return this.bus.readTimes('presence');
   }
 
   onResyncRequest(listener: () => void): void {

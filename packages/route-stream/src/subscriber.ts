@@ -23,8 +23,15 @@ export interface SubscriberOptions {
   replicaId?: string;
   /** How often to compare the stored version with ours, in ms (default 5000). */
   checkIntervalMs?: number;
-  /** How often recorded activity is written to the store, in ms (default 5000). */
+  /** How often recorded activity and presence are written to the store, in ms (default 5000). */
   activityFlushMs?: number;
+  /**
+   * Routes someone is connected to right now (the proxy: routes with an open WebSocket). Called at
+   * each flush; every path it yields gets presence = now, so an open connection keeps its desktop
+   * "connected" at flush granularity even while no byte moves. Also settable later
+   * (`setConnectedPaths`), for a subscriber made before its proxy.
+   */
+  connectedPaths?: () => Iterable<string>;
   /** How long an announcement lives without refresh, in ms (default 15000); refreshed every third of it. */
   announceTtlMs?: number;
 }
@@ -70,7 +77,10 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
   private storeBehind = false;
   private readonly timers = new Set<NodeJS.Timeout>();
   private announcePending = false;
+  /** Recorded since the last flush, per route: the latest activity and the latest presence. */
   private activity = new Map<string, number>();
+  private presence = new Map<string, number>();
+  private connectedPaths: (() => Iterable<string>) | null;
   private readonly versionWaiters = new Set<{ version: number; resolve: (ok: boolean) => void }>();
 
   constructor(
@@ -87,6 +97,7 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
     this.checkIntervalMs = positive(options.checkIntervalMs, 5000, 'checkIntervalMs');
     this.activityFlushMs = positive(options.activityFlushMs, 5000, 'activityFlushMs');
     this.announceTtlMs = positive(options.announceTtlMs, 15000, 'announceTtlMs');
+    this.connectedPaths = options.connectedPaths ?? null;
     this.log = logger.child({ replica: this.replicaId });
   }
 
@@ -153,22 +164,49 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
   }
 
   recordActivity(path: string, at: number = Date.now()): void {
-    // Only routes we serve: a flood of unknown paths must not grow this map or the store.
-    if (!this.table.routes.has(path)) return;
-    const seen = this.activity.get(path);
-    if (seen === undefined || seen < at) this.activity.set(path, at);
+    this.keepLatest(this.activity, path, at);
   }
 
-  /** Writes the recorded activity to the store in one batch (also done every activityFlushMs). */
+  recordPresence(path: string, at: number = Date.now()): void {
+    this.keepLatest(this.presence, path, at);
+  }
+
+  setConnectedPaths(source: (() => Iterable<string>) | null): void {
+    this.connectedPaths = source;
+  }
+
+  private keepLatest(times: Map<string, number>, path: string, at: number): void {
+    // Only routes we serve: a flood of unknown paths must not grow this map or the store.
+    if (!this.table.routes.has(path)) return;
+    const seen = times.get(path);
+    if (seen === undefined || seen < at) times.set(path, at);
+  }
+
+  /**
+   * Writes the recorded activity and presence to the store in one batch (also done every
+   * activityFlushMs), after marking every connected path present now.
+   */
   async flushActivity(): Promise<void> {
-    if (this.activity.size === 0) return;
-    const batch = this.activity;
+    const connected = this.connectedPaths;
+    if (connected !== null) {
+      const now = Date.now();
+      try {
+        for (const path of connected()) this.recordPresence(path, now);
+      } catch (err) {
+        this.log.warn({ err: errorText(err) }, 'listing connected routes failed; their presence waits for the next flush');
+      }
+    }
+    if (this.activity.size === 0 && this.presence.size === 0) return;
+    const activity = this.activity;
+    const presence = this.presence;
     this.activity = new Map();
+    this.presence = new Map();
     try {
-      await this.bus.mergeActivity([...batch]);
+      await this.bus.mergeTimes({ activity: [...activity], presence: [...presence] });
     } catch (err) {
-      // Keep it for the next flush; later activity recorded meanwhile wins.
-      for (const [path, at] of batch) this.recordActivity(path, at);
+      // Keep it for the next flush; later times recorded meanwhile win.
+      for (const [path, at] of activity) this.recordActivity(path, at);
+      for (const [path, at] of presence) this.recordPresence(path, at);
       this.log.warn({ err: errorText(err) }, 'route activity flush failed; will retry');
     }
   }

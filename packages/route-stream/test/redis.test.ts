@@ -52,7 +52,7 @@ routeStreamSuite(t, 'redis', async (log) => {
       await m.set(k.version, String(version)).exec();
     },
     loseData: async () => {
-      await raw.del(k.routes, k.version, k.activity, k.replicas);
+      await raw.del(k.routes, k.version, k.times.activity, k.times.presence, k.replicas);
     },
     dropSubscriptions: async () => {
       await raw.client('KILL', 'TYPE', 'pubsub');

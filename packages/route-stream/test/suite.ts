@@ -322,32 +322,107 @@ export function routeStreamSuite(tap: typeof tapRoot, transport: string, make: M
     t.same((await publisher.replicas()).map((r) => r.id), ['replica-one'], 'a closed replica withdraws');
   });
 
-  tap.test(`${transport}: activity is kept in memory, flushed in batches and merged across replicas`, async (t) => {
+  // Activity and presence are two maps kept by one mechanism: the same semantics for each.
+  const timeMaps = [
+    { map: 'activity', record: (s: RouteSubscriber, path: string, at: number) => s.recordActivity(path, at), read: (p: RoutePublisher) => p.readActivity() },
+    { map: 'presence', record: (s: RouteSubscriber, path: string, at: number) => s.recordPresence(path, at), read: (p: RoutePublisher) => p.readPresence() },
+  ];
+  for (const { map, record, read } of timeMaps) {
+    tap.test(`${transport}: ${map} is kept in memory, flushed in batches and merged across replicas`, async (t) => {
+      const h = await setup(t);
+      const publisher = h.stream.publisher();
+      await publisher.republish({ version: 1, routes: [route('a'), route('b'), route('c')] });
+      const one = await readySubscriber(h.stream, { activityFlushMs: 60_000 });
+      const two = await readySubscriber(h.replicaStream(), { activityFlushMs: 60_000 });
+      record(one, 'a', 1000);
+      record(two, 'a', 2000);
+      record(one, 'b', 5000);
+      record(one, 'b', 4000); // older than what this replica already saw
+      record(two, 'b', 3000);
+      record(one, 'nope', 9000); // not a route: ignored
+      t.same(await read(publisher), new Map(), 'nothing written per request');
+      await Promise.all([one.flushActivity(), two.flushActivity()]);
+      t.same(await read(publisher), new Map([['a', 2000], ['b', 5000]]), 'latest seen by any replica');
+
+      record(one, 'a', 1500);
+      await one.flushActivity();
+      t.equal((await read(publisher)).get('a'), 2000, 'an older flush never lowers the value');
+
+      await publisher.publish({ version: 2, op: 'delete', path: 'a' });
+      t.equal((await read(publisher)).has('a'), false, `a deleted route drops its ${map}`);
+
+      const timed = await readySubscriber(h.replicaStream(), { activityFlushMs: 30 });
+      record(timed, 'c', 7000);
+      t.ok(await eventually(async () => (await read(publisher)).get('c') === 7000), 'flushed on its own timer');
+    });
+  }
+
+  tap.test(`${transport}: activity and presence are apart, and one flush writes both in one call`, async (t) => {
     const h = await setup(t);
     const publisher = h.stream.publisher();
     await publisher.republish({ version: 1, routes: [route('a'), route('b'), route('c')] });
-    const one = await readySubscriber(h.stream, { activityFlushMs: 60_000 });
-    const two = await readySubscriber(h.replicaStream(), { activityFlushMs: 60_000 });
-    one.recordActivity('a', 1000);
-    two.recordActivity('a', 2000);
-    one.recordActivity('b', 5000);
-    one.recordActivity('b', 4000); // older than what this replica already saw
-    two.recordActivity('b', 3000);
-    one.recordActivity('nope', 9000); // not a route: ignored
-    t.same(await publisher.readActivity(), new Map(), 'nothing written per request');
-    await Promise.all([one.flushActivity(), two.flushActivity()]);
-    t.same(await publisher.readActivity(), new Map([['a', 2000], ['b', 5000]]), 'latest seen by any replica');
+    const merges: unknown[] = [];
+    const merge = h.bus.mergeTimes.bind(h.bus);
+    h.bus.mergeTimes = (batch) => {
+      merges.push(batch);
+      return merge(batch);
+    };
+    const sub = await readySubscriber(h.stream, { activityFlushMs: 60_000 });
+    sub.recordPresence('a', 1000);
+    sub.recordPresence('b', 5000);
+    sub.recordActivity('c', 6000);
+    await sub.flushActivity();
+    t.same(merges, [{ activity: [['c', 6000]], presence: [['a', 1000], ['b', 5000]] }], 'activity and presence go to the store in one call');
+    t.same(await publisher.readPresence(), new Map([['a', 1000], ['b', 5000]]), 'presence is not activity');
+    t.same(await publisher.readActivity(), new Map([['c', 6000]]), 'activity is not presence');
+    await sub.flushActivity();
+    t.equal(merges.length, 1, 'nothing recorded since: no call at all');
+  });
 
-    one.recordActivity('a', 1500);
-    await one.flushActivity();
-    t.equal((await publisher.readActivity()).get('a'), 2000, 'an older flush never lowers the value');
+  tap.test(`${transport}: the connected routes are marked present at every flush, with no request`, async (t) => {
+    const h = await setup(t);
+    const publisher = h.stream.publisher();
+    await publisher.republish({ version: 1, routes: [route('a'), route('b'), route('c')] });
+    let connected: string[] = ['a', 'nope', 'b'];
+    let asked = 0;
+    const sub = await readySubscriber(h.stream, {
+      activityFlushMs: 60_000,
+      connectedPaths: () => {
+        asked++;
+        return connected;
+      },
+    });
+    t.equal(asked, 0, 'not asked before a flush');
+    const t0 = Date.now();
+    await sub.flushActivity();
+    const first = await publisher.readPresence();
+    t.same([...first.keys()].sort(), ['a', 'b'], 'every connected route, and only routes');
+    t.ok(first.get('a')! >= t0 && first.get('a')! <= Date.now(), 'present now');
+    t.same(await publisher.readActivity(), new Map(), 'being connected is not activity');
 
-    await publisher.publish({ version: 2, op: 'delete', path: 'a' });
-    t.equal((await publisher.readActivity()).has('a'), false, 'a deleted route drops its activity');
+    connected = ['b'];
+    await new Promise((r) => setTimeout(r, 5));
+    await sub.flushActivity();
+    const second = await publisher.readPresence();
+    t.equal(second.get('a'), first.get('a'), 'no longer connected: its presence stays where it was');
+    t.ok(second.get('b')! > first.get('b')!, 'still connected: moved on at the next flush');
 
-    const timed = await readySubscriber(h.replicaStream(), { activityFlushMs: 30 });
-    timed.recordActivity('c', 7000);
-    t.ok(await eventually(async () => (await publisher.readActivity()).get('c') === 7000), 'flushed on its own timer');
+    sub.setConnectedPaths(() => {
+      throw new Error('registry bug');
+    });
+    sub.recordPresence('c', 1234);
+    await sub.flushActivity();
+    t.equal((await publisher.readPresence()).get('c'), 1234, 'a throwing source does not stop the flush');
+    t.equal(h.log.find('listing connected routes failed').length, 1, 'and is logged');
+
+    sub.setConnectedPaths(() => ['c']);
+    const t1 = Date.now();
+    await sub.close();
+    t.ok((await publisher.readPresence()).get('c')! >= t1, 'set later (the proxy does): asked at the flush on close too');
+
+    const timed = await readySubscriber(h.replicaStream(), { activityFlushMs: 30, connectedPaths: () => ['a'] });
+    t.ok(await eventually(async () => ((await publisher.readPresence()).get('a') ?? 0) > second.get('a')!), 'asked on its own timer');
+    await timed.close();
   });
 
   tap.test(`${transport}: a throwing listener neither breaks the table nor the stream`, async (t) => {
@@ -382,9 +457,11 @@ export function routeStreamSuite(tap: typeof tapRoot, transport: string, make: M
     await publisher.republish({ version: 1, routes: [route('a')] });
     const sub = await readySubscriber(h.stream, { checkIntervalMs: 20, activityFlushMs: 20, announceTtlMs: 60 });
     sub.recordActivity('a', 1234);
+    sub.recordPresence('a', 2345);
     await sub.close();
     await sub.close();
     t.equal((await publisher.readActivity()).get('a'), 1234, 'last activity flushed on close');
+    t.equal((await publisher.readPresence()).get('a'), 2345, 'and last presence');
     t.same(await publisher.replicas(), [], 'announcement withdrawn');
     t.equal(await sub.waitForVersion(5, 10), false);
     await h.stream.close();

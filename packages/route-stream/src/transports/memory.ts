@@ -3,7 +3,7 @@
  * Redis transport: messages are delivered asynchronously and in order (setImmediate, like a socket
  * read), announcements expire, and the snapshot is stored as JSON text.
  */
-import type { ApplyResult, BusHandlers, BusSubscription, Channel, ControlMessage, RouteBus, StoredSnapshot } from '../bus.ts';
+import { TIME_MAPS, type ApplyResult, type BusHandlers, type BusSubscription, type Channel, type ControlMessage, type RouteBus, type StoredSnapshot, type TimeMap, type TimesBatch } from '../bus.ts';
 import type { ActivityMap, ReplicaStatus } from '../types.ts';
 
 interface Listener {
@@ -16,7 +16,7 @@ export class MemoryRouteBus implements RouteBus {
   private version: number | null = null;
   private routes = new Map<string, string>();
   private readonly replicas = new Map<string, { status: ReplicaStatus; expiresAt: number }>();
-  private readonly activity = new Map<string, number>();
+  private readonly times: Record<TimeMap, ActivityMap> = { activity: new Map(), presence: new Map() };
   private readonly listeners = new Set<Listener>();
   private closed = false;
 
@@ -27,7 +27,7 @@ export class MemoryRouteBus implements RouteBus {
     if (stored !== version - 1) return 'behind';
     if (routeJson === null) {
       this.routes.delete(path);
-      this.activity.delete(path);
+      for (const map of TIME_MAPS) this.times[map].delete(path);
     } else {
       this.routes.set(path, routeJson);
     }
@@ -92,17 +92,20 @@ export class MemoryRouteBus implements RouteBus {
     return live;
   }
 
-  async mergeActivity(entries: Array<[string, number]>): Promise<void> {
+  async mergeTimes(batch: TimesBatch): Promise<void> {
     this.assertOpen();
-    for (const [path, at] of entries) {
-      const seen = this.activity.get(path);
-      if (seen === undefined || seen < at) this.activity.set(path, at);
+    for (const map of TIME_MAPS) {
+      const stored = this.times[map];
+      for (const [path, at] of batch[map] ?? []) {
+        const seen = stored.get(path);
+        if (seen === undefined || seen < at) stored.set(path, at);
+      }
     }
   }
 
-  async readActivity(): Promise<ActivityMap> {
+  async readTimes(map: TimeMap): Promise<ActivityMap> {
     this.assertOpen();
-    return new Map(this.activity);
+    return new Map(this.times[map]);
   }
 
   async close(): Promise<void> {
@@ -127,7 +130,7 @@ export class MemoryRouteBus implements RouteBus {
     this.version = null;
     this.routes = new Map();
     this.replicas.clear();
-    this.activity.clear();
+    for (const map of TIME_MAPS) this.times[map].clear();
   }
 
   /** Test hook: every subscription sees a reconnect. */

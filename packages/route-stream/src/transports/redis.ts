@@ -7,13 +7,14 @@
  *   p+acks             channel of replica announcements, so a waiting publisher wakes at once
  *   p+replica:<id>     string {id, version, at} with a TTL (one per live replica)
  *   p+replicas         set of announced ids (index of the keys above; expired ones are pruned)
- *   p+activity         hash  path -> epoch ms, merged with max
+ *   p+activity         hash  path -> epoch ms, merged with max (last activity)
+ *   p+presence         hash  path -> epoch ms, merged with max (last time someone was connected)
  * Every write that must be atomic is one Lua script; the snapshot is read in one MULTI.
  */
 import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '@deskhub/config';
-import { parseReplicaStatus, type ApplyResult, type BusHandlers, type BusSubscription, type Channel, type ControlMessage, type RouteBus, type StoredSnapshot } from '../bus.ts';
+import { parseReplicaStatus, TIME_MAPS, type ApplyResult, type BusHandlers, type BusSubscription, type Channel, type ControlMessage, type RouteBus, type StoredSnapshot, type TimeMap, type TimesBatch } from '../bus.ts';
 import type { ActivityMap, ReplicaStatus } from '../types.ts';
 
 /** Stores or deletes one route, sets the version and publishes, only if the store holds version - 1. */
@@ -27,6 +28,7 @@ if ARGV[4] == '1' then
 else
   redis.call('HDEL', KEYS[1], ARGV[2])
   redis.call('HDEL', KEYS[3], ARGV[2])
+  redis.call('HDEL', KEYS[4], ARGV[2])
 end
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[6], ARGV[5])
@@ -77,11 +79,21 @@ for _, id in ipairs(ids) do
 end
 return out`;
 
-const MERGE_ACTIVITY = `
-for i = 1, #ARGV, 2 do
-  local seen = redis.call('HGET', KEYS[1], ARGV[i])
-  if not seen or tonumber(seen) < tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+/**
+ * Keeps, per time map (one hash per key) and path, the later of the stored and the given time.
+ * ARGV, for each key in turn: the number of entries n, then n pairs path, epoch ms.
+ */
+const MERGE_TIMES = `
+local i = 1
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n do
+    local seen = redis.call('HGET', KEYS[k], ARGV[i])
+    if not seen or tonumber(seen) < tonumber(ARGV[i + 1]) then
+      redis.call('HSET', KEYS[k], ARGV[i], ARGV[i + 1])
+    end
+    i = i + 2
   end
 end
 return 1`;
@@ -91,11 +103,11 @@ const STAGE_CHUNK = 2000;
 const STAGING_TTL_MS = 120_000;
 
 interface Scripts {
-  applyChange(routes: string, version: string, activity: string, ...args: string[]): Promise<number>;
+  applyChange(routes: string, version: string, activity: string, presence: string, ...args: string[]): Promise<number>;
   replaceSnapshot(staging: string, routes: string, version: string, ...args: string[]): Promise<number>;
   announce(key: string, set: string, ...args: string[]): Promise<number>;
   listReplicas(set: string, keyPrefix: string): Promise<string[]>;
-  mergeActivity(activity: string, ...args: string[]): Promise<number>;
+  mergeTimes(activity: string, presence: string, ...args: string[]): Promise<number>;
 }
 
 export interface RedisRouteBusOptions {
@@ -118,7 +130,7 @@ export class RedisRouteBus implements RouteBus {
   readonly keys: {
     routes: string;
     version: string;
-    activity: string;
+    times: Record<TimeMap, string>;
     replicas: string;
     replica: string;
     channel: Record<Channel, string>;
@@ -135,7 +147,7 @@ export class RedisRouteBus implements RouteBus {
     this.keys = {
       routes: `${p}routes`,
       version: `${p}version`,
-      activity: `${p}activity`,
+      times: { activity: `${p}activity`, presence: `${p}presence` },
       replicas: `${p}replicas`,
       replica: `${p}replica:`,
       channel: { changes: `${p}changes`, resync: `${p}resync`, acks: `${p}acks` },
@@ -145,17 +157,17 @@ export class RedisRouteBus implements RouteBus {
       // outage: callers keep serving and retry (the subscriber) or report the error (the publisher).
       maxRetriesPerRequest: 2,
     }) as Redis & Scripts;
-    this.redis.defineCommand('applyChange', { numberOfKeys: 3, lua: APPLY_CHANGE });
+    this.redis.defineCommand('applyChange', { numberOfKeys: 4, lua: APPLY_CHANGE });
     this.redis.defineCommand('replaceSnapshot', { numberOfKeys: 3, lua: REPLACE_SNAPSHOT });
     this.redis.defineCommand('announce', { numberOfKeys: 2, lua: ANNOUNCE });
     this.redis.defineCommand('listReplicas', { numberOfKeys: 1, lua: LIST_REPLICAS });
-    this.redis.defineCommand('mergeActivity', { numberOfKeys: 1, lua: MERGE_ACTIVITY });
+    this.redis.defineCommand('mergeTimes', { numberOfKeys: TIME_MAPS.length, lua: MERGE_TIMES });
   }
 
   async applyChange(version: number, path: string, routeJson: string | null, message: string): Promise<ApplyResult> {
     const k = this.keys;
     const result = await this.redis.applyChange(
-      k.routes, k.version, k.activity,
+      k.routes, k.version, k.times.activity, k.times.presence,
       String(version), path, routeJson ?? '', routeJson === null ? '0' : '1', message, k.channel.changes,
     );
     return result === 1 ? 'applied' : result === 0 ? 'stale' : 'behind';
@@ -263,21 +275,25 @@ export class RedisRouteBus implements RouteBus {
     return live;
   }
 
-  async mergeActivity(entries: Array<[string, number]>): Promise<void> {
-    if (entries.length === 0) return;
+  async mergeTimes(batch: TimesBatch): Promise<void> {
     const args: string[] = [];
-    for (const [path, at] of entries) args.push(path, String(Math.round(at)));
-    await this.redis.mergeActivity(this.keys.activity, ...args);
+    for (const map of TIME_MAPS) {
+      const entries = batch[map] ?? [];
+      args.push(String(entries.length));
+      for (const [path, at] of entries) args.push(path, String(Math.round(at)));
+    }
+    if (args.length === TIME_MAPS.length) return; // nothing in any map
+    await this.redis.mergeTimes(this.keys.times.activity, this.keys.times.presence, ...args);
   }
 
-  async readActivity(): Promise<ActivityMap> {
-    const raw = await this.redis.hgetall(this.keys.activity);
-    const activity: ActivityMap = new Map();
+  async readTimes(map: TimeMap): Promise<ActivityMap> {
+    const raw = await this.redis.hgetall(this.keys.times[map]);
+    const times: ActivityMap = new Map();
     for (const [path, at] of Object.entries(raw)) {
       const ms = Number(at);
-      if (Number.isFinite(ms)) activity.set(path, ms);
+      if (Number.isFinite(ms)) times.set(path, ms);
     }
-    return activity;
+    return times;
   }
 
   async close(): Promise<void> {
