@@ -7,15 +7,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { RfbInputWatch } from '../services/proxy/src/rfb-input.ts';
+import { wsFrame } from '../services/proxy/test/ws-helpers.ts';
 
-function frame(payload: Buffer): Buffer {
-  const n = payload.length;
-  const len = n < 126 ? Buffer.from([0x80 | n]) : n < 65536 ? Buffer.from([0x80 | 126, n >> 8, n & 0xff]) : Buffer.concat([Buffer.from([0x80 | 127, 0, 0, 0, 0]), Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff])]);
-  const key = randomBytes(4);
-  const body = Buffer.from(payload);
-  for (let i = 0; i < body.length; i++) body[i]! ^= key[i & 3]!;
-  return Buffer.concat([Buffer.from([0x82]), len, key, body]);
-}
+/** Browser frames are masked. */
+const frame = (payload: Buffer): Buffer => wsFrame(payload, { masked: true });
 
 function measure(name: string, chunks: Buffer[], rounds: number): void {
   let inputs = 0;

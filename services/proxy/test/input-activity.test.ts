@@ -4,48 +4,22 @@
  * where it was; a key press moves it. The desktop receives exactly the bytes the browser sent. A
  * web app's route (activity traffic, or none given) counts every request, as before.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import t from 'tap';
-import WebSocket, { WebSocketServer } from 'ws';
+import type WebSocket from 'ws';
 import { makeRoute, startStack } from './helpers.ts';
-
-/** A desktop: a page on GET, and a WebSocket that keeps every byte it is sent. */
-async function startDesktop(): Promise<{ url: string; received: Buffer[]; close(): Promise<void> }> {
-  const received: Buffer[] = [];
-  const server = http.createServer((_req, res) => res.end('page'));
-  const wss = new WebSocketServer({ server });
-  wss.on('connection', (ws) => ws.on('message', (data: Buffer) => received.push(Buffer.from(data))));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    received,
-    close: () => new Promise((resolve) => {
-      for (const c of wss.clients) c.terminate();
-      server.close(() => resolve());
-    }),
-  };
-}
+import { open, startRecordingDesktop } from './ws-helpers.ts';
 
 const rfbHandshake = Buffer.concat([Buffer.from('RFB 003.008\n', 'latin1'), Buffer.from([1, 1])]);
 const keyUp1 = Buffer.from([4, 0, 0, 0, 0, 0, 0, 1]); // Kasm's keep-alive
 const updateRequest = Buffer.from([3, 1, 0, 0, 0, 0, 4, 0, 3, 0]);
 const keyDownA = Buffer.from([4, 1, 0, 0, 0, 0, 0, 0x61]);
 
-function open(url: string): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-  });
-}
-
 function sendAll(ws: WebSocket, messages: Buffer[]): Promise<void> {
   return Promise.all(messages.map((m) => new Promise<void>((resolve, reject) => ws.send(m, (err) => (err ? reject(err) : resolve()))))).then(() => undefined);
 }
 
 t.test('input routes: only input moves the activity; traffic routes: every request', async (t) => {
-  const desktop = await startDesktop();
+  const desktop = await startRecordingDesktop();
   t.teardown(() => desktop.close());
   const vnc = makeRoute('ann-vnc', desktop.url, { activity: { on: 'input', rfb: 'kasmvnc' } });
   const web = makeRoute('ann-web', desktop.url, { activity: { on: 'traffic' } });
@@ -81,7 +55,7 @@ t.test('input routes: only input moves the activity; traffic routes: every reque
 });
 
 t.test('a stream the watch cannot follow counts as input', async (t) => {
-  const desktop = await startDesktop();
+  const desktop = await startRecordingDesktop();
   t.teardown(() => desktop.close());
   const { proxy, subscriber, publisher } = await startStack(t, [makeRoute('ann-vnc', desktop.url, { activity: { on: 'input', rfb: 'standard' } })]);
   const ws = await open(`${proxy.url.replace('http', 'ws')}/desktop/ann-vnc/websockify`);

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { RfbInputWatch, type RfbDialect } from '../src/rfb-input.ts';
+import { wsFrame, type FrameOptions } from './ws-helpers.ts';
 
 function u16(n: number): Buffer {
   const b = Buffer.alloc(2);
@@ -80,18 +81,8 @@ function session(dialect: RfbDialect): Stream {
   return { messages: m.map(([b]) => b), inputs: m.filter(([, i]) => i).length };
 }
 
-/** One masked WebSocket frame (RFC 6455 §5.2) with the length encoding its size calls for. */
-function frame(payload: Buffer, opts: { opcode?: number; fin?: boolean; masked?: boolean } = {}): Buffer {
-  const { opcode = 2, fin = true, masked = true } = opts;
-  const n = payload.length;
-  const len = n < 126 ? [n] : n < 65536 ? [126, ...u16(n)] : [127, ...u32(0), ...u32(n)];
-  const head = Buffer.from([(fin ? 0x80 : 0) | opcode, (masked ? 0x80 : 0) | len[0]!, ...len.slice(1)]);
-  if (!masked) return cat(head, payload);
-  const key = randomBytes(4);
-  const body = Buffer.from(payload);
-  for (let i = 0; i < body.length; i++) body[i]! ^= key[i & 3]!;
-  return cat(head, key, body);
-}
+/** Browser frames are masked. */
+const frame = (payload: Buffer, options: FrameOptions = {}): Buffer => wsFrame(payload, { masked: true, ...options });
 
 const shapes: Record<string, (rfb: Buffer[]) => Buffer> = {
   'one message per frame': (msgs) => cat(...msgs.map((m) => frame(m))),

@@ -5,21 +5,14 @@
  * desktop is half-way through a 1 MiB frame; the browser gets that frame whole, then 1001 and
  * the reason, and no byte after it.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import WebSocket from 'ws';
 import { closeFrame, FrameCursor } from '../src/ws-frames.ts';
 import { makeRoute, startStack } from './helpers.ts';
+import { startHalfFrameDesktop, wsFrame } from './ws-helpers.ts';
 
-/** A server frame (unmasked) with the length encoding its size calls for. */
-function frame(payload: Buffer, opcode = 2): Buffer {
-  const n = payload.length;
-  const head =
-    n < 126 ? Buffer.from([0x80 | opcode, n]) : n < 65536 ? Buffer.from([0x80 | opcode, 126, n >> 8, n & 0xff]) : Buffer.concat([Buffer.from([0x80 | opcode, 127, 0, 0, 0, 0]), Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff])]);
-  return Buffer.concat([head, payload]);
-}
+const frame = (payload: Buffer, opcode = 2): Buffer => wsFrame(payload, { opcode });
 
 t.test('the frame cursor finds the boundaries however the stream is cut', async (t) => {
   const frames = [frame(Buffer.alloc(0)), frame(randomBytes(5)), frame(randomBytes(300)), frame(randomBytes(70_000)), frame(Buffer.from('ping'), 9)];
@@ -54,39 +47,6 @@ t.test('a close frame: code, reason in UTF-8, never over 125 bytes, cut between 
   t.ok(long[1]! <= 125, `payload ${long[1]} bytes`);
   t.equal(long.subarray(4).toString('utf8'), 'é'.repeat(61), 'whole characters only');
 });
-
-/** A desktop that upgrades by hand and writes a 1 MiB frame in two halves, on cue. */
-async function startHalfFrameDesktop(payload: Buffer): Promise<{ url: string; sendFirstHalf(): void; sendRest(): void; closed: Promise<void>; close(): Promise<void> }> {
-  const whole = frame(payload);
-  const half = Math.floor(whole.length / 2);
-  let socket: Socket | null = null;
-  let connected: () => void = () => undefined;
-  const upgraded = new Promise<void>((resolve) => (connected = resolve));
-  let closedResolve: () => void = () => undefined;
-  const closed = new Promise<void>((resolve) => (closedResolve = resolve));
-  const server = http.createServer();
-  server.on('upgrade', (req, s: Socket) => {
-    const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
-    s.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
-    s.on('error', () => undefined);
-    s.on('close', () => closedResolve());
-    s.on('end', () => s.destroy()); // the proxy closed its side: so does the desktop
-    s.resume(); // read, so the proxy's close is seen
-    socket = s;
-    connected();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    sendFirstHalf: () => void upgraded.then(() => socket!.write(whole.subarray(0, half))),
-    sendRest: () => void socket!.write(Buffer.concat([whole.subarray(half), frame(Buffer.from('after the close'))])),
-    closed,
-    close: () => new Promise((resolve) => {
-      socket?.destroy();
-      server.close(() => resolve());
-    }),
-  };
-}
 
 t.test('a route withdrawn while a 1 MiB desktop frame is half sent: the frame arrives whole, then 1001 with the reason', async (t) => {
   const payload = randomBytes(1024 * 1024);
