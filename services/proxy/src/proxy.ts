@@ -119,6 +119,17 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const nextRequestId = (): string => idPrefix + (++requestCounter).toString(36);
 
   const onRouteChange = (path: string, before: Route | undefined, after: Route | undefined): void => {
+    const disconnected = after?.disconnected;
+    if (disconnected !== undefined && disconnected !== before?.disconnected) {
+      // Held disconnected (the idle clock): the browser shows the reason from the close frame (4000,
+      // an application code, RFC 6455 7.4.2) after the desktop's frame in progress. New upgrades
+      // are refused (router.ts) until a route without it arrives; plain HTTP goes on.
+      const closed = connections.close(path, 4000, disconnected);
+      const cut = upstreamChanged(before, after) ? upstreams.cutRoute(path) : 0;
+      // Not at a first load (before undefined) with nothing open: a start would log every held route.
+      if (before !== undefined || closed > 0) logger.info({ route: path, closed, cut, reason: disconnected }, 'closed the WebSockets of a desktop held disconnected');
+      return;
+    }
     if (!upstreamChanged(before, after)) return;
     // The browser is told why (RFC 6455 7.4.1: 1001, going away), after the desktop's frame in progress.
     const closed = connections.close(path, 1001, after === undefined ? 'The desktop is no longer running.' : 'The desktop moved; reconnect.');
@@ -218,7 +229,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     closing ??= (async () => {
       subscriber.off('change', onRouteChange);
       connections.closeAll();
-      metricsServer?.close();
+        metricsServer?.close();
       metricsServer?.closeAllConnections();
       // Requests in flight get a moment to finish; then their connections are cut.
       await front.close(CLOSE_GRACE_MS);

@@ -17,7 +17,7 @@ import type { RelayObserver } from './relay.ts';
 import { RfbInputWatch, type RfbDialect } from './rfb-input.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { DESKTOP_PREFIX, entryRedirect, pathOf, splitDesktopTarget, unsafeTarget, type DesktopTarget } from './paths.ts';
-import type { Targets, UpstreamTarget } from './targets.ts';
+import { upstreamChanged, type Targets, type UpstreamTarget } from './targets.ts';
 import { Exchange, type Upstreams } from './upstream.ts';
 import { pipeUpgrade, type UpgradeSettings } from './websocket.ts';
 
@@ -54,6 +54,11 @@ export interface RouterSettings {
 }
 
 const JSON_HEADERS = 'content-type: application/json; charset=utf-8\r\ncache-control: no-store\r\n';
+
+/** What a refused upgrade of a desktop held disconnected says: the route's reason, then what to do. */
+export function disconnectedMessage(reason: string): string {
+  return `${/[.!?]$/.test(reason) ? reason : `${reason}.`} Reconnect it from deskhub.`;
+}
 
 function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
   return typeof (value as Promise<T> | undefined)?.then === 'function';
@@ -233,6 +238,14 @@ export class Router implements FrontHandlers {
     }
     const target = this.targets.forRoute(route);
     const go = (): void => {
+      // Held disconnected (the idle clock ran out): refused until the owner re-arms the desktop, and
+      // not activity. After the access check, so only those who may reach the
+      // desktop learn why; on the table's latest route, as a change may have come during the check.
+      const latest = this.subscriber.table.get(route.path) ?? route;
+      if (latest.disconnected !== undefined) {
+        this.rawDeny(socket, 409, disconnectedMessage(latest.disconnected), req);
+        return;
+      }
       const activity = route.activity;
       let observe: RelayObserver | undefined;
       if (activity?.on === 'input') observe = this.inputWatch(route.path, activity.rfb);
@@ -287,7 +300,13 @@ export class Router implements FrontHandlers {
     const handshake = requestHead(req, target, path, this.proto, this.nextRequestId(), true);
     const route = target.route;
     const subscriber = this.subscriber;
-    const stillCurrent = route === null ? () => true : () => subscriber.table.get(route.path) === route;
+    // A route withdrawn or moved while the access check ran must not leave a connection to the old
+    // upstream behind. Any other change (sharing, state, a put that changes nothing) replaces the
+    // route object but leaves the upstream: the connection stays.
+    const stillCurrent = route === null ? () => true : () => {
+      const now = subscriber.table.get(route.path);
+      return now === route || (now !== undefined && now.disconnected === undefined && !upstreamChanged(route, now));
+    };
     pipeUpgrade(this.upgrades, socket, head, target, handshake, false, stillCurrent, observe);
   }
 }

@@ -9,7 +9,8 @@
  *
  * Open connections are tracked per route so that withdrawing a route (or moving it to another
  * upstream) closes exactly its connections and no others, each with 1001 and the reason, after
- * the desktop's frame in progress (at most 5 s later, else cut).
+ * the desktop's frame in progress (at most 5 s later, else cut); a route held disconnected (the
+ * idle clock) closes them the same way with 4000 and the route's reason.
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
