@@ -137,6 +137,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     if (closed > 0 || cut > 0) logger.info({ route: path, closed, cut, withdrawn: after === undefined }, 'closed open connections and cut requests of a changed route');
   };
   subscriber.on('change', onRouteChange);
+  // A desktop with a WebSocket open here is "connected" at every flush, even with no traffic.
+  subscriber.setConnectedPaths(() => connections.keys());
 
   const readiness = (): Readiness =>
     subscriber.ready
@@ -209,6 +211,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     server.close();
     metricsServer?.close();
     subscriber.off('change', onRouteChange);
+    subscriber.setConnectedPaths(null);
     upstreams.destroy();
     throw err;
   }
@@ -229,7 +232,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     closing ??= (async () => {
       subscriber.off('change', onRouteChange);
       connections.closeAll();
-        metricsServer?.close();
+      subscriber.setConnectedPaths(null);
+      metricsServer?.close();
       metricsServer?.closeAllConnections();
       // Requests in flight get a moment to finish; then their connections are cut.
       await front.close(CLOSE_GRACE_MS);

@@ -157,6 +157,8 @@ export class Router implements FrontHandlers {
     }
     // A VNC desktop's activity is its input, seen in its WebSocket (rfb-input.ts), not page loads.
     if (route.activity?.on !== 'input') this.subscriber.recordActivity(route.path);
+    // Someone is connected, whatever the activity counts (the "no connection" clock reads it).
+    this.subscriber.recordPresence(route.path);
     let path = req.url;
     if (target.strip) {
       const rest = desktop.rest;
@@ -239,13 +241,14 @@ export class Router implements FrontHandlers {
     const target = this.targets.forRoute(route);
     const go = (): void => {
       // Held disconnected (the idle clock ran out): refused until the owner re-arms the desktop, and
-      // not activity. After the access check, so only those who may reach the
+      // neither activity nor presence. After the access check, so only those who may reach the
       // desktop learn why; on the table's latest route, as a change may have come during the check.
       const latest = this.subscriber.table.get(route.path) ?? route;
       if (latest.disconnected !== undefined) {
         this.rawDeny(socket, 409, disconnectedMessage(latest.disconnected), req);
         return;
       }
+      this.subscriber.recordPresence(route.path);
       const activity = route.activity;
       let observe: RelayObserver | undefined;
       if (activity?.on === 'input') observe = this.inputWatch(route.path, activity.rfb);

@@ -10,7 +10,8 @@
  * Open connections are tracked per route so that withdrawing a route (or moving it to another
  * upstream) closes exactly its connections and no others, each with 1001 and the reason, after
  * the desktop's frame in progress (at most 5 s later, else cut); a route held disconnected (the
- * idle clock) closes them the same way with 4000 and the route's reason.
+ * idle clock) closes them the same way with 4000 and the route's reason. The registry's keys are
+ * also the routes someone is connected to, which the route subscriber marks present at each flush.
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -55,6 +56,11 @@ export class OpenConnections {
 
   count(key: string): number {
     return this.byKey.get(key)?.size ?? 0;
+  }
+
+  /** Keys with at least one open connection (route paths, and "" for the control plane's). */
+  keys(): IterableIterator<string> {
+    return this.byKey.keys();
   }
 
   /**

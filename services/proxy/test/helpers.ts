@@ -7,7 +7,7 @@ import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerRespon
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
-import { createRouteStream, type Route, type RoutePublisher, type RouteStream, type RouteSubscriber } from '@deskhub/route-stream';
+import { createRouteStream, type Route, type RoutePublisher, type RouteStream, type RouteSubscriber, type SubscriberOptions } from '@deskhub/route-stream';
 import { startProxy, type ProxyOptions, type RunningProxy } from '../src/index.ts';
 
 export const silentLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
@@ -73,19 +73,24 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
+let stackCount = 0;
+
 /**
- * A proxy on a free port over an in-process route stream, loaded with `routes`.
+ * A proxy on a free port over an in-process route stream (or, with `redisUrl`, the route stream on
+ * that Redis under a prefix of its own), loaded with `routes`.
  * `publish: false` leaves the table unpublished (the proxy stays not ready).
+ * `subscriberOptions`: the route subscriber's (e.g. a short activityFlushMs).
  */
 export async function startStack(
   t: Teardown,
   routes: Route[],
-  options: Partial<ProxyOptions> & { publish?: boolean } = {},
+  options: Partial<ProxyOptions> & { publish?: boolean; redisUrl?: string; subscriberOptions?: SubscriberOptions } = {},
 ): Promise<Stack> {
-  const { publish = true, ...proxyOptions } = options;
-  const stream = createRouteStream({ logger: silentLogger });
+  const { publish = true, redisUrl, subscriberOptions, ...proxyOptions } = options;
+  const keyPrefix = `stack-${process.pid}-${++stackCount}:`;
+  const stream = createRouteStream({ logger: silentLogger, ...(redisUrl ? { redisUrl, keyPrefix } : {}) });
   const publisher = stream.publisher();
-  const subscriber = stream.subscriber();
+  const subscriber = stream.subscriber(subscriberOptions);
   const proxy = await startProxy({ subscriber, port: 0, host: '127.0.0.1', authMode: 'dev', logger: silentLogger, ...proxyOptions });
   let version = 0;
   if (publish) {
