@@ -8,7 +8,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { createLogger, requestIdOptions, type Logger } from '@deskhub/config';
 import type { RouteStream } from '@deskhub/route-stream';
 import { loadCatalog } from './catalog.ts';
-import type { ControlPlaneConfig } from './config.ts';
+import { clockDefaults, type ControlPlaneConfig } from './config.ts';
 import { createMetrics } from './metrics.ts';
 import { createSecrets, loadSecretKey } from './secrets.ts';
 import type { DesktopRuntime } from './runtime/types.ts';
@@ -16,6 +16,7 @@ import external from './plugins/external/index.ts';
 import errors from './plugins/app/errors.ts';
 import bodies from './plugins/app/bodies.ts';
 import configPlugin from './plugins/app/config.ts';
+import idleClocks from './policies/idle-clocks.ts';
 import database from './plugins/app/database.ts';
 import runtimes from './plugins/app/runtimes.ts';
 import routePublication from './plugins/app/route-publication.ts';
@@ -61,7 +62,7 @@ function validationMessage(errors: FastifySchemaValidationError[], dataVar: stri
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config } = options;
-  const catalog = loadCatalog(config.CATALOG, { defaultReadyTimeoutS: config.READY_TIMEOUT_S });
+  const catalog = loadCatalog(config.CATALOG, { defaultReadyTimeoutS: config.READY_TIMEOUT_S, clocks: clockDefaults(config) });
   const secrets = createSecrets(loadSecretKey(config.SECRET_KEY, config.DATA_DIR));
   const metrics = createMetrics();
 
@@ -96,6 +97,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     });
     await app.register(routePublication, options.routeStream ? { routeStream: options.routeStream } : {});
     await app.register(desktops, { stopDesktopsOnClose: options.stopDesktopsOnClose ?? false });
+    await app.register(idleClocks);
     await app.register(access);
     await app.register(sessions);
 

@@ -13,6 +13,8 @@ import { runtimeNames, type RuntimeName } from './runtime/index.ts';
 import { PLACEHOLDERS, substitute } from './placeholders.ts';
 import { isSafePathSegment } from './proxy-path.ts';
 import { SIZE } from './sizes.ts';
+import { DURATION, describeDuration, parseDuration } from './durations.ts';
+import type { ClockSettings } from './lifecycle/clocks.ts';
 import type { RouteActivity } from '@deskhub/route-stream';
 
 
@@ -50,8 +52,34 @@ export interface CatalogEntry {
   entryQuery: string;
   /** What keeps the idle clock from running: input in the RFB stream (VNC desktops) or any traffic (web apps). */
   activity: RouteActivity;
+  /** The idle clocks (lifecycle/clocks.ts): the type's own, else the environment's defaults. */
+  clocks: ClockSettings;
   quota?: { perUser?: number; total?: number };
 }
+
+/**
+ * The clocks every type gets unless its entry says otherwise (from the environment, config.ts):
+ * a null period leaves that clock off; the warnings apply to whichever period is set.
+ */
+export interface ClockDefaults {
+  idleDisconnectAfterMs: number | null;
+  idleWarnMs: number;
+  expireAfterMs: number | null;
+  expireWarnMs: number;
+  expireAction: 'stop' | 'delete';
+  maxLifetimeMs: number | null;
+  maxLifetimeWarnMs: number;
+}
+
+export const CLOCK_DEFAULTS: ClockDefaults = {
+  idleDisconnectAfterMs: null,
+  idleWarnMs: 5 * 60_000,
+  expireAfterMs: null,
+  expireWarnMs: 10 * 60_000,
+  expireAction: 'stop',
+  maxLifetimeMs: null,
+  maxLifetimeWarnMs: 15 * 60_000,
+};
 
 export class CatalogError extends Error {
   constructor(message: string) {
@@ -61,6 +89,7 @@ export class CatalogError extends Error {
 }
 
 const Size = Type.String({ pattern: SIZE.source, description: 'bytes, or with a unit: 512m, 2g' });
+const Duration = Type.String({ pattern: DURATION.source, description: 'a duration: 90s, 30m, 2h, 1h30m' });
 
 const EntrySchema = Type.Object(
     {
@@ -100,6 +129,28 @@ const EntrySchema = Type.Object(
       entryQuery: Type.Optional(Type.String()),
       activity: Type.Optional(Type.Union([Type.Literal('input'), Type.Literal('traffic')], { description: 'input: key presses, pointer and pastes in the RFB stream; traffic: any request or byte' })),
       rfb: Type.Optional(Type.Union([Type.Literal('kasmvnc'), Type.Literal('standard')], { description: 'the RFB dialect, for activity: input' })),
+      idle: Type.Optional(
+        Type.Union([
+          Type.Literal(false),
+          Type.Object({ disconnectAfter: Duration, warn: Type.Optional(Duration) }, { additionalProperties: false }),
+        ], { description: 'no input for disconnectAfter: its streams are disconnected, the desktop keeps running; false: never' }),
+      ),
+      expire: Type.Optional(
+        Type.Union([
+          Type.Literal(false),
+          Type.Object(
+            { after: Duration, warn: Type.Optional(Duration), action: Type.Optional(Type.Union([Type.Literal('stop'), Type.Literal('delete')])) },
+            { additionalProperties: false },
+          ),
+        ], { description: 'nobody connected for after: stop (default) or delete it; false: never' }),
+      ),
+      maxLifetime: Type.Optional(
+        Type.Union([
+          Type.Literal(false),
+          Duration,
+          Type.Object({ after: Duration, warnBefore: Type.Optional(Duration) }, { additionalProperties: false }),
+        ], { description: 'stopped this long after it started; false: never' }),
+      ),
       quota: Type.Optional(
         Type.Object(
           { perUser: Type.Optional(Type.Integer({ minimum: 0 })), total: Type.Optional(Type.Integer({ minimum: 0 })) },
@@ -128,7 +179,7 @@ function checkPlaceholders(value: string, allowed: string[], where: string): voi
 }
 
 /** Reads and validates a catalog file. `defaultReadyTimeoutS` fills readiness.timeoutSeconds. */
-export function loadCatalog(file: string, options: { defaultReadyTimeoutS?: number } = {}): Catalog {
+export function loadCatalog(file: string, options: { defaultReadyTimeoutS?: number; clocks?: ClockDefaults } = {}): Catalog {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -165,7 +216,7 @@ export function loadCatalog(file: string, options: { defaultReadyTimeoutS?: numb
     }
     if (seen.has(input.id)) throw new CatalogError(`${where}, field "id": duplicate id`);
     seen.add(input.id);
-    entries.push(normalize(input, where, catalogDir, options.defaultReadyTimeoutS ?? 120));
+    entries.push(normalize(input, where, catalogDir, options.defaultReadyTimeoutS ?? 120, options.clocks ?? CLOCK_DEFAULTS));
   });
   if (entries.length === 0) throw new CatalogError(`${file}: the "types" list is empty`);
   const byId = new Map(entries.map((e) => [e.id, e]));
@@ -189,7 +240,62 @@ function activityOf(input: EntryInput, credentials: string, where: string): Rout
   return { on: 'input', rfb };
 }
 
-function normalize(input: EntryInput, where: string, catalogDir: string, defaultTimeout: number): CatalogEntry {
+/** A warning must start after its clock does: "warn" shorter than the period it warns about. */
+function warnWithin(where: string, field: string, warnMs: number, periodMs: number, periodField: string): number {
+  if (warnMs >= periodMs) {
+    throw new CatalogError(`${where}, field "${field}": the warning (${describeDuration(warnMs)}) must be shorter than ${periodField} (${describeDuration(periodMs)})`);
+  }
+  return warnMs;
+}
+
+/** The type's clocks: its own fields, else the environment's defaults; false turns one off. */
+function clocksOf(input: EntryInput, where: string, d: ClockDefaults): ClockSettings {
+  const ms = (text: string, field: string): number => {
+    try {
+      return parseDuration(text, field);
+    } catch (err) {
+      throw new CatalogError(`${where}, field "${field}": ${(err as Error).message}`);
+    }
+  };
+  const clocks: ClockSettings = { idle: null, expire: null, lifetime: null };
+  if (input.idle !== false) {
+    const after = input.idle ? ms(input.idle.disconnectAfter, 'idle.disconnectAfter') : d.idleDisconnectAfterMs;
+    if (after !== null) {
+      const warn = input.idle?.warn !== undefined ? ms(input.idle.warn, 'idle.warn') : d.idleWarnMs;
+      clocks.idle = { disconnectAfterMs: after, warnMs: warnWithin(where, 'idle.warn', warn, after, 'idle.disconnectAfter') };
+    }
+  }
+  if (input.expire !== false) {
+    const after = input.expire ? ms(input.expire.after, 'expire.after') : d.expireAfterMs;
+    if (after !== null) {
+      const warn = input.expire?.warn !== undefined ? ms(input.expire.warn, 'expire.warn') : d.expireWarnMs;
+      clocks.expire = { afterMs: after, warnMs: warnWithin(where, 'expire.warn', warn, after, 'expire.after'), action: input.expire?.action ?? d.expireAction };
+    }
+  }
+  if (input.maxLifetime !== false) {
+    const given = input.maxLifetime;
+    const max = given === undefined ? d.maxLifetimeMs : ms(typeof given === 'string' ? given : given.after, typeof given === 'string' ? 'maxLifetime' : 'maxLifetime.after');
+    if (max !== null) {
+      const warn = typeof given === 'object' && given.warnBefore !== undefined ? ms(given.warnBefore, 'maxLifetime.warnBefore') : d.maxLifetimeWarnMs;
+      clocks.lifetime = { maxMs: max, warnMs: warnWithin(where, 'maxLifetime.warnBefore', warn, max, 'maxLifetime') };
+    }
+  }
+  return clocks;
+}
+
+/**
+ * Kasm's client runs its own idle timer inside an iframe (`idle_disconnect`, minutes, from its
+ * query string; 20 by default, and no value turns it off) and then replaces itself with a
+ * disconnected page. deskhub's clock sees more input than the client's (the wheel, pastes) and
+ * is the one in charge, so the client's is set past it: a week, or an hour past deskhub's own.
+ */
+export function withKasmIdleSetting(entryQuery: string, clocks: ClockSettings): string {
+  if (/(^|&)idle_disconnect=/.test(entryQuery)) return entryQuery; // the catalog said it itself
+  const minutes = Math.max(7 * 24 * 60, clocks.idle ? Math.ceil(clocks.idle.disconnectAfterMs / 60_000) + 60 : 0);
+  return entryQuery === '' ? `idle_disconnect=${minutes}` : `${entryQuery}&idle_disconnect=${minutes}`;
+}
+
+function normalize(input: EntryInput, where: string, catalogDir: string, defaultTimeout: number, clockDefaults: ClockDefaults): CatalogEntry {
   if (input.runtime === 'docker') {
     if (!input.image) throw new CatalogError(`${where}, field "image": required for runtime docker`);
     if (input.command) throw new CatalogError(`${where}, field "command": only for runtime process`);
@@ -215,6 +321,7 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
   }
   const entry: CatalogEntry = {
     activity: activityOf(input, credentials.kind, where),
+    clocks: clocksOf(input, where, clockDefaults),
     id: input.id,
     name: input.name,
     runtime: input.runtime,
@@ -227,6 +334,7 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
     readiness: { path: input.readiness?.path ?? '/', timeoutSeconds: input.readiness?.timeoutSeconds ?? defaultTimeout },
     entryQuery: input.entryQuery ?? '',
   };
+  if (credentials.kind === 'kasm') entry.entryQuery = withKasmIdleSetting(entry.entryQuery, entry.clocks);
   if (input.description !== undefined) entry.description = input.description;
   if (input.image !== undefined) entry.image = input.image;
   if (input.runtime === 'docker') entry.pullPolicy = input.pullPolicy ?? 'if-missing';

@@ -11,6 +11,18 @@ import { ConfigError, env, loadConfig, type ConfigOf } from '@deskhub/config';
 import { parsePrivateKeySetting } from '@deskhub/access-token';
 import { loadOidcProviders, parseAdminClaim, type AdminClaim, type OidcProviderConfig } from './oidc/config.ts';
 import { runtimeNames } from './runtime/index.ts';
+import { parseDuration } from './durations.ts';
+import { CLOCK_DEFAULTS, type ClockDefaults } from './catalog.ts';
+
+/** A duration variable ("30m", "2h"); unset: the fallback. */
+const duration = <T extends number | null>(fallback: T) =>
+  env.custom<number | T>((raw, name) => {
+    try {
+      return parseDuration(raw, name);
+    } catch (err) {
+      throw new ConfigError(name, (err as Error).message.replace(`${name}: `, ''));
+    }
+  }, fallback);
 
 /** The catalog shipped with deskhub: Kasm images, the local test images and the `demo` type. */
 export const defaultCatalogPath = fileURLToPath(new URL('../catalog.yaml', import.meta.url));
@@ -41,6 +53,16 @@ const spec = {
   REPLICA_WAIT_MS: env.int(5000, 0, 600_000),
   RECONCILE_INTERVAL_MS: env.int(5000, 100, 3_600_000),
   ACTIVITY_INTERVAL_MS: env.int(15_000, 100, 3_600_000),
+  // The idle clocks' defaults for every catalog type (a type's own idle/expire/maxLifetime wins); unset: off.
+  IDLE_DISCONNECT_AFTER: duration(CLOCK_DEFAULTS.idleDisconnectAfterMs),
+  IDLE_WARN: duration(CLOCK_DEFAULTS.idleWarnMs),
+  EXPIRE_AFTER: duration(CLOCK_DEFAULTS.expireAfterMs),
+  EXPIRE_WARN: duration(CLOCK_DEFAULTS.expireWarnMs),
+  EXPIRE_ACTION: env.oneOf(['stop', 'delete'] as const, CLOCK_DEFAULTS.expireAction),
+  MAX_LIFETIME: duration(CLOCK_DEFAULTS.maxLifetimeMs),
+  MAX_LIFETIME_WARN: duration(CLOCK_DEFAULTS.maxLifetimeWarnMs),
+  /** How often the idle clocks are checked. */
+  CLOCKS_INTERVAL_MS: env.int(10_000, 100, 3_600_000),
   METRICS_PORT: env.port(9090),
   LOG_LEVEL: env.oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
 };
@@ -53,6 +75,19 @@ export type ControlPlaneConfig = ConfigOf<typeof spec> & {
   /** From OIDC_PROVIDERS and each provider's OIDC_<ID>_* variables (src/oidc/config.ts). */
   OIDC_PROVIDERS: OidcProviderConfig[];
 };
+
+/** The environment's clock defaults, as the catalog takes them. */
+export function clockDefaults(config: ControlPlaneConfig): ClockDefaults {
+  return {
+    idleDisconnectAfterMs: config.IDLE_DISCONNECT_AFTER,
+    idleWarnMs: config.IDLE_WARN,
+    expireAfterMs: config.EXPIRE_AFTER,
+    expireWarnMs: config.EXPIRE_WARN,
+    expireAction: config.EXPIRE_ACTION,
+    maxLifetimeMs: config.MAX_LIFETIME,
+    maxLifetimeWarnMs: config.MAX_LIFETIME_WARN,
+  };
+}
 
 export function isLoopbackHost(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();

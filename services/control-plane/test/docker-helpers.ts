@@ -17,6 +17,7 @@ import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { DockerRuntime, type DockerRuntimeOptions } from '../src/runtime/docker/docker-runtime.ts';
 import { removeHostGuard } from '../src/runtime/docker/host-guard.ts';
+import { NO_CLOCKS } from '../src/lifecycle/clocks.ts';
 import type { CatalogEntry } from '../src/catalog.ts';
 import type { DesktopSpec } from '../src/runtime/types.ts';
 
@@ -49,6 +50,7 @@ export function kasmTestType(overrides: Partial<CatalogEntry> = {}): CatalogEntr
     stripPrefix: true,
     credentials: { kind: 'kasm' },
     activity: { on: 'input', rfb: 'kasmvnc' },
+    clocks: NO_CLOCKS,
     env: {},
     shmSize: '64m',
     memory: '256m',

@@ -4,7 +4,7 @@
  * from this file by drizzle-kit (`pnpm db:generate`); the same SQL runs on Postgres and PGlite.
  */
 import { sql } from 'drizzle-orm';
-import { bigint, check, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import { bigint, boolean, check, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import type { Route, Upstream } from '@deskhub/route-stream';
 import type { RuntimeName } from '../runtime/index.ts';
 
@@ -103,6 +103,22 @@ export const desktops = pgTable(
     ...timestamps,
     readyAt: timestamp('ready_at', { withTimezone: true, mode: 'date' }),
     lastActivityAt: timestamp('last_activity_at', { withTimezone: true, mode: 'date' }),
+    // The idle clocks (lifecycle/clocks.ts) read these; every deadline is derived from them.
+    /** When it last became running from stopped or new (a re-check after a restart keeps it): the lifetime's start. */
+    runningSince: timestamp('running_since', { withTimezone: true, mode: 'date' }),
+    /** The last time any proxy saw it connected (an open WebSocket or a request). */
+    lastConnectedAt: timestamp('last_connected_at', { withTimezone: true, mode: 'date' }),
+    /** Start of the current connection: the first presence after a gap. */
+    connectedSince: timestamp('connected_since', { withTimezone: true, mode: 'date' }),
+    /** The last keep-alive or re-arm (POST /api/desktops/:id/keepalive). */
+    keptAliveAt: timestamp('kept_alive_at', { withTimezone: true, mode: 'date' }),
+    /** Set while its streams are held disconnected after an idle period; cleared by a re-arm or a start. */
+    disconnectedAt: timestamp('disconnected_at', { withTimezone: true, mode: 'date' }),
+    disconnectReason: text('disconnect_reason'),
+    /** An admin took it out of every clock. */
+    clocksExempt: boolean('clocks_exempt').notNull().default(false),
+    /** The deadlines already warned about (clock → epoch ms), so a warning is recorded once per window. */
+    clockWarnings: jsonb('clock_warnings').$type<Partial<Record<'idle' | 'expire' | 'lifetime', number>>>().notNull().default({}),
   },
   (t) => [
     uniqueIndex('desktops_proxy_path_key').on(t.proxyPath),

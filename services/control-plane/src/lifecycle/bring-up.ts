@@ -108,9 +108,14 @@ export class BringUp {
         state: 'running',
         activity: type.activity,
       };
+      // A re-check after a restart keeps what the clocks said: streams held disconnected stay so,
+      // and the lifetime keeps its start. A start begins everything afresh.
+      const fresh = mode !== 'resume' || row.runningSince === null;
+      if (!fresh && row.disconnectReason !== null) route.disconnected = row.disconnectReason;
       await this.routes.publish(id, route, signal);
       if (signal.aborted) throw new Aborted();
-      await journal.setState(id, 'running', null, { readyAt: new Date() });
+      const now = new Date();
+      await journal.setState(id, 'running', null, fresh ? { readyAt: now, runningSince: now, disconnectedAt: null, disconnectReason: null, clockWarnings: {} } : { readyAt: now });
       this.options.metrics?.lifecycleSeconds.observe({ type: type.id, runtime: runtime.name }, (Date.now() - startedAt) / 1000);
       this.logger.info({ desktopId: id, proxyPath: row.proxyPath, ms: Date.now() - startedAt }, 'desktop running');
     } catch (err) {

@@ -7,7 +7,8 @@ import { eq } from 'drizzle-orm';
 import type { Logger } from '@deskhub/config';
 import type { Route } from '@deskhub/route-stream';
 import type { Transaction } from '../db/client.ts';
-import { desktops, type StoredRoute } from '../db/schema.ts';
+import { desktops, type DesktopCredentials, type StoredRoute } from '../db/schema.ts';
+import { loadDesktop } from './views.ts';
 import { Aborted } from './desktop-queue.ts';
 import type { DesktopJournal } from './journal.ts';
 import type { LifecycleOptions } from './options.ts';
@@ -32,6 +33,18 @@ export class DesktopRoutes {
     publication.wake();
     await this.confirm(id, version, 'route');
     if (signal.aborted) throw new Aborted();
+  }
+
+  /**
+   * Publishes a change to the desktop's current route (its stored route, with the Authorization
+   * header derived again from its credentials). False when it has no route to change.
+   */
+  async change(id: string, edit: (route: Route) => Route, signal: AbortSignal): Promise<boolean> {
+    const row = await loadDesktop(this.options.db, id);
+    if (!row?.route) return false;
+    const authorization = row.credentials ? this.options.secrets.open<DesktopCredentials>(row.credentials).authorization : null;
+    await this.publish(id, edit({ ...row.route, authorization }), signal);
+    return true;
   }
 
   /** Waits until the store holds `version` and every live replica has applied it. */

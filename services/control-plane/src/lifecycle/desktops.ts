@@ -18,7 +18,9 @@ import type { Logger } from '@deskhub/config';
 import { desktops } from '../db/schema.ts';
 import { conflict } from '../errors.ts';
 import type { DesktopRuntime } from '../runtime/types.ts';
-import { recordActivity } from './activity.ts';
+import { recordActivity, type Seen } from './activity.ts';
+import { ClockState } from './clock-state.ts';
+import type { Deadline } from './clocks.ts';
 import { Admission } from './admission.ts';
 import { BringUp } from './bring-up.ts';
 import { DesktopQueue } from './desktop-queue.ts';
@@ -43,6 +45,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   private readonly bringUp: BringUp;
   private readonly repairs: Repairs;
   private readonly exits: ExitNotices;
+  private readonly clocks: ClockState;
   private closed = false;
 
   constructor(private readonly options: LifecycleOptions) {
@@ -50,12 +53,13 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     // One listener per open event stream (the UI follows each launching desktop).
     this.setMaxListeners(0);
     const logger = (this.logger = options.logger.child({ component: 'lifecycle' }));
-    this.views = new DesktopViews(options.db, options.publicUrl, options.catalog);
+    this.views = new DesktopViews(options.db, options.publicUrl, options.catalog, options.connectedWindowMs);
     this.journal = new DesktopJournal(options.db, logger, this);
     this.routes = new DesktopRoutes(options, this.journal, logger);
     this.admission = new Admission(options, this.journal);
     this.exits = new ExitNotices(options.runtimes.all);
     this.bringUp = new BringUp(options, this.journal, this.routes, this.exits, logger);
+    this.clocks = new ClockState(options, this.journal, this.routes, logger);
     this.repairs = new Repairs(options, { bringUp: this.bringUp, routes: this.routes, journal: this.journal, finishStop: (id) => this.finishStop(id) }, logger);
   }
 
@@ -109,8 +113,11 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
 
   // ---------------------------------------------------------------- stop, start, delete
 
-  /** Withdraws the route (before answering), then stops the desktop in the background. */
-  async stop(scope: Scope, id: string): Promise<DesktopView> {
+  /**
+   * Withdraws the route (before answering), then stops the desktop in the background. `reason`
+   * (a policy's: "Stopped: nobody was connected for 2 hours") stays as the stopped state's reason.
+   */
+  async stop(scope: Scope, id: string, reason?: string): Promise<DesktopView> {
     const { row, ownerName } = await this.views.owned(scope, id);
     if (row.state === 'stopped' || row.state === 'failed') return this.views.view(row, ownerName);
     const withdrawn = this.queue.run(
@@ -118,7 +125,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
       async () => {
         const current = await loadDesktop(this.options.db, id);
         if (!current || current.state === 'stopped' || current.state === 'failed') return;
-        await this.journal.setState(id, 'stopping', null);
+        await this.journal.setState(id, 'stopping', reason ?? null);
         await this.routes.withdraw(id);
       },
       { preempt: true },
@@ -135,7 +142,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     const runtime = this.options.runtimes.get(row.runtime);
     try {
       if (runtime && row.runtimeId) await runtime.stop(row.runtimeId);
-      await this.journal.setState(id, 'stopped', null);
+      await this.journal.setState(id, 'stopped', row.reason, { disconnectedAt: null, disconnectReason: null, clockWarnings: {} });
     } catch (err) {
       await this.journal.setState(id, 'failed', `could not stop: ${(err as Error).message}`);
     }
@@ -166,8 +173,8 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     return this.get(scope, id);
   }
 
-  /** Withdraws the route, forgets the desktop, then removes it from its runtime. */
-  async delete(scope: Scope, id: string): Promise<void> {
+  /** Withdraws the route, forgets the desktop, then removes it from its runtime. `reason` is logged (the desktop's events go with it). */
+  async delete(scope: Scope, id: string, reason?: string): Promise<void> {
     await this.views.owned(scope, id);
     await this.queue.run(
       id,
@@ -183,7 +190,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
           // If this fails, the instance is an orphan now and reconciliation removes it.
           await runtime.remove(row.runtimeId).catch((err: Error) => this.logger.warn({ desktopId: id, err: err.message }, 'could not remove a deleted desktop yet'));
         }
-        this.logger.info({ desktopId: id, proxyPath: row.proxyPath }, 'desktop deleted');
+        this.logger.info({ desktopId: id, proxyPath: row.proxyPath, owner: row.ownerId, ...(reason ? { reason } : {}) }, 'desktop deleted');
       },
       { preempt: true },
     );
@@ -205,9 +212,40 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     return ids.filter((id) => !this.queue.busy(id));
   }
 
-  /** Updates last activity from what the proxies saw (paths to epoch ms). */
-  recordActivity(activity: Map<string, number>): Promise<number> {
-    return recordActivity(this.options.db, activity);
+  /** Updates last activity and presence from what the proxies saw (paths to epoch ms). */
+  recordActivity(seen: Seen): Promise<number> {
+    return recordActivity(this.options.db, seen, this.options.connectedWindowMs);
+  }
+
+  // ---------------------------------------------------------------- the idle clocks (clock-state.ts)
+
+  /** How old presence may be and still mean "connected now" (clocks.ts). */
+  get connectedWindowMs(): number {
+    return this.options.connectedWindowMs;
+  }
+
+  /** Holds a running desktop's streams disconnected (the idle policy); false if there was nothing to do. */
+  disconnect(id: string, reason: string): Promise<boolean> {
+    return this.queue.run(id, (signal) => this.clocks.disconnect(id, reason, signal));
+  }
+
+  /** Pushes the idle and expire deadlines out by one period and re-arms held streams (409 unless running). */
+  async keepAlive(scope: Scope, id: string, who: string): Promise<DesktopView> {
+    await this.views.owned(scope, id);
+    await this.queue.run(id, (signal) => this.clocks.keepAlive(id, who, signal));
+    return this.get(scope, id);
+  }
+
+  /** Records the warnings of `current` deadlines whose window began, once each (the idle policy). */
+  warnClocks(id: string, current: Deadline[], now = Date.now()): Promise<void> {
+    return this.queue.run(id, () => this.clocks.warn(id, current, now));
+  }
+
+  /** Takes a desktop out of (or puts it back under) every clock: the admin API. */
+  async exemptFromClocks(scope: Scope, id: string, exempt: boolean): Promise<DesktopView> {
+    await this.views.owned(scope, id);
+    await this.queue.run(id, (signal) => this.clocks.exempt(id, exempt, signal));
+    return this.get(scope, id);
   }
 
   /**

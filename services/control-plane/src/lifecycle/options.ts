@@ -23,4 +23,9 @@ export interface LifecycleOptions {
   replicaWaitMs: number;
   /** How long to wait for the route store to take a change. */
   publishTimeoutMs?: number;
+  /**
+   * How old the last presence may be and still mean "connected now", and the gap after which
+   * presence starts a new connection: the activity copy interval plus the proxies' flushes.
+   */
+  connectedWindowMs: number;
 }

@@ -6,7 +6,8 @@
  * half-stopped by a control plane that died are finished or failed. It never trusts that an
  * earlier event arrived; a crash at any line leaves a state the next pass repairs.
  *
- * It also copies the proxies' activity into last_activity_at every ACTIVITY_INTERVAL_MS.
+ * It also copies the proxies' activity and presence into the desktops table every
+ * ACTIVITY_INTERVAL_MS (lifecycle/activity.ts).
  */
 import type { Logger } from '@deskhub/config';
 import type { RoutePublisher } from '@deskhub/route-stream';
@@ -139,11 +140,12 @@ export class Reconciler {
     return { repairs, skippedRuntimes };
   }
 
-  /** Copies the proxies' activity into last_activity_at. */
+  /** Copies the proxies' activity and presence into the desktops table. */
   async copyActivity(): Promise<void> {
     try {
-      const activity = await this.options.publisher.readActivity();
-      if (activity.size > 0) await this.options.lifecycle.recordActivity(activity);
+      const publisher = this.options.publisher;
+      const [activity, presence] = await Promise.all([publisher.readActivity(), publisher.readPresence()]);
+      if (activity.size > 0 || presence.size > 0) await this.options.lifecycle.recordActivity({ activity, presence });
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'could not read activity from the route store');
     }

@@ -7,6 +7,28 @@ import type { Database } from '../db/client.ts';
 import { desktopEvents, desktops, users, type DesktopState } from '../db/schema.ts';
 import { notFound } from '../errors.ts';
 import type { Catalog } from '../catalog.ts';
+import { deadlines, type ClockName } from './clocks.ts';
+
+/** A clock's deadline as the API shows it (clocks.ts). */
+export interface DeadlineView {
+  clock: ClockName;
+  /** When it acts. */
+  at: string;
+  /** When its warning starts (the UI counts down from here). */
+  warnAt: string;
+  action: 'disconnect' | 'stop' | 'delete';
+  /** The clock's period in seconds. */
+  periodSeconds: number;
+}
+
+export interface ClocksView {
+  /** An admin took it out of every clock. */
+  exempt: boolean;
+  /** Set while its streams are held disconnected after an idle period: reconnect with keepalive. */
+  disconnected: { at: string; reason: string } | null;
+  /** The running desktop's deadlines, soonest first (none when stopped, exempt or without clocks). */
+  deadlines: DeadlineView[];
+}
 
 export interface DesktopView {
   id: string;
@@ -24,6 +46,9 @@ export interface DesktopView {
   lastActivityAt: string | null;
   /** What lastActivityAt counts: input (VNC desktops) or traffic (web apps); null for a type no longer in the catalog. */
   activity: 'input' | 'traffic' | null;
+  /** The last time any proxy saw someone connected (an open WebSocket or a request). */
+  lastConnectedAt: string | null;
+  clocks: ClocksView;
 }
 
 export interface DesktopEventView {
@@ -65,7 +90,25 @@ export class DesktopViews {
     private readonly db: Database,
     private readonly publicUrl: string,
     private readonly catalog: Catalog,
+    private readonly connectedWindowMs: number,
   ) {}
+
+  private clocks(row: DesktopRow, now: number): ClocksView {
+    const running = row.state === 'running';
+    const settings = this.catalog.get(row.type)?.clocks;
+    const list = running && settings ? deadlines(row, settings, now, this.connectedWindowMs) : [];
+    return {
+      exempt: row.clocksExempt,
+      disconnected: running && row.disconnectedAt ? { at: row.disconnectedAt.toISOString(), reason: row.disconnectReason ?? 'Disconnected' } : null,
+      deadlines: list.map((d) => ({
+        clock: d.clock,
+        at: new Date(d.at).toISOString(),
+        warnAt: new Date(d.warnAt).toISOString(),
+        action: d.action,
+        periodSeconds: Math.round(d.periodMs / 1000),
+      })),
+    };
+  }
 
   view(row: DesktopRow, ownerName: string): DesktopView {
     const base = `${this.publicUrl}/desktop/${row.proxyPath}/`;
@@ -84,6 +127,8 @@ export class DesktopViews {
       readyAt: row.readyAt?.toISOString() ?? null,
       lastActivityAt: row.lastActivityAt?.toISOString() ?? null,
       activity: this.catalog.get(row.type)?.activity.on ?? null,
+      lastConnectedAt: row.lastConnectedAt?.toISOString() ?? null,
+      clocks: this.clocks(row, Date.now()),
     };
   }
 

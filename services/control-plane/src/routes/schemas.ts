@@ -38,6 +38,31 @@ export const DesktopSchema = Type.Object(
     readyAt: Nullable(Type.String({ format: 'date-time' })),
     lastActivityAt: Nullable(Type.String({ format: 'date-time', description: 'the last input (activity input) or request (activity traffic) seen by any proxy' })),
     activity: Nullable(Type.Union([Type.Literal('input'), Type.Literal('traffic')], { description: "what lastActivityAt counts, from the type's catalog entry" })),
+    lastConnectedAt: Nullable(Type.String({ format: 'date-time', description: 'the last time any proxy saw someone connected: an open WebSocket or a request' })),
+    clocks: Type.Object(
+      {
+        exempt: Type.Boolean({ description: 'an admin took it out of every clock' }),
+        disconnected: Nullable(
+          Type.Object(
+            { at: Type.String({ format: 'date-time' }), reason: Type.String() },
+            { description: 'its streams are held disconnected after an idle period; POST .../keepalive reconnects them' },
+          ),
+        ),
+        deadlines: Type.Array(
+          Type.Object({
+            clock: Type.Union([Type.Literal('idle'), Type.Literal('expire'), Type.Literal('lifetime')], {
+              description: 'idle: no input while connected; expire: nobody connected; lifetime: since it started',
+            }),
+            at: Type.String({ format: 'date-time', description: 'when it acts' }),
+            warnAt: Type.String({ format: 'date-time', description: 'when its warning starts' }),
+            action: Type.Union([Type.Literal('disconnect'), Type.Literal('stop'), Type.Literal('delete')]),
+            periodSeconds: Type.Integer({ description: "the clock's period" }),
+          }),
+          { description: 'the running desktop\'s deadlines, soonest first' },
+        ),
+      },
+      { description: 'the idle clocks (README: Idle desktops)' },
+    ),
   },
   { $id: 'Desktop' },
 );

@@ -1,6 +1,7 @@
 /**
  * /api/admin: every user's desktops, for users with the `admin` role (ADMIN_USERS); 403 for
- * everyone else. Stop, start and delete act on anyone's desktop.
+ * everyone else. Stop, start and delete act on anyone's desktop; clocks exempts one from the idle
+ * clocks.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
@@ -34,6 +35,21 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
     '/api/admin/desktops/:id/start',
     { config: SCOPE, schema: { tags: ['admin'], summary: "Start anyone's desktop", params: DesktopIdParams, response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404, 409) } } },
     async (request) => app.desktops.start(ADMIN, request.params.id),
+  );
+
+  app.put(
+    '/api/admin/desktops/:id/clocks',
+    {
+      config: SCOPE,
+      schema: {
+        tags: ['admin'],
+        summary: "Exempt anyone's desktop from the idle clocks and its lifetime, or put it back under them",
+        params: DesktopIdParams,
+        body: Type.Object({ exempt: Type.Boolean() }, { additionalProperties: false }),
+        response: { 200: Type.Ref('Desktop'), ...errors(400, 401, 403, 404) },
+      },
+    },
+    async (request) => app.desktops.exemptFromClocks(ADMIN, request.params.id, request.body.exempt),
   );
 
   app.delete(

@@ -94,6 +94,23 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
     async (request) => app.desktops.start(owner(request), request.params.id),
   );
 
+  app.post(
+    '/api/desktops/:id/keepalive',
+    {
+      config: WRITE,
+      schema: {
+        tags: ['desktops'],
+        summary: 'Keep it running: push its idle and expire deadlines out by one period, and reconnect streams held disconnected',
+        params: DesktopIdParams,
+        response: { 200: Type.Ref('Desktop'), ...errors(401, 403, 404, 409) },
+      },
+    },
+    async (request) => {
+      const who = request.user!.username + (request.apiToken ? ' (API token)' : '');
+      return app.desktops.keepAlive(owner(request), request.params.id, who);
+    },
+  );
+
   app.get(
     '/api/desktops/:id/events',
     {
