@@ -130,7 +130,7 @@ t.test('the shipped catalog is valid and has the Kasm family, the local images a
     t.equal(e.verifyTls, false);
     t.equal(e.stripPrefix, true);
     t.same(e.credentials, { kind: 'kasm' });
-    t.equal(e.entryQuery, 'path=desktop/{path}/websockify');
+    t.equal(e.entryQuery, 'path=desktop/{path}/websockify&idle_disconnect=10080', `${id}: Kasm's client idle timer set past deskhub's clocks`);
     t.same(e.activity, { on: 'input', rfb: 'kasmvnc' }, `${id}: idle on input, in KasmVNC's dialect (the default for Kasm images)`);
   }
   t.same(catalog.get('desktop')!.activity, { on: 'input', rfb: 'standard' }, 'the x11vnc desktop speaks standard RFB');

@@ -1,7 +1,10 @@
 // End to end with Docker: the whole of deskhub in this process (control plane + proxy + route
 // stream, real Postgres) with the Docker runtime. A kasm-test desktop created through the API
 // is reached through the proxy (page and WebSocket echo); then the real desktop image is opened
-// through the proxy in headless Chromium, which must show noVNC "Connected" and a desktop.
+// through the proxy in headless Chromium, which must show noVNC "Connected" and a desktop, count
+// its input, and live by the idle clocks: typing keeps it connected, left alone it is warned then
+// disconnected (the desktop keeps running), a keep-alive brings the stream back, and with no page
+// open it is stopped.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -38,6 +41,13 @@ const deskhub: RunningDeskhub = await startEmbedded({
     AUTH_MODE: 'dev',
     LOG_LEVEL: 'warn',
     RECONCILE_INTERVAL_MS: '1000',
+    // The idle clocks, short, for every type (the real-browser check below).
+    IDLE_DISCONNECT_AFTER: '40s',
+    IDLE_WARN: '20s',
+    EXPIRE_AFTER: '40s',
+    EXPIRE_WARN: '20s',
+    CLOCKS_INTERVAL_MS: '1000',
+    ACTIVITY_INTERVAL_MS: '1000',
     SECRET_KEY: randomBytes(32).toString('base64'),
   },
   runtimes: [runtime],
@@ -139,7 +149,31 @@ t.test('the real desktop image, through the API and the proxy, in headless Chrom
   t.teardown(() => browser.close());
   // No certificate exception and no HTTP credentials: the proxy injects the desktop's password.
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  // Every WebSocket close the page sees, with its code and reason (the proxy's idle disconnect says why).
+  await context.addInitScript(`
+    window.__closes = [];
+    (() => {
+      // A factory returning the native socket (noVNC refuses a subclass: "Raw channel missing property").
+      const Native = window.WebSocket;
+      const Recording = function (...args) {
+        const ws = new Native(...args);
+        ws.addEventListener('close', (e) => window.__closes.push({ code: e.code, reason: e.reason }));
+        return ws;
+      };
+      Recording.prototype = Native.prototype;
+      for (const k of ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED']) Recording[k] = Native[k];
+      window.WebSocket = Recording;
+    })();
+  `);
   const page = await context.newPage();
+  // What the page said, for a failure's diagnosis.
+  const consoleLines: string[] = [];
+  page.on('console', (m) => void consoleLines.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => void consoleLines.push(`pageerror: ${e.message}`));
+  t.teardown(() => {
+    if (t.passing()) return;
+    t.comment(`the page's console:\n${consoleLines.slice(-40).join('\n')}`);
+  });
   await page.goto(`${base}/`);
   const login = await page.request.post(`${base}/auth/dev-login`, { data: { username: 'bob' }, headers: { origin: base } });
   t.ok(login.ok(), `browser signed in (${login.status()})`);
@@ -176,6 +210,44 @@ t.test('the real desktop image, through the API and the proxy, in headless Chrom
     return at !== null && at !== settled ? at : undefined;
   }, 30_000, 500);
   t.ok(Date.parse(seen) >= before - 1000 && seen !== settled, `a mouse movement and a key press are activity (${seen})`);
+
+  // The idle clocks (40 s without input while connected: disconnect; 40 s with nobody connected: stop).
+  type Clocked = DesktopView & { clocks: { disconnected: { reason: string } | null; deadlines: Array<{ clock: string; at: string; warnAt: string }> } };
+  const current = async () => (await api<Clocked>(cookie, 'GET', `/api/desktops/${created.body.id}`)).body;
+  const closes = () => page.evaluate('window.__closes') as Promise<Array<{ code: number; reason: string }>>;
+  for (let i = 0; i < 10; i++) {
+    await page.mouse.move(canvas!.x + 100 + i * 20, canvas!.y + 120);
+    await page.keyboard.press('b');
+    await new Promise((r) => setTimeout(r, 5000));
+  }
+  t.same(await closes(), [], 'typing and moving the mouse for 50 s kept the stream connected (disconnectAfter is 40 s)');
+  t.match(await page.locator('#noVNC_status').textContent(), /^Connected/);
+
+  let warned = false;
+  const held = await waitFor('the untouched page to be disconnected', async () => {
+    const d = await current();
+    const idle = d.clocks.deadlines.find((x) => x.clock === 'idle');
+    if (idle && Date.parse(idle.warnAt) <= Date.now()) warned = true;
+    return d.clocks.disconnected ? d : undefined;
+  }, 90_000, 500);
+  t.ok(warned, 'the API showed the idle warning before the disconnect');
+  t.equal(held.state, 'running', 'the desktop keeps running');
+  t.equal(held.clocks.disconnected!.reason, 'Disconnected after 40 seconds without input');
+  const closed = await waitFor('the page to see its WebSocket closed', async () => ((await closes()).length > 0 ? closes() : undefined), 15_000, 250);
+  t.same(closed[0], { code: 4000, reason: 'Disconnected after 40 seconds without input' }, 'the browser got a close frame with the reason');
+  const [container] = (await runtime.list()).filter((s) => s.desktopId === created.body.id);
+  t.ok(container?.running, 'its container still runs');
+
+  t.equal((await api(cookie, 'POST', `/api/desktops/${created.body.id}/keepalive`)).status, 200);
+  t.match((await openNoVnc(page, view.url, { timeoutMs: 60_000 })).status, /^Connected/, 'after a keep-alive the page connects again');
+
+  await page.close();
+  const stopped = await waitFor('the desktop with no page open to be stopped', async () => {
+    const d = await current();
+    return d.state === 'stopped' ? d : undefined;
+  }, 120_000, 1000);
+  t.equal(stopped.reason, 'Stopped: nobody was connected for 40 seconds');
+  t.notOk((await runtime.list()).find((s) => s.desktopId === created.body.id)?.running, 'its container is stopped');
 
   t.equal((await api(cookie, 'DELETE', `/api/desktops/${created.body.id}`)).status, 204);
   await waitFor('its container to be removed', async () => ((await runtime.list()).some((s) => s.desktopId === created.body.id) ? undefined : true), 30_000, 250);

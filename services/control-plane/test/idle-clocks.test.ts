@@ -65,13 +65,13 @@ t.test('catalog and environment: per-type clocks, defaults, off, and errors nami
   t.same(load('').clocks, NO_CLOCKS, 'no settings anywhere: no clocks');
   const own = load('idle: { disconnectAfter: 30m, warn: 5m }\nexpire: { after: 2h, warn: 10m, action: delete }\nmaxLifetime: { after: 12h, warnBefore: 15m }').clocks;
   t.same(own, {
-    idle: { disconnectAfterMs: 30 * MIN, warnMs: 5 * MIN },
+    idle: { disconnectAfterMs: 30 * MIN, warnMs: 5 * MIN, counts: 'traffic' },
     expire: { afterMs: 120 * MIN, warnMs: 10 * MIN, action: 'delete' },
     lifetime: { maxMs: 720 * MIN, warnMs: 15 * MIN },
   });
   const env = { IDLE_DISCONNECT_AFTER: '20m', IDLE_WARN: '2m', EXPIRE_AFTER: '1h', MAX_LIFETIME: '8h' };
   t.same(load('', env).clocks, {
-    idle: { disconnectAfterMs: 20 * MIN, warnMs: 2 * MIN },
+    idle: { disconnectAfterMs: 20 * MIN, warnMs: 2 * MIN, counts: 'traffic' },
     expire: { afterMs: 60 * MIN, warnMs: 10 * MIN, action: 'stop' },
     lifetime: { maxMs: 480 * MIN, warnMs: 15 * MIN },
   }, 'the environment gives every type its defaults');
@@ -95,7 +95,7 @@ t.test('catalog and environment: per-type clocks, defaults, off, and errors nami
 t.test('deadlines from stored times', async (t) => {
   const now = Date.parse('2026-12-06T12:00:00Z');
   const ago = (ms: number) => new Date(now - ms);
-  const settings = { idle: { disconnectAfterMs: 30 * MIN, warnMs: 5 * MIN }, expire: { afterMs: 120 * MIN, warnMs: 10 * MIN, action: 'stop' as const }, lifetime: { maxMs: 720 * MIN, warnMs: 15 * MIN } };
+  const settings = { idle: { disconnectAfterMs: 30 * MIN, warnMs: 5 * MIN, counts: 'input' as const }, expire: { afterMs: 120 * MIN, warnMs: 10 * MIN, action: 'stop' as const }, lifetime: { maxMs: 720 * MIN, warnMs: 15 * MIN } };
   const base: ClockTimes = { runningSince: ago(60 * MIN), lastActivityAt: null, lastConnectedAt: null, connectedSince: null, keptAliveAt: null, disconnectedAt: null, clocksExempt: false };
   const window = 30_000;
   const of = (times: Partial<ClockTimes>) => deadlines({ ...base, ...times }, settings, now, window);
@@ -196,10 +196,10 @@ ${clocks}
     t.same((await policy().runOnce())!.disconnected, [d.id]);
     const v = await view(d.id);
     t.equal(v.state, 'running');
-    t.equal(v.clocks.disconnected?.reason, 'Disconnected after 30 minutes without input');
-    t.equal(running.replica.table.get(d.proxyPath)?.disconnected, 'Disconnected after 30 minutes without input', 'the replica holds the reason');
+    t.equal(v.clocks.disconnected?.reason, 'Disconnected after 30 minutes without use', 'a web app (activity: traffic) is disconnected without use');
+    t.equal(running.replica.table.get(d.proxyPath)?.disconnected, 'Disconnected after 30 minutes without use', 'the replica holds the reason');
     t.notOk(v.clocks.deadlines.some((x) => x.clock === 'idle'), 'no idle deadline while held');
-    t.match((await events(d.id)).at(-1), /^Disconnected after 30 minutes without input; the desktop keeps running/);
+    t.match((await events(d.id)).at(-1), /^Disconnected after 30 minutes without use; the desktop keeps running/);
     t.same((await policy().runOnce())!.disconnected, [], 'once');
   });
 

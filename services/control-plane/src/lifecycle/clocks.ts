@@ -17,6 +17,8 @@ import { describeDuration } from '../durations.ts';
 export interface IdleClock {
   disconnectAfterMs: number;
   warnMs: number;
+  /** What the type's activity is (catalog `activity`): the reason says "without input" or "without use". */
+  counts: 'input' | 'traffic';
 }
 export interface ExpireClock {
   afterMs: number;
@@ -80,7 +82,7 @@ export function deadlines(times: ClockTimes, settings: ClockSettings, now: numbe
   const { idle, expire, lifetime } = settings;
   if (idle && times.disconnectedAt === null && connectedNow(times, now, connectedWindowMs)) {
     const at = latest(times.runningSince, times.lastActivityAt, times.connectedSince, times.keptAliveAt) + idle.disconnectAfterMs;
-    out.push({ clock: 'idle', at, warnAt: at - idle.warnMs, action: 'disconnect', periodMs: idle.disconnectAfterMs, why: idleReason(idle.disconnectAfterMs) });
+    out.push({ clock: 'idle', at, warnAt: at - idle.warnMs, action: 'disconnect', periodMs: idle.disconnectAfterMs, why: idleReason(idle) });
   }
   if (expire) {
     const at = latest(times.runningSince, times.lastConnectedAt, times.keptAliveAt) + expire.afterMs;
@@ -95,8 +97,8 @@ export function deadlines(times: ClockTimes, settings: ClockSettings, now: numbe
 }
 
 /** The close frame's reason and the event's text for an idle disconnect (at most 123 bytes). */
-export function idleReason(ms: number): string {
-  return `Disconnected after ${describeDuration(ms)} without input`;
+export function idleReason(idle: IdleClock): string {
+  return `Disconnected after ${describeDuration(idle.disconnectAfterMs)} without ${idle.counts === 'input' ? 'input' : 'use'}`;
 }
 
 /** Deadlines whose warning window has begun and that have not passed yet, as clock → deadline. */
