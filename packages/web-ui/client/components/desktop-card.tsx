@@ -5,6 +5,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { desktopHref, ownerName, type Desktop } from '../api.ts';
 import { linkTo } from '../router.ts';
+import { ClockNotice } from './clock-notice.tsx';
 import { ProgressPanel, useProgress } from './progress.tsx';
 import { ago, exact } from './time.ts';
 
@@ -27,6 +28,8 @@ export interface DesktopActions {
   remove(d: Desktop): void;
   /** Called when a creating/starting desktop settles, with its fresh record. */
   settled?(d: Desktop): void;
+  /** "Keep it running" and "Reconnect" (POST .../keepalive); the owner's list only. */
+  keepAlive?(d: Desktop): Promise<void>;
 }
 
 function Hidden({ children }: { children: string }) {
@@ -68,7 +71,9 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
   return (
     <li class={`card desktop state-${desktop.state}`} aria-labelledby={headingId} data-desktop-id={desktop.id}>
       <div class="card-head">
-        <h3 id={headingId}>{label}</h3>
+        <h3 id={headingId} tabIndex={-1}>
+          {label}
+        </h3>
         <span class={`badge badge-${desktop.state}`} data-state={desktop.state}>
           <Hidden>State: </Hidden>
           {STATE_LABEL[desktop.state] ?? desktop.state}
@@ -106,6 +111,15 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
         </p>
       ) : desktop.reason && desktop.state === 'stopped' ? (
         <p class="note">{desktop.reason}</p>
+      ) : null}
+      {desktop.state === 'running' ? (
+        <ClockNotice
+          desktop={desktop}
+          label={label}
+          onKeepAlive={actions.keepAlive ? () => actions.keepAlive!(desktop) : undefined}
+          onReconnect={actions.keepAlive ? () => actions.keepAlive!(desktop) : undefined}
+          onDone={() => document.getElementById(headingId)?.focus()}
+        />
       ) : null}
       {showProgress ? (
         <LiveProgress key={Math.ceil(generation / 2)} desktop={desktop} onSettled={(d) => actions.settled?.(d)} />
