@@ -30,6 +30,8 @@ export interface DesktopActions {
   settled?(d: Desktop): void;
   /** "Keep it running" and "Reconnect" (POST .../keepalive); the owner's list only. */
   keepAlive?(d: Desktop): Promise<void>;
+  /** Exempt it from the idle clocks or put it back under them; the admin view only. */
+  setExempt?(d: Desktop, exempt: boolean): Promise<void>;
 }
 
 function Hidden({ children }: { children: string }) {
@@ -98,6 +100,12 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
           <dt>{desktop.activity === 'input' ? 'Last input' : 'Last activity'}</dt>
           <dd title={exact(desktop.lastActivityAt)}>{ago(desktop.lastActivityAt)}</dd>
         </div>
+        {admin && desktop.clocks ? (
+          <div>
+            <dt>Idle clocks</dt>
+            <dd data-exempt={String(desktop.clocks.exempt)}>{desktop.clocks.exempt ? 'Exempt' : 'Apply'}</dd>
+          </div>
+        ) : null}
         <div class="wide">
           <dt>Address</dt>
           <dd>
@@ -149,6 +157,16 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
         {actions.start && (desktop.state === 'stopped' || desktop.state === 'failed') ? (
           <button type="button" disabled={busy !== null} onClick={() => run('start', () => actions.start!(desktop))}>
             {busy === 'start' ? 'Starting…' : 'Start'}
+            <Hidden>{` ${label}`}</Hidden>
+          </button>
+        ) : null}
+        {admin && actions.setExempt && desktop.clocks ? (
+          <button
+            type="button"
+            disabled={busy !== null}
+            onClick={() => run('exempt', () => actions.setExempt!(desktop, !desktop.clocks!.exempt))}
+          >
+            {desktop.clocks.exempt ? 'Apply idle clocks' : 'Exempt from idle clocks'}
             <Hidden>{` ${label}`}</Hidden>
           </button>
         ) : null}
