@@ -4,7 +4,10 @@
  * type: every failed call becomes an ApiError carrying the server's `message`.
  */
 
+import { noteServerDate, type ClocksView } from './clocks.ts';
 import { desktopPath, withIframeQuery } from './links.ts';
+
+export type { ClocksView, DeadlineView } from './clocks.ts';
 
 export type DesktopState = 'creating' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
@@ -39,6 +42,10 @@ export interface Desktop {
   lastActivityAt?: string | null;
   /** input: lastActivityAt is the last key press, pointer movement or paste; traffic: the last request. */
   activity?: 'input' | 'traffic' | null;
+  /** The last time any proxy saw someone connected (an open WebSocket or a request). */
+  lastConnectedAt?: string | null;
+  /** The idle clocks: exemption, held disconnected, deadlines (running desktops only). Missing: no clocks shown. */
+  clocks?: ClocksView;
 }
 
 export interface Provider {
@@ -107,6 +114,8 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
   } catch {
     throw new ApiError(0, 'The server cannot be reached. Check your connection and try again.');
   }
+  // Deadlines are the server's times: the countdowns correct for a browser clock that is off.
+  noteServerDate(res.headers.get('date'), Date.now());
   if (res.status === 204) return undefined as T;
   const text = await res.text();
   let data: unknown = undefined;
@@ -149,9 +158,13 @@ export const api = {
   stop: (id: string) => call<unknown>('POST', `/api/desktops/${encodeURIComponent(id)}/stop`, {}),
   start: (id: string) => call<unknown>('POST', `/api/desktops/${encodeURIComponent(id)}/start`, {}),
   remove: (id: string) => call<void>('DELETE', `/api/desktops/${encodeURIComponent(id)}`),
+  /** Pushes the idle and expire deadlines out by one period and re-arms streams held disconnected; 409 unless running. */
+  keepAlive: (id: string) => call<Desktop>('POST', `/api/desktops/${encodeURIComponent(id)}/keepalive`, {}),
   adminDesktops: () => call<Desktop[]>('GET', '/api/admin/desktops'),
   adminStop: (id: string) => call<unknown>('POST', `/api/admin/desktops/${encodeURIComponent(id)}/stop`, {}),
   adminStart: (id: string) => call<unknown>('POST', `/api/admin/desktops/${encodeURIComponent(id)}/start`, {}),
+  /** Exempts a desktop from the idle clocks and its lifetime, or puts it back under them. */
+  adminSetClocks: (id: string, exempt: boolean) => call<Desktop>('PUT', `/api/admin/desktops/${encodeURIComponent(id)}/clocks`, { exempt }),
   adminRemove: (id: string) => call<void>('DELETE', `/api/admin/desktops/${encodeURIComponent(id)}`),
   tokens: () => call<ApiToken[]>('GET', '/api/tokens'),
   createToken: (body: { name: string; scopes: string[]; expiresInDays?: number }) => call<NewApiToken>('POST', '/api/tokens', body),

@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { freePort } from '@deskhub/testkit/net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -32,6 +32,45 @@ const WAIT_MS = 120_000;
 const ADMIN = 'root-e2e';
 /** The desktop access cookie's lifetime in this run: short, so renewal has to happen during the test. */
 const ACCESS_LIFETIME_S = 16;
+/** The catalog type with short idle clocks (added to the default catalog for this run, see testCatalog). */
+const CLOCKS_TYPE = 'demo-clocks';
+/** Its clocks: a warning window long enough to look at, deadlines short enough to wait for. */
+const IDLE_AFTER_S = 16;
+const EXPIRE_AFTER_S = 40;
+
+/**
+ * The default catalog plus a copy of the demo desktop with short clocks. The file lives in the
+ * run's DATA_DIR, so the demo entries get absolute paths (the default one is relative to its folder).
+ */
+async function testCatalog(dir: string): Promise<string> {
+  const controlPlane = join(repo, 'services/control-plane');
+  const base = (await readFile(join(controlPlane, 'catalog.yaml'), 'utf8'))
+    .replaceAll('{catalogDir}', controlPlane)
+    .replaceAll('    runtime: process\n', `    runtime: process\n    workingDir: ${controlPlane}\n`);
+  const clocksType = `
+  - id: ${CLOCKS_TYPE}
+    name: Demo desktop with short clocks
+    description: The demo desktop, disconnected after ${IDLE_AFTER_S} s without use and stopped after ${EXPIRE_AFTER_S} s without a connection
+    runtime: process
+    workingDir: ${controlPlane}
+    command: ["{node}", "--import", "tsx", "${join(repo, 'packages/demo-desktop/src/main.ts')}"]
+    port: 6901
+    scheme: https
+    verifyTls: false
+    stripPrefix: true
+    credentials: { kind: kasm }
+    activity: traffic
+    env: { HOST: 127.0.0.1, PORT: "{port}", TLS: "true", DESKTOP_NAME: "{path}" }
+    readiness: { path: /, timeoutSeconds: 60 }
+    entryQuery: path=desktop/{path}/websockify
+    idle: { disconnectAfter: ${IDLE_AFTER_S}s, warn: 12s }
+    expire: { after: ${EXPIRE_AFTER_S}s, warn: 30s, action: stop }
+    maxLifetime: { after: 10m, warnBefore: 9m59s }
+`;
+  const file = join(dir, 'catalog.yaml');
+  await writeFile(file, `${base.trimEnd()}\n${clocksType}`);
+  return file;
+}
 
 const missing = !existsSync(embedded)
   ? `the control plane's embedded start (${embedded}) does not exist yet`
@@ -46,6 +85,7 @@ else await main();
 async function main(): Promise<void> {
   // ---- the system under test: the embedded start, as `pnpm start` runs it -------------------------
   const dataDir = await mkdtemp(join(tmpdir(), 'deskhub-web-ui-e2e-'));
+  const catalog = await testCatalog(dataDir);
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   let output = '';
@@ -68,6 +108,10 @@ async function main(): Promise<void> {
       ADMIN_USERS: ADMIN,
       // Short-lived desktop access cookies, so the test sees the UI renew them (every half lifetime).
       ACCESS_TOKEN_LIFETIME_S: String(ACCESS_LIFETIME_S),
+      // The default catalog plus a type with short idle clocks, checked often, with presence copied often.
+      CATALOG: catalog,
+      CLOCKS_INTERVAL_MS: '500',
+      ACTIVITY_INTERVAL_MS: '1000',
       LOG_LEVEL: 'warn',
     },
   });
@@ -487,6 +531,20 @@ async function main(): Promise<void> {
       await screenshot(admin.page, '07-admin');
       await accessible(t, admin.page, '07-admin');
 
+      // Exempt it from the idle clocks (PUT /api/admin/desktops/:id/clocks), then put it back.
+      const exempt = async () =>
+        admin.page.evaluate(async (id) => {
+          const list = (await (await fetch('/api/admin/desktops')).json()) as { id: string; clocks: { exempt: boolean } }[];
+          return list.find((d) => d.id === id)?.clocks.exempt;
+        }, desktopId);
+      t.match(await card.locator('.facts').textContent(), /Idle clocksApply/, 'the idle clocks apply to it');
+      await card.getByRole('button', { name: /^Exempt from idle clocks/ }).click();
+      await card.locator('[data-exempt="true"]').waitFor();
+      t.equal(await exempt(), true, 'Exempt from idle clocks exempts it on the server');
+      await card.getByRole('button', { name: /^Apply idle clocks/ }).click();
+      await card.locator('[data-exempt="false"]').waitFor();
+      t.equal(await exempt(), false, 'and Apply idle clocks puts it back');
+
       // The admin acts on someone else's desktop: bob launches one, the admin stops and deletes it.
       const bobsId = await bob.page.evaluate(async () => {
         const res = await fetch('/api/desktops', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ type: 'demo', name: 'adm' }) });
@@ -600,6 +658,100 @@ async function main(): Promise<void> {
       t.equal(tokensOverflow, 0, 'the API tokens page does not scroll sideways at 360 px either');
       await screenshot(page, '16-tokens-phone-dark');
       await accessible(t, page, '16-tokens-phone-dark');
+    });
+
+    await t.test('the idle clocks: a countdown before, Keep it running, disconnected and Reconnect', async (t) => {
+      const carol = await browser('carol');
+      const { page, context } = carol;
+      await signIn(page, 'carol-e2e');
+      await page.locator(`[data-type-id="${CLOCKS_TYPE}"]`).getByRole('button', { name: /Launch/ }).click();
+      const card = page.locator('#my-desktops [data-desktop-id]').first();
+      await card.locator('.badge[data-state="running"]').waitFor();
+      const id = (await card.getAttribute('data-desktop-id')) ?? '';
+      type Clocks = { disconnected: { reason: string } | null; deadlines: { clock: string; at: string }[] };
+      const clocks = async () => page.evaluate(async (id) => ((await (await fetch(`/api/desktops/${id}`)).json()) as { clocks: Clocks }).clocks, id);
+      const WARN_WAIT = { timeout: 30_000 };
+
+      // Nobody connected: the expiry warns (after 10 s of its 40), in the list, counting down by itself.
+      const expire = card.locator('[data-clock="expire"]');
+      await expire.waitFor(WARN_WAIT);
+      t.match(await expire.textContent(), new RegExp(`^Stops in 0:[0-3]\\d: nobody has been connected for ${EXPIRE_AFTER_S} seconds`), 'the list warns before the expiry stops it');
+      const first = await expire.locator('.countdown').textContent();
+      await sleep(1300);
+      const second = await expire.locator('.countdown').textContent();
+      t.not(second, first, `the countdown ticks without a refetch (${first} -> ${second})`);
+      t.equal(await expire.getByRole('timer').count(), 1, 'the countdown is a timer (not announced every second)');
+      const spoken = (await card.locator('.clocks > [role="status"]').textContent()) ?? '';
+      t.match(spoken, /stops in less than a minute: nobody has been connected for 40 seconds/i, `the live region says it coarsely (${spoken})`);
+      t.notMatch(spoken, /\d:\d\d/, 'without the seconds');
+      const lifetime = card.locator('[data-clock="lifetime"]');
+      t.match(await lifetime.textContent(), /^Stops in 9:\d\d: its lifetime of 10 minutes ends/, 'the lifetime warns too');
+      t.equal(await lifetime.getByRole('button').count(), 0, 'without Keep it running, which cannot extend it');
+      await screenshot(page, '17-clock-warning');
+      await accessible(t, page, '17-clock-warning');
+
+      const before = (await clocks()).deadlines.find((d) => d.clock === 'expire')!.at;
+      await expire.getByRole('button', { name: /^Keep it running/ }).click();
+      await expire.waitFor({ state: 'detached' });
+      const after = (await clocks()).deadlines.find((d) => d.clock === 'expire')!.at;
+      t.ok(Date.parse(after) - Date.parse(before) > 5000, `Keep it running moved the server's deadline (${before} -> ${after}) and the warning went`);
+      t.equal(await page.evaluate(() => (globalThis as any).document.activeElement?.id), `desktop-${id}-title`, 'focus goes to the desktop, not lost');
+
+      // Open it: the demo page's WebSocket makes it connected, so its idle clock runs.
+      await card.getByRole('link', { name: /Open .* here/ }).click();
+      await page.waitForURL(`${base}/desktops/${encodeURIComponent(id)}`);
+      const inside = page.frameLocator('iframe');
+      await inside.locator('#status', { hasText: 'Connected' }).waitFor();
+      const notice = page.locator('.viewer-notice');
+
+      // Kasm's client gave up by its own idle timer: only a message from the desktop's iframe counts.
+      await page.evaluate(() => (globalThis as any).postMessage({ action: 'idle_session_timeout', value: 'Idle session timeout exceeded' }, '*'));
+      await sleep(300);
+      t.equal(await notice.locator('[data-clock="disconnected"]').count(), 0, 'a message from elsewhere than the iframe is ignored');
+      const frame = async () => (await page.locator('iframe').elementHandle())!.contentFrame();
+      await (await frame())!.evaluate(() => {
+        const w = globalThis as any;
+        w.__before = true;
+        w.parent.postMessage({ action: 'idle_session_timeout', value: 'Idle session timeout exceeded' }, '*');
+      });
+      const clientGone = notice.locator('[data-clock="disconnected"]');
+      await clientGone.waitFor();
+      t.match(await clientGone.textContent(), /its idle timeout/, "Kasm's idle_session_timeout shows the disconnected state");
+      await clientGone.getByRole('button', { name: /^Reconnect/ }).click();
+      await clientGone.waitFor({ state: 'detached' });
+      await inside.locator('#status', { hasText: 'Connected' }).waitFor();
+      t.equal(await (await frame())!.evaluate(() => (globalThis as any).__before ?? null), null, 'Reconnect loaded the desktop again');
+
+      // No use for a while: warned in the open view, then its streams are held disconnected.
+      const idle = notice.locator('[data-clock="idle"]');
+      await idle.waitFor(WARN_WAIT);
+      t.match(await idle.textContent(), /^Disconnects in 0:[01]\d because nobody has used it/, 'the open view warns before the idle disconnect');
+      t.equal(await idle.getByRole('button', { name: /^Keep it running/ }).count(), 1, 'with Keep it running');
+      const held = notice.locator('[data-clock="disconnected"]');
+      await held.waitFor(WARN_WAIT);
+      const reason = `Disconnected after ${IDLE_AFTER_S} seconds without input`;
+      t.match(await held.textContent(), reason, 'then says why it was disconnected (the event stream told the view)');
+      t.match((await clocks()).disconnected?.reason, reason, 'as the API does');
+      await screenshot(page, '18-disconnected');
+      await accessible(t, page, '18-disconnected');
+      // The list in another tab says so too, with Reconnect.
+      const list = await context.newPage();
+      await list.goto(`${base}/`);
+      const listed = list.locator(`[data-desktop-id="${id}"] [data-clock="disconnected"]`);
+      await listed.waitFor();
+      t.match(await listed.textContent(), reason, 'the list shows the reason');
+      t.equal(await listed.getByRole('button', { name: /^Reconnect/ }).count(), 1, 'and Reconnect');
+      await list.close();
+
+      await held.getByRole('button', { name: /^Reconnect/ }).click();
+      await held.waitFor({ state: 'detached' });
+      t.equal((await clocks()).disconnected, null, 'Reconnect re-armed it (clocks.disconnected is null)');
+      await inside.locator('#status', { hasText: 'Connected' }).waitFor();
+      t.pass("the reloaded desktop's WebSocket is let through again");
+
+      const status = await page.evaluate(async (id) => (await fetch(`/api/desktops/${id}`, { method: 'DELETE' })).status, id);
+      t.equal(status, 204, 'cleaned up');
+      t.same(carol.errors, [], 'no script error and no request off this machine');
     });
 
     t.same([...alice.errors, ...bob.errors], [], 'no script error and no request off this machine');

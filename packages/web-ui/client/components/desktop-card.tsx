@@ -5,6 +5,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { desktopHref, ownerName, type Desktop } from '../api.ts';
 import { linkTo } from '../router.ts';
+import { ClockNotice } from './clock-notice.tsx';
 import { ProgressPanel, useProgress } from './progress.tsx';
 import { ago, exact } from './time.ts';
 
@@ -27,6 +28,10 @@ export interface DesktopActions {
   remove(d: Desktop): void;
   /** Called when a creating/starting desktop settles, with its fresh record. */
   settled?(d: Desktop): void;
+  /** "Keep it running" and "Reconnect" (POST .../keepalive); the owner's list only. */
+  keepAlive?(d: Desktop): Promise<void>;
+  /** Exempt it from the idle clocks or put it back under them; the admin view only. */
+  setExempt?(d: Desktop, exempt: boolean): Promise<void>;
 }
 
 function Hidden({ children }: { children: string }) {
@@ -68,7 +73,9 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
   return (
     <li class={`card desktop state-${desktop.state}`} aria-labelledby={headingId} data-desktop-id={desktop.id}>
       <div class="card-head">
-        <h3 id={headingId}>{label}</h3>
+        <h3 id={headingId} tabIndex={-1}>
+          {label}
+        </h3>
         <span class={`badge badge-${desktop.state}`} data-state={desktop.state}>
           <Hidden>State: </Hidden>
           {STATE_LABEL[desktop.state] ?? desktop.state}
@@ -93,6 +100,12 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
           <dt>{desktop.activity === 'input' ? 'Last input' : 'Last activity'}</dt>
           <dd title={exact(desktop.lastActivityAt)}>{ago(desktop.lastActivityAt)}</dd>
         </div>
+        {admin && desktop.clocks ? (
+          <div>
+            <dt>Idle clocks</dt>
+            <dd data-exempt={String(desktop.clocks.exempt)}>{desktop.clocks.exempt ? 'Exempt' : 'Apply'}</dd>
+          </div>
+        ) : null}
         <div class="wide">
           <dt>Address</dt>
           <dd>
@@ -106,6 +119,15 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
         </p>
       ) : desktop.reason && desktop.state === 'stopped' ? (
         <p class="note">{desktop.reason}</p>
+      ) : null}
+      {desktop.state === 'running' ? (
+        <ClockNotice
+          desktop={desktop}
+          label={label}
+          onKeepAlive={actions.keepAlive ? () => actions.keepAlive!(desktop) : undefined}
+          onReconnect={actions.keepAlive ? () => actions.keepAlive!(desktop) : undefined}
+          onDone={() => document.getElementById(headingId)?.focus()}
+        />
       ) : null}
       {showProgress ? (
         <LiveProgress key={Math.ceil(generation / 2)} desktop={desktop} onSettled={(d) => actions.settled?.(d)} />
@@ -135,6 +157,16 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
         {actions.start && (desktop.state === 'stopped' || desktop.state === 'failed') ? (
           <button type="button" disabled={busy !== null} onClick={() => run('start', () => actions.start!(desktop))}>
             {busy === 'start' ? 'Starting…' : 'Start'}
+            <Hidden>{` ${label}`}</Hidden>
+          </button>
+        ) : null}
+        {admin && actions.setExempt && desktop.clocks ? (
+          <button
+            type="button"
+            disabled={busy !== null}
+            onClick={() => run('exempt', () => actions.setExempt!(desktop, !desktop.clocks!.exempt))}
+          >
+            {desktop.clocks.exempt ? 'Apply idle clocks' : 'Exempt from idle clocks'}
             <Hidden>{` ${label}`}</Hidden>
           </button>
         ) : null}

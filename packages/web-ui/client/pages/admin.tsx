@@ -1,7 +1,7 @@
 /**
- * The admin view: every desktop on this deskhub with its owner, state, age and last activity, and
- * stop, start or delete for any of them, through the admin API, which checks the role server-side
- * (the UI hiding the link is only a convenience).
+ * The admin view: every desktop on this deskhub with its owner, state, age, last activity and
+ * whether the idle clocks apply to it; stop, start, delete or exempt from the clocks any of them,
+ * through the admin API, which checks the role server-side (the UI hiding the link is only a convenience).
  */
 import { useCallback, useEffect, useState } from 'preact/hooks';
 import { api, asList, ownerName, type Desktop } from '../api.ts';
@@ -42,6 +42,11 @@ export function Admin() {
       await api.adminStart(d.id);
       await refresh();
       setAnnouncement(`Starting ${desktopLabel(d)} of ${ownerName(d.owner)}.`);
+    },
+    setExempt: async (d: Desktop, exempt: boolean) => {
+      const updated = await api.adminSetClocks(d.id, exempt);
+      setDesktops((list) => (list ?? []).map((x) => (x.id === d.id ? { ...x, ...updated } : x)));
+      setAnnouncement(exempt ? `${desktopLabel(d)} of ${ownerName(d.owner)} is exempt from the idle clocks.` : `${desktopLabel(d)} of ${ownerName(d.owner)} is under the idle clocks again.`);
     },
     remove: (d: Desktop) =>
       setConfirm({

@@ -1,8 +1,9 @@
 /**
  * The dashboard: the catalog as cards (can this type run here, and if not why) with Launch, and
  * the signed-in user's desktops with live progress and their actions. The list is refreshed by a
- * bounded poll while the page is visible, so changes made elsewhere (another tab, the reconciler)
- * show up without a reload.
+ * bounded poll while the page is visible, so changes made elsewhere (another tab, the reconciler,
+ * the idle clocks: a warning ended by input, a disconnect) show up without a reload; countdowns
+ * tick in between from the deadlines the last refresh brought.
  */
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { api, asList, type CatalogType, type Desktop } from '../api.ts';
@@ -157,6 +158,11 @@ export function Dashboard() {
             .catch((err) => setAnnouncement(`Could not delete ${desktopLabel(d)}: ${err instanceof Error ? err.message : String(err)}`));
         },
       }),
+    keepAlive: async (d: Desktop) => {
+      const held = Boolean(d.clocks?.disconnected);
+      replace(await api.keepAlive(d.id));
+      setAnnouncement(held ? `${desktopLabel(d)} can be connected again.` : `${desktopLabel(d)} keeps running.`);
+    },
     settled: (d: Desktop) => {
       replace(d);
       setAnnouncement(d.state === 'running' ? `${desktopLabel(d)} is ready.` : `${desktopLabel(d)} is ${d.state}.`);

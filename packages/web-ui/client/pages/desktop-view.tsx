@@ -2,16 +2,36 @@
  * A desktop shown full window inside the page: a thin bar (back, open in a new tab, full screen)
  * above an iframe that carries the KasmVNC query for control bar, clipboard and resize. The bar
  * comes first in the tab order so keyboard users can always leave, since a desktop captures keys.
+ *
+ * The idle clocks are said above the desktop (components/clock-notice.tsx): a countdown inside a
+ * warning window with "Keep it running", and "Reconnect" once its streams are held disconnected.
+ * The desktop's event stream says when its clocks or state change (events of kind `clock`, and
+ * state changes), and the view then re-reads the desktop; a slow poll covers a lost stream. Kasm's
+ * client inside the iframe posts `{action: 'idle_session_timeout'}` when its own idle timer fires:
+ * that too shows the disconnected state, and Reconnect loads the desktop again.
  */
-import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, desktopHref, iframeSrc, type Desktop } from '../api.ts';
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { api, ApiError, desktopHref, eventStreamUrl, iframeSrc, type Desktop, type DesktopEvent } from '../api.ts';
+import { ClockNotice } from '../components/clock-notice.tsx';
 import { desktopLabel } from '../components/desktop-card.tsx';
 import { linkTo } from '../router.ts';
+
+/** Re-read the desktop this often while it runs, in case its event stream is lost (the stream is what makes changes show at once). */
+const FALLBACK_POLL_MS = 30_000;
+/** Events come in bursts (a replayed history, a warning and its end): one re-read per burst. */
+const REFETCH_DEBOUNCE_MS = 250;
+/** What Kasm's client posts to its parent when its own idle timer fires (it navigates to disconnected.html 10 s later). */
+const KASM_IDLE_ACTION = 'idle_session_timeout';
+const KASM_IDLE_TEXT = "Disconnected: the desktop's own client stopped after its idle timeout.";
 
 export function DesktopView({ id }: { id: string }) {
   const [desktop, setDesktop] = useState<Desktop | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [generation, setGeneration] = useState(0);
+  /** Bumped to load the desktop in the iframe again (after a reconnect). */
+  const [frameKey, setFrameKey] = useState(0);
+  /** Set when Kasm's client in the iframe said it disconnected itself. */
+  const [clientIdle, setClientIdle] = useState<string | null>(null);
   const frameRef = useRef<HTMLIFrameElement>(null);
 
   useEffect(() => {
@@ -38,6 +58,50 @@ export function DesktopView({ id }: { id: string }) {
       clearTimeout(timer);
     };
   }, [id, generation]);
+
+  /** Re-reads the desktop; a transient failure keeps what is shown (the next event or poll tries again). */
+  const refresh = useCallback(async () => {
+    try {
+      setDesktop(await api.desktop(id));
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 404 || err.status === 401)) setError(err.message);
+    }
+  }, [id]);
+
+  // The desktop's event stream says when its clocks or its state changed: re-read it then.
+  useEffect(() => {
+    if (typeof EventSource === 'undefined') return;
+    let debounce: ReturnType<typeof setTimeout> | undefined;
+    const source = new EventSource(eventStreamUrl(id));
+    source.onmessage = (msg) => {
+      try {
+        const ev = JSON.parse(msg.data) as DesktopEvent;
+        if (ev.kind !== 'clock' && !ev.state) return;
+      } catch {
+        return;
+      }
+      clearTimeout(debounce);
+      debounce = setTimeout(() => void refresh(), REFETCH_DEBOUNCE_MS);
+    };
+    const poll = setInterval(() => document.visibilityState === 'visible' && void refresh(), FALLBACK_POLL_MS);
+    return () => {
+      source.close();
+      clearTimeout(debounce);
+      clearInterval(poll);
+    };
+  }, [id, refresh]);
+
+  // Kasm's client says its own idle timer fired; only the desktop's iframe is listened to.
+  useEffect(() => {
+    const onMessage = (event: MessageEvent) => {
+      const frame = frameRef.current;
+      if (!frame || event.source !== frame.contentWindow) return;
+      const data = event.data as { action?: unknown } | null;
+      if (data && typeof data === 'object' && data.action === KASM_IDLE_ACTION) setClientIdle(KASM_IDLE_TEXT);
+    };
+    window.addEventListener('message', onMessage);
+    return () => window.removeEventListener('message', onMessage);
+  }, []);
 
   useEffect(() => {
     if (desktop) document.title = `${desktopLabel(desktop)} · deskhub`;
@@ -68,6 +132,17 @@ export function DesktopView({ id }: { id: string }) {
     );
   }
   const label = desktopLabel(desktop);
+
+  const keepAlive = async () => {
+    setDesktop(await api.keepAlive(desktop.id));
+  };
+  // Re-arm the streams, then load the desktop again so its client connects anew.
+  const reconnect = async () => {
+    setDesktop(await api.keepAlive(desktop.id));
+    setClientIdle(null);
+    setFrameKey((k) => k + 1);
+  };
+
   return (
     <div class="viewer">
       <header class="viewer-bar">
@@ -86,14 +161,28 @@ export function DesktopView({ id }: { id: string }) {
       </header>
       <main id="main" class="viewer-main" tabIndex={-1}>
         {desktop.state === 'running' ? (
-          <iframe
-            ref={frameRef}
-            class="viewer-frame"
-            title={`Desktop ${label}`}
-            src={iframeSrc(desktop)}
-            allow="clipboard-read; clipboard-write; fullscreen"
-            allowFullScreen
-          />
+          <>
+            <div class="viewer-notice">
+              <ClockNotice
+                desktop={desktop}
+                label={label}
+                onKeepAlive={keepAlive}
+                onReconnect={reconnect}
+                clientDisconnected={clientIdle}
+                // Back to the desktop: the button that had focus is gone.
+                onDone={() => setTimeout(() => frameRef.current?.focus(), 0)}
+              />
+            </div>
+            <iframe
+              key={frameKey}
+              ref={frameRef}
+              class="viewer-frame"
+              title={`Desktop ${label}`}
+              src={iframeSrc(desktop)}
+              allow="clipboard-read; clipboard-write; fullscreen"
+              allowFullScreen
+            />
+          </>
         ) : (
           <div class="page">
             <p role="status">
