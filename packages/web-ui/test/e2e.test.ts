@@ -729,7 +729,7 @@ async function main(): Promise<void> {
       t.equal(await idle.getByRole('button', { name: /^Keep it running/ }).count(), 1, 'with Keep it running');
       const held = notice.locator('[data-clock="disconnected"]');
       await held.waitFor(WARN_WAIT);
-      const reason = `Disconnected after ${IDLE_AFTER_S} seconds without input`;
+      const reason = `Disconnected after ${IDLE_AFTER_S} seconds without use`;
       t.match(await held.textContent(), reason, 'then says why it was disconnected (the event stream told the view)');
       t.match((await clocks()).disconnected?.reason, reason, 'as the API does');
       await screenshot(page, '18-disconnected');
