@@ -54,6 +54,12 @@ export interface CatalogEntry {
   activity: RouteActivity;
   /** The idle clocks (lifecycle/clocks.ts): the type's own, else the environment's defaults. */
   clocks: ClockSettings;
+  /**
+   * A home kept across its desktops' lives, mounted at `path`: one per user and `name` (scope
+   * user, shared by the user's types naming the same home), or one per user, `name` and desktop
+   * name (scope desktop). Never deleted automatically.
+   */
+  home?: HomeSetting;
   quota?: { perUser?: number; total?: number };
 }
 
@@ -80,6 +86,14 @@ export const CLOCK_DEFAULTS: ClockDefaults = {
   maxLifetimeMs: null,
   maxLifetimeWarnMs: 15 * 60_000,
 };
+
+export interface HomeSetting {
+  /** Absolute path inside the desktop (Kasm: /home/kasm-user); the process runtime sets HOME instead. */
+  path: string;
+  scope: 'user' | 'desktop';
+  /** Which home: types naming the same one share it (default: the type's id). */
+  name: string;
+}
 
 export class CatalogError extends Error {
   constructor(message: string) {
@@ -129,6 +143,16 @@ const EntrySchema = Type.Object(
       entryQuery: Type.Optional(Type.String()),
       activity: Type.Optional(Type.Union([Type.Literal('input'), Type.Literal('traffic')], { description: 'input: key presses, pointer and pastes in the RFB stream; traffic: any request or byte' })),
       rfb: Type.Optional(Type.Union([Type.Literal('kasmvnc'), Type.Literal('standard')], { description: 'the RFB dialect, for activity: input' })),
+      home: Type.Optional(
+        Type.Object(
+          {
+            path: Type.String({ pattern: '^/', description: 'absolute path inside the desktop' }),
+            scope: Type.Optional(Type.Union([Type.Literal('user'), Type.Literal('desktop')])),
+            name: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
+          },
+          { additionalProperties: false, description: "a home kept across its desktops' lives" },
+        ),
+      ),
       idle: Type.Optional(
         Type.Union([
           Type.Literal(false),
@@ -348,5 +372,11 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
   if (input.cpus !== undefined) entry.cpus = input.cpus;
   if (input.pids !== undefined) entry.pids = input.pids;
   if (input.quota !== undefined) entry.quota = input.quota;
+  if (input.home !== undefined) {
+    const name = input.home.name ?? input.id;
+    if (!isSafePathSegment(name)) throw new CatalogError(`${where}, field "home.name": must be lowercase letters, digits and "-"`);
+    if (input.home.path === '/' || input.home.path.split('/').includes('..')) throw new CatalogError(`${where}, field "home.path": a directory below / without ".."`);
+    entry.home = { path: input.home.path.replace(/\/+$/, ''), scope: input.home.scope ?? 'user', name };
+  }
   return entry;
 }

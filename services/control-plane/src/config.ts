@@ -49,6 +49,7 @@ const spec = {
   ADMIN_CLAIM: env.custom<AdminClaim | undefined>(parseAdminClaim, undefined),
   MAX_DESKTOPS_PER_USER: env.int(5, 0, 100_000),
   MAX_DESKTOPS_TOTAL: env.int(100, 0, 1_000_000),
+  MAX_HOMES_PER_USER: env.int(10, 0, 100_000),
   READY_TIMEOUT_S: env.int(120, 1, 3600),
   REPLICA_WAIT_MS: env.int(5000, 0, 600_000),
   RECONCILE_INTERVAL_MS: env.int(5000, 100, 3_600_000),

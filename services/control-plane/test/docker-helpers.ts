@@ -95,6 +95,9 @@ export function testRuntime(options: Partial<DockerRuntimeOptions> = {}): { runt
 export async function removeInstance(docker: Docker, instance: string): Promise<void> {
   const containers = await docker.listContainers({ all: true, filters: { label: [`deskhub.instance=${instance}`] } });
   await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
+  // Homes are kept on purpose by deskhub; a test's own are removed with its instance.
+  const volumes = (await docker.listVolumes({ filters: { label: [`deskhub.instance=${instance}`] } })).Volumes ?? [];
+  await Promise.all(volumes.map((v) => docker.getVolume(v.Name).remove().catch(() => undefined)));
 }
 
 export interface HttpsAnswer {

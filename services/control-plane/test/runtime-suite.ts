@@ -230,6 +230,25 @@ export function runtimeContractSuite(tap: Test, name: string, make: () => Promis
       await nothingLeft(t, before, 'after the failed desktop is removed');
     });
 
+    tap.test('homes: made on first use, kept after the desktop is removed, removed only when nothing mounts them', async (t) => {
+      const before = await snapshot();
+      const homeId = crypto.randomUUID();
+      const spec: DesktopSpec = { ...h.desktop(), home: { id: homeId, path: '/home/kasm-user' } };
+      const first = await within('create with a home', runtime.create(spec));
+      await waitFor('the desktop with a home to answer', () => h.answers(first, spec).then((ok) => ok || undefined));
+      t.ok((await runtime.listHomes()).some((home) => home.homeId === homeId), 'the home is listed');
+      await t.rejects(runtime.removeHome(homeId), /in use/, 'a home a desktop mounts is not removed');
+      await runtime.remove(first.runtimeId);
+      t.ok((await runtime.listHomes()).some((home) => home.homeId === homeId), 'removing the desktop keeps its home');
+      const second = await within('create again on the same home', runtime.create({ ...h.desktop(), home: spec.home! }));
+      await runtime.remove(second.runtimeId);
+      await runtime.removeHome(homeId);
+      t.notOk((await runtime.listHomes()).some((home) => home.homeId === homeId), 'removed once nothing mounts it');
+      await runtime.removeHome(homeId);
+      t.pass('removing a missing home is not an error');
+      await nothingLeft(t, before, 'after the desktops are removed');
+    });
+
     tap.test('clean failure: with the engine gone, the runtime says so, and create fails at once naming it', async (t) => {
       const before = await snapshot();
       const gone = h.engineGone();

@@ -68,6 +68,29 @@ export const apiTokens = pgTable(
   (t) => [uniqueIndex('api_tokens_hash_key').on(t.hash), index('api_tokens_user_id_idx').on(t.userId)],
 );
 
+/**
+ * A home: storage kept across its desktops' lives (catalog `home`), a Docker volume or a
+ * directory under DATA_DIR named by `id`. One per owner, runtime, home name and (scope desktop)
+ * desktop name; never deleted automatically.
+ */
+export const homes = pgTable(
+  'homes',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'restrict' }),
+    name: text('name').notNull(),
+    scope: text('scope').$type<'user' | 'desktop'>().notNull(),
+    /** The desktop name it belongs to (scope desktop), '' for scope user. */
+    desktopName: text('desktop_name').notNull().default(''),
+    runtime: text('runtime').$type<RuntimeName>().notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    lastUsedAt: timestamp('last_used_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [uniqueIndex('homes_identity_key').on(t.ownerId, t.runtime, t.name, t.desktopName), check('homes_scope_check', sql`${t.scope} in ('user', 'desktop')`)],
+);
+
 export const desktopStates = ['creating', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const;
 export type DesktopState = (typeof desktopStates)[number];
 
@@ -98,6 +121,8 @@ export const desktops = pgTable(
     /** AES-256-GCM sealed DesktopCredentials (secrets.ts); never returned by the API. */
     credentials: text('credentials'),
     entryQuery: text('entry_query').notNull().default(''),
+    /** Its home (catalog `home`), if its type has one; a home outlives its desktops. */
+    homeId: uuid('home_id').references(() => homes.id, { onDelete: 'restrict' }),
     /** The route currently published for this desktop, or null when it has none. */
     route: jsonb('route').$type<StoredRoute>(),
     ...timestamps,
@@ -123,6 +148,7 @@ export const desktops = pgTable(
   (t) => [
     uniqueIndex('desktops_proxy_path_key').on(t.proxyPath),
     index('desktops_owner_id_idx').on(t.ownerId),
+    index('desktops_home_id_idx').on(t.homeId),
     check('desktops_state_check', sql`${t.state} in ('creating', 'starting', 'running', 'stopping', 'stopped', 'failed')`),
   ],
 );

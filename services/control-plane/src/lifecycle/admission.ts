@@ -1,7 +1,7 @@
 /**
  * Admission of a new desktop: the request checked (type, whether it can run here, its name),
  * then, in one transaction under an advisory lock, the quotas counted and a collision-safe proxy
- * path taken, with credentials generated for it.
+ * path taken, with credentials generated for it, and its home (homes.ts) found or made.
  */
 import { eq, like, or, sql } from 'drizzle-orm';
 import type { Catalog, CatalogEntry } from '../catalog.ts';
@@ -12,6 +12,7 @@ import { badRequest, conflict } from '../errors.ts';
 import { hasHiddenCharacters } from '../names.ts';
 import { makePathSafe, pathCandidates } from '../proxy-path.ts';
 import { generatePassword } from '../secrets.ts';
+import { lockHomes, takeHome } from './homes.ts';
 import type { DesktopJournal } from './journal.ts';
 import type { LifecycleOptions } from './options.ts';
 import type { DesktopRow, Owner } from './views.ts';
@@ -25,6 +26,8 @@ export interface Admissible {
   label: string | null;
   /** The proxy path before collision numbering: `<username>-<type or name>`. */
   base: string;
+  /** The desktop's name as a path part (its label made path-safe, or the type's id): a scope-desktop home's key. */
+  desktopName: string;
   credentials: DesktopCredentials;
 }
 
@@ -52,7 +55,7 @@ export class Admission {
       if (!safe) throw badRequest(`name "${label}" cannot be made into a path: use letters, digits and "-"`);
       part = safe;
     }
-    return { type, label, base: `${owner.username}-${part}`, credentials: makeCredentials(type) };
+    return { type, label, base: `${owner.username}-${part}`, desktopName: part, credentials: makeCredentials(type) };
   }
 
   /** Inserts the desktop (state `creating`) under the first free path; 409 over a quota. */
@@ -62,6 +65,11 @@ export class Admission {
     return db.transaction(async (tx) => {
       await tx.execute(sql`select pg_advisory_xact_lock(${CREATE_LOCK})`);
       this.checkQuota(type, owner, await count(tx, owner.id, type.id));
+      let homeId: string | null = null;
+      if (type.home) {
+        await lockHomes(tx);
+        homeId = await takeHome(tx, this.options, owner, type, desktop.desktopName);
+      }
       const taken = new Set(
         (
           await tx
@@ -84,6 +92,7 @@ export class Admission {
             runtime: type.runtime,
             credentials: secrets.seal(desktop.credentials),
             entryQuery: substitute(type.entryQuery, { path: candidate, prefix: `/desktop/${candidate}` }),
+            homeId,
           })
           .onConflictDoNothing({ target: desktops.proxyPath })
           .returning();

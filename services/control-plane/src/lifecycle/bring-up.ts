@@ -71,7 +71,7 @@ export class BringUp {
         Object.assign(env, credentials.env);
         const [ownerRow] = await this.options.db.select({ username: users.username }).from(users).where(eq(users.id, row.ownerId));
         const instance = await runtime.create(
-          { desktopId: id, ownerId: row.ownerId, ownerName: ownerRow?.username ?? '', proxyPath: row.proxyPath, type, env },
+          { desktopId: id, ownerId: row.ownerId, ownerName: ownerRow?.username ?? '', proxyPath: row.proxyPath, type, env, ...(row.homeId && type.home ? { home: { id: row.homeId, path: type.home.path } } : {}) },
           (event) => void journal.note(id, event.kind, event.message, event.progress),
         );
         runtimeId = instance.runtimeId;

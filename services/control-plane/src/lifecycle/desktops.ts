@@ -19,6 +19,7 @@ import { desktops } from '../db/schema.ts';
 import { conflict } from '../errors.ts';
 import type { DesktopRuntime } from '../runtime/types.ts';
 import { recordActivity, type Seen } from './activity.ts';
+import { homeHolder, Homes, inUse, lockHomes, type HomeView } from './homes.ts';
 import { ClockState } from './clock-state.ts';
 import type { Deadline } from './clocks.ts';
 import { Admission } from './admission.ts';
@@ -46,6 +47,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   private readonly repairs: Repairs;
   private readonly exits: ExitNotices;
   private readonly clocks: ClockState;
+  private readonly homes: Homes;
   private closed = false;
 
   constructor(private readonly options: LifecycleOptions) {
@@ -60,6 +62,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     this.exits = new ExitNotices(options.runtimes.all);
     this.bringUp = new BringUp(options, this.journal, this.routes, this.exits, logger);
     this.clocks = new ClockState(options, this.journal, this.routes, logger);
+    this.homes = new Homes(options);
     this.repairs = new Repairs(options, { bringUp: this.bringUp, routes: this.routes, journal: this.journal, finishStop: (id) => this.finishStop(id) }, logger);
   }
 
@@ -157,20 +160,41 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
       if (!availability.ok) throw conflict(`desktop type "${type.id}" cannot run here: ${availability.reason}`);
     }
     const startedAt = Date.now();
-    let marked!: () => void;
-    const markedStarting = new Promise<void>((resolve) => (marked = resolve));
+    let marked!: (refused?: Error) => void;
+    const markedStarting = new Promise<Error | undefined>((resolve) => (marked = resolve));
     this.queue
       .run(id, async (signal) => {
         const current = await loadDesktop(this.options.db, id);
         if (!current || (current.state !== 'stopped' && current.state !== 'failed')) return marked();
-        await this.journal.setState(id, 'starting', null);
-        marked();
-        await this.bringUp.run(id, 'start', signal, startedAt);
+        const refused = await this.markStarting(current.id, current.homeId, type?.home?.name ?? 'home');
+        marked(refused);
+        if (!refused) await this.bringUp.run(id, 'start', signal, startedAt);
       })
       .catch((err: unknown) => this.logger.error({ err, desktopId: id }, 'desktop start failed unexpectedly'))
       .finally(() => marked());
-    await markedStarting;
+    const refused = await markedStarting;
+    if (refused) throw refused;
     return this.get(scope, id);
+  }
+
+  /**
+   * Marks the desktop `starting`; with a home, only if no other active desktop holds it (checked
+   * and marked under the home lock, so two starts never share one). Returns the 409 if held.
+   */
+  private async markStarting(id: string, homeId: string | null, homeName: string): Promise<Error | undefined> {
+    if (homeId === null) {
+      await this.journal.setState(id, 'starting', null);
+      return undefined;
+    }
+    const holder = await this.options.db.transaction(async (tx) => {
+      await lockHomes(tx);
+      const held = await homeHolder(tx, homeId, id);
+      if (!held) await this.journal.setStateIn(tx, id, 'starting', null);
+      return held;
+    });
+    if (holder) return inUse(homeName, holder);
+    this.journal.changed(id);
+    return undefined;
   }
 
   /** Withdraws the route, forgets the desktop, then removes it from its runtime. `reason` is logged (the desktop's events go with it). */
@@ -194,6 +218,18 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
       },
       { preempt: true },
     );
+  }
+
+  // ---------------------------------------------------------------- homes (homes.ts)
+
+  /** Homes in scope (the caller's, or everyone's for the admin API), with sizes and users. */
+  listHomes(scope: Scope): Promise<HomeView[]> {
+    return this.homes.list(scope);
+  }
+
+  /** Deletes a home and its storage; 409 while a desktop mounts it. */
+  deleteHome(scope: Scope, id: string): Promise<void> {
+    return this.homes.delete(scope, id);
   }
 
   // ---------------------------------------------------------------- reconciliation, activity, shutdown

@@ -46,11 +46,14 @@ export class DesktopJournal {
   }
 
   async setState(id: string, state: DesktopState, reason: string | null, extra: Partial<typeof desktops.$inferInsert> = {}): Promise<void> {
-    await this.db.transaction(async (tx) => {
-      await tx.update(desktops).set({ state, reason, updatedAt: new Date(), ...extra }).where(eq(desktops.id, id));
-      await this.record(tx, id, 'state', reason ?? STATE_TEXT[state], undefined, state);
-    });
+    await this.db.transaction((tx) => this.setStateIn(tx, id, state, reason, extra));
     this.changed(id);
+  }
+
+  /** The state change inside the caller's transaction; the caller calls changed(id) after commit. */
+  async setStateIn(q: Queryable, id: string, state: DesktopState, reason: string | null, extra: Partial<typeof desktops.$inferInsert> = {}): Promise<void> {
+    await q.update(desktops).set({ state, reason, updatedAt: new Date(), ...extra }).where(eq(desktops.id, id));
+    await this.record(q, id, 'state', reason ?? STATE_TEXT[state], undefined, state);
   }
 
   changed(id: string): void {

@@ -19,6 +19,8 @@ export interface LifecycleOptions {
   metrics?: Metrics;
   publicUrl: string;
   quotas: { perUser: number; total: number };
+  /** At most this many homes per user (MAX_HOMES_PER_USER); 0: no limit. */
+  homesPerUser: number;
   /** How long to wait for every live proxy replica to hold a route change. */
   replicaWaitMs: number;
   /** How long to wait for the route store to take a change. */

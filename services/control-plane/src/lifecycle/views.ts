@@ -49,6 +49,8 @@ export interface DesktopView {
   /** The last time any proxy saw someone connected (an open WebSocket or a request). */
   lastConnectedAt: string | null;
   clocks: ClocksView;
+  /** Its home (GET /api/volumes), if its type keeps one. */
+  homeId: string | null;
 }
 
 export interface DesktopEventView {
@@ -129,6 +131,7 @@ export class DesktopViews {
       activity: this.catalog.get(row.type)?.activity.on ?? null,
       lastConnectedAt: row.lastConnectedAt?.toISOString() ?? null,
       clocks: this.clocks(row, Date.now()),
+      homeId: row.homeId,
     };
   }
 

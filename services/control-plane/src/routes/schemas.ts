@@ -63,8 +63,27 @@ export const DesktopSchema = Type.Object(
       },
       { description: 'the idle clocks (README: Idle desktops)' },
     ),
+    homeId: Nullable(Type.String({ format: 'uuid', description: 'its home (GET /api/volumes), if its type keeps one' })),
   },
   { $id: 'Desktop' },
+);
+
+export const VolumeSchema = Type.Object(
+  {
+    id: Type.String({ format: 'uuid' }),
+    owner: Type.String({ description: "owner's username" }),
+    name: Type.String({ description: "the catalog's home.name: types naming the same home share it" }),
+    scope: Type.Union([Type.Literal('user'), Type.Literal('desktop')]),
+    desktopName: Nullable(Type.String({ description: 'scope desktop: the desktop name it belongs to' })),
+    runtime: Type.String(),
+    createdAt: Type.String({ format: 'date-time' }),
+    lastUsedAt: Nullable(Type.String({ format: 'date-time', description: 'when a desktop last took it' })),
+    sizeBytes: Nullable(Type.Integer({ description: 'bytes used, when the runtime can tell' })),
+    usedBy: Type.Array(Type.Object({ id: Type.String({ format: 'uuid' }), proxyPath: Type.String(), state: DesktopStateSchema }), {
+      description: 'desktops that mount it, in any state: it cannot be deleted while there are any',
+    }),
+  },
+  { $id: 'Volume', description: "a home: a user's files kept across desktops (a Docker volume, or a directory for the process runtime)" },
 );
 
 export const DesktopEventSchema = Type.Object(

@@ -13,14 +13,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, openSync, closeSync, existsSync, readFileSync } from 'node:fs';
-import { access, mkdir, open as openFile, readdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
+import { access, lstat, mkdir, open as openFile, readdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import type { Logger } from '@deskhub/config';
 import type { Upstream } from '@deskhub/route-stream';
 import type { CatalogEntry } from '../catalog.ts';
 import { substitute } from '../placeholders.ts';
-import type { Availability, DesktopRuntime, DesktopSpec, RuntimeEvent, RuntimeInstance, RuntimeStatus } from './types.ts';
+import type { Availability, DesktopRuntime, DesktopSpec, HomeStatus, RuntimeEvent, RuntimeInstance, RuntimeStatus } from './types.ts';
 
 export interface ProcessRuntimeOptions {
   /** Records live in <dataDir>/processes. */
@@ -55,11 +55,32 @@ interface ProcessRecord {
   running: boolean;
   reason: string | null;
   createdAt: string;
+  /** Its home's id (a directory under <dataDir>/homes), if it has one. */
+  homeId?: string;
 }
 
 /** Environment a desktop process inherits; anything else (DATABASE_URL, SECRET_KEY...) stays with deskhub. */
 const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'USER', 'LOGNAME'];
 const MARKER = 'DESKHUB_RUNTIME_ID';
+
+/** Bytes in the files under `dir` (a home's size), not following links; null if unreadable. */
+async function treeSize(dir: string): Promise<number | null> {
+  try {
+    let total = 0;
+    const pending = [dir];
+    while (pending.length > 0) {
+      const current = pending.pop()!;
+      for (const entry of await readdir(current, { withFileTypes: true })) {
+        const full = path.join(current, entry.name);
+        if (entry.isDirectory()) pending.push(full);
+        else if (entry.isFile()) total += (await lstat(full)).size;
+      }
+    }
+    return total;
+  } catch {
+    return null;
+  }
+}
 
 function procStat(pid: number): { state: string; startTime: string } | null {
   const text = readFileSyncSafe(`/proc/${pid}/stat`);
@@ -145,6 +166,8 @@ async function executableOnPath(command: string): Promise<boolean> {
 export class ProcessRuntime implements DesktopRuntime {
   readonly name = 'process' as const;
   private readonly dir: string;
+  /** Homes live in <dataDir>/homes/<id>, kept after their desktops are removed. */
+  private readonly homesDir: string;
   private readonly host: string;
   private readonly logger: Logger;
   private readonly records = new Map<string, ProcessRecord>();
@@ -161,6 +184,7 @@ export class ProcessRuntime implements DesktopRuntime {
 
   constructor(private readonly options: ProcessRuntimeOptions) {
     this.dir = path.join(options.dataDir, 'processes');
+    this.homesDir = path.join(options.dataDir, 'homes');
     this.host = options.host ?? '127.0.0.1';
     this.logger = options.logger.child({ runtime: 'process' });
     this.loaded = this.load().catch((err: Error) => {
@@ -279,13 +303,20 @@ export class ProcessRuntime implements DesktopRuntime {
     await this.loaded;
     if (!spec.type.command) throw new Error(`desktop type ${spec.type.id} has no command`);
     const runtimeId = `proc-${randomBytes(6).toString('hex')}`;
+    let env = spec.env;
+    if (spec.home) {
+      // A process has no mount namespace: its home is a directory, and HOME says where.
+      const home = this.homeDir(spec.home.id);
+      await mkdir(home, { recursive: true, mode: 0o700 });
+      env = { ...env, HOME: home };
+    }
     const record: ProcessRecord = {
       runtimeId,
       desktopId: spec.desktopId,
       proxyPath: spec.proxyPath,
       typeId: spec.type.id,
       command: spec.type.command,
-      env: spec.env,
+      env,
       cwd: spec.type.workingDir ?? this.dir,
       scheme: spec.type.scheme,
       verifyTls: spec.type.verifyTls,
@@ -296,6 +327,7 @@ export class ProcessRuntime implements DesktopRuntime {
       running: false,
       reason: null,
       createdAt: new Date().toISOString(),
+      ...(spec.home ? { homeId: spec.home.id } : {}),
     };
     await mkdir(path.join(this.dir, runtimeId), { recursive: true, mode: 0o700 });
     this.records.set(runtimeId, record);
@@ -432,6 +464,26 @@ export class ProcessRuntime implements DesktopRuntime {
     this.records.delete(runtimeId);
     await this.saves.get(runtimeId);
     await rm(path.join(this.dir, runtimeId), { recursive: true, force: true });
+  }
+
+  private homeDir(homeId: string): string {
+    if (!/^[0-9a-f-]{36}$/.test(homeId)) throw new Error(`not a home id: ${homeId}`);
+    return path.join(this.homesDir, homeId);
+  }
+
+  async listHomes(): Promise<HomeStatus[]> {
+    const ids = await readdir(this.homesDir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [] as string[];
+      throw err;
+    });
+    return Promise.all(ids.filter((id) => /^[0-9a-f-]{36}$/.test(id)).map(async (homeId) => ({ homeId, sizeBytes: await treeSize(path.join(this.homesDir, homeId)) })));
+  }
+
+  async removeHome(homeId: string): Promise<void> {
+    await this.loaded;
+    const user = [...this.records.values()].find((r) => r.homeId === homeId);
+    if (user) throw new Error(`home ${homeId} is in use by the desktop at ${user.proxyPath}`);
+    await rm(this.homeDir(homeId), { recursive: true, force: true });
   }
 
   async inspect(runtimeId: string): Promise<RuntimeStatus | null> {

@@ -16,6 +16,21 @@ export interface DesktopSpec {
   type: CatalogEntry;
   /** Final environment: catalog env with placeholders substituted, generated secrets included. */
   env: Record<string, string>;
+  /** Its home (catalog `home`), made on first use and kept after the desktop is removed. */
+  home?: HomeMount;
+}
+
+/** A home to mount: `id` names its storage in the runtime (a volume, a directory). */
+export interface HomeMount {
+  id: string;
+  /** Where it appears inside the desktop (the process runtime sets HOME to its directory instead). */
+  path: string;
+}
+
+export interface HomeStatus {
+  homeId: string;
+  /** Bytes used, when the runtime can tell. */
+  sizeBytes: number | null;
 }
 
 export interface RuntimeInstance {
@@ -63,6 +78,10 @@ export interface DesktopRuntime {
   list(): Promise<RuntimeStatus[]>;
   /** Calls back when a desktop dies or is removed outside deskhub. Returns an unsubscribe function. */
   watch(onExit: (status: RuntimeStatus) => void): () => void;
+  /** Every home this runtime keeps for deskhub, with its size when it can tell. */
+  listHomes(): Promise<HomeStatus[]>;
+  /** Deletes a home's storage; a missing one is not an error; one an existing desktop mounts is refused. */
+  removeHome(homeId: string): Promise<void>;
   /** Last lines of the desktop's output, for failure reasons. */
   logs(runtimeId: string, lines: number): Promise<string>;
   close(): Promise<void>;

@@ -7,6 +7,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { ApiError } from '../../errors.ts';
 import { DesktopIdParams, errors } from '../schemas.ts';
+import { VolumeIdParams } from './volumes.ts';
 
 const ADMIN = { admin: true } as const;
 /** API tokens need the admin scope here, and their user the admin role (checked per request). */
@@ -50,6 +51,21 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => app.desktops.exemptFromClocks(ADMIN, request.params.id, request.body.exempt),
+  );
+
+  app.get(
+    '/api/admin/volumes',
+    { config: SCOPE, schema: { tags: ['admin'], summary: "Every user's homes", response: { 200: Type.Array(Type.Ref('Volume')), ...errors(401, 403) } } },
+    async () => app.desktops.listHomes(ADMIN),
+  );
+
+  app.delete(
+    '/api/admin/volumes/:id',
+    { config: SCOPE, schema: { tags: ['admin'], summary: "Delete anyone's home; 409 while a desktop mounts it", params: VolumeIdParams, response: { 204: Type.Null(), ...errors(401, 403, 404, 409) } } },
+    async (request, reply) => {
+      await app.desktops.deleteHome(ADMIN, request.params.id);
+      return reply.code(204).send(null);
+    },
   );
 
   app.delete(

@@ -3,12 +3,13 @@
  * either, 403 for a token lacking the scope: plugins/app/sessions.ts); the docs at /api/docs stay public.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { CatalogItemSchema, DesktopEventSchema, DesktopSchema, ErrorSchema, UserSchema } from '../schemas.ts';
+import { CatalogItemSchema, DesktopEventSchema, DesktopSchema, ErrorSchema, UserSchema, VolumeSchema } from '../schemas.ts';
 import admin from './admin.ts';
 import catalog from './catalog.ts';
 import desktops from './desktops.ts';
 import me from './me.ts';
 import tokens from './tokens.ts';
+import volumes from './volumes.ts';
 
 const api: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('preHandler', app.requireUser);
@@ -25,9 +26,10 @@ const api: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(desktops);
   await app.register(admin);
   await app.register(tokens);
+  await app.register(volumes);
 };
 
 /** Shared schemas, registered once at the root so every route (and the OpenAPI document) can refer to them. */
-export const sharedSchemas = [ErrorSchema, UserSchema, DesktopSchema, DesktopEventSchema, CatalogItemSchema];
+export const sharedSchemas = [ErrorSchema, UserSchema, DesktopSchema, DesktopEventSchema, CatalogItemSchema, VolumeSchema];
 
 export default api;

@@ -23,6 +23,7 @@ import type {
   Availability,
   DesktopRuntime,
   DesktopSpec,
+  HomeStatus,
   RuntimeEvent,
   RuntimeInstance,
   RuntimeStatus,
@@ -274,6 +275,13 @@ export class DockerRuntime implements DesktopRuntime {
       },
     };
 
+    if (spec.home) {
+      // A named volume: Docker copies the image's directory (its files and owner, uid 1000 in a
+      // Kasm image) into it when it is first mounted, so a new home is the user's to write.
+      const volume = await this.ensureHomeVolume(spec);
+      options.HostConfig!.Mounts = [{ Type: 'volume', Source: volume, Target: spec.home.path }];
+    }
+
     onEvent?.({ kind: 'create', message: `creating container from ${image}` });
     let container: Docker.Container;
     try {
@@ -347,6 +355,47 @@ export class DockerRuntime implements DesktopRuntime {
       const code = engineStatus(err);
       // 404: already gone; 409: removal already in progress.
       if (code !== 404 && code !== 409) throw new Error(`could not remove container ${runtimeId.slice(0, 12)}: ${errorText(err)}`);
+    }
+  }
+
+  private homeVolumeName(homeId: string): string {
+    return `deskhub-home-${homeId}`;
+  }
+
+  /** The home's volume, made on first use with labels naming deskhub, this installation, the home and its owner. */
+  private async ensureHomeVolume(spec: DesktopSpec): Promise<string> {
+    const name = this.homeVolumeName(spec.home!.id);
+    const labels = { deskhub: '1', 'deskhub.instance': this.instance, 'deskhub.home': spec.home!.id, 'deskhub.owner': spec.ownerId };
+    // Creating a volume that exists returns it (same driver): idempotent across retries and restarts.
+    await this.docker.createVolume({ Name: name, Labels: labels });
+    return name;
+  }
+
+  async listHomes(): Promise<HomeStatus[]> {
+    try {
+      const listed = await this.docker.listVolumes({ filters: { label: [...this.labelFilters, 'deskhub.home'] } });
+      const volumes = listed.Volumes ?? [];
+      if (volumes.length === 0) return [];
+      // Sizes come from the engine's disk usage report (one call for every volume).
+      const usage = await this.docker.df().catch(() => null) as { Volumes?: Array<{ Name: string; UsageData?: { Size?: number } }> } | null;
+      const sizes = new Map((usage?.Volumes ?? []).map((v) => [v.Name, v.UsageData?.Size ?? -1]));
+      return volumes.map((v) => {
+        const size = sizes.get(v.Name);
+        return { homeId: v.Labels?.['deskhub.home'] ?? '', sizeBytes: size !== undefined && size >= 0 ? size : null };
+      });
+    } catch (err) {
+      throw asEngineError(this.docker, err);
+    }
+  }
+
+  async removeHome(homeId: string): Promise<void> {
+    try {
+      await this.docker.getVolume(this.homeVolumeName(homeId)).remove();
+    } catch (err) {
+      const code = engineStatus(err);
+      if (code === 404) return;
+      if (code === 409) throw new Error(`home ${homeId} is in use by a container: ${errorText(err)}`);
+      throw asEngineError(this.docker, err);
     }
   }
 
