@@ -33,14 +33,14 @@ appendFileSync(
     noting('other', '{ path: /home/kasm-user }') +
     noting('more', '{ path: /home/kasm-user }'),
 );
-const running: RunningApp = await startApp(env);
+let running: RunningApp = await startApp(env);
 t.teardown(async () => {
   await running.close();
   for (const pid of testProcesses(dir)) process.kill(pid, 'SIGKILL');
   cleanup();
 });
-const app = running.app;
-const alice = await signIn(app, 'alice');
+let app = running.app;
+let alice = await signIn(app, 'alice');
 const bob = await signIn(app, 'bob');
 
 type Desktop = DesktopJson & { homeId: string | null };
@@ -153,4 +153,17 @@ t.test('at most MAX_HOMES_PER_USER homes per user', async (t) => {
   const admin = await signIn(app, 'root');
   const all = (await call(admin, 'GET', '/api/admin/volumes')).json<Volume[]>();
   t.ok(all.some((v) => v.owner === 'alice') && all.some((v) => v.owner === 'bob'), 'admins see everyone\'s homes');
+});
+
+t.test('after a control-plane restart, the same home comes back with its files', async (t) => {
+  const home = (await volumes(alice)).find((v) => v.name === 'notes' && v.scope === 'user')!;
+  const lines = notes(home.id).length;
+  await running.close();
+  running = await startApp(env);
+  app = running.app;
+  alice = await signIn(app, 'alice');
+  const d = await created(alice, 'notes');
+  t.equal(d.homeId, home.id, 'the same home');
+  t.equal(notes(home.id).length, lines + 1, 'with every file written before the restart');
+  await call(alice, 'DELETE', `/api/desktops/${d.id}`);
 });
