@@ -135,12 +135,19 @@ function controlPlaneReady(topology: Topology, timeoutMs = 60_000): Promise<true
   return waitFor('control plane /readyz', async () => ((await fetch(`${topology.controlPlaneUrl}/readyz`)).status === 200 ? true : undefined), timeoutMs);
 }
 
+/** The traffic through both replicas so far: requests sent and failed, WebSockets dropped. */
+function bothReplicas(traffic: DesktopTraffic): { requests: number; failed: number; dropped: number } {
+  const { A, B } = traffic.counts;
+  return { requests: A.requests + B.requests, failed: A.failed + B.failed, dropped: traffic.dropped('A') + traffic.dropped('B') };
+}
+
 /** Counts over both replicas: every request and socket counts as lost or dropped. */
 function allCount(ctx: ScenarioContext, result: ScenarioResult): void {
+  const { requests, failed, dropped } = bothReplicas(ctx.traffic);
+  result.requests = requests;
+  result.lost = failed;
+  result.dropped = dropped;
   const { A, B } = ctx.traffic.counts;
-  result.requests = A.requests + B.requests;
-  result.lost = A.failed + B.failed;
-  result.dropped = ctx.traffic.dropped('A') + ctx.traffic.dropped('B');
   result.problems.push(...A.samples, ...B.samples);
 }
 
@@ -175,7 +182,7 @@ export const scenarios: Scenario[] = [
         failedAtRestart = traffic.counts.A.failed;
       });
       const { A, B } = traffic.counts;
-      result.requests = A.requests + B.requests;
+      result.requests = bothReplicas(traffic).requests;
       result.lostExpected = failedAtRestart;
       result.lost = B.failed + (A.failed - failedAtRestart);
       result.problems.push(...B.samples);
@@ -349,10 +356,10 @@ export const scenarios: Scenario[] = [
           result.notes.push(`engine did not answer for ${(downMs / 1000).toFixed(1)} s`);
           await convergence(ctx, result, 'the engine answered again');
         });
-        const { A, B } = traffic.counts;
-        result.requests = A.requests + B.requests;
-        result.lostExpected = A.failed + B.failed;
-        result.droppedExpected = traffic.dropped('A') + traffic.dropped('B');
+        const { requests, failed, dropped } = bothReplicas(traffic);
+        result.requests = requests;
+        result.lostExpected = failed;
+        result.droppedExpected = dropped;
         traffic.closeAll();
         const { leftovers, cleanAfterMs } = await settle(topology, ctx.runId, ctx.gone, timings.settleMs);
         fill(result, leftovers, cleanAfterMs);

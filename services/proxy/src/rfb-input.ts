@@ -4,8 +4,10 @@
  * background tab's keep-alives and update requests (kasm-contract.md, "RFB messages from the
  * browser").
  *
- * Two layers follow the stream. WebSocket frames (RFC 6455 §5.2): headers are read, payloads of
- * data frames are unmasked only where a byte is needed, control frames are skipped. RFB client
+ * Two layers follow the stream. WebSocket frames (RFC 6455 §5.2) are followed by the proxy's one
+ * frame walker, `FrameCursor` (ws-frames.ts), which shows this watch the payloads of binary and
+ * continuation frames; they are unmasked only where a byte is needed, and control frames and
+ * text frames are passed over. RFB client
  * messages (RFC 6143 §7.5 plus KasmVNC's): after the handshake (12-byte ProtocolVersion, the
  * security type, 16 bytes of VNC authentication if chosen, the 1-byte ClientInit) each message's
  * type and the few bytes that tell its length or whether it is input are read, and the rest is
@@ -22,7 +24,7 @@
  * from then on every chunk counts as input (a person is never taken for idle by mistake), and
  * `onUntrusted` is told why, once.
  */
-import { headerLength, payloadLength } from './ws-frames.ts';
+import { FrameCursor, type PayloadListener } from './ws-frames.ts';
 
 /** Standard RFB (x11vnc, TigerVNC, noVNC against them) or KasmVNC's (11-byte pointer events, messages 178-188, 252). */
 export type RfbDialect = 'standard' | 'kasmvnc';
@@ -59,18 +61,12 @@ const DIRECT_MOUSE = 19;
 const OPCODE_CONTINUATION = 0;
 const OPCODE_BINARY = 2;
 
-export class RfbInputWatch {
+export class RfbInputWatch implements PayloadListener {
   /** Stopped following the stream: every chunk is input. */
   untrusted = false;
 
-  // WebSocket frame layer.
-  private readonly head = Buffer.alloc(14);
-  private headGot = 0;
-  private headNeed = 2;
-  private payloadLeft = 0;
-  private readonly mask = Buffer.alloc(4);
-  private maskPos = 0;
-  private dataPayload = false;
+  // WebSocket frame layer: shows this watch the payloads of data frames (`wants`, `payload`).
+  private readonly frames = new FrameCursor(this);
 
   // RFB layer: `need` bytes are collected (unmasked) into `buf`, then `state` reads them; `skip`
   // bytes are passed over first.
@@ -95,55 +91,24 @@ export class RfbInputWatch {
       this.events.onInput();
       return;
     }
-    let i = start;
-    const end = start + length;
-    while (i < end) {
-      if (this.payloadLeft === 0) {
-        // Frame header: 2 bytes, then what they announce (length bytes, masking key).
-        this.head[this.headGot++] = chunk[i++]!;
-        if (this.headGot === 2) this.headNeed = headerLength(this.head);
-        if (this.headGot === this.headNeed && !this.frameStarts()) return;
-        continue;
-      }
-      const take = Math.min(this.payloadLeft, end - i);
-      if (this.dataPayload) {
-        this.rfb(chunk, i, take);
-        if (this.untrusted) return;
-      }
-      this.maskPos = (this.maskPos + take) & 3;
-      this.payloadLeft -= take;
-      i += take;
-    }
+    this.frames.feed(chunk, start, length);
   }
 
-  /** A complete frame header is in `head`: set up its payload. False when the stream cannot be followed. */
-  private frameStarts(): boolean {
-    const b0 = this.head[0]!;
-    const b1 = this.head[1]!;
-    this.headGot = 0;
-    this.headNeed = 2;
-    if (b0 & 0x70) return this.stop('a frame with RSV bits set (a compressed WebSocket extension)');
-    const opcode = b0 & 0x0f;
-    if (opcode >= 3 && opcode <= 7) return this.stop(`a frame with reserved opcode ${opcode}`);
-    const len7 = b1 & 0x7f;
-    if (len7 === 127 && this.head.readUInt32BE(2) > 0x1fffff) return this.stop('a frame longer than 2^53 bytes');
-    const length = payloadLength(this.head);
-    const at = len7 === 126 ? 4 : len7 === 127 ? 10 : 2;
-    if (b1 & 0x80) this.head.copy(this.mask, 0, at, at + 4);
-    else this.mask.fill(0);
-    this.maskPos = 0;
-    this.payloadLeft = length;
-    // Text frames carry no RFB; control frames (close, ping, pong) carry none either.
-    this.dataPayload = opcode === OPCODE_BINARY || opcode === OPCODE_CONTINUATION;
-    return true;
+  /** For the frame cursor: RFB is carried in binary frames and their continuations; text and control frames carry none. */
+  wants(opcode: number): boolean {
+    return opcode === OPCODE_BINARY || opcode === OPCODE_CONTINUATION;
   }
 
-  /** RFB bytes `chunk[start .. start + length)`, masked from `maskPos` on. */
-  private rfb(chunk: Buffer, start: number, length: number): void {
+  /** For the frame cursor: a frame it cannot follow. */
+  unreadable(why: string): void {
+    this.stop(why);
+  }
+
+  /** For the frame cursor: RFB bytes `chunk[start .. start + length)`, masked from `mask[maskAt]` on. False once untrusted. */
+  payload(chunk: Buffer, start: number, length: number, mask: Buffer, maskAt: number): boolean {
     let j = start;
     const end = start + length;
-    let mp = this.maskPos;
-    const mask = this.mask;
+    let mp = maskAt;
     while (j < end) {
       if (this.skip > 0) {
         const s = Math.min(this.skip, end - j);
@@ -157,9 +122,10 @@ export class RfbInputWatch {
       if (this.got === this.need) {
         this.got = 0;
         this.step();
-        if (this.untrusted) return;
+        if (this.untrusted) return false;
       }
     }
+    return true;
   }
 
   private next(state: number, need: number, skip = 0): void {

@@ -1,15 +1,51 @@
 /**
  * Where WebSocket frames begin and end in a byte stream (RFC 6455 §5.2), followed from headers and
- * lengths alone, never from payloads: so the proxy can end a connection at a frame boundary with
- * a close frame of its own (a code and a reason the browser shows) instead of cutting the socket
- * in the middle of a desktop's frame (which the browser can only report as 1006).
+ * lengths alone: so the proxy can end a connection at a frame boundary with a close frame of its
+ * own (a code and a reason the browser shows) instead of cutting the socket in the middle of a
+ * desktop's frame (which the browser can only report as 1006).
+ *
+ * The one walk of frame headers in the proxy: a cursor given a `PayloadListener` also shows it the
+ * payload bytes of the frames it wants, as they pass (the input watch of a VNC desktop,
+ * rfb-input.ts, reads the browser's RFB messages that way). Without one, payloads are never read.
  */
+
+/**
+ * Shown the payloads of a stream's frames by a `FrameCursor`. Bytes are shown as they arrived,
+ * masked, with the mask: unmasking a copy of each payload would cost every byte of a large frame,
+ * when a reader needs a few of them and skips the rest by count.
+ */
+export interface PayloadListener {
+  /** A frame with this opcode starts: whether its payload is to be shown (data frames, say, not control frames). */
+  wants(opcode: number): boolean;
+  /**
+   * Payload of a wanted frame, `chunk[start .. start + length)`, in order, split wherever the
+   * chunks were: byte `chunk[start + k]` unmasked is `chunk[start + k] ^ mask[(maskAt + k) & 3]`
+   * (the mask is four zeros for an unmasked frame). Returns false to be shown nothing more.
+   */
+  payload(chunk: Buffer, start: number, length: number, mask: Buffer, maskAt: number): boolean;
+  /**
+   * A frame whose payload cannot be read as it is: RSV bits set (a compressed extension), a
+   * reserved opcode, a length past 2^53. Said once; nothing is shown after it.
+   */
+  unreadable(why: string): void;
+}
 
 export class FrameCursor {
   private readonly head = Buffer.alloc(14);
   private headGot = 0;
   private headNeed = 2;
   private payloadLeft = 0;
+  // With a listener: the current frame's payload goes to it (`wanted`), unmasked by `mask` from `maskAt`.
+  private listener: PayloadListener | null;
+  private readonly mask: Buffer | null;
+  private maskAt = 0;
+  private wanted = false;
+
+  constructor(listener?: PayloadListener) {
+    this.listener = listener ?? null;
+    // Only a listener needs it: the relay's cursors (one per WebSocket) stay as small as before.
+    this.mask = listener === undefined ? null : Buffer.alloc(4);
+  }
 
   /** Between two frames: nothing of a frame has been seen that has not ended. */
   atBoundary(): boolean {
@@ -36,6 +72,7 @@ export class FrameCursor {
     while (i < end) {
       if (this.payloadLeft > 0) {
         const take = Math.min(this.payloadLeft, end - i);
+        if (this.wanted) this.show(chunk, i, take);
         this.payloadLeft -= take;
         i += take;
       } else {
@@ -44,10 +81,50 @@ export class FrameCursor {
         if (this.headGot < this.headNeed) continue;
         this.payloadLeft = payloadLength(this.head);
         this.headGot = 0;
+        if (this.listener !== null) this.frameStarts();
       }
       if (stopAtBoundary && this.payloadLeft === 0 && this.headGot === 0) return i - start;
     }
     return stopAtBoundary ? -1 : length;
+  }
+
+  /** A complete header is in `head` and there is a listener: is the frame's payload for it? */
+  private frameStarts(): void {
+    const b0 = this.head[0]!;
+    const listener = this.listener!;
+    this.wanted = false;
+    const opcode = b0 & 0x0f;
+    const why =
+      b0 & 0x70 ? 'a frame with RSV bits set (a compressed WebSocket extension)'
+      : opcode >= 3 && opcode <= 7 ? `a frame with reserved opcode ${opcode}`
+      : (this.head[1]! & 0x7f) === 127 && this.head.readUInt32BE(2) > 0x1fffff ? 'a frame longer than 2^53 bytes'
+      : null;
+    if (why !== null) {
+      this.listener = null;
+      listener.unreadable(why);
+      return;
+    }
+    if (!listener.wants(opcode)) return;
+    this.wanted = true;
+    this.maskAt = 0;
+    // The masking key is a header's last four bytes. Set byte by byte: a small frame's header
+    // costs less that way than through Buffer's copy and fill.
+    const mask = this.mask!;
+    const masked = (this.head[1]! & 0x80) !== 0;
+    const at = this.headNeed - 4;
+    mask[0] = masked ? this.head[at]! : 0;
+    mask[1] = masked ? this.head[at + 1]! : 0;
+    mask[2] = masked ? this.head[at + 2]! : 0;
+    mask[3] = masked ? this.head[at + 3]! : 0;
+  }
+
+  /** Payload bytes of a wanted frame, to the listener. */
+  private show(chunk: Buffer, start: number, length: number): void {
+    if (this.listener!.payload(chunk, start, length, this.mask!, this.maskAt)) this.maskAt = (this.maskAt + length) & 3;
+    else {
+      this.listener = null;
+      this.wanted = false;
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * Ending a WebSocket at a frame boundary with a close frame of the proxy's own (ws-frames.ts,
- * relay.ts): the frame cursor across every split of a stream, the close frame's reason kept
+ * relay.ts): the frame cursor across every split of a stream (and, with a payload listener, the
+ * payloads it shows, unmasked, and the frames it cannot read), the close frame's reason kept
  * within 125 bytes at a character boundary, and on real sockets: a route withdrawn while the
  * desktop is half-way through a 1 MiB frame; the browser gets that frame whole, then 1001 and
  * the reason, and no byte after it.
@@ -8,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import WebSocket from 'ws';
-import { closeFrame, FrameCursor } from '../src/ws-frames.ts';
+import { closeFrame, FrameCursor, type PayloadListener } from '../src/ws-frames.ts';
 import { makeRoute, startStack } from './helpers.ts';
 import { startHalfFrameDesktop, wsFrame } from './ws-helpers.ts';
 
@@ -37,6 +38,78 @@ t.test('the frame cursor finds the boundaries however the stream is cut', async 
   c.feed(big, 0, 1000);
   t.equal(c.untilBoundary(big, 1000, 1000), -1, 'inside a frame: none in this chunk');
   t.equal(c.untilBoundary(big, 2000, big.length - 2000), big.length - 2000, 'then at its end');
+});
+
+/** A listener that keeps the unmasked payload bytes of binary and continuation frames. */
+function keeper(stopAfter = Infinity): PayloadListener & { bytes: number[]; why: string[]; calls: number } {
+  return {
+    bytes: [],
+    why: [],
+    calls: 0,
+    wants: (opcode) => opcode === 2 || opcode === 0,
+    payload(chunk, start, length, mask, maskAt) {
+      this.calls++;
+      for (let k = 0; k < length; k++) this.bytes.push(chunk[start + k]! ^ mask[(maskAt + k) & 3]!);
+      return this.calls < stopAfter;
+    },
+    unreadable(why) {
+      this.why.push(why);
+    },
+  };
+}
+
+t.test('with a listener: the payloads of the frames it wants, unmasked, however the stream is cut; boundaries the same', async (t) => {
+  const parts = [randomBytes(5), randomBytes(300), randomBytes(70_000), randomBytes(3)];
+  const frames = [
+    wsFrame(parts[0]!, { masked: true, fin: false }),
+    wsFrame(Buffer.from('ping'), { opcode: 9, masked: true }),
+    wsFrame(parts[1]!, { opcode: 0, masked: true }),
+    wsFrame(Buffer.from('text'), { opcode: 1, masked: true }),
+    wsFrame(parts[2]!, { masked: true }),
+    wsFrame(Buffer.alloc(0), { masked: true }),
+    wsFrame(parts[3]!, { masked: false }),
+  ];
+  const stream = Buffer.concat(frames);
+  const want = Buffer.concat(parts);
+  const boundaries = new Set<number>();
+  frames.reduce((at, f) => (boundaries.add(at + f.length), at + f.length), 0);
+  let wrong = 0;
+  for (let cut = 0; cut <= stream.length; cut += cut < 500 ? 1 : 991) {
+    const k = keeper();
+    const c = new FrameCursor(k);
+    c.feed(stream, 0, cut);
+    if (c.atBoundary() !== (cut === 0 || boundaries.has(cut))) wrong++;
+    c.feed(stream, cut, stream.length - cut);
+    if (!Buffer.from(k.bytes).equals(want) || k.why.length > 0 || !c.atBoundary()) wrong++;
+  }
+  t.equal(wrong, 0, 'the wanted payloads byte for byte, no others, and the same boundaries, at every cut');
+  const k = keeper();
+  const c = new FrameCursor(k);
+  for (let i = 0; i < stream.length; i++) c.feed(stream, i, 1);
+  t.ok(Buffer.from(k.bytes).equals(want), 'a byte at a time');
+
+  const once = keeper(1);
+  const stopped = new FrameCursor(once);
+  stopped.feed(stream, 0, stream.length);
+  t.equal(once.calls, 1, 'a listener that returns false is shown nothing more');
+  t.ok(stopped.atBoundary(), 'and the cursor still follows the frames');
+});
+
+t.test('with a listener: frames it cannot read are said once, and nothing is shown after', async (t) => {
+  const long = Buffer.from([0x82, 0x7f, 0, 0x20, 0, 0, 0, 0, 0, 0]); // 2^53 bytes announced
+  const cases: Array<[string, Buffer, RegExp]> = [
+    ['RSV1 (permessage-deflate)', Buffer.from([0xc2, 0x80, 0, 0, 0, 0]), /RSV/],
+    ['a reserved opcode', Buffer.from([0x83, 0x00]), /reserved opcode 3/],
+    ['a length past 2^53', long, /2\^53/],
+  ];
+  for (const [name, bad, reason] of cases) {
+    const k = keeper();
+    const c = new FrameCursor(k);
+    c.feed(Buffer.concat([wsFrame(Buffer.from([1, 2])), bad, wsFrame(Buffer.from([3]))]), 0, 2 + 2 + bad.length + 3);
+    t.same(k.why.length, 1, `${name}: said once`);
+    t.match(k.why[0], reason, `${name}: says why`);
+    t.same(k.bytes, [1, 2], `${name}: only what came before it was shown`);
+  }
 });
 
 t.test('a close frame: code, reason in UTF-8, never over 125 bytes, cut between characters', async (t) => {
