@@ -17,6 +17,7 @@ import errors from './plugins/app/errors.ts';
 import bodies from './plugins/app/bodies.ts';
 import configPlugin from './plugins/app/config.ts';
 import idleClocks from './policies/idle-clocks.ts';
+import warmPool from './policies/warm-pool.ts';
 import database from './plugins/app/database.ts';
 import runtimes from './plugins/app/runtimes.ts';
 import routePublication from './plugins/app/route-publication.ts';
@@ -98,6 +99,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     await app.register(routePublication, options.routeStream ? { routeStream: options.routeStream } : {});
     await app.register(desktops, { stopDesktopsOnClose: options.stopDesktopsOnClose ?? false });
     await app.register(idleClocks);
+    await app.register(warmPool);
     await app.register(access);
     await app.register(sessions);
 

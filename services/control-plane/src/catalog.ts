@@ -4,6 +4,7 @@
  * field named. Optional fields get their defaults here, so the rest of the code sees complete
  * CatalogEntry values.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
@@ -60,6 +61,13 @@ export interface CatalogEntry {
    * name (scope desktop). Never deleted automatically.
    */
   home?: HomeSetting;
+  /**
+   * The warm pool: this many started, unowned, ready desktops kept for creates to claim, each
+   * recycled after `expireAfterMs` unclaimed or when the type's settings change (`settingsHash`).
+   */
+  pool?: { size: number; expireAfterMs: number };
+  /** A hash of what a desktop is made from (image, command, env, limits...): a pool member made from other settings is recycled. */
+  settingsHash: string;
   quota?: { perUser?: number; total?: number };
 }
 
@@ -151,6 +159,15 @@ const EntrySchema = Type.Object(
             name: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
           },
           { additionalProperties: false, description: "a home kept across its desktops' lives" },
+        ),
+      ),
+      pool: Type.Optional(
+        Type.Object(
+          {
+            size: Type.Integer({ minimum: 0, maximum: 100, description: 'ready desktops kept for creates to claim' }),
+            expireAfter: Type.Optional(Duration),
+          },
+          { additionalProperties: false, description: 'the warm pool' },
         ),
       ),
       idle: Type.Optional(
@@ -264,6 +281,13 @@ function activityOf(input: EntryInput, credentials: string, where: string): Rout
   return { on: 'input', rfb };
 }
 
+/** What a desktop of the type is made from, hashed: names, descriptions, clocks and pool size left out. */
+function settingsHash(entry: CatalogEntry): string {
+  const { runtime, image, command, workingDir, port, scheme, verifyTls, stripPrefix, credentials, env, shmSize, memory, cpus, pids, readiness } = entry;
+  const made = { runtime, image, command, workingDir, port, scheme, verifyTls, stripPrefix, credentials, env, shmSize, memory, cpus, pids, readiness };
+  return createHash('sha256').update(JSON.stringify(made)).digest('hex').slice(0, 16);
+}
+
 /** A warning must start after its clock does: "warn" shorter than the period it warns about. */
 function warnWithin(where: string, field: string, warnMs: number, periodMs: number, periodField: string): number {
   if (warnMs >= periodMs) {
@@ -347,6 +371,7 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
   const entry: CatalogEntry = {
     activity,
     clocks: clocksOf(input, where, clockDefaults, activity),
+    settingsHash: '',
     id: input.id,
     name: input.name,
     runtime: input.runtime,
@@ -372,11 +397,28 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
   if (input.cpus !== undefined) entry.cpus = input.cpus;
   if (input.pids !== undefined) entry.pids = input.pids;
   if (input.quota !== undefined) entry.quota = input.quota;
+  if (input.pool !== undefined && input.pool.size > 0) {
+    // A pool member starts before anyone owns it: nothing it is made from may depend on its owner.
+    if (input.home) throw new CatalogError(`${where}, field "pool": a type with a home cannot be pooled (the home depends on who claims the desktop, and the runtime mounts it at start)`);
+    for (const [name, value] of Object.entries(input.env ?? {})) {
+      if (/\{(prefix|path)\}/.test(value)) throw new CatalogError(`${where}, field "pool": a type whose env.${name} names {prefix} or {path} cannot be pooled (they depend on who claims the desktop)`);
+    }
+    let expireAfterMs = 4 * 3_600_000;
+    if (input.pool.expireAfter !== undefined) {
+      try {
+        expireAfterMs = parseDuration(input.pool.expireAfter, 'pool.expireAfter');
+      } catch (err) {
+        throw new CatalogError(`${where}, field "pool.expireAfter": ${(err as Error).message}`);
+      }
+    }
+    entry.pool = { size: input.pool.size, expireAfterMs };
+  }
   if (input.home !== undefined) {
     const name = input.home.name ?? input.id;
     if (!isSafePathSegment(name)) throw new CatalogError(`${where}, field "home.name": must be lowercase letters, digits and "-"`);
     if (input.home.path === '/' || input.home.path.split('/').includes('..')) throw new CatalogError(`${where}, field "home.path": a directory below / without ".."`);
     entry.home = { path: input.home.path.replace(/\/+$/, ''), scope: input.home.scope ?? 'user', name };
   }
+  entry.settingsHash = settingsHash(entry);
   return entry;
 }

@@ -64,6 +64,8 @@ const spec = {
   MAX_LIFETIME_WARN: duration(CLOCK_DEFAULTS.maxLifetimeWarnMs),
   /** How often the idle clocks are checked. */
   CLOCKS_INTERVAL_MS: env.int(10_000, 100, 3_600_000),
+  /** How often the warm pool is refilled and recycled (a claim also wakes it). */
+  POOL_INTERVAL_MS: env.int(5000, 100, 3_600_000),
   METRICS_PORT: env.port(9090),
   LOG_LEVEL: env.oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
 };

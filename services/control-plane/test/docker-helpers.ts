@@ -51,6 +51,7 @@ export function kasmTestType(overrides: Partial<CatalogEntry> = {}): CatalogEntr
     credentials: { kind: 'kasm' },
     activity: { on: 'input', rfb: 'kasmvnc' },
     clocks: NO_CLOCKS,
+    settingsHash: 'test',
     env: {},
     shmSize: '64m',
     memory: '256m',

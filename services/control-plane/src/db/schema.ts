@@ -107,9 +107,8 @@ export const desktops = pgTable(
   'desktops',
   {
     id: uuid('id').primaryKey().defaultRandom(),
-    ownerId: uuid('owner_id')
-      .notNull()
-      .references(() => users.id, { onDelete: 'restrict' }),
+    /** Null only for a member of the warm pool, until a create claims it. */
+    ownerId: uuid('owner_id').references(() => users.id, { onDelete: 'restrict' }),
     type: text('type').notNull(),
     label: text('label'),
     proxyPath: text('proxy_path').notNull(),
@@ -143,6 +142,10 @@ export const desktops = pgTable(
     /** An admin took it out of every clock. */
     clocksExempt: boolean('clocks_exempt').notNull().default(false),
     /** The deadlines already warned about (clock → epoch ms), so a warning is recorded once per window. */
+    /** A warm pool member (catalog `pool`): started, unowned, without a route, until a create claims it. */
+    pool: boolean('pool').notNull().default(false),
+    /** The type's settings a pool member was made from (a hash): a change recycles it. */
+    poolSettings: text('pool_settings'),
     clockWarnings: jsonb('clock_warnings').$type<Partial<Record<'idle' | 'expire' | 'lifetime', number>>>().notNull().default({}),
   },
   (t) => [
@@ -150,6 +153,7 @@ export const desktops = pgTable(
     index('desktops_owner_id_idx').on(t.ownerId),
     index('desktops_home_id_idx').on(t.homeId),
     check('desktops_state_check', sql`${t.state} in ('creating', 'starting', 'running', 'stopping', 'stopped', 'failed')`),
+    check('desktops_owner_check', sql`${t.pool} or ${t.ownerId} is not null`),
   ],
 );
 

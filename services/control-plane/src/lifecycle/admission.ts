@@ -3,7 +3,7 @@
  * then, in one transaction under an advisory lock, the quotas counted and a collision-safe proxy
  * path taken, with credentials generated for it, and its home (homes.ts) found or made.
  */
-import { eq, like, or, sql } from 'drizzle-orm';
+import { and, asc, eq, like, or, sql } from 'drizzle-orm';
 import type { Catalog, CatalogEntry } from '../catalog.ts';
 import { substitute } from '../placeholders.ts';
 import type { Queryable } from '../db/client.ts';
@@ -70,14 +70,7 @@ export class Admission {
         await lockHomes(tx);
         homeId = await takeHome(tx, this.options, owner, type, desktop.desktopName);
       }
-      const taken = new Set(
-        (
-          await tx
-            .select({ path: desktops.proxyPath })
-            .from(desktops)
-            .where(or(eq(desktops.proxyPath, base), like(desktops.proxyPath, `${base}-%`)))
-        ).map((r) => r.path),
-      );
+      const taken = await takenPaths(tx, base);
       for (const candidate of pathCandidates(base)) {
         if (taken.has(candidate)) continue;
         const [inserted] = await tx
@@ -105,6 +98,80 @@ export class Admission {
     });
   }
 
+  /**
+   * Gives the create a ready warm pool member of its type, if there is one: owner, name, proxy
+   * path and `starting` in one transaction (under the create lock, after the quotas), the
+   * member leaving the pool for good. Null when none is ready: the create starts one cold.
+   */
+  async claim(owner: Owner, desktop: Admissible): Promise<DesktopRow | null> {
+    const { db } = this.options;
+    const { type, label, base } = desktop;
+    return db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${CREATE_LOCK})`);
+      // Pool members already count in the total: a claim moves one to its owner, adding none.
+      const counts = await count(tx, owner.id, type.id);
+      this.checkQuota(type, owner, { ...counts, total: counts.total - 1, type: counts.type - 1 });
+      const [member] = await tx
+        .select({ id: desktops.id })
+        .from(desktops)
+        .where(and(eq(desktops.pool, true), eq(desktops.type, type.id), eq(desktops.state, 'running'), eq(desktops.poolSettings, type.settingsHash)))
+        .orderBy(asc(desktops.readyAt))
+        .limit(1)
+        .for('update', { skipLocked: true });
+      if (!member) return null;
+      const taken = await takenPaths(tx, base);
+      for (const candidate of pathCandidates(base)) {
+        if (taken.has(candidate)) continue;
+        const [claimed] = await tx
+          .update(desktops)
+          .set({
+            ownerId: owner.id,
+            label,
+            proxyPath: candidate,
+            pool: false,
+            state: 'starting',
+            entryQuery: substitute(type.entryQuery, { path: candidate, prefix: `/desktop/${candidate}` }),
+            createdAt: new Date(),
+            updatedAt: new Date(),
+          })
+          .where(eq(desktops.id, member.id))
+          .returning();
+        await this.journal.record(tx, member.id, 'state', `Claimed a ready ${type.name} from the warm pool for /desktop/${candidate}/`, undefined, 'starting');
+        return claimed ?? null;
+      }
+      throw conflict(`no free path left for "${base}"`);
+    });
+  }
+
+  /** Inserts a warm pool member of `type` (no owner, no route, state `creating`); 409 over the total quota. */
+  async insertPoolMember(id: string, type: CatalogEntry): Promise<DesktopRow> {
+    const { db, secrets } = this.options;
+    return db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${CREATE_LOCK})`);
+      const counts = await count(tx, '00000000-0000-0000-0000-000000000000', type.id);
+      const { total } = this.options.quotas;
+      if (total > 0 && counts.total >= total) throw conflict(`the warm pool of "${type.id}" cannot grow: deskhub runs at most ${total} desktops in total (MAX_DESKTOPS_TOTAL)`);
+      if (type.quota?.total !== undefined && counts.type >= type.quota.total) throw conflict(`the warm pool of "${type.id}" cannot grow: at most ${type.quota.total} "${type.id}" desktops in total (catalog quota)`);
+      const [inserted] = await tx
+        .insert(desktops)
+        .values({
+          id,
+          ownerId: null,
+          type: type.id,
+          // Never a user's path (those start with a username and are checked on claim); never routed.
+          proxyPath: `pool-${id}`,
+          state: 'creating',
+          runtime: type.runtime,
+          credentials: secrets.seal(makeCredentials(type)),
+          pool: true,
+          poolSettings: type.settingsHash,
+        })
+        .returning();
+      await this.journal.record(tx, id, 'state', `Starting a ${type.name} for the warm pool`, undefined, 'creating');
+      return inserted!;
+    });
+  }
+
   private checkQuota(type: CatalogEntry, owner: Owner, counts: { user: number; userType: number; type: number; total: number }): void {
     const { perUser, total } = this.options.quotas;
     if (perUser > 0 && counts.user >= perUser) {
@@ -120,6 +187,14 @@ export class Admission {
       throw conflict(`quota reached: deskhub runs at most ${total} desktops in total (MAX_DESKTOPS_TOTAL)`);
     }
   }
+}
+
+async function takenPaths(q: Queryable, base: string): Promise<Set<string>> {
+  const rows = await q
+    .select({ path: desktops.proxyPath })
+    .from(desktops)
+    .where(or(eq(desktops.proxyPath, base), like(desktops.proxyPath, `${base}-%`)));
+  return new Set(rows.map((r) => r.path));
 }
 
 async function count(q: Queryable, ownerId: string, typeId: string) {

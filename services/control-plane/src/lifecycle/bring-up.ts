@@ -69,9 +69,10 @@ export class BringUp {
         const values = { path: row.proxyPath, prefix: `/desktop/${row.proxyPath}` };
         for (const [name, value] of Object.entries(type.env)) env[name] = substitute(value, values);
         Object.assign(env, credentials.env);
-        const [ownerRow] = await this.options.db.select({ username: users.username }).from(users).where(eq(users.id, row.ownerId));
+        // A pool member has no owner yet (and no home: the catalog refuses pooled types with one).
+        const [ownerRow] = row.ownerId ? await this.options.db.select({ username: users.username }).from(users).where(eq(users.id, row.ownerId)) : [];
         const instance = await runtime.create(
-          { desktopId: id, ownerId: row.ownerId, ownerName: ownerRow?.username ?? '', proxyPath: row.proxyPath, type, env, ...(row.homeId && type.home ? { home: { id: row.homeId, path: type.home.path } } : {}) },
+          { desktopId: id, ownerId: row.ownerId ?? '', ownerName: ownerRow?.username ?? '', proxyPath: row.proxyPath, type, env, ...(row.homeId && type.home ? { home: { id: row.homeId, path: type.home.path } } : {}) },
           (event) => void journal.note(id, event.kind, event.message, event.progress),
         );
         runtimeId = instance.runtimeId;
@@ -96,28 +97,13 @@ export class BringUp {
 
       await waitUntilReady({ id, type, runtime, runtimeId, upstream, authorization: credentials.authorization, proxyPath: row.proxyPath }, journal, exit, signal);
 
-      const route: Route = {
-        path: row.proxyPath,
-        desktopId: id,
-        owner: row.ownerId,
-        sharedWith: [],
-        upstream,
-        stripPrefix: type.stripPrefix,
-        authorization: credentials.authorization,
-        entryQuery: row.entryQuery,
-        state: 'running',
-        activity: type.activity,
-      };
-      // A re-check after a restart keeps what the clocks said: streams held disconnected stay so,
-      // and the lifetime keeps its start. A start begins everything afresh.
-      const fresh = mode !== 'resume' || row.runningSince === null;
-      if (!fresh && row.disconnectReason !== null) route.disconnected = row.disconnectReason;
-      await this.routes.publish(id, route, signal);
-      if (signal.aborted) throw new Aborted();
-      const now = new Date();
-      await journal.setState(id, 'running', null, fresh ? { readyAt: now, runningSince: now, disconnectedAt: null, disconnectReason: null, clockWarnings: {} } : { readyAt: now });
-      this.options.metrics?.lifecycleSeconds.observe({ type: type.id, runtime: runtime.name }, (Date.now() - startedAt) / 1000);
-      this.logger.info({ desktopId: id, proxyPath: row.proxyPath, ms: Date.now() - startedAt }, 'desktop running');
+      if (row.pool && row.ownerId === null) {
+        // Ready and waiting for a create to claim it: no route, and no clock runs yet.
+        await journal.setState(id, 'running', null, { readyAt: new Date() });
+        this.logger.info({ desktopId: id, type: type.id, ms: Date.now() - startedAt }, 'warm pool member ready');
+        return;
+      }
+      await this.publishAndRun(id, mode, signal, startedAt);
     } catch (err) {
       if (err instanceof Aborted || signal.aborted) {
         await journal.note(id, 'info', 'interrupted by a later request');
@@ -127,6 +113,43 @@ export class BringUp {
       this.logger.warn({ desktopId: id, reason }, 'desktop failed');
       await this.fail(id, reason, mode === 'create' ? 'remove' : 'stop', type?.id ?? row.type);
     }
+  }
+
+  /**
+   * The last step of every bring-up, and all a claimed pool member needs: its route published
+   * and confirmed by every replica, then `running`. Runs inside the queue; throws on failure.
+   */
+  async publishAndRun(id: string, mode: BringUpMode | 'claim', signal: AbortSignal, startedAt: number): Promise<void> {
+    const { journal } = this;
+    const row = await loadDesktop(this.options.db, id);
+    if (!row) return;
+    const type = this.options.catalog.get(row.type);
+    if (!type) throw new Error(`desktop type "${row.type}" is no longer in the catalog`);
+    const upstream = row.upstream;
+    if (!upstream || !row.ownerId) throw new Error('the desktop has no address or no owner');
+    const credentials = this.options.secrets.open<DesktopCredentials>(row.credentials!);
+    const route: Route = {
+      path: row.proxyPath,
+      desktopId: id,
+      owner: row.ownerId,
+      sharedWith: [],
+      upstream,
+      stripPrefix: type.stripPrefix,
+      authorization: credentials.authorization,
+      entryQuery: row.entryQuery,
+      state: 'running',
+      activity: type.activity,
+    };
+    // A re-check after a restart keeps what the clocks said: streams held disconnected stay so,
+    // and the lifetime keeps its start. A start begins everything afresh.
+    const fresh = mode !== 'resume' || row.runningSince === null;
+    if (!fresh && row.disconnectReason !== null) route.disconnected = row.disconnectReason;
+    await this.routes.publish(id, route, signal);
+    if (signal.aborted) throw new Aborted();
+    const now = new Date();
+    await journal.setState(id, 'running', null, fresh ? { readyAt: now, runningSince: now, disconnectedAt: null, disconnectReason: null, clockWarnings: {} } : { readyAt: now });
+    this.options.metrics?.lifecycleSeconds.observe({ type: type.id, runtime: row.runtime }, (Date.now() - startedAt) / 1000);
+    this.logger.info({ desktopId: id, proxyPath: row.proxyPath, ms: Date.now() - startedAt, ...(mode === 'claim' ? { claimed: true } : {}) }, 'desktop running');
   }
 
   /** Marks the desktop failed: route withdrawn, its instance removed, stopped or kept. Never throws. */

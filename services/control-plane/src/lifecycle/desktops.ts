@@ -89,10 +89,51 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
 
   async create(owner: Owner, input: { type: string; name?: string | undefined }): Promise<DesktopView> {
     const admissible = await this.admission.check(owner, input);
+    if (admissible.type.pool) {
+      // A ready member of the warm pool: only its route is left to publish.
+      const claimed = await this.admission.claim(owner, admissible);
+      if (claimed) {
+        const startedAt = Date.now();
+        this.queue
+          .run(claimed.id, async (signal) => {
+            try {
+              await this.bringUp.publishAndRun(claimed.id, 'claim', signal, startedAt);
+            } catch (err) {
+              if (signal.aborted) return;
+              await this.bringUp.fail(claimed.id, (err as Error).message, 'stop', admissible.type.id);
+            }
+          })
+          .catch((err: unknown) => this.logger.error({ err, desktopId: claimed.id }, 'claim failed unexpectedly'));
+        this.journal.changed(claimed.id);
+        this.emit('claimed', claimed.id, admissible.type.id);
+        this.logger.info({ desktopId: claimed.id, type: admissible.type.id, proxyPath: claimed.proxyPath, owner: owner.username }, 'desktop claimed from the warm pool');
+        return this.views.view(claimed, owner.username);
+      }
+    }
     const id = randomUUID();
+    const row = await this.createQueued(id, () => this.admission.insert(id, owner, admissible));
+    this.logger.info({ desktopId: id, type: admissible.type.id, proxyPath: row.proxyPath, owner: owner.username }, 'desktop created');
+    return this.views.view(row, owner.username);
+  }
 
-    // The bring-up is queued before the row exists, so reconciliation never finds this desktop
-    // in `creating` with nobody working on it.
+  /**
+   * Starts one warm pool member of `typeId` in the background (the pool policy); resolves with
+   * its id once its row exists. 409 over the total quota.
+   */
+  async createPoolMember(typeId: string): Promise<string> {
+    const type = this.options.catalog.get(typeId);
+    if (!type?.pool) throw conflict(`desktop type "${typeId}" has no warm pool`);
+    const id = randomUUID();
+    await this.createQueued(id, () => this.admission.insertPoolMember(id, type));
+    return id;
+  }
+
+  /**
+   * Queues the bring-up of a new desktop before its row exists, so reconciliation never finds it
+   * in `creating` with nobody working on it; then `insert` writes the row (or throws, and the
+   * queued bring-up does nothing).
+   */
+  private async createQueued(id: string, insert: () => Promise<DesktopRow>): Promise<DesktopRow> {
     let admit!: (admitted: boolean) => void;
     const admitted = new Promise<boolean>((resolve) => (admit = resolve));
     const startedAt = Date.now();
@@ -101,17 +142,14 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
         if (await admitted) await this.bringUp.run(id, 'create', signal, startedAt);
       })
       .catch((err: unknown) => this.logger.error({ err, desktopId: id }, 'desktop create failed unexpectedly'));
-
-    let row: DesktopRow;
     try {
-      row = await this.admission.insert(id, owner, admissible);
+      const row = await insert();
+      admit(true);
+      return row;
     } catch (err) {
       admit(false);
       throw err;
     }
-    admit(true);
-    this.logger.info({ desktopId: id, type: admissible.type.id, proxyPath: row.proxyPath, owner: owner.username }, 'desktop created');
-    return this.views.view(row, owner.username);
   }
 
   // ---------------------------------------------------------------- stop, start, delete

@@ -19,7 +19,7 @@ const STATE_TEXT: Record<DesktopState, string> = {
 };
 
 /** What the lifecycle tells listeners: each recorded event, and that a desktop changed. */
-export type LifecycleEvents = { event: [desktopId: string, event: DesktopEventView]; change: [desktopId: string] };
+export type LifecycleEvents = { event: [desktopId: string, event: DesktopEventView]; change: [desktopId: string]; claimed: [desktopId: string, typeId: string] };
 
 export class DesktopJournal {
   constructor(

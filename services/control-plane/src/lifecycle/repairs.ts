@@ -34,7 +34,7 @@ export interface Orphan {
 }
 
 /** What to do about one desktop, given its row and what its runtime reports (null: no instance). */
-export function decideRepair(row: Pick<DesktopRow, 'state' | 'runtimeId' | 'route' | 'upstream'>, status: RuntimeStatus | null): Repair | null {
+export function decideRepair(row: Pick<DesktopRow, 'state' | 'runtimeId' | 'route' | 'upstream'> & Partial<Pick<DesktopRow, 'ownerId'>>, status: RuntimeStatus | null): Repair | null {
   switch (row.state) {
     case 'creating':
       // Nobody in this process is creating it (the caller checked): its creator died.
@@ -46,7 +46,8 @@ export function decideRepair(row: Pick<DesktopRow, 'state' | 'runtimeId' | 'rout
     case 'running':
       if (!status) return { kind: 'vanished' };
       if (!status.running) return { kind: 'exited', reason: status.reason ?? null };
-      if (!row.route || (status.upstream && !sameUpstream(status.upstream, row.upstream))) return { kind: 'resume' };
+      // An unclaimed warm pool member (no owner) has no route by design.
+      if ((!row.route && row.ownerId !== null) || (status.upstream && !sameUpstream(status.upstream, row.upstream))) return { kind: 'resume' };
       return null;
     case 'stopped':
     case 'failed':

@@ -51,6 +51,8 @@ export interface DesktopView {
   clocks: ClocksView;
   /** Its home (GET /api/volumes), if its type keeps one. */
   homeId: string | null;
+  /** A warm pool member nobody has claimed yet (admins only see these; `owner` is ""). */
+  pool: boolean;
 }
 
 export interface DesktopEventView {
@@ -132,6 +134,7 @@ export class DesktopViews {
       lastConnectedAt: row.lastConnectedAt?.toISOString() ?? null,
       clocks: this.clocks(row, Date.now()),
       homeId: row.homeId,
+      pool: row.pool,
     };
   }
 
@@ -140,14 +143,14 @@ export class DesktopViews {
     return rows.map((row) => this.view(row, owner.username));
   }
 
-  /** Every desktop of every user (the admin API). */
+  /** Every desktop of every user, and the warm pool's members (the admin API). */
   async listAll(): Promise<DesktopView[]> {
     const rows = await this.db
       .select({ row: desktops, ownerName: users.username })
       .from(desktops)
-      .innerJoin(users, eq(users.id, desktops.ownerId))
+      .leftJoin(users, eq(users.id, desktops.ownerId))
       .orderBy(asc(desktops.createdAt), asc(desktops.proxyPath));
-    return rows.map(({ row, ownerName }) => this.view(row, ownerName));
+    return rows.map(({ row, ownerName }) => this.view(row, ownerName ?? ''));
   }
 
   /** A desktop in scope; 404 for unknown and foreign ids alike, so ids reveal nothing. */
@@ -156,9 +159,10 @@ export class DesktopViews {
       const [found] = await this.db
         .select({ row: desktops, ownerName: users.username })
         .from(desktops)
-        .innerJoin(users, eq(users.id, desktops.ownerId))
+        .leftJoin(users, eq(users.id, desktops.ownerId))
         .where('admin' in scope ? eq(desktops.id, id) : and(eq(desktops.id, id), eq(desktops.ownerId, scope.id)));
-      if (found) return found;
+      // A pool member (no owner) is reachable by admins (and the pool policy) only.
+      if (found) return { row: found.row, ownerName: found.ownerName ?? '' };
     }
     throw notFound(`no desktop ${id}`);
   }

@@ -64,6 +64,7 @@ export const DesktopSchema = Type.Object(
       { description: 'the idle clocks (README: Idle desktops)' },
     ),
     homeId: Nullable(Type.String({ format: 'uuid', description: 'its home (GET /api/volumes), if its type keeps one' })),
+    pool: Type.Boolean({ description: 'a warm pool member nobody has claimed yet (admin API only; owner is "")' }),
   },
   { $id: 'Desktop' },
 );
