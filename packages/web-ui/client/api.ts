@@ -46,6 +46,26 @@ export interface Desktop {
   lastConnectedAt?: string | null;
   /** The idle clocks: exemption, held disconnected, deadlines (running desktops only). Missing: no clocks shown. */
   clocks?: ClocksView;
+  /** Its home (GET /api/volumes) when its type keeps one, else null; missing from an older control plane. */
+  homeId?: string | null;
+}
+
+/** A home (catalog `home`): a user's files kept across their desktops' lives, as GET /api/volumes lists it. */
+export interface Home {
+  id: string;
+  owner: string;
+  /** The catalog's home.name: types naming the same home share it. */
+  name: string;
+  scope: 'user' | 'desktop';
+  /** Scope desktop: the desktop name it belongs to. */
+  desktopName: string | null;
+  runtime: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+  /** Bytes used, when the runtime can tell. */
+  sizeBytes: number | null;
+  /** The desktops that mount it, in any state: it cannot be deleted while there are any. */
+  usedBy: { id: string; proxyPath: string; state: DesktopState }[];
 }
 
 export interface Provider {
@@ -166,6 +186,11 @@ export const api = {
   /** Exempts a desktop from the idle clocks and its lifetime, or puts it back under them. */
   adminSetClocks: (id: string, exempt: boolean) => call<Desktop>('PUT', `/api/admin/desktops/${encodeURIComponent(id)}/clocks`, { exempt }),
   adminRemove: (id: string) => call<void>('DELETE', `/api/admin/desktops/${encodeURIComponent(id)}`),
+  homes: () => call<Home[]>('GET', '/api/volumes'),
+  /** 204; 409 (with the server's reason) while a desktop mounts it. */
+  removeHome: (id: string) => call<void>('DELETE', `/api/volumes/${encodeURIComponent(id)}`),
+  adminHomes: () => call<Home[]>('GET', '/api/admin/volumes'),
+  adminRemoveHome: (id: string) => call<void>('DELETE', `/api/admin/volumes/${encodeURIComponent(id)}`),
   tokens: () => call<ApiToken[]>('GET', '/api/tokens'),
   createToken: (body: { name: string; scopes: string[]; expiresInDays?: number }) => call<NewApiToken>('POST', '/api/tokens', body),
   revokeToken: (id: string) => call<void>('DELETE', `/api/tokens/${encodeURIComponent(id)}`),

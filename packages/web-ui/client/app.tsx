@@ -10,6 +10,7 @@ import { useAccessRenewal } from './access-renewal.ts';
 import { Admin } from './pages/admin.tsx';
 import { Dashboard } from './pages/dashboard.tsx';
 import { DesktopView } from './pages/desktop-view.tsx';
+import { Homes } from './pages/homes.tsx';
 import { SignIn } from './pages/signin.tsx';
 import { Tokens } from './pages/tokens.tsx';
 import { linkTo, navigate, useRoute, type Route } from './router.ts';
@@ -21,6 +22,7 @@ const TITLES: Record<Route['page'], string> = {
   signin: 'Sign in',
   admin: 'All desktops',
   tokens: 'API tokens',
+  homes: 'Homes',
   desktop: 'Desktop',
   missing: 'Not found',
 };
@@ -118,6 +120,11 @@ export function App() {
                 My desktops
               </a>
             </li>
+            <li>
+              <a href="/homes" onClick={linkTo('/homes')} aria-current={route.page === 'homes' ? 'page' : undefined}>
+                Homes
+              </a>
+            </li>
             {isAdmin(me) ? (
               <li>
                 <a href="/admin" onClick={linkTo('/admin')} aria-current={route.page === 'admin' ? 'page' : undefined}>
@@ -165,6 +172,7 @@ export function App() {
           )
         ) : null}
         {route.page === 'tokens' ? <Tokens admin={isAdmin(me)} /> : null}
+        {route.page === 'homes' ? <Homes /> : null}
         {route.page === 'missing' ? (
           <>
             <h1 tabIndex={-1}>Page not found</h1>

@@ -1,5 +1,5 @@
 /**
- * A router of five routes is smaller written out than imported: the path lives in history, a
+ * A router of a handful of routes is smaller written out than imported: the path lives in history, a
  * hook re-renders on change, and `navigate` is the one way to move between pages.
  */
 import { useEffect, useState } from 'preact/hooks';
@@ -10,6 +10,7 @@ export type Route =
   | { page: 'signin'; next: string }
   | { page: 'admin' }
   | { page: 'tokens' }
+  | { page: 'homes' }
   | { page: 'desktop'; id: string }
   | { page: 'missing'; path: string };
 
@@ -19,6 +20,7 @@ export function parseRoute(loc: { pathname: string; search: string }): Route {
   if (path === '/signin') return { page: 'signin', next: safeNext(new URLSearchParams(loc.search).get('next')) };
   if (path === '/admin') return { page: 'admin' };
   if (path === '/tokens') return { page: 'tokens' };
+  if (path === '/homes') return { page: 'homes' };
   const m = /^\/desktops\/([^/]+)$/.exec(path);
   if (m && m[1]) return { page: 'desktop', id: decodeURIComponent(m[1]) };
   return { page: 'missing', path };

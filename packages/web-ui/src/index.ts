@@ -19,7 +19,7 @@ import { COMPRESSED_SUFFIXES, defaultDistDir, ensureBuilt, STAMP_FILE, type Buil
 export { buildWebUi, ensureBuilt, measure, BUILD_COMMAND, defaultDistDir, type BuildStamp, type BuildPolicy } from './build.ts';
 
 /** Paths the single-page app renders itself; each gets index.html. Keep in step with client/router.ts. */
-export const SPA_ROUTES = ['/', '/signin', '/admin', '/tokens', '/desktops', '/desktops/:id'] as const;
+export const SPA_ROUTES = ['/', '/signin', '/admin', '/tokens', '/homes', '/desktops', '/desktops/:id'] as const;
 
 /**
  * Scripts and styles only from this origin (no inline code, no CDN: the machines are offline),

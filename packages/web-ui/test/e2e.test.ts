@@ -4,7 +4,8 @@
  * process runtime, dev sign-in) on a loopback port. Sign in, launch the demo desktop, watch the
  * progress reach Ready, open it and see its page through the proxy, stop it, delete it; a second
  * user sees none of it; an admin sees and acts on everyone's; the UI keeps the short-lived desktop
- * access cookie fresh; an API token is created, used and revoked. axe-core checks every page and
+ * access cookie fresh; an API token is created, used and revoked; a desktop keeping a home shows it,
+ * and the home outlives the desktop until deleted in the Homes view. axe-core checks every page and
  * screenshots go to test-artifacts/web-ui/.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -37,9 +38,12 @@ const CLOCKS_TYPE = 'demo-clocks';
 /** Its clocks: a warning window long enough to look at, deadlines short enough to wait for. */
 const IDLE_AFTER_S = 16;
 const EXPIRE_AFTER_S = 40;
+/** A catalog type keeping a home (added for this run): busybox httpd serving its HOME, after writing a file there. */
+const HOME_TYPE = 'notes';
 
 /**
- * The default catalog plus a copy of the demo desktop with short clocks. The file lives in the
+ * The default catalog plus a copy of the demo desktop with short clocks, and a small type that
+ * keeps a home (as services/control-plane/test/homes.test.ts has it). The file lives in the
  * run's DATA_DIR, so the demo entries get absolute paths (the default one is relative to its folder).
  */
 async function testCatalog(dir: string): Promise<string> {
@@ -67,8 +71,19 @@ async function testCatalog(dir: string): Promise<string> {
     expire: { after: ${EXPIRE_AFTER_S}s, warn: 30s, action: stop }
     maxLifetime: { after: 10m, warnBefore: 9m59s }
 `;
+  const homeType = `
+  - id: ${HOME_TYPE}
+    name: Notes with a home
+    description: Writes a line into its home at each start and serves the home's files
+    runtime: process
+    workingDir: ${controlPlane}
+    command: ["sh", "-c", "echo {port} >> \\"$HOME/notes.txt\\"; exec busybox httpd -f -p 127.0.0.1:{port} -h \\"$HOME\\""]
+    port: 80
+    readiness: { path: /notes.txt, timeoutSeconds: 30 }
+    home: { path: /home/kasm-user }
+`;
   const file = join(dir, 'catalog.yaml');
-  await writeFile(file, `${base.trimEnd()}\n${clocksType}`);
+  await writeFile(file, `${base.trimEnd()}\n${clocksType}${homeType}`);
   return file;
 }
 
@@ -616,6 +631,78 @@ async function main(): Promise<void> {
       t.equal(status, 404, 'the API no longer knows it');
       await screenshot(page, '10-deleted');
       await accessible(t, page, '10-deleted');
+    });
+
+    await t.test('a home: shown on its desktop, kept after the desktop, deleted in the Homes view', async (t) => {
+      const { page } = alice;
+      await page.setViewportSize({ width: 1280, height: 900 });
+      await page.goto(`${base}/`);
+      const launch = page.locator(`[data-type-id="${HOME_TYPE}"]`).getByRole('button', { name: /Launch/ });
+      await launch.click();
+      const card = page.locator('#my-desktops [data-desktop-id]', { has: page.locator('[data-home-id]') }).first();
+      await card.locator('.badge[data-state="running"]').waitFor();
+      const homeId = (await card.locator('dd[data-home-id]').getAttribute('data-home-id')) ?? '';
+      const path = ((await card.locator('.facts code').textContent()) ?? '').replace(/^\/desktop\//, '').replace(/\/$/, '');
+      await card.getByRole('link', { name: `${HOME_TYPE} in Homes` }).waitFor();
+      t.pass(`the card says its home is "${HOME_TYPE}" and links to Homes`);
+
+      // A second desktop on the same home is refused: the launch shows the server's reason.
+      await launch.click();
+      const refused = page.locator(`[data-type-id="${HOME_TYPE}"] .error[role="alert"]`);
+      await refused.waitFor();
+      t.match(await refused.textContent(), `the home "${HOME_TYPE}" is in use by the desktop at /desktop/${path}/: stop that desktop first`, 'a second launch on the home says which desktop holds it');
+
+      await card.getByRole('link', { name: /in Homes/ }).click();
+      await page.waitForURL(`${base}/homes`);
+      await page.getByRole('heading', { level: 1, name: 'Homes' }).waitFor();
+      const home = page.locator(`#my-homes [data-home-id="${homeId}"]`);
+      await home.waitFor();
+      const size = (await home.locator('dd[data-size]').textContent()) ?? '';
+      t.match(size, /^\d+(\.\d)? (bytes?|kB|MB)$/, `its size is shown (${size})`);
+      t.match(await home.textContent(), `/desktop/${path}/ (Running)`, 'with the desktop using it');
+      await screenshot(page, '19-homes');
+      await accessible(t, page, '19-homes');
+
+      // Deleting it while the desktop exists: confirmed, then refused with the server's message.
+      await home.getByRole('button', { name: /^Delete home/ }).click();
+      const dialog = page.getByRole('dialog');
+      await dialog.waitFor();
+      t.match(await dialog.textContent(), /gone for good/, 'the confirmation says the files are gone for good');
+      await accessible(t, page, '20-homes-confirm');
+      await dialog.getByRole('button', { name: 'Delete home' }).click();
+      const conflict = home.locator('.error[role="alert"]');
+      await conflict.waitFor();
+      t.match(await conflict.textContent(), `is used by /desktop/${path}/: delete that desktop first`, 'a 409 shows the server message');
+
+      // The admin sees it among everyone's homes, with its owner.
+      const admin = await browser('admin-homes');
+      await signIn(admin.page, ADMIN);
+      await admin.page.goto(`${base}/admin`);
+      const everyone = admin.page.locator(`#all-homes [data-home-id="${homeId}"]`);
+      await everyone.waitFor();
+      t.match(await everyone.locator('.facts').textContent(), new RegExp(`Owner${aliceName}`), "the admin view lists alice's home with its owner");
+      t.equal(await everyone.getByRole('button', { name: `Delete home ${HOME_TYPE} of ${aliceName}` }).count(), 1, 'and Delete for it');
+      await accessible(t, admin.page, '21-admin-homes');
+      await admin.context.close();
+
+      // Delete the desktop, then the home.
+      await page.goto(`${base}/`);
+      const again = page.locator(`[data-desktop-id="${await card.getAttribute('data-desktop-id')}"]`);
+      await again.getByRole('button', { name: /^Delete/ }).click();
+      await page.getByRole('dialog').getByRole('button', { name: 'Delete desktop' }).click();
+      await again.waitFor({ state: 'detached' });
+      await page.getByRole('link', { name: 'Homes', exact: true }).click();
+      await home.waitFor();
+      t.match(await home.textContent(), /Used byNo desktop/, 'the home is kept after its desktop is deleted');
+      await page.setViewportSize({ width: 360, height: 740 });
+      t.equal(await sidewaysOverflow(page), 0, 'the Homes view does not scroll sideways at 360 px');
+      await page.setViewportSize({ width: 1280, height: 900 });
+      await home.getByRole('button', { name: /^Delete home/ }).click();
+      await dialog.getByRole('button', { name: 'Delete home' }).click();
+      await home.waitFor({ state: 'detached' });
+      await page.getByText('You have no homes yet. Desktops of types with a home keep your files here across stop, delete and re-create.').waitFor();
+      t.same(await page.evaluate(async () => (await fetch('/api/volumes')).json()), [], 'the API lists no home');
+      await accessible(t, page, '22-homes-empty');
     });
 
     await t.test('signing out ends the session', async (t) => {

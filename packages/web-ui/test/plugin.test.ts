@@ -51,7 +51,7 @@ t.test('builds a missing dist at registration and serves it', async (t) => {
   t.match(home.body, /<div id="app"><\/div>/);
   t.notMatch(home.body, /<script>(?!<\/script>)/, 'no inline script for the CSP to forbid');
 
-  for (const url of ['/signin?next=%2Fadmin', '/admin', '/tokens', '/desktops', '/desktops/0b7d8f0e-1']) {
+  for (const url of ['/signin?next=%2Fadmin', '/admin', '/tokens', '/homes', '/desktops', '/desktops/0b7d8f0e-1']) {
     const res = await app.inject({ method: 'GET', url });
     t.equal(res.statusCode, 200, `${url} is a UI route`);
     t.equal(res.body, home.body, `${url} gets index.html`);

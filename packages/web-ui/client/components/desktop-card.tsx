@@ -9,7 +9,7 @@ import { ClockNotice } from './clock-notice.tsx';
 import { ProgressPanel, useProgress } from './progress.tsx';
 import { ago, exact } from './time.ts';
 
-const STATE_LABEL: Record<string, string> = {
+export const STATE_LABEL: Record<string, string> = {
   creating: 'Creating',
   starting: 'Starting',
   running: 'Running',
@@ -43,7 +43,11 @@ function LiveProgress({ desktop, onSettled }: { desktop: Desktop; onSettled: (d:
   return <ProgressPanel progress={progress} label={desktopLabel(desktop)} />;
 }
 
-export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desktop; actions: DesktopActions; admin?: boolean }) {
+/**
+ * `homeName`: the name of the desktop's home (`homeId`), when the page knows it; a desktop with a
+ * home shows it either way, linking to the Homes view (the admin view: to its homes section).
+ */
+export function DesktopCard({ desktop, actions, admin = false, homeName }: { desktop: Desktop; actions: DesktopActions; admin?: boolean; homeName?: string }) {
   const [busy, setBusy] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const label = desktopLabel(desktop);
@@ -100,6 +104,21 @@ export function DesktopCard({ desktop, actions, admin = false }: { desktop: Desk
           <dt>{desktop.activity === 'input' ? 'Last input' : 'Last activity'}</dt>
           <dd title={exact(desktop.lastActivityAt)}>{ago(desktop.lastActivityAt)}</dd>
         </div>
+        {desktop.homeId ? (
+          <div>
+            <dt>Home</dt>
+            <dd data-home-id={desktop.homeId}>
+              {admin ? (
+                <a href={`#home-${desktop.homeId}`}>{homeName ?? 'Yes'}</a>
+              ) : (
+                <a href="/homes" onClick={linkTo('/homes')}>
+                  {homeName ?? 'Yes'}
+                  <Hidden> in Homes</Hidden>
+                </a>
+              )}
+            </dd>
+          </div>
+        ) : null}
         {admin && desktop.clocks ? (
           <div>
             <dt>Idle clocks</dt>

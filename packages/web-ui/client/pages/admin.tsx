@@ -1,12 +1,14 @@
 /**
  * The admin view: every desktop on this deskhub with its owner, state, age, last activity and
- * whether the idle clocks apply to it; stop, start, delete or exempt from the clocks any of them,
- * through the admin API, which checks the role server-side (the UI hiding the link is only a convenience).
+ * whether the idle clocks apply to it; stop, start, delete or exempt from the clocks any of them;
+ * and every user's homes, with delete. All through the admin API, which checks the role
+ * server-side (the UI hiding the link is only a convenience).
  */
 import { useCallback, useEffect, useState } from 'preact/hooks';
-import { api, asList, ownerName, type Desktop } from '../api.ts';
+import { api, asList, ownerName, type Desktop, type Home } from '../api.ts';
 import { ConfirmDialog, type ConfirmRequest } from '../components/confirm.tsx';
 import { DesktopCard, desktopLabel } from '../components/desktop-card.tsx';
+import { HomeList } from '../components/home-list.tsx';
 
 const REFRESH_MS = 5000;
 
@@ -16,6 +18,9 @@ export function Admin() {
   const [confirm, setConfirm] = useState<ConfirmRequest | null>(null);
   const [announcement, setAnnouncement] = useState('');
   const [filter, setFilter] = useState('');
+  const [homesReload, setHomesReload] = useState(0);
+  const [homeNames, setHomeNames] = useState<ReadonlyMap<string, string>>(new Map());
+  const homesLoaded = useCallback((homes: Home[]) => setHomeNames(new Map(homes.map((h) => [h.id, h.name]))), []);
 
   const refresh = useCallback(async () => {
     try {
@@ -59,6 +64,8 @@ export function Admin() {
             .then(() => {
               setDesktops((list) => (list ?? []).filter((x) => x.id !== d.id));
               setAnnouncement(`${desktopLabel(d)} deleted.`);
+              // Its home, if any, is free to delete now.
+              if (d.homeId) setHomesReload((k) => k + 1);
             })
             .catch((err) => setAnnouncement(`Could not delete ${desktopLabel(d)}: ${err instanceof Error ? err.message : String(err)}`));
         },
@@ -79,7 +86,13 @@ export function Admin() {
       <div class="toolbar">
         <label for="admin-filter">Filter by owner, address, type or state</label>
         <input id="admin-filter" type="search" value={filter} onInput={(e) => setFilter((e.target as HTMLInputElement).value)} />
-        <button type="button" onClick={() => void refresh()}>
+        <button
+          type="button"
+          onClick={() => {
+            void refresh();
+            setHomesReload((k) => k + 1);
+          }}
+        >
           Refresh
         </button>
       </div>
@@ -100,11 +113,16 @@ export function Admin() {
           </p>
           <ul class="cards" id="all-desktops">
             {shown.map((d) => (
-              <DesktopCard key={d.id} desktop={d} actions={actions} admin />
+              <DesktopCard key={d.id} desktop={d} actions={actions} admin homeName={d.homeId ? homeNames.get(d.homeId) : undefined} />
             ))}
           </ul>
         </>
       )}
+      <section aria-labelledby="admin-homes-title">
+        <h2 id="admin-homes-title">Homes of every user</h2>
+        <p class="muted">Files kept across desktops' lives. A home can be deleted once no desktop uses it; its owner loses its files for good.</p>
+        <HomeList admin confirm={setConfirm} announce={setAnnouncement} reloadKey={homesReload} onLoaded={homesLoaded} empty="No user has a home." />
+      </section>
       <ConfirmDialog request={confirm} onClose={() => setConfirm(null)} />
     </>
   );

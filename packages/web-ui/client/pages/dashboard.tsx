@@ -92,6 +92,10 @@ export function Dashboard() {
   const [confirm, setConfirm] = useState<ConfirmRequest | null>(null);
   const [announcement, setAnnouncement] = useState('');
   const mounted = useRef(true);
+  // Home names for the cards (desktops carry only homeId). Read when a desktop shows a home not
+  // seen yet, not on every refresh: each read of /api/volumes measures the homes' sizes.
+  const [homeNames, setHomeNames] = useState<ReadonlyMap<string, string>>(new Map());
+  const askedHomes = useRef(new Set<string>());
 
   const refresh = useCallback(async () => {
     try {
@@ -124,6 +128,17 @@ export function Dashboard() {
       document.removeEventListener('visibilitychange', onVisible);
     };
   }, [refresh]);
+
+  useEffect(() => {
+    const unknown = (desktops ?? []).map((d) => d.homeId).filter((id): id is string => Boolean(id) && !homeNames.has(id!) && !askedHomes.current.has(id!));
+    if (unknown.length === 0) return;
+    for (const id of unknown) askedHomes.current.add(id);
+    api
+      .homes()
+      .then((homes) => mounted.current && setHomeNames(new Map(homes.map((h) => [h.id, h.name]))))
+      // Without names the cards still say there is a home, and link to Homes.
+      .catch(() => {});
+  }, [desktops, homeNames]);
 
   const replace = (d: Desktop) => setDesktops((list) => (list ?? []).map((x) => (x.id === d.id ? { ...x, ...d } : x)));
 
@@ -189,7 +204,7 @@ export function Dashboard() {
         ) : (
           <ul class="cards" id="my-desktops">
             {desktops.map((d) => (
-              <DesktopCard key={d.id} desktop={d} actions={actions} />
+              <DesktopCard key={d.id} desktop={d} actions={actions} homeName={d.homeId ? homeNames.get(d.homeId) : undefined} />
             ))}
           </ul>
         )}
