@@ -1,0 +1,122 @@
+// The warm pool on a real Docker Engine with the kasm-test image, through the whole of deskhub
+// in this process (control plane + proxy + route stream, real Postgres): a member is a running
+// container with no route; a create claims it and is reachable through the proxy without any
+// container being created or started after the claim (asserted on its events); a killed member
+// is replaced by a new container.
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createTestDatabase } from '@deskhub/testkit/postgres';
+import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
+import { buildImage, freePort, testRuntime } from './docker-helpers.ts';
+import { waitFor } from './helpers.ts';
+
+await buildImage('kasm-test');
+const db = await createTestDatabase('docker_pool');
+t.teardown(() => db.drop());
+const dataDir = mkdtempSync(join(tmpdir(), 'deskhub-docker-pool-'));
+t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+const { runtime, cleanup } = testRuntime();
+t.teardown(cleanup);
+const catalog = join(dataDir, 'catalog.yaml');
+writeFileSync(
+  catalog,
+  `types:
+  - id: kasm-test
+    name: Kasm test desktop
+    runtime: docker
+    image: deskhub/kasm-test:local
+    pullPolicy: never
+    port: 6901
+    scheme: https
+    verifyTls: false
+    credentials: { kind: kasm }
+    activity: traffic
+    memory: 256m
+    readiness: { path: /, timeoutSeconds: 60 }
+    entryQuery: path=desktop/{path}/websockify
+    pool: { size: 1 }
+`,
+);
+const port = await freePort();
+const deskhub: RunningDeskhub = await startEmbedded({
+  env: {
+    PORT: String(port),
+    PROXY_METRICS_PORT: '0',
+    METRICS_PORT: '0',
+    DATA_DIR: dataDir,
+    DATABASE_URL: db.url,
+    RUNTIME: 'docker',
+    AUTH_MODE: 'dev',
+    LOG_LEVEL: 'warn',
+    CATALOG: catalog,
+    RECONCILE_INTERVAL_MS: '1000',
+    POOL_INTERVAL_MS: '500',
+    ADMIN_USERS: 'root',
+    SECRET_KEY: randomBytes(32).toString('base64'),
+  },
+  runtimes: [runtime],
+});
+t.teardown(() => deskhub.close());
+const base = deskhub.proxyUrl;
+
+async function signIn(username: string): Promise<string> {
+  const res = await fetch(`${base}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json', origin: base }, body: JSON.stringify({ username }) });
+  if (res.status >= 300) throw new Error(`dev-login: ${res.status}`);
+  return res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+}
+const api = async <T>(cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> => {
+  const res = await fetch(`${base}${path}`, { method, headers: { cookie, origin: base, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+};
+interface View { id: string; state: string; pool: boolean; proxyPath: string; url: string; reason: string | null }
+const root = await signIn('root');
+const readyMember = (not?: string) =>
+  waitFor('a ready pool member', async () => {
+    const members = (await api<View[]>(root, 'GET', '/api/admin/desktops')).body.filter((d) => d.pool);
+    return members.length === 1 && members[0]!.state === 'running' && members[0]!.id !== not ? members[0]! : undefined;
+  }, 120_000, 250);
+
+t.test('a member is a running container without a route; a create claims it without starting anything', async (t) => {
+  const member = await readyMember();
+  const [container] = (await runtime.list()).filter((s) => s.desktopId === member.id);
+  t.ok(container?.running, 'the member is a running container');
+  const unrouted = await fetch(`${base}/desktop/${member.proxyPath}/`, { headers: { cookie: root, accept: 'application/json' } });
+  t.equal(unrouted.status, 404, 'and has no route at the proxy');
+
+  const alice = await signIn('alice');
+  const created = await api<View>(alice, 'POST', '/api/desktops', { type: 'kasm-test' });
+  t.equal(created.status, 201);
+  t.equal(created.body.id, member.id, 'the create got the ready member');
+  const running = await waitFor('the claimed desktop to run', async () => {
+    const d = (await api<View>(alice, 'GET', `/api/desktops/${member.id}`)).body;
+    return d.state === 'running' || d.state === 'failed' ? d : undefined;
+  }, 30_000, 100);
+  t.equal(running.state, 'running', running.reason ?? '');
+  const events = (await api<Array<{ kind: string; message: string }>>(alice, 'GET', `/api/desktops/${member.id}/events`)).body;
+  const claimAt = events.findIndex((e) => e.message.startsWith('Claimed a ready Kasm test desktop from the warm pool'));
+  t.ok(claimAt > 0, 'claimed, after the events of its start for the pool');
+  t.same(events.slice(claimAt + 1).filter((e) => ['pull', 'create', 'start', 'probe'].includes(e.kind)).map((e) => e.kind), [], 'no pull, create, start or probe after the claim');
+  const page = await fetch(running.url, { headers: { cookie: alice } });
+  t.equal(page.status, 200, 'the desktop answers its owner through the proxy');
+  t.match(await page.text(), /Demo desktop/);
+  const other = await fetch(running.url, { headers: { cookie: await signIn('bob'), accept: 'application/json' } });
+  t.equal(other.status, 403, 'and nobody else');
+
+  const next = await readyMember(member.id);
+  t.not(next.id, member.id, 'the pool refilled with a new member');
+  t.equal((await api(alice, 'DELETE', `/api/desktops/${member.id}`)).status, 204);
+});
+
+t.test('a killed member is replaced by a new container', async (t) => {
+  const member = await readyMember();
+  const [container] = (await runtime.list()).filter((s) => s.desktopId === member.id);
+  await runtime.docker.getContainer(container!.runtimeId).kill();
+  const replacement = await readyMember(member.id);
+  t.not(replacement.id, member.id, 'a new member is ready');
+  await waitFor('the killed member to be removed', async () => ((await runtime.list()).some((s) => s.desktopId === member.id) ? undefined : true), 30_000, 250);
+  t.pass('its container is gone');
+});
