@@ -28,10 +28,20 @@ export async function instanceContainers(instance: string): Promise<Container[]>
   });
 }
 
+/** Runs `cmd` in a container (docker exec), returning its output. */
+export async function execIn(containerId: string, cmd: string[]): Promise<string> {
+  const { stdout } = await run('docker', ['exec', containerId, ...cmd], { timeout: 30_000 });
+  return stdout;
+}
+
 /** Removes this instance's containers, its network and the network's host guard. */
 export async function dockerCleanup(instance: string, network: string): Promise<void> {
   const containers = await instanceContainers(instance).catch(() => []);
   if (containers.length > 0) await run('docker', ['rm', '-f', ...containers.map((c) => c.id)], { timeout: 60_000 }).catch(() => undefined);
+  // deskhub keeps homes on purpose; the run's own go with it.
+  const volumes = await run('docker', ['volume', 'ls', '-q', '--filter', `label=deskhub.instance=${instance}`]).catch(() => null);
+  const names = volumes?.stdout.trim().split('\n').filter(Boolean) ?? [];
+  if (names.length > 0) await run('docker', ['volume', 'rm', '-f', ...names], { timeout: 60_000 }).catch(() => undefined);
   const info = await run('docker', ['network', 'inspect', network, '--format', '{{.Id}} {{index .Options "com.docker.network.bridge.name"}}']).catch(() => null);
   if (!info) return;
   const [id = '', name = ''] = info.stdout.trim().split(' ');

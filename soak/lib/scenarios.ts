@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { settle, type Leftovers } from './checks.ts';
-import { restartDockerd, restoreDockerd } from './docker.ts';
+import { execIn, instanceContainers, restartDockerd, restoreDockerd } from './docker.ts';
 import type { DesktopTraffic } from './traffic.ts';
 import { waitFor, type Desktop, type Topology } from './topology.ts';
 
@@ -346,11 +346,12 @@ export const scenarios: Scenario[] = [
   {
     name: 'docker-restart',
     restartsDocker: true,
-    promise: "dockerd restarted with live-restore off stops every desktop container: their traffic and WebSockets end (expected); reconciliation gives each desktop its end state and no route points at a dead container",
+    promise: "dockerd restarted with live-restore off stops every desktop container: their traffic and WebSockets end (expected); reconciliation gives each desktop its end state and no route points at a dead container; a home's files are there when its desktop starts again",
     async run(ctx, result) {
       const { topology, traffic, timings } = ctx;
       try {
         await restoreDockerd();
+        const homed = await homeFile(ctx, result);
         await underTraffic(ctx, result, async () => {
           const downMs = await restartDockerd({ liveRestore: false });
           result.notes.push(`engine did not answer for ${(downMs / 1000).toFixed(1)} s`);
@@ -365,12 +366,39 @@ export const scenarios: Scenario[] = [
         fill(result, leftovers, cleanAfterMs);
         const states = (await topology.listDesktops()).map((d) => `${d.proxyPath}: ${d.state}${d.reason ? ` (${d.reason.split('\n')[0]})` : ''}`);
         result.notes.push(`desktops after reconciliation: ${states.join('; ')}`);
+        await homed.check();
       } finally {
         await restoreDockerd();
       }
     },
   },
 ];
+
+/**
+ * A kasm-home desktop with a file written in its home; `check` (after the engine restarted)
+ * starts it again, reads the file, and deletes the desktop.
+ */
+async function homeFile(ctx: ScenarioContext, result: ScenarioResult): Promise<{ check(): Promise<void> }> {
+  const { topology } = ctx;
+  const text = `written before the engine restart ${ctx.runId}`;
+  const container = async (id: string) => (await instanceContainers(topology.instance)).find((c) => c.desktopId === id && c.state === 'running');
+  const d = await topology.createDesktop('kasm-home');
+  await topology.waitRunning(d.id, 120_000);
+  await execIn((await container(d.id))!.id, ['node', '-e', `require('fs').writeFileSync('/home/kasm-user/soak.txt', ${JSON.stringify(text)})`]);
+  return {
+    async check() {
+      const after = await topology.api<Desktop>('GET', `/api/desktops/${d.id}`);
+      if (after.state !== 'running') {
+        await topology.api('POST', `/api/desktops/${d.id}/start`);
+        await topology.waitRunning(d.id, 120_000);
+      }
+      const read = await execIn((await container(d.id))!.id, ['node', '-e', "process.stdout.write(require('fs').readFileSync('/home/kasm-user/soak.txt','utf8'))"]).catch((err: Error) => `(not readable: ${err.message})`);
+      if (read === text) result.notes.push(`a home's file written before the restart was there when its desktop ran again (${after.state} after the restart)`);
+      else result.problems.push(`a home's file written before the engine restart read back as ${JSON.stringify(read.slice(0, 200))}`);
+      await deleteDesktop(ctx, d);
+    },
+  };
+}
 
 export const scenarioNames = scenarios.map((s) => s.name);
 

@@ -6,7 +6,7 @@
  * their own, so the soak only ever counts and removes its own containers.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startPostgresCluster, type PostgresCluster } from '../../packages/testkit/src/postgres-cluster.ts';
 import { startRedis, type RedisServer } from '../../packages/testkit/src/redis.ts';
@@ -43,7 +43,8 @@ export interface Topology {
   readonly replicas: Record<ReplicaName, { url: string; metricsUrl: string; service: ServiceProcess | null }>;
   /** An API call to the control plane as the soak's user; the JSON answer, or throws with the status. */
   api<T = unknown>(method: string, apiPath: string, body?: unknown, timeoutMs?: number): Promise<T>;
-  createDesktop(): Promise<Desktop>;
+  /** A desktop of `type` (default kasm-test; `kasm-home` is the same image with a home). */
+  createDesktop(type?: string): Promise<Desktop>;
   listDesktops(): Promise<Desktop[]>;
   /** Waits until the desktop is running (throws when it fails or the time is up). */
   waitRunning(id: string, timeoutMs?: number): Promise<Desktop>;
@@ -80,8 +81,32 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
   const controlPlaneUrl = `http://127.0.0.1:${cpPort}`;
   const publicUrl = `http://127.0.0.1:${portA}`;
   const mark = { [RUN_MARK]: options.runId };
+  // The shipped catalog, plus kasm-test with a home (the docker-restart scenario checks its files).
+  const catalog = path.join(options.runDir, 'catalog.yaml');
+  const shipped = readFileSync(path.join(repoRoot, 'services/control-plane/catalog.yaml'), 'utf8');
+  writeFileSync(
+    catalog,
+    `${shipped.trimEnd()}
+
+  - id: kasm-home
+    name: Kasm test desktop with a home
+    runtime: docker
+    image: deskhub/kasm-test:local
+    pullPolicy: never
+    port: 6901
+    scheme: https
+    verifyTls: false
+    credentials: { kind: kasm }
+    activity: traffic
+    memory: 256m
+    readiness: { path: /, timeoutSeconds: 60 }
+    entryQuery: path=desktop/{path}/websockify
+    home: { path: /home/kasm-user }
+`,
+  );
   const cpEnv = {
     ...mark,
+    CATALOG: catalog,
     PORT: String(cpPort),
     HOST: '127.0.0.1',
     METRICS_PORT: '0',
@@ -134,7 +159,7 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
       if (res.status >= 300) throw new Error(`${method} ${apiPath}: ${res.status} ${text.slice(0, 300)}`);
       return (text ? JSON.parse(text) : undefined) as T;
     },
-    createDesktop: () => topology.api<Desktop>('POST', '/api/desktops', { type: 'kasm-test' }),
+    createDesktop: (type = 'kasm-test') => topology.api<Desktop>('POST', '/api/desktops', { type }),
     listDesktops: () => topology.api<Desktop[]>('GET', '/api/desktops'),
     waitRunning: (id, timeoutMs = 60_000) =>
       waitFor(`desktop ${id} running`, async () => {
