@@ -6,8 +6,9 @@
  *
  *   pnpm bench                 full run: 3 rounds, 8 s per run, 1,000 and 10,000 idle WebSockets
  *   pnpm bench --quick         every figure briefly (1 round, 2 s runs): proves the harness works
+ *   pnpm bench --only pool     the warm pool's figures alone (lib/pool.ts; no proxy targets started)
  *   options: --rounds N  --seconds S  --targets direct,nginx,chp,deskhub,deskhub+auth  --out DIR  --cpu-prof
- *            --skip small,mib,rtt,frames,memory,tls-memory,change,propagation,snapshot,verify
+ *            --skip small,mib,rtt,frames,memory,tls-memory,change,propagation,snapshot,verify,pool  --only (the same names)
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -26,11 +27,14 @@ import { checkTargets, markdown, medians, ratios, updateReadme, type RoundResult
 import { lookupFigures, routePropagation, snapshotLoad, type LoadedSnapshot } from './lib/route-figures.ts';
 import { allTargets, authFigures, startTarget, targetLabels, type Target, type TargetName } from './lib/targets.ts';
 import { benchAccessToken } from '../packages/access-token/bench.ts';
+import { poolFigures, poolMarkdown, type PoolSettings } from './lib/pool.ts';
 import { tlsIdleMemory } from './lib/tls-memory.ts';
 import { checkWrk, runWrk } from './lib/wrk.ts';
 
-const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'tls-memory', 'change', 'propagation', 'snapshot', 'verify'] as const;
+const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'tls-memory', 'change', 'propagation', 'snapshot', 'verify', 'pool'] as const;
 type FigureName = (typeof figureNames)[number];
+/** Figures measured through the targets: without any of them no target is started. */
+const targetFigures: FigureName[] = ['small', 'mib', 'rtt', 'frames', 'memory', 'change'];
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
 
@@ -46,6 +50,7 @@ const { values: args } = parseArgs({
     seconds: { type: 'string' },
     targets: { type: 'string' },
     skip: { type: 'string' },
+    only: { type: 'string' },
     out: { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
   },
@@ -57,10 +62,14 @@ const rounds = args.rounds ? Number(args.rounds) : quick ? 1 : 3;
 if (!Number.isInteger(rounds) || rounds < 1) usage(`--rounds: expected a whole number >= 1, got "${args.rounds}"`);
 const seconds = args.seconds ? Number(args.seconds) : quick ? 2 : 8;
 if (!Number.isInteger(seconds) || seconds < 1) usage(`--seconds: expected a whole number >= 1, got "${args.seconds}"`);
-const targets = (args.targets ? args.targets.split(',') : allTargets) as TargetName[];
-for (const t of targets) if (!allTargets.includes(t)) usage(`--targets: unknown target "${t}" (known: ${allTargets.join(', ')})`);
-const skip = new Set((args.skip ? args.skip.split(',') : []) as FigureName[]);
+const requestedTargets = (args.targets ? args.targets.split(',') : allTargets) as TargetName[];
+for (const t of requestedTargets) if (!allTargets.includes(t)) usage(`--targets: unknown target "${t}" (known: ${allTargets.join(', ')})`);
+if (args.skip && args.only) usage('--skip and --only: give one of them');
+const only = (args.only ? args.only.split(',') : []) as FigureName[];
+for (const f of only) if (!figureNames.includes(f)) usage(`--only: unknown figure "${f}" (known: ${figureNames.join(', ')})`);
+const skip = new Set((args.skip ? args.skip.split(',') : figureNames.filter((f) => only.length && !only.includes(f))) as FigureName[]);
 for (const f of skip) if (!figureNames.includes(f)) usage(`--skip: unknown figure "${f}" (known: ${figureNames.join(', ')})`);
+const targets = targetFigures.some((f) => !skip.has(f)) ? requestedTargets : [];
 const outDir = path.resolve(args.out ?? path.join(repoRoot, 'bench/results'));
 
 // A proxy holds two descriptors per WebSocket (client and upstream), and the limit is inherited by
@@ -85,20 +94,22 @@ const settings: Settings = {
   tlsMemoryRounds: 3,
   tlsMemoryReleaseMs: quick ? 2000 : 12_000,
 };
+// Deployed topology with two proxy replicas, as the soak runs it; the pool interval left at its default.
+const poolSettings: PoolSettings = { claims: quick ? 3 : 20, poolSize: quick ? 3 : 10, replicas: 2, poolIntervalMs: 5000 };
 
 function log(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 }
 
 async function main(): Promise<number> {
-  const wrkVersion = checkWrk();
+  const wrkVersion = targets.length ? checkWrk() : 'not used';
   const machine = describeMachine(repoRoot);
   if (targets.includes('nginx') && machine.nginx === 'missing') {
     throw new Error('nginx is not installed: run scripts/ensure-services.sh (Debian package nginx-light)');
   }
   const runDir = mkdtempSync(path.join(os.tmpdir(), 'deskhub-bench-'));
   const profileDir = path.join(runDir, 'profiles');
-  log(`${quick ? 'quick' : 'full'} run, ${rounds} round(s) of ${seconds} s, targets ${targets.join(', ')}; logs in ${runDir}`);
+  log(`${quick ? 'quick' : 'full'} run, ${rounds} round(s) of ${seconds} s, targets ${targets.join(', ') || 'none'}; logs in ${runDir}`);
   if (largeCount < (quick ? 1000 : 10_000)) log(`open-file limit ${fdLimit}: the large idle-WebSocket figure uses ${largeCount} sockets`);
 
   const results: RunResults = {
@@ -123,7 +134,10 @@ async function main(): Promise<number> {
   const running = new Map<TargetName, Target>();
   let deskhub: DeskhubStream | undefined;
   const needDeskhub = targets.includes('deskhub') || targets.includes('deskhub+auth') || !skip.has('propagation') || !skip.has('snapshot');
+  // What a case started outside `running` and `services` (the warm pool's topology).
+  const cleanups: (() => Promise<void>)[] = [];
   const stopAll = async () => {
+    for (const c of cleanups) await c().catch(() => {});
     for (const t of running.values()) await t.stop().catch(() => {});
     if (deskhub) await deskhub.close().catch(() => {});
     for (const s of services) await s.stop().catch(() => {});
@@ -191,7 +205,7 @@ async function main(): Promise<number> {
       }
     };
 
-    for (let round = 1; round <= rounds; round++) {
+    for (let round = 1; targets.length && round <= rounds; round++) {
       // Rotating the order each round spreads slow drift of the machine (other load, heat) over every target.
       const order = targets.map((_, i) => targets[(i + round - 1) % targets.length]!);
       const perTarget: Partial<Record<TargetName, RoundResult>> = {};
@@ -255,6 +269,12 @@ async function main(): Promise<number> {
       const rows = await attempt('access-token verification', async () => benchAccessToken(iterations));
       if (rows) results.accessToken = rows;
     }
+    // Last: its containers and control plane must not share the machine with any other figure.
+    if (!skip.has('pool')) {
+      log(`warm pool: ${poolSettings.claims} creates pooled and cold, a burst of ${poolSettings.poolSize}`);
+      const p = await attempt('warm pool', () => poolFigures(runDir, poolSettings, log, results.errors, (c) => cleanups.push(c)));
+      if (p) results.pool = p;
+    }
   } finally {
     await stopAll();
   }
@@ -266,14 +286,21 @@ async function main(): Promise<number> {
   const md = markdown(results, med, checks);
   mkdirSync(outDir, { recursive: true });
   const json = JSON.stringify({ ...results, medians: med, ratios: ratios(med), targetChecks: checks }, null, 2) + '\n';
-  const stamp = `${results.startedAt.slice(0, 19).replace(/:/g, '-')}-${results.mode}`;
-  for (const name of ['latest', stamp]) {
+  // A run of the pool alone keeps its own files: latest.* stays the last run of the proxy figures.
+  const poolOnly = figureNames.every((f) => f === 'pool' || skip.has(f));
+  const stamp = `${results.startedAt.slice(0, 19).replace(/:/g, '-')}-${results.mode}${poolOnly ? '-pool' : ''}`;
+  const names = [poolOnly ? null : 'latest', results.pool ? 'pool-latest' : null, stamp].filter((n): n is string => n !== null);
+  for (const name of names) {
     writeFileSync(path.join(outDir, `${name}.json`), json);
     writeFileSync(path.join(outDir, `${name}.md`), md + '\n');
   }
-  if (results.mode === 'full' && outDir === path.join(repoRoot, 'bench/results')) updateReadme(path.join(repoRoot, 'bench/README.md'), md);
+  if (results.mode === 'full' && outDir === path.join(repoRoot, 'bench/results')) {
+    const readme = path.join(repoRoot, 'bench/README.md');
+    if (targets.length) updateReadme(readme, markdown(results, med, checks, { pool: false }));
+    if (results.pool) updateReadme(readme, poolMarkdown(results.pool), 'bench:pool');
+  }
   process.stdout.write(md + '\n');
-  log(`results written to ${path.relative(process.cwd(), outDir) || '.'}/latest.{json,md} and ${stamp}.*`);
+  log(`results written to ${names.map((n) => `${path.relative(process.cwd(), outDir) || '.'}/${n}.{json,md}`).join(', ')}`);
   if (args['cpu-prof']) {
     const summary = summarizeProfiles(profileDir);
     writeFileSync(path.join(outDir, `${stamp}-deskhub-profile.txt`), summary + '\n');

@@ -45,7 +45,7 @@ export function openFileLimit(which: 'soft' | 'hard' = 'soft'): number {
 }
 
 /** The code a run measures. */
-const measuredPaths = ['services/proxy', 'packages/route-stream', 'packages/config', 'bench'];
+const measuredPaths = ['services/proxy', 'services/control-plane', 'packages/route-stream', 'packages/config', 'bench'];
 
 export function describeMachine(repoRoot: string): Machine {
   let cpuModel = os.cpus()[0]?.model ?? 'unknown';

@@ -8,6 +8,7 @@ import type { Allocator } from '../../packages/config/src/index.ts';
 import type { Machine } from './machine.ts';
 import type { PropagationResult, SnapshotResult } from './route-figures.ts';
 import type { TlsMemoryResult } from './tls-memory.ts';
+import { poolMarkdown, type PoolResult } from './pool.ts';
 import type { BenchRow } from '../../packages/access-token/bench.ts';
 import { median } from './stats.ts';
 import { targetLabels, type TargetName } from './targets.ts';
@@ -40,6 +41,8 @@ export interface RunResults {
   snapshot: SnapshotResult[];
   /** packages/access-token/bench.ts in the harness process: one verification cold and cached. */
   accessToken?: BenchRow[];
+  /** The warm pool's create→running, pooled and cold, and its refill after a burst (lib/pool.ts). */
+  pool?: PoolResult;
   /** Figures that could not be measured, with why. A run with errors exits non-zero. */
   errors: string[];
 }
@@ -178,7 +181,8 @@ function fmt(v: number | undefined, decimals: number): string {
   return v.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
 }
 
-export function markdown(results: RunResults, med: Medians, checks: TargetCheck[]): string {
+/** `pool: false` leaves the warm pool's section out (the README keeps it in a section of its own). */
+export function markdown(results: RunResults, med: Medians, checks: TargetCheck[], options: { pool?: boolean } = {}): string {
   const m = results.machine;
   const t = results.targets;
   const lines: string[] = [];
@@ -192,18 +196,20 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
       `commit ${m.gitCommit}` +
       (m.uncommitted.length ? ` plus uncommitted changes in ${m.uncommitted.join(', ')}.` : '.'),
   );
-  lines.push(
-    `Load: ${results.loadGenerators.http} for HTTP, ${results.loadGenerators.websocket} for WebSockets, on the same cores as the proxy. ` +
-      `Medians of ${results.rounds.length} interleaved round(s), ${results.settings.seconds} s per run.`,
-  );
-  lines.push('');
-  lines.push(`| figure | ${t.map((x) => targetLabels[x]).join(' | ')} |`);
-  lines.push(`|---|${t.map(() => '---:').join('|')}|`);
   const allRows = rows(results.settings);
   const idleRow: Row = { key: 'rssIdleMiB', label: 'proxy RSS idle, fresh start (MiB)', better: 'lower', decimals: 1, get: () => undefined };
   allRows.splice(allRows.findIndex((r) => r.key === 'rssN1MiB'), 0, idleRow);
-  for (const row of allRows) {
-    lines.push(`| ${row.label} | ${t.map((x) => fmt(med[x]?.[row.key], row.decimals)).join(' | ')} |`);
+  if (t.length) {
+    lines.push(
+      `Load: ${results.loadGenerators.http} for HTTP, ${results.loadGenerators.websocket} for WebSockets, on the same cores as the proxy. ` +
+        `Medians of ${results.rounds.length} interleaved round(s), ${results.settings.seconds} s per run.`,
+    );
+    lines.push('');
+    lines.push(`| figure | ${t.map((x) => targetLabels[x]).join(' | ')} |`);
+    lines.push(`|---|${t.map(() => '---:').join('|')}|`);
+    for (const row of allRows) {
+      lines.push(`| ${row.label} | ${t.map((x) => fmt(med[x]?.[row.key], row.decimals)).join(' | ')} |`);
+    }
   }
   const rc = results.routeChange;
   const rcTargets = t.filter((x) => rc[x]);
@@ -303,6 +309,7 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
     );
     lines.push('');
   }
+  if (results.pool && options.pool !== false) lines.push(poolMarkdown(results.pool));
   if (checks.length) {
     lines.push('Targets from the proxy issue (issue 2):');
     lines.push('');

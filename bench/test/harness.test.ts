@@ -32,7 +32,7 @@ t.test('nginx is configured like a desktop proxy', async (t) => {
   t.match(conf, /pid \/tmp\/x\/nginx\.pid;/);
 });
 
-t.test('pnpm bench --quick measures every figure for every target', { timeout: 280_000 }, async (t) => {
+t.test('pnpm bench --quick measures every figure for every target', { timeout: 400_000 }, async (t) => {
   const out = mkdtempSync(path.join(os.tmpdir(), 'deskhub-bench-test-'));
   t.teardown(() => rmSync(out, { recursive: true, force: true }));
   // tap's process-info hook adds itself to NODE_OPTIONS of every process spawned from here; through
@@ -84,6 +84,18 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 2
   t.equal(r.tlsMemory.allocator, 'jemalloc', 'the replica ran as deployed, on jemalloc (deploy/allocator.env)');
   t.equal(r.deskhubAllocator, 'jemalloc', "deskhub's replicas ran on jemalloc");
   t.ok(r.targetChecks.length >= 12, 'the targets checked, the TLS-upstream memory ones included');
+  // The warm pool (lib/pool.ts): the process runtime always, Docker when the engine and image are here.
+  type PoolRuntime = { runtime: string; pooled: { samplesMs: number[]; p99Ms: number }; cold: { samplesMs: number[] }; burst: { claims: number; fromPool: number; refillFromFirstPostMs: number }; pooledNotClaimed: number };
+  const pool = r.pool as { runtimes: PoolRuntime[]; notMeasured: string[] };
+  t.ok(pool.runtimes.some((p) => p.runtime === 'process'), 'warm pool measured on the process runtime');
+  t.equal(pool.runtimes.length + pool.notMeasured.length, 2, 'Docker measured, or said why not');
+  for (const p of pool.runtimes) {
+    t.equal(p.pooled.samplesMs.length, 3, `${p.runtime}: 3 pooled creates`);
+    t.equal(p.cold.samplesMs.length, 3, `${p.runtime}: 3 cold creates`);
+    t.equal(p.pooledNotClaimed, 0, `${p.runtime}: every pooled create was a claim`);
+    t.equal(p.burst.fromPool, p.burst.claims, `${p.runtime}: the burst claimed from the pool`);
+    t.ok(p.pooled.p99Ms > 0 && p.burst.refillFromFirstPostMs > 0, `${p.runtime}: create→running and refill measured`);
+  }
 
   const md = readFileSync(path.join(out, 'latest.md'), 'utf8');
   t.match(md, '| figure | direct | nginx (1 worker) | configurable-http-proxy | deskhub proxy | deskhub proxy + auth |');
@@ -92,4 +104,5 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 2
   t.match(md, /Machine: \d+ cores/);
   t.match(md, /Idle WebSockets to a TLS upstream \(\d+, 3 rounds/);
   t.match(md, 'Targets from the proxy issue');
+  t.match(md, '| runtime | figure | from the pool | cold start | cold ÷ pool |');
 });
