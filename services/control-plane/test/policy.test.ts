@@ -97,3 +97,18 @@ t.test('as a plugin: started when the app is ready, stopped when it closes, abse
     'a policy without the lifecycle does not start',
   );
 });
+
+t.test('wake: a pass now, or one more right after the pass under way, however many wakes', async (t) => {
+  const policy = new Counting({ name: 'count', intervalMs: 60_000, logger });
+  policy.passMs = 40;
+  policy.wake();
+  await tick(5);
+  policy.wake();
+  policy.wake();
+  policy.wake();
+  while (policy.passes < 2) await tick(5);
+  await tick(100);
+  t.equal(policy.passes, 2, 'the first pass, then exactly one more');
+  t.equal(policy.most, 1, 'never two at once');
+  await policy.stop();
+});

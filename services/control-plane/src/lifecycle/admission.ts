@@ -7,7 +7,7 @@ import { and, asc, eq, like, or, sql } from 'drizzle-orm';
 import type { Catalog, CatalogEntry } from '../catalog.ts';
 import { substitute } from '../placeholders.ts';
 import type { Queryable } from '../db/client.ts';
-import { desktops, type DesktopCredentials } from '../db/schema.ts';
+import { desktopEvents, desktops, type DesktopCredentials } from '../db/schema.ts';
 import { badRequest, conflict } from '../errors.ts';
 import { hasHiddenCharacters } from '../names.ts';
 import { makePathSafe, pathCandidates } from '../proxy-path.ts';
@@ -119,6 +119,8 @@ export class Admission {
         .limit(1)
         .for('update', { skipLocked: true });
       if (!member) return null;
+      // Its history so far is the pool's (made, probed, "Ready" with no route): the owner's starts at the claim.
+      await tx.delete(desktopEvents).where(eq(desktopEvents.desktopId, member.id));
       const taken = await takenPaths(tx, base);
       for (const candidate of pathCandidates(base)) {
         if (taken.has(candidate)) continue;

@@ -18,6 +18,8 @@ export abstract class TimedPolicy<Result = unknown> {
   protected readonly logger: Logger;
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<Result | null> | null = null;
+  /** Something changed while a pass was under way: run another as soon as it ends. */
+  private again = false;
   private stopped = false;
 
   constructor(protected readonly policy: PolicyOptions) {
@@ -45,6 +47,24 @@ export abstract class TimedPolicy<Result = unknown> {
         this.running = null;
       });
     return this.running;
+  }
+
+  /**
+   * A pass that sees what just changed: now, or right after the one under way (which may have
+   * read the desktops before the change). Many calls during one pass make one more pass.
+   */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running === null) {
+      void this.runOnce();
+      return;
+    }
+    if (this.again) return;
+    this.again = true;
+    void this.running.then(() => {
+      this.again = false;
+      void this.runOnce();
+    });
   }
 
   /** Stops the timer and waits for a pass under way. */

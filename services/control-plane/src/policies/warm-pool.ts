@@ -106,8 +106,8 @@ export default policyPlugin('warm-pool', (app) => {
   const pooled = app.catalog.entries.some((e) => e.pool && e.pool.size > 0);
   // Without a pooled type the policy still runs if members are left from an earlier catalog: it deletes them.
   const policy = new WarmPool({ db: app.db, lifecycle: app.desktops, catalog: app.catalog }, { name: 'warm-pool', intervalMs: app.config.POOL_INTERVAL_MS, logger: app.logger });
-  // A claim takes a member: refill at once rather than at the next tick.
-  app.desktops.on('claimed', () => void policy.runOnce());
+  // A claim takes a member: refill at once (or right after a pass under way), not at the next tick.
+  app.desktops.on('claimed', () => policy.wake());
   if (!pooled) app.log.debug('no pooled desktop types');
   return policy;
 });
