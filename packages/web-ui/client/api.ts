@@ -48,6 +48,10 @@ export interface Desktop {
   clocks?: ClocksView;
   /** Its home (GET /api/volumes) when its type keeps one, else null; missing from an older control plane. */
   homeId?: string | null;
+  /** When it last became ready (a warm pool member: since when it waits to be claimed). */
+  readyAt?: string | null;
+  /** A warm pool member nobody has claimed yet (admin list only): `owner` is "", it has no route. */
+  pool?: boolean;
 }
 
 /** A home (catalog `home`): a user's files kept across their desktops' lives, as GET /api/volumes lists it. */
@@ -212,9 +216,10 @@ export function asList<T>(data: unknown, key: string): T[] {
   return [];
 }
 
+/** The owner's username; "nobody" for an unowned desktop (a warm pool member's owner is ""). */
 export function ownerName(owner: Desktop['owner']): string {
-  if (typeof owner === 'string') return owner;
-  return owner?.username ?? owner?.id ?? 'unknown';
+  if (typeof owner === 'string') return owner || 'nobody';
+  return owner?.username || owner?.id || 'unknown';
 }
 
 export function desktopHref(desktop: Desktop): string {

@@ -5,7 +5,8 @@
  * progress reach Ready, open it and see its page through the proxy, stop it, delete it; a second
  * user sees none of it; an admin sees and acts on everyone's; the UI keeps the short-lived desktop
  * access cookie fresh; an API token is created, used and revoked; a desktop keeping a home shows it,
- * and the home outlives the desktop until deleted in the Homes view. axe-core checks every page and
+ * and the home outlives the desktop until deleted in the Homes view; a pooled type's ready member
+ * shows in the admin view's Warm pool, a launch claims it at once and the pool refills. axe-core checks every page and
  * screenshots go to test-artifacts/web-ui/.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -18,7 +19,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import axe from 'axe-core';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import t, { type Test } from 'tap';
 
 const repo = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
@@ -40,10 +41,12 @@ const IDLE_AFTER_S = 16;
 const EXPIRE_AFTER_S = 40;
 /** A catalog type keeping a home (added for this run): busybox httpd serving its HOME, after writing a file there. */
 const HOME_TYPE = 'notes';
+/** A catalog type with a warm pool of one (added for this run): busybox httpd, as services/control-plane/test/warm-pool.test.ts has it. */
+const POOL_TYPE = 'pooled-e2e';
 
 /**
  * The default catalog plus a copy of the demo desktop with short clocks, and a small type that
- * keeps a home (as services/control-plane/test/homes.test.ts has it). The file lives in the
+ * keeps a home (as services/control-plane/test/homes.test.ts has it), and a pooled one. The file lives in the
  * run's DATA_DIR, so the demo entries get absolute paths (the default one is relative to its folder).
  */
 async function testCatalog(dir: string): Promise<string> {
@@ -82,8 +85,22 @@ async function testCatalog(dir: string): Promise<string> {
     readiness: { path: /notes.txt, timeoutSeconds: 30 }
     home: { path: /home/kasm-user }
 `;
+  const www = join(dir, 'pool-www');
+  await mkdir(www, { recursive: true });
+  await writeFile(join(www, 'index.html'), '<!doctype html><title>Pooled</title><p>Pooled</p>\n');
+  const poolType = `
+  - id: ${POOL_TYPE}
+    name: Pooled web page
+    description: Kept started in a warm pool of one, so a launch takes it at once
+    runtime: process
+    workingDir: ${controlPlane}
+    command: ["busybox", "httpd", "-f", "-p", "127.0.0.1:{port}", "-h", "${www}"]
+    port: 80
+    readiness: { path: /, timeoutSeconds: 30 }
+    pool: { size: 1 }
+`;
   const file = join(dir, 'catalog.yaml');
-  await writeFile(file, `${base.trimEnd()}\n${clocksType}${homeType}`);
+  await writeFile(file, `${base.trimEnd()}\n${clocksType}${homeType}${poolType}`);
   return file;
 }
 
@@ -127,6 +144,8 @@ async function main(): Promise<void> {
       CATALOG: catalog,
       CLOCKS_INTERVAL_MS: '500',
       ACTIVITY_INTERVAL_MS: '1000',
+      // The warm pool's passes: a claimed member is replaced within a second or so.
+      POOL_INTERVAL_MS: '300',
       LOG_LEVEL: 'warn',
     },
   });
@@ -703,6 +722,71 @@ async function main(): Promise<void> {
       await page.getByText('You have no homes yet. Desktops of types with a home keep your files here across stop, delete and re-create.').waitFor();
       t.same(await page.evaluate(async () => (await fetch('/api/volumes')).json()), [], 'the API lists no home');
       await accessible(t, page, '22-homes-empty');
+    });
+
+    await t.test('the warm pool: a ready member in the admin view, claimed by a launch at once, refilled', async (t) => {
+      const admin = await browser('admin-pool');
+      await signIn(admin.page, ADMIN);
+      await admin.page.goto(`${base}/admin`);
+      const pool = admin.page.locator(`#warm-pool [data-pool-type="${POOL_TYPE}"]`);
+      const readyMember = pool.locator('[data-desktop-id]', { has: admin.page.locator('.badge[data-state="running"]') });
+      await readyMember.first().waitFor();
+      const memberId = (await readyMember.first().getAttribute('data-desktop-id')) ?? '';
+      t.match(await pool.locator('h3').textContent(), /Pooled web page \(pooled-e2e\): 1 ready/, 'the Warm pool section counts the ready member per type');
+      t.match(await readyMember.first().textContent(), /ReadyReady since.*OwnerNone until claimed/, 'with its state, how long it has waited and no owner');
+      t.equal(await readyMember.first().getByRole('link').count(), 0, 'and nothing to open (it has no route)');
+      t.equal(await admin.page.locator(`#all-desktops [data-desktop-id="${memberId}"]`).count(), 0, "it is not among the users' desktops");
+      await screenshot(admin.page, '23-admin-pool');
+      await accessible(t, admin.page, '23-admin-pool');
+
+      const dave = await browser('dave');
+      await signIn(dave.page, 'dave-e2e');
+      await recordStages(dave.page);
+      await dave.page.locator(`[data-type-id="${POOL_TYPE}"]`).getByRole('button', { name: /Launch/ }).click();
+      const card = dave.page.locator('#my-desktops [data-desktop-id]').first();
+      await card.locator('.badge[data-state="running"]').waitFor();
+      t.equal(await card.getAttribute('data-desktop-id'), memberId, 'the launch got the ready member');
+      await card.locator('.progress [aria-current="step"][data-stage="ready"]').waitFor();
+      const claimed = card.locator('.progress-note[data-claimed]');
+      t.match(await claimed.textContent(), /^Claimed a ready Pooled web page from the warm pool for \/desktop\/dave-e2e-pooled-e2e\/$/, 'its progress shows the claim');
+      t.match(await card.locator('.progress').textContent(), /Taken from the warm pool/, 'as the step before Ready');
+      const stages = await dave.page.evaluate(() => (globalThis as unknown as { __stages: string[] }).__stages);
+      t.notOk(stages.slice(0, -1).includes('ready'), `no earlier Ready from the member's own start (${stages.join(' > ')})`);
+      const reach = await dave.page.evaluate(async () => (await fetch('/desktop/dave-e2e-pooled-e2e/')).status);
+      t.equal(reach, 200, 'and it answers through the proxy at its new address');
+      await screenshot(dave.page, '24-claimed');
+      await accessible(t, dave.page, '24-claimed');
+
+      // Refresh rather than wait for the view's 5 s poll: the pool refills within a second or so.
+      const shown = async (locator: Locator) => {
+        for (const deadline = Date.now() + 30_000; Date.now() < deadline && (await locator.count()) === 0; await sleep(500)) {
+          await admin.page.getByRole('button', { name: 'Refresh' }).click();
+        }
+        await locator.waitFor({ timeout: 1000 });
+      };
+      // The pool refills with another member; the claimed one is dave's desktop now.
+      const other = pool.locator(`[data-desktop-id]:not([data-desktop-id="${memberId}"])`, { has: admin.page.locator('.badge[data-state="running"]') }).first();
+      await shown(other);
+      const refillId = (await other.getAttribute('data-desktop-id')) ?? '';
+      t.not(refillId, memberId, 'the Warm pool shows a new ready member');
+      await admin.page.locator(`#all-desktops [data-desktop-id="${memberId}"]`).waitFor();
+      t.match(await admin.page.locator(`#all-desktops [data-desktop-id="${memberId}"] .facts`).textContent(), /Ownerdave-e2e/, "the claimed one is listed with dave's desktops");
+
+      // An admin deletes a member (confirmed); the pool starts another.
+      await other.getByRole('button', { name: /^Delete Member/ }).click();
+      const dialog = admin.page.getByRole('dialog');
+      t.match(await dialog.textContent(), /starts another in its place/, 'the confirmation says the pool replaces it');
+      await dialog.getByRole('button', { name: 'Delete member' }).click();
+      await admin.page.locator(`#warm-pool [data-desktop-id="${refillId}"]`).waitFor({ state: 'detached' });
+      await shown(pool.locator(`[data-desktop-id]:not([data-desktop-id="${refillId}"])`).first());
+      t.pass('a deleted member is replaced');
+      await accessible(t, admin.page, '25-admin-pool-refilled');
+
+      const status = await dave.page.evaluate(async (id) => (await fetch(`/api/desktops/${id}`, { method: 'DELETE' })).status, memberId);
+      t.equal(status, 204, 'cleaned up');
+      t.same([...admin.errors, ...dave.errors], [], 'no script error and no request off this machine');
+      await admin.context.close();
+      await dave.context.close();
     });
 
     await t.test('signing out ends the session', async (t) => {

@@ -5,6 +5,7 @@
  */
 import { useEffect, useState } from 'preact/hooks';
 import { api, eventStreamUrl, type Desktop, type DesktopEvent, type DesktopState } from '../api.ts';
+import { claimMessage, latestRun } from '../pool.ts';
 
 export type Stage = 'prepare' | 'pull' | 'start' | 'wait' | 'ready' | 'failed' | 'stopped';
 
@@ -22,6 +23,8 @@ export interface Progress {
   reason: string | null;
   /** false when the event stream could not be opened and only the state poll is running. */
   streaming: boolean;
+  /** The claim event's text when this run took a ready desktop from the warm pool, else null. */
+  claimed: string | null;
 }
 
 const STAGE_OF_KIND: Record<string, Stage> = {
@@ -47,6 +50,8 @@ export const STAGES: { stage: Stage; label: string }[] = [
 ];
 
 const POLL_MS = 2500;
+/** How long events are gathered before they are applied (a replayed history arrives within it). */
+const BATCH_MS = 30;
 /** Bounded like every loop: a desktop that never settles stops being polled after this long (the list still refreshes). */
 const GIVE_UP_MS = 30 * 60 * 1000;
 
@@ -91,6 +96,7 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
     state: desktop.state,
     reason: desktop.reason ?? null,
     streaming: true,
+    claimed: null,
   }));
 
   // The list's own refresh may learn the state first: follow it, keeping the finer stage from events.
@@ -115,7 +121,8 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
     const apply = (ev: DesktopEvent) => {
       setProgress((prev) => {
         // A create or start begins a new run: what an earlier run reported (a replayed history) no longer applies.
-        const p = ev.state === 'creating' || ev.state === 'starting' ? { ...prev, pulled: false, percent: null, failedAt: null, reason: null } : prev;
+        const p =
+          ev.state === 'creating' || ev.state === 'starting' ? { ...prev, pulled: false, percent: null, failedAt: null, reason: null, claimed: claimMessage(ev) } : prev;
         let stage = STAGE_OF_KIND[ev.kind] ?? p.stage;
         let state = p.state;
         if (ev.state) {
@@ -135,17 +142,30 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
       });
     };
 
+    // Events are applied in small batches: what arrives together (the history replayed on connect)
+    // counts from its latest run on, so a previous run's Ready — a restarted desktop's, or a warm
+    // pool member's own start before its claim — never flashes by and the steps only move forward.
+    let batch: DesktopEvent[] = [];
+    let batchTimer: ReturnType<typeof setTimeout> | undefined;
+    const flush = () => {
+      batchTimer = undefined;
+      const events = latestRun(batch);
+      batch = [];
+      if (done) return;
+      events.forEach(apply);
+      // A settling event is confirmed by the record right away, so the list updates without waiting a tick.
+      if (events.some((ev) => ev.state && isSettled(ev.state))) {
+        clearTimeout(timer);
+        timer = setTimeout(poll, 0);
+      }
+    };
+
     if (typeof EventSource !== 'undefined') {
       source = new EventSource(eventStreamUrl(desktop.id));
       source.onmessage = (msg) => {
         try {
-          const ev = JSON.parse(msg.data) as DesktopEvent;
-          apply(ev);
-          // A settling event is confirmed by the record right away, so the list updates without waiting a tick.
-          if (ev.state && isSettled(ev.state)) {
-            clearTimeout(timer);
-            timer = setTimeout(poll, 0);
-          }
+          batch.push(JSON.parse(msg.data) as DesktopEvent);
+          batchTimer ??= setTimeout(flush, BATCH_MS);
         } catch {
           // A malformed event is skipped: the state poll still carries the outcome.
         }
@@ -176,6 +196,7 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
       done = true;
       source?.close();
       clearTimeout(timer);
+      clearTimeout(batchTimer);
     };
     // One stream per desktop id; onSettled is read through the closure at settle time.
     // eslint-disable-next-line react-hooks/exhaustive-deps
@@ -185,7 +206,10 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
 }
 
 export function ProgressPanel({ progress, label }: { progress: Progress; label: string }) {
-  const stages = STAGES.filter((s) => s.stage !== 'pull' || progress.pulled || progress.stage === 'pull');
+  const stages = STAGES.filter((s) => s.stage !== 'pull' || progress.pulled || progress.stage === 'pull').map((s) =>
+    // A claimed desktop was started before the launch: its "Starting" was taking it from the pool.
+    s.stage === 'start' && progress.claimed ? { ...s, label: 'Taken from the warm pool' } : s,
+  );
   const failed = progress.stage === 'failed';
   const current = stages.findIndex((s) => s.stage === (failed ? progress.failedAt : progress.stage));
   const percentText = progress.percent !== null ? `${progress.percent}%` : '';
@@ -213,8 +237,17 @@ export function ProgressPanel({ progress, label }: { progress: Progress; label: 
       ) : progress.stage !== 'ready' && progress.stage !== 'failed' ? (
         <progress aria-label={`Progress of ${label}`} />
       ) : null}
+      {progress.claimed ? (
+        <p class="progress-note" data-claimed="true">
+          {progress.claimed}
+        </p>
+      ) : null}
       <p class="progress-message" role="status" aria-live="polite">
-        {progress.stage === 'ready' ? 'Your desktop is ready.' : failed ? "It did not become ready (the reason is shown above)." : progress.message}
+        {progress.stage === 'ready' ? (progress.claimed ? 'Your desktop is ready: it was already started, waiting in the warm pool.' : 'Your desktop is ready.') : failed
+            ? "It did not become ready (the reason is shown above)."
+            : progress.claimed && progress.message === progress.claimed
+              ? 'Taken from the warm pool, already started; publishing its address.'
+              : progress.message}
         {!progress.streaming ? ' (live details unavailable; following the state)' : ''}
       </p>
     </div>

@@ -1,14 +1,17 @@
 /**
  * The admin view: every desktop on this deskhub with its owner, state, age, last activity and
  * whether the idle clocks apply to it; stop, start, delete or exempt from the clocks any of them;
- * and every user's homes, with delete. All through the admin API, which checks the role
+ * the warm pool's unclaimed members per type (delete one: the pool refills); and every user's
+ * homes, with delete. All through the admin API, which checks the role
  * server-side (the UI hiding the link is only a convenience).
  */
 import { useCallback, useEffect, useState } from 'preact/hooks';
-import { api, asList, ownerName, type Desktop, type Home } from '../api.ts';
+import { api, asList, ownerName, type CatalogType, type Desktop, type Home } from '../api.ts';
 import { ConfirmDialog, type ConfirmRequest } from '../components/confirm.tsx';
 import { DesktopCard, desktopLabel } from '../components/desktop-card.tsx';
 import { HomeList } from '../components/home-list.tsx';
+import { PoolList } from '../components/pool-list.tsx';
+import { memberLabel } from '../pool.ts';
 
 const REFRESH_MS = 5000;
 
@@ -21,6 +24,15 @@ export function Admin() {
   const [homesReload, setHomesReload] = useState(0);
   const [homeNames, setHomeNames] = useState<ReadonlyMap<string, string>>(new Map());
   const homesLoaded = useCallback((homes: Home[]) => setHomeNames(new Map(homes.map((h) => [h.id, h.name]))), []);
+
+  // Type names for the pool's headings (desktops carry the type id); the ids serve when this fails.
+  const [typeNames, setTypeNames] = useState<ReadonlyMap<string, string>>(new Map());
+  useEffect(() => {
+    api
+      .catalog()
+      .then((c) => setTypeNames(new Map(asList<CatalogType>(c, 'catalog').map((t) => [t.id, t.name]))))
+      .catch(() => {});
+  }, []);
 
   const refresh = useCallback(async () => {
     try {
@@ -36,6 +48,25 @@ export function Admin() {
     const timer = setInterval(() => document.visibilityState === 'visible' && void refresh(), REFRESH_MS);
     return () => clearInterval(timer);
   }, [refresh]);
+
+  /** Delete after confirming (a user's desktop or a pool member): the list drops it, the outcome is announced. */
+  const confirmRemove = (d: Desktop, label: string, words: Omit<ConfirmRequest, 'onConfirm'> & { deleted: string }) => {
+    const { deleted, ...request } = words;
+    setConfirm({
+      ...request,
+      onConfirm: () => {
+        api
+          .adminRemove(d.id)
+          .then(() => {
+            setDesktops((list) => (list ?? []).filter((x) => x.id !== d.id));
+            setAnnouncement(deleted);
+            // Its home, if any, is free to delete now.
+            if (d.homeId) setHomesReload((k) => k + 1);
+          })
+          .catch((err) => setAnnouncement(`Could not delete ${label}: ${err instanceof Error ? err.message : String(err)}`));
+      },
+    });
+  };
 
   const actions = {
     stop: async (d: Desktop) => {
@@ -54,26 +85,27 @@ export function Admin() {
       setAnnouncement(exempt ? `${desktopLabel(d)} of ${ownerName(d.owner)} is exempt from the idle clocks.` : `${desktopLabel(d)} of ${ownerName(d.owner)} is under the idle clocks again.`);
     },
     remove: (d: Desktop) =>
-      setConfirm({
+      confirmRemove(d, desktopLabel(d), {
         title: `Delete ${desktopLabel(d)} of ${ownerName(d.owner)}?`,
         body: 'The desktop and everything in it are removed for its owner. This cannot be undone.',
         confirmLabel: 'Delete desktop',
-        onConfirm: () => {
-          api
-            .adminRemove(d.id)
-            .then(() => {
-              setDesktops((list) => (list ?? []).filter((x) => x.id !== d.id));
-              setAnnouncement(`${desktopLabel(d)} deleted.`);
-              // Its home, if any, is free to delete now.
-              if (d.homeId) setHomesReload((k) => k + 1);
-            })
-            .catch((err) => setAnnouncement(`Could not delete ${desktopLabel(d)}: ${err instanceof Error ? err.message : String(err)}`));
-        },
+        deleted: `${desktopLabel(d)} deleted.`,
       }),
   };
 
+  const removeMember = (m: Desktop) =>
+    confirmRemove(m, memberLabel(m), {
+      title: `Delete ${memberLabel(m)} of the ${typeNames.get(m.type) ?? m.type} pool?`,
+      body: 'Nobody uses it yet. The pool starts another in its place.',
+      confirmLabel: 'Delete member',
+      deleted: `${memberLabel(m)} deleted; the pool starts another.`,
+    });
+
+  // Warm pool members (unowned, no route) have their own section; the rest are users' desktops.
+  const owned = (desktops ?? []).filter((d) => !d.pool);
+  const members = (desktops ?? []).filter((d) => d.pool);
   const needle = filter.trim().toLowerCase();
-  const shown = (desktops ?? []).filter(
+  const shown = owned.filter(
     (d) => !needle || [ownerName(d.owner), d.proxyPath, d.type, d.state, d.name ?? d.label ?? ''].some((v) => v.toLowerCase().includes(needle)),
   );
 
@@ -104,12 +136,12 @@ export function Admin() {
       {desktops === null ? (
         <p aria-busy="true">Loading…</p>
       ) : shown.length === 0 ? (
-        <p class="muted">{desktops.length === 0 ? 'No desktops exist.' : 'No desktop matches the filter.'}</p>
+        <p class="muted">{owned.length === 0 ? 'No user has a desktop.' : 'No desktop matches the filter.'}</p>
       ) : (
         <>
           <h2 class="visually-hidden">Desktops of every user</h2>
           <p class="muted">
-            {shown.length} of {desktops.length} desktops
+            {shown.length} of {owned.length} desktops
           </p>
           <ul class="cards" id="all-desktops">
             {shown.map((d) => (
@@ -118,6 +150,14 @@ export function Admin() {
           </ul>
         </>
       )}
+      <section aria-labelledby="admin-pool-title" id="warm-pool">
+        <h2 id="admin-pool-title">Warm pool</h2>
+        <p class="muted">
+          Started desktops nobody owns yet, kept ready per type so a launch gets one at once. They have no address and no owner until a
+          launch claims one; a deleted member is replaced.
+        </p>
+        {desktops === null ? null : <PoolList members={members} typeNames={typeNames} onDelete={removeMember} />}
+      </section>
       <section aria-labelledby="admin-homes-title">
         <h2 id="admin-homes-title">Homes of every user</h2>
         <p class="muted">Files kept across desktops' lives. A home can be deleted once no desktop uses it; its owner loses its files for good.</p>
