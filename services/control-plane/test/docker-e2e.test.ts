@@ -6,54 +6,25 @@
 // disconnected (the desktop keeps running), a keep-alive brings the stream back, and with no page
 // open it is stopped.
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import WebSocket from 'ws';
-import { createTestDatabase } from '@deskhub/testkit/postgres';
-import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
-import { buildImage, desktopDiagnostics, freePort, testRuntime } from './docker-helpers.ts';
+import { buildImage, desktopDiagnostics, startDockerDeskhub } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
 import { launchChromium, openNoVnc, screenshotDesktop } from './docker-browser.ts';
 
 await buildImage('kasm-test');
 await buildImage('desktop');
 
-const db = await createTestDatabase('docker_e2e');
-t.teardown(() => db.drop());
-const dataDir = mkdtempSync(join(tmpdir(), 'deskhub-docker-e2e-'));
-t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
-const { runtime, cleanup } = testRuntime();
-t.teardown(cleanup);
-
 // A known port, so PUBLIC_URL (default http://127.0.0.1:PORT) is where the proxy really is: the
 // URLs the API returns and the Origin the proxy expects are then the real ones.
-const port = await freePort();
-const deskhub: RunningDeskhub = await startEmbedded({
-  env: {
-    PORT: String(port),
-    PROXY_METRICS_PORT: '0',
-    METRICS_PORT: '0',
-    DATA_DIR: dataDir,
-    DATABASE_URL: db.url,
-    RUNTIME: 'docker',
-    AUTH_MODE: 'dev',
-    LOG_LEVEL: 'warn',
-    RECONCILE_INTERVAL_MS: '1000',
-    // The idle clocks, short, for every type (the real-browser check below).
-    IDLE_DISCONNECT_AFTER: '40s',
-    IDLE_WARN: '20s',
-    EXPIRE_AFTER: '40s',
-    EXPIRE_WARN: '20s',
-    CLOCKS_INTERVAL_MS: '1000',
-    ACTIVITY_INTERVAL_MS: '1000',
-    SECRET_KEY: randomBytes(32).toString('base64'),
-  },
-  runtimes: [runtime],
+const { deskhub, runtime, base, signIn, api } = await startDockerDeskhub(t, 'docker-e2e', {
+  // The idle clocks, short, for every type (the real-browser check below).
+  IDLE_DISCONNECT_AFTER: '40s',
+  IDLE_WARN: '20s',
+  EXPIRE_AFTER: '40s',
+  EXPIRE_WARN: '20s',
+  CLOCKS_INTERVAL_MS: '1000',
+  ACTIVITY_INTERVAL_MS: '1000',
 });
-t.teardown(() => deskhub.close());
-const base = deskhub.proxyUrl;
 t.equal(deskhub.publicUrl, base, 'PUBLIC_URL is the proxy');
 
 interface DesktopView {
@@ -63,28 +34,6 @@ interface DesktopView {
   url: string;
   state: string;
   reason?: string | null;
-}
-
-async function signIn(username: string): Promise<string> {
-  const res = await fetch(`${base}/auth/dev-login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', origin: base },
-    body: JSON.stringify({ username }),
-  });
-  if (res.status >= 300) throw new Error(`dev-login answered ${res.status}: ${await res.text()}`);
-  const cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
-  if (!cookie) throw new Error('dev-login set no cookie');
-  return cookie;
-}
-
-async function api<T>(cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: { cookie, origin: base, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
 }
 
 /** Polls the API until the desktop is running or has failed. */

@@ -20,6 +20,9 @@ import { removeHostGuard } from '../src/runtime/docker/host-guard.ts';
 import { NO_CLOCKS } from '../src/lifecycle/clocks.ts';
 import type { CatalogEntry } from '../src/catalog.ts';
 import type { DesktopSpec } from '../src/runtime/types.ts';
+import type { Test } from 'tap';
+import { createTestDatabase } from '@deskhub/testkit/postgres';
+import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
 
 const run = promisify(execFile);
 export const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
@@ -266,3 +269,69 @@ export async function desktopDiagnostics(docker: Docker, containerId: string): P
 
 import { freePort } from '@deskhub/testkit/net';
 export { freePort };
+
+/** The whole of deskhub in this process on the Docker runtime, with HTTP helpers through its public port. */
+export interface DockerDeskhub {
+  deskhub: RunningDeskhub;
+  runtime: DockerRuntime;
+  /** The proxy's origin, which is PUBLIC_URL. */
+  base: string;
+  /** Signs in through dev-login; the Cookie header value. */
+  signIn(username: string): Promise<string>;
+  /** An API call with the cookie and the Origin a browser would send; the parsed JSON answer. */
+  api<T>(cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+}
+
+/**
+ * Starts deskhub (control plane + proxy + route stream) on a new test database, a temporary
+ * DATA_DIR and its own Docker runtime, at a known port so PUBLIC_URL is where the proxy really
+ * is; everything is removed at the test's end. `env` adds or overrides settings.
+ */
+export async function startDockerDeskhub(t: Test, label: string, env: Record<string, string> = {}): Promise<DockerDeskhub> {
+  const db = await createTestDatabase(label.replace(/-/g, '_'));
+  t.teardown(() => db.drop());
+  const dataDir = mkdtempSync(join(tmpdir(), `deskhub-${label}-`));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  const { runtime, cleanup } = testRuntime();
+  t.teardown(cleanup);
+  const port = await freePort();
+  const deskhub = await startEmbedded({
+    env: {
+      PORT: String(port),
+      PROXY_METRICS_PORT: '0',
+      METRICS_PORT: '0',
+      DATA_DIR: dataDir,
+      DATABASE_URL: db.url,
+      RUNTIME: 'docker',
+      AUTH_MODE: 'dev',
+      LOG_LEVEL: 'warn',
+      RECONCILE_INTERVAL_MS: '1000',
+      SECRET_KEY: randomBytes(32).toString('base64'),
+      ...env,
+    },
+    runtimes: [runtime],
+  });
+  t.teardown(() => deskhub.close());
+  const base = deskhub.proxyUrl;
+  return {
+    deskhub,
+    runtime,
+    base,
+    async signIn(username) {
+      const res = await fetch(`${base}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json', origin: base }, body: JSON.stringify({ username }) });
+      if (res.status >= 300) throw new Error(`dev-login answered ${res.status}: ${await res.text()}`);
+      const cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+      if (!cookie) throw new Error('dev-login set no cookie');
+      return cookie;
+    },
+    async api<T>(cookie: string, method: string, path: string, body?: unknown) {
+      const res = await fetch(`${base}${path}`, {
+        method,
+        headers: { cookie, origin: base, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      const text = await res.text();
+      return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+    },
+  };
+}

@@ -4,23 +4,16 @@
 // container being created or started after the claim (asserted on its events); a killed member
 // is replaced by a new container.
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createTestDatabase } from '@deskhub/testkit/postgres';
-import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
-import { buildImage, freePort, testRuntime } from './docker-helpers.ts';
+import { buildImage, startDockerDeskhub } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
 
 await buildImage('kasm-test');
-const db = await createTestDatabase('docker_pool');
-t.teardown(() => db.drop());
-const dataDir = mkdtempSync(join(tmpdir(), 'deskhub-docker-pool-'));
-t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
-const { runtime, cleanup } = testRuntime();
-t.teardown(cleanup);
-const catalog = join(dataDir, 'catalog.yaml');
+const catalogDir = mkdtempSync(join(tmpdir(), 'deskhub-docker-pool-catalog-'));
+t.teardown(() => rmSync(catalogDir, { recursive: true, force: true }));
+const catalog = join(catalogDir, 'catalog.yaml');
 writeFileSync(
   catalog,
   `types:
@@ -40,38 +33,7 @@ writeFileSync(
     pool: { size: 1 }
 `,
 );
-const port = await freePort();
-const deskhub: RunningDeskhub = await startEmbedded({
-  env: {
-    PORT: String(port),
-    PROXY_METRICS_PORT: '0',
-    METRICS_PORT: '0',
-    DATA_DIR: dataDir,
-    DATABASE_URL: db.url,
-    RUNTIME: 'docker',
-    AUTH_MODE: 'dev',
-    LOG_LEVEL: 'warn',
-    CATALOG: catalog,
-    RECONCILE_INTERVAL_MS: '1000',
-    POOL_INTERVAL_MS: '500',
-    ADMIN_USERS: 'root',
-    SECRET_KEY: randomBytes(32).toString('base64'),
-  },
-  runtimes: [runtime],
-});
-t.teardown(() => deskhub.close());
-const base = deskhub.proxyUrl;
-
-async function signIn(username: string): Promise<string> {
-  const res = await fetch(`${base}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json', origin: base }, body: JSON.stringify({ username }) });
-  if (res.status >= 300) throw new Error(`dev-login: ${res.status}`);
-  return res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
-}
-const api = async <T>(cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> => {
-  const res = await fetch(`${base}${path}`, { method, headers: { cookie, origin: base, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
-};
+const { runtime, base, signIn, api } = await startDockerDeskhub(t, 'docker-pool', { CATALOG: catalog, POOL_INTERVAL_MS: '500', ADMIN_USERS: 'root' });
 interface View { id: string; state: string; pool: boolean; proxyPath: string; url: string; reason: string | null }
 const root = await signIn('root');
 const readyMember = (not?: string) =>
