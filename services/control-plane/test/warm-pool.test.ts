@@ -124,6 +124,19 @@ t.test('a killed member is replaced; an expired one recycled', async (t) => {
   await readyMembers(2, 'the pool to refill after the recycle');
 });
 
+t.test('a member claimed after the policy looked is not recycled: it is somebody\'s desktop now', async (t) => {
+  const [member] = await readyMembers(2);
+  const carol = await signIn(app(), 'carol');
+  const res = await app().inject({ method: 'POST', url: '/api/desktops', headers: { cookie: carol }, payload: { type: 'pooled' } });
+  const claimed = res.json<View>();
+  t.equal(res.statusCode, 201);
+  t.ok(member, 'a member was ready');
+  // As if the policy had decided to recycle it before the claim committed.
+  t.equal(await app().desktops.recyclePoolMember(claimed.id, 'expired (stale decision)'), false, 'the recycle sees the claim and does nothing');
+  t.equal((await waitForState(app(), carol, claimed.id, ['running'])).state, 'running', "carol's desktop is untouched");
+  await app().inject({ method: 'DELETE', url: `/api/desktops/${claimed.id}`, headers: { cookie: carol } });
+});
+
 t.test('after a restart the same members are found again; a smaller size shrinks the pool', async (t) => {
   const ids = (await readyMembers(2)).map((m) => m.id).sort();
   await running.close();

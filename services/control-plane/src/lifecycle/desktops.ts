@@ -129,6 +129,33 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   }
 
   /**
+   * Deletes a warm pool member (the pool policy), unless a create claimed it since the policy
+   * looked: the row is locked and checked for `pool` in the deleting transaction, and a claim
+   * skips locked members. Returns whether it was deleted.
+   */
+  async recyclePoolMember(id: string, reason: string): Promise<boolean> {
+    return this.queue.run(
+      id,
+      async () => {
+        const row = await this.options.db.transaction(async (tx) => {
+          const [member] = await tx.select().from(desktops).where(and(eq(desktops.id, id), eq(desktops.pool, true))).for('update');
+          if (member) await tx.delete(desktops).where(eq(desktops.id, id));
+          return member;
+        });
+        if (!row) return false;
+        this.journal.changed(id);
+        const runtime = this.options.runtimes.get(row.runtime);
+        if (runtime && row.runtimeId) {
+          await runtime.remove(row.runtimeId).catch((err: Error) => this.logger.warn({ desktopId: id, err: err.message }, 'could not remove a recycled pool member yet'));
+        }
+        this.logger.info({ desktopId: id, type: row.type, reason }, 'warm pool member recycled');
+        return true;
+      },
+      { preempt: true },
+    );
+  }
+
+  /**
    * Queues the bring-up of a new desktop before its row exists, so reconciliation never finds it
    * in `creating` with nobody working on it; then `insert` writes the row (or throws, and the
    * queued bring-up does nothing).

@@ -24,7 +24,6 @@ export interface PoolPass {
 
 type Member = Pick<typeof desktops.$inferSelect, 'id' | 'type' | 'state' | 'readyAt' | 'createdAt' | 'poolSettings'>;
 
-const SYSTEM = { admin: true } as const;
 const ALIVE = new Set(['creating', 'starting', 'running', 'stopping']);
 
 /** Why a member should go, or null to keep it. */
@@ -94,8 +93,8 @@ export class WarmPool extends TimedPolicy<PoolPass> {
 
   private async remove(member: Member, why: string, result: PoolPass): Promise<void> {
     try {
-      await this.deps.lifecycle.delete(SYSTEM, member.id, `warm pool: ${why}`);
-      result.recycled.push(member.id);
+      // Claimed since this pass read it: it is somebody's desktop now, not the pool's to remove.
+      if (await this.deps.lifecycle.recyclePoolMember(member.id, why)) result.recycled.push(member.id);
     } catch (err) {
       this.logger.warn({ desktopId: member.id, err: (err as Error).message }, 'could not recycle a warm pool member; the next pass tries again');
     }
