@@ -93,6 +93,8 @@ export const homes = pgTable(
 
 export const desktopStates = ['creating', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const;
 export type DesktopState = (typeof desktopStates)[number];
+/** The states in which a desktop has (or is getting, or is giving up) a runtime instance that runs. */
+export const activeStates = ['creating', 'starting', 'running', 'stopping'] as const satisfies readonly DesktopState[];
 
 /** The route as published, without its Authorization header (that is derived from `credentials`). */
 export type StoredRoute = Omit<Route, 'authorization'>;

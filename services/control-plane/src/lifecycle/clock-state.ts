@@ -90,12 +90,13 @@ export class ClockState {
   async exempt(id: string, exempt: boolean, signal: AbortSignal): Promise<void> {
     const row = await loadDesktop(this.options.db, id);
     if (!row || row.clocksExempt === exempt) return;
-    await this.options.db.update(desktops).set({ clocksExempt: exempt, clockWarnings: {} }).where(eq(desktops.id, id));
     // Exempt and held disconnected: nothing would ever re-arm it by itself, so re-arm it now.
-    if (exempt && row.disconnectedAt !== null) {
-      await this.options.db.update(desktops).set({ disconnectedAt: null, disconnectReason: null }).where(eq(desktops.id, id));
-      await this.routes.change(id, withoutDisconnect, signal);
-    }
+    const rearm = exempt && row.disconnectedAt !== null;
+    await this.options.db
+      .update(desktops)
+      .set({ clocksExempt: exempt, clockWarnings: {}, ...(rearm ? { disconnectedAt: null, disconnectReason: null } : {}) })
+      .where(eq(desktops.id, id));
+    if (rearm) await this.routes.change(id, withoutDisconnect, signal);
     await this.journal.note(id, 'clock', exempt ? 'an admin exempted it from the idle clocks and its lifetime' : 'an admin put it back under the idle clocks');
     this.journal.changed(id);
   }

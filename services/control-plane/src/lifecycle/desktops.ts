@@ -15,7 +15,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Logger } from '@deskhub/config';
-import { desktops } from '../db/schema.ts';
+import { activeStates, desktops } from '../db/schema.ts';
 import { conflict } from '../errors.ts';
 import type { DesktopRuntime } from '../runtime/types.ts';
 import { recordActivity, type Seen } from './activity.ts';
@@ -357,7 +357,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     const rows = await this.options.db
       .select({ id: desktops.id })
       .from(desktops)
-      .where(and(eq(desktops.runtime, runtime), inArray(desktops.state, ['creating', 'starting', 'running', 'stopping'])));
+      .where(and(eq(desktops.runtime, runtime), inArray(desktops.state, [...activeStates])));
     await Promise.all(
       rows.map(({ id }) =>
         this.queue

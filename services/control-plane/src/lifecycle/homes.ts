@@ -9,15 +9,13 @@
 import { and, asc, eq, inArray, ne, sql } from 'drizzle-orm';
 import type { CatalogEntry } from '../catalog.ts';
 import type { Queryable, Transaction } from '../db/client.ts';
-import { desktops, homes, users } from '../db/schema.ts';
+import { activeStates, desktops, homes, users } from '../db/schema.ts';
 import { conflict, notFound } from '../errors.ts';
 import type { LifecycleOptions } from './options.ts';
-import type { Owner, Scope } from './views.ts';
+import { isUuid, type Owner, type Scope } from './views.ts';
 
 /** Advisory lock key held while a desktop takes its home ("deskhome" in ASCII). */
 export const HOME_LOCK = 0x6465736b686f6d65n;
-
-const ACTIVE = ['creating', 'starting', 'running', 'stopping'] as const;
 
 export type HomeRow = typeof homes.$inferSelect;
 
@@ -47,7 +45,7 @@ export async function homeHolder(q: Queryable, homeId: string, except?: string):
   const [holder] = await q
     .select({ id: desktops.id, proxyPath: desktops.proxyPath })
     .from(desktops)
-    .where(and(eq(desktops.homeId, homeId), inArray(desktops.state, [...ACTIVE]), except ? ne(desktops.id, except) : undefined))
+    .where(and(eq(desktops.homeId, homeId), inArray(desktops.state, [...activeStates]), except ? ne(desktops.id, except) : undefined))
     .limit(1);
   return holder;
 }
@@ -93,7 +91,7 @@ export class Homes {
       .where('admin' in scope ? undefined : eq(homes.ownerId, scope.id))
       .orderBy(asc(homes.createdAt));
     if (rows.length === 0) return [];
-    const users_ = await this.options.db
+    const mounting = await this.options.db
       .select({ id: desktops.id, proxyPath: desktops.proxyPath, state: desktops.state, homeId: desktops.homeId })
       .from(desktops)
       .where(inArray(desktops.homeId, rows.map((r) => r.home.id)));
@@ -112,7 +110,7 @@ export class Homes {
       createdAt: home.createdAt.toISOString(),
       lastUsedAt: home.lastUsedAt?.toISOString() ?? null,
       sizeBytes: sizes.get(home.id) ?? null,
-      usedBy: users_.filter((d) => d.homeId === home.id).map(({ id, proxyPath, state }) => ({ id, proxyPath, state })),
+      usedBy: mounting.filter((d) => d.homeId === home.id).map(({ id, proxyPath, state }) => ({ id, proxyPath, state })),
     }));
   }
 
@@ -121,8 +119,7 @@ export class Homes {
     const { db } = this.options;
     const row = await db.transaction(async (tx) => {
       await lockHomes(tx);
-      const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-      const [home] = UUID.test(id) ? await tx.select().from(homes).where('admin' in scope ? eq(homes.id, id) : and(eq(homes.id, id), eq(homes.ownerId, scope.id))) : [];
+      const [home] = isUuid(id) ? await tx.select().from(homes).where('admin' in scope ? eq(homes.id, id) : and(eq(homes.id, id), eq(homes.ownerId, scope.id))) : [];
       if (!home) throw notFound(`no home ${id}`);
       const used = await tx.select({ proxyPath: desktops.proxyPath }).from(desktops).where(eq(desktops.homeId, id));
       if (used.length > 0) {

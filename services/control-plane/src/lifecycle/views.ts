@@ -79,6 +79,9 @@ export type DesktopWithOwner = { row: DesktopRow; ownerName: string };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Whether `id` can be a row id (anything else is a 404 without a query). */
+export const isUuid = (id: string): boolean => UUID.test(id);
+
 export function eventView(e: typeof desktopEvents.$inferSelect): DesktopEventView {
   return { id: e.id, at: e.at.toISOString(), kind: e.kind, message: e.message, progress: e.progress, state: e.state };
 }
@@ -155,7 +158,7 @@ export class DesktopViews {
 
   /** A desktop in scope; 404 for unknown and foreign ids alike, so ids reveal nothing. */
   async owned(scope: Scope, id: string): Promise<DesktopWithOwner> {
-    if (UUID.test(id)) {
+    if (isUuid(id)) {
       const [found] = await this.db
         .select({ row: desktops, ownerName: users.username })
         .from(desktops)

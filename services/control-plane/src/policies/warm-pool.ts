@@ -12,7 +12,7 @@
 import { eq } from 'drizzle-orm';
 import type { Catalog, CatalogEntry } from '../catalog.ts';
 import type { Database } from '../db/client.ts';
-import { desktops } from '../db/schema.ts';
+import { activeStates, desktops } from '../db/schema.ts';
 import type { DesktopLifecycle } from '../lifecycle/desktops.ts';
 import { describeDuration } from '../durations.ts';
 import { policyPlugin, TimedPolicy, type PolicyOptions } from './policy.ts';
@@ -24,7 +24,7 @@ export interface PoolPass {
 
 type Member = Pick<typeof desktops.$inferSelect, 'id' | 'type' | 'state' | 'readyAt' | 'createdAt' | 'poolSettings'>;
 
-const ALIVE = new Set(['creating', 'starting', 'running', 'stopping']);
+const ALIVE = new Set<string>(activeStates);
 
 /** Why a member should go, or null to keep it. */
 export function recycleReason(member: Member, type: CatalogEntry | undefined, now: number): string | null {
@@ -102,11 +102,9 @@ export class WarmPool extends TimedPolicy<PoolPass> {
 }
 
 export default policyPlugin('warm-pool', (app) => {
-  const pooled = app.catalog.entries.some((e) => e.pool && e.pool.size > 0);
-  // Without a pooled type the policy still runs if members are left from an earlier catalog: it deletes them.
+  // Always on: without a pooled type it still deletes members left from an earlier catalog.
   const policy = new WarmPool({ db: app.db, lifecycle: app.desktops, catalog: app.catalog }, { name: 'warm-pool', intervalMs: app.config.POOL_INTERVAL_MS, logger: app.logger });
   // A claim takes a member: refill at once (or right after a pass under way), not at the next tick.
   app.desktops.on('claimed', () => policy.wake());
-  if (!pooled) app.log.debug('no pooled desktop types');
   return policy;
 });

@@ -62,6 +62,8 @@ interface ProcessRecord {
 /** Environment a desktop process inherits; anything else (DATABASE_URL, SECRET_KEY...) stays with deskhub. */
 const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'USER', 'LOGNAME'];
 const MARKER = 'DESKHUB_RUNTIME_ID';
+/** A home's folder name (the control plane's home id, a UUID): nothing else under homes/ is one. */
+const HOME_ID = /^[0-9a-f-]{36}$/;
 
 /** Bytes in the files under `dir` (a home's size), not following links; null if unreadable. */
 async function treeSize(dir: string): Promise<number | null> {
@@ -467,7 +469,7 @@ export class ProcessRuntime implements DesktopRuntime {
   }
 
   private homeDir(homeId: string): string {
-    if (!/^[0-9a-f-]{36}$/.test(homeId)) throw new Error(`not a home id: ${homeId}`);
+    if (!HOME_ID.test(homeId)) throw new Error(`not a home id: ${homeId}`);
     return path.join(this.homesDir, homeId);
   }
 
@@ -476,7 +478,7 @@ export class ProcessRuntime implements DesktopRuntime {
       if (err.code === 'ENOENT') return [] as string[];
       throw err;
     });
-    return Promise.all(ids.filter((id) => /^[0-9a-f-]{36}$/.test(id)).map(async (homeId) => ({ homeId, sizeBytes: await treeSize(path.join(this.homesDir, homeId)) })));
+    return Promise.all(ids.filter((id) => HOME_ID.test(id)).map(async (homeId) => ({ homeId, sizeBytes: await treeSize(path.join(this.homesDir, homeId)) })));
   }
 
   async removeHome(homeId: string): Promise<void> {
