@@ -26,6 +26,7 @@ import { startPostgresCluster, type PostgresCluster } from '../../packages/testk
 import { startRedis, type RedisServer } from '../../packages/testkit/src/redis.ts';
 import { freePort } from '../../packages/testkit/src/net.ts';
 import { startService, type ServiceProcess } from '../../packages/testkit/src/service.ts';
+import { catalogYaml, shippedType, type CatalogTypeSource } from '../../services/control-plane/test/catalog-fixtures.ts';
 import { dockerCleanup } from '../../soak/lib/docker.ts';
 import { waitFor } from '../../soak/lib/topology.ts';
 import { deployedAllocatorEnv } from './deskhub.ts';
@@ -103,35 +104,25 @@ interface DesktopJson {
 }
 
 /** Desktop types: `<runtime>-pooled` and `<runtime>-cold`, identical but for the pool. */
-function catalogYaml(runtimes: PoolRuntime[], poolSize: number, www: string, runId: string): string {
-  const docker = `
-    runtime: docker
-    image: ${DOCKER_IMAGE}
-    pullPolicy: never
-    port: 6901
-    scheme: https
-    verifyTls: false
-    stripPrefix: true
-    credentials: { kind: kasm }
-    activity: traffic
-    memory: 256m
-    cpus: 1
-    pids: 256
-    readiness: { path: /, timeoutSeconds: 60 }
-    entryQuery: path=desktop/{path}/websockify`;
-  const processType = `
-    runtime: process
-    command: ["busybox", "httpd", "-f", "-p", "127.0.0.1:{port}", "-h", "${www}"]
-    port: 80
-    credentials: { kind: basic, username: webuser, passwordEnv: WEB_PASSWORD }
-    env: { ${MARK}: "${runId}" }
-    readiness: { path: /, timeoutSeconds: 30 }`;
-  const body = { docker, process: processType };
-  const entries = runtimes.flatMap((rt) => [
-    `  - id: ${rt}-pooled\n    name: ${rt} desktop (pooled)${body[rt]}\n    pool: { size: ${poolSize}, expireAfter: 4h }`,
-    `  - id: ${rt}-cold\n    name: ${rt} desktop (cold)${body[rt]}`,
-  ]);
-  return `types:\n${entries.join('\n')}\n`;
+function catalogText(runtimes: PoolRuntime[], poolSize: number, www: string, runId: string): string {
+  const body: Record<PoolRuntime, CatalogTypeSource> = {
+    // The shipped kasm-test entry, as it is (image deskhub/kasm-test:local).
+    docker: shippedType('kasm-test'),
+    process: {
+      runtime: 'process',
+      command: ['busybox', 'httpd', '-f', '-p', '127.0.0.1:{port}', '-h', www],
+      port: 80,
+      credentials: { kind: 'basic', username: 'webuser', passwordEnv: 'WEB_PASSWORD' },
+      env: { [MARK]: runId },
+      readiness: { path: '/', timeoutSeconds: 30 },
+    },
+  };
+  return catalogYaml(
+    runtimes.flatMap((rt) => [
+      { ...body[rt], id: `${rt}-pooled`, name: `${rt} desktop (pooled)`, pool: { size: poolSize, expireAfter: '4h' } },
+      { ...body[rt], id: `${rt}-cold`, name: `${rt} desktop (cold)` },
+    ]),
+  );
 }
 
 /** Processes carrying this run's mark (process-runtime desktops outlive the control plane by design). */
@@ -264,7 +255,7 @@ async function startPoolTopology(runDir: string, runId: string, runtimes: PoolRu
   mkdirSync(www, { recursive: true });
   writeFileSync(path.join(www, 'index.html'), '<!doctype html><title>pool bench</title>\n');
   const catalog = path.join(dir, 'catalog.yaml');
-  writeFileSync(catalog, catalogYaml(runtimes, settings.poolSize, www, runId));
+  writeFileSync(catalog, catalogText(runtimes, settings.poolSize, www, runId));
   const instance = `bench-pool-${runId}`;
   const network = `deskhub-${instance}`;
   const services: ServiceProcess[] = [];

@@ -6,7 +6,7 @@
  * their own, so the soak only ever counts and removes its own containers.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startPostgresCluster, type PostgresCluster } from '../../packages/testkit/src/postgres-cluster.ts';
 import { startRedis, type RedisServer } from '../../packages/testkit/src/redis.ts';
@@ -14,6 +14,7 @@ import { freePort } from '../../packages/testkit/src/net.ts';
 import { startService, type ServiceProcess } from '../../packages/testkit/src/service.ts';
 import { deployedAllocatorEnv } from '../../bench/lib/deskhub.ts';
 import { repoRoot } from '../../packages/testkit/src/service.ts';
+import { catalogYaml, shippedType, shippedTypes } from '../../services/control-plane/test/catalog-fixtures.ts';
 import { dockerCleanup } from './docker.ts';
 import { RUN_MARK } from './processes.ts';
 
@@ -83,26 +84,9 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
   const mark = { [RUN_MARK]: options.runId };
   // The shipped catalog, plus kasm-test with a home (the docker-restart scenario checks its files).
   const catalog = path.join(options.runDir, 'catalog.yaml');
-  const shipped = readFileSync(path.join(repoRoot, 'services/control-plane/catalog.yaml'), 'utf8');
   writeFileSync(
     catalog,
-    `${shipped.trimEnd()}
-
-  - id: kasm-home
-    name: Kasm test desktop with a home
-    runtime: docker
-    image: deskhub/kasm-test:local
-    pullPolicy: never
-    port: 6901
-    scheme: https
-    verifyTls: false
-    credentials: { kind: kasm }
-    activity: traffic
-    memory: 256m
-    readiness: { path: /, timeoutSeconds: 60 }
-    entryQuery: path=desktop/{path}/websockify
-    home: { path: /home/kasm-user }
-`,
+    catalogYaml([...shippedTypes(), shippedType('kasm-test', { id: 'kasm-home', name: 'Kasm test desktop with a home', home: { path: '/home/kasm-user' } })]),
   );
   const cpEnv = {
     ...mark,

@@ -7,6 +7,7 @@ import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { catalogYaml, shippedType } from './catalog-fixtures.ts';
 import { buildImage, startDockerDeskhub } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
 
@@ -14,25 +15,7 @@ await buildImage('kasm-test');
 const catalogDir = mkdtempSync(join(tmpdir(), 'deskhub-docker-pool-catalog-'));
 t.teardown(() => rmSync(catalogDir, { recursive: true, force: true }));
 const catalog = join(catalogDir, 'catalog.yaml');
-writeFileSync(
-  catalog,
-  `types:
-  - id: kasm-test
-    name: Kasm test desktop
-    runtime: docker
-    image: deskhub/kasm-test:local
-    pullPolicy: never
-    port: 6901
-    scheme: https
-    verifyTls: false
-    credentials: { kind: kasm }
-    activity: traffic
-    memory: 256m
-    readiness: { path: /, timeoutSeconds: 60 }
-    entryQuery: path=desktop/{path}/websockify
-    pool: { size: 1 }
-`,
-);
+writeFileSync(catalog, catalogYaml([shippedType('kasm-test', { pool: { size: 1 } })]));
 const { runtime, base, signIn, api } = await startDockerDeskhub(t, 'docker-pool', { CATALOG: catalog, POOL_INTERVAL_MS: '500', ADMIN_USERS: 'root' });
 interface View { id: string; state: string; pool: boolean; proxyPath: string; url: string; reason: string | null }
 const root = await signIn('root');
