@@ -27,6 +27,8 @@ import csrf from './plugins/app/csrf.ts';
 import sessions from './plugins/app/sessions.ts';
 import health from './routes/health.ts';
 import auth from './routes/auth.ts';
+import shareExpiry from './policies/share-expiry.ts';
+import handoff from './routes/handoff.ts';
 import api, { sharedSchemas } from './routes/api/index.ts';
 import { webUi } from '@deskhub/web-ui';
 
@@ -100,11 +102,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     await app.register(desktops, { stopDesktopsOnClose: options.stopDesktopsOnClose ?? false });
     await app.register(idleClocks);
     await app.register(warmPool);
+    await app.register(shareExpiry);
     await app.register(access);
     await app.register(sessions);
 
     await app.register(health);
     await app.register(auth);
+    await app.register(handoff);
     await app.register(api);
     // The web UI claims only its own paths (/, /signin, /assets/...), never /api or /auth.
     if (options.webUi ?? true) await app.register(webUi);

@@ -241,7 +241,7 @@ t.test('one error handler: 4xx messages reach the caller, 5xx details only the l
 
 t.test('reconciliation decisions', async (t) => {
   const up = { scheme: 'http' as const, host: '127.0.0.1', port: 1, verifyTls: true };
-  const route = { path: 'a', desktopId: 'd', owner: 'o', sharedWith: [], upstream: up, stripPrefix: true, entryQuery: '', state: 'running' as const };
+  const route = { path: 'a', desktopId: 'd', owner: 'o', shares: [], upstream: up, stripPrefix: true, entryQuery: '', state: 'running' as const };
   const alive = { runtimeId: 'r', desktopId: 'd', running: true, upstream: up };
   const dead = { runtimeId: 'r', desktopId: 'd', running: false, reason: 'process was killed by SIGKILL' };
   t.same(decideRepair({ state: 'running', runtimeId: 'r', route, upstream: up }, alive), null, 'healthy');

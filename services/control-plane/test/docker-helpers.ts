@@ -18,7 +18,7 @@ import Docker from 'dockerode';
 import { DockerRuntime, type DockerRuntimeOptions } from '../src/runtime/docker/docker-runtime.ts';
 import { removeHostGuard } from '../src/runtime/docker/host-guard.ts';
 import { NO_CLOCKS } from '../src/lifecycle/clocks.ts';
-import type { CatalogEntry } from '../src/catalog.ts';
+import { KASM_SHARING, type CatalogEntry } from '../src/catalog.ts';
 import type { DesktopSpec } from '../src/runtime/types.ts';
 import type { Test } from 'tap';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
@@ -55,6 +55,7 @@ export function kasmTestType(overrides: Partial<CatalogEntry> = {}): CatalogEntr
     activity: { on: 'input', rfb: 'kasmvnc' },
     clocks: NO_CLOCKS,
     settingsHash: 'test',
+    sharing: KASM_SHARING,
     env: {},
     shmSize: '64m',
     memory: '256m',
