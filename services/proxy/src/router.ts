@@ -310,6 +310,6 @@ export class Router implements FrontHandlers {
       const now = subscriber.table.get(route.path);
       return now === route || (now !== undefined && now.disconnected === undefined && !upstreamChanged(route, now));
     };
-    pipeUpgrade(this.upgrades, socket, head, target, handshake, false, stillCurrent, observe);
+    pipeUpgrade(this.upgrades, socket, head, target, handshake, false, stillCurrent, { observe });
   }
 }
