@@ -19,34 +19,59 @@ import { COMPRESSED_SUFFIXES, defaultDistDir, ensureBuilt, STAMP_FILE, type Buil
 export { buildWebUi, ensureBuilt, measure, BUILD_COMMAND, defaultDistDir, type BuildStamp, type BuildPolicy } from './build.ts';
 
 /** Paths the single-page app renders itself; each gets index.html. Keep in step with client/router.ts. */
-export const SPA_ROUTES = ['/', '/signin', '/admin', '/tokens', '/homes', '/desktops', '/desktops/:id'] as const;
+export const SPA_ROUTES = ['/', '/signin', '/admin', '/tokens', '/homes', '/desktops', '/desktops/:id', '/shared/:desktopId', '/share/:secret'] as const;
 
 /**
  * Scripts and styles only from this origin (no inline code, no CDN: the machines are offline),
  * API calls and the event stream to this origin, desktops framed from this origin (they live
- * under /desktop/ on the same host), and the UI itself framed by nobody else.
+ * under /desktop/ on the same host) or, with DESKTOP_ORIGIN, from the desktops' own origins (see
+ * `contentSecurityPolicy`), and the UI itself framed by nobody else.
  */
-export const CONTENT_SECURITY_POLICY = [
-  "default-src 'self'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "font-src 'self'",
-  "connect-src 'self'",
-  "frame-src 'self'",
-  "frame-ancestors 'self'",
-  "form-action 'self'",
-  "base-uri 'none'",
-  "object-src 'none'",
-].join('; ');
+export function contentSecurityPolicy(frameSources: readonly string[] = []): string {
+  return [
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "font-src 'self'",
+    "connect-src 'self'",
+    // The desktop iframe and the renewal frame start on this origin (the hand-off) and are
+    // redirected to the desktop's own origin: frame-src is checked at each redirect.
+    ['frame-src', "'self'", ...frameSources].join(' '),
+    "frame-ancestors 'self'",
+    "form-action 'self'",
+    "base-uri 'none'",
+    "object-src 'none'",
+  ].join('; ');
+}
+
+export const CONTENT_SECURITY_POLICY = contentSecurityPolicy();
+
+const DESKTOP_ORIGIN_PATTERN = /^(https?):\/\/\*\.([A-Za-z0-9.-]+?)(:\d{1,5})?\/?$/;
+
+/**
+ * The CSP source for DESKTOP_ORIGIN (`https://*.desktops.example.net`, with its port if any):
+ * what frame-src must allow for desktops on origins of their own. Throws on anything else, so a
+ * typo never widens the policy.
+ */
+export function desktopFrameSource(desktopOrigin: string): string {
+  const m = DESKTOP_ORIGIN_PATTERN.exec(desktopOrigin.trim());
+  if (m === null) throw new Error(`web UI: DESKTOP_ORIGIN ${JSON.stringify(desktopOrigin)} is not a wildcard origin such as https://*.desktops.example.net`);
+  return `${m[1]}://*.${m[2]!.toLowerCase()}${m[3] ?? ''}`;
+}
 
 export interface WebUiOptions {
   /** Where the built bundle lives; default packages/web-ui/dist. */
   distDir?: string;
   /** When to build at registration: 'if-stale' (default: missing or older than the sources), 'if-missing', 'never'. */
   build?: BuildPolicy;
-  /** Replace the Content-Security-Policy (e.g. to frame desktops from another origin). */
+  /** Replace the Content-Security-Policy. */
   contentSecurityPolicy?: string;
+  /**
+   * DESKTOP_ORIGIN (`https://*.desktops.example.net`), when desktops are on origins of their own:
+   * the policy's frame-src then allows them (the UI frames desktops and the renewal frame there).
+   */
+  desktopOrigin?: string;
 }
 
 interface Asset {
@@ -139,7 +164,7 @@ async function webUiPlugin(app: FastifyInstance, options: WebUiOptions): Promise
   await ensureBuilt(distDir, options.build ?? 'if-stale');
   const assets = await loadBundle(distDir);
   const index = assets.get('index.html')!;
-  const csp = options.contentSecurityPolicy ?? CONTENT_SECURITY_POLICY;
+  const csp = options.contentSecurityPolicy ?? contentSecurityPolicy(options.desktopOrigin ? [desktopFrameSource(options.desktopOrigin)] : []);
 
   const send = (request: FastifyRequest, reply: FastifyReply, asset: Asset): FastifyReply => {
     const accepts = acceptedEncodings(request.headers['accept-encoding']);

@@ -111,7 +111,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     await app.register(handoff);
     await app.register(api);
     // The web UI claims only its own paths (/, /signin, /assets/...), never /api or /auth.
-    if (options.webUi ?? true) await app.register(webUi);
+    // With DESKTOP_ORIGIN its CSP lets it frame the desktops' own origins.
+    if (options.webUi ?? true) await app.register(webUi, config.DESKTOP_ORIGIN ? { desktopOrigin: config.DESKTOP_ORIGIN.pattern } : {});
     await app.ready();
   } catch (err) {
     await app.close().catch(() => {});
