@@ -146,6 +146,8 @@ export function loadControlPlaneConfig(source: NodeJS.ProcessEnv = process.env, 
       'AUTH_MODE=oidc needs at least one sign-in provider: list their ids (e.g. OIDC_PROVIDERS=corp) and set OIDC_CORP_ISSUER, OIDC_CORP_CLIENT_ID and OIDC_CORP_CLIENT_SECRET (or use the google or github preset)',
     );
   }
+  // Unset, the default (24 h) gives way to a shorter maximum; set, it must fit under it.
+  if (!source.SHARE_LINK_TTL?.trim()) config.SHARE_LINK_TTL = Math.min(config.SHARE_LINK_TTL, config.SHARE_LINK_MAX_TTL);
   if (config.SHARE_LINK_TTL > config.SHARE_LINK_MAX_TTL) {
     throw new ConfigError('SHARE_LINK_TTL', `must not be longer than SHARE_LINK_MAX_TTL (${config.SHARE_LINK_MAX_TTL / 3_600_000} h)`);
   }

@@ -19,7 +19,7 @@ import { DockerRuntime, type DockerRuntimeOptions } from '../src/runtime/docker/
 import { removeHostGuard } from '../src/runtime/docker/host-guard.ts';
 import { NO_CLOCKS } from '../src/lifecycle/clocks.ts';
 import { KASM_SHARING, type CatalogEntry } from '../src/catalog.ts';
-import type { DesktopSpec } from '../src/runtime/types.ts';
+import type { DesktopSpec, RuntimeInstance } from '../src/runtime/types.ts';
 import type { Test } from 'tap';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
@@ -129,8 +129,35 @@ export function httpsGet(host: string, port: number, path = '/', auth?: string):
   });
 }
 
-export function basicAuth(password: string): string {
-  return 'Basic ' + Buffer.from(`kasm_user:${password}`).toString('base64');
+/**
+ * Builds the real desktop image (deploy/images: deskhub/desktop:local), runs one desktop of it
+ * in a runtime scoped to this test file (removed with it at the end) and waits until it answers
+ * HTTPS. The VNC servers behind may take a moment longer.
+ */
+export async function startDesktopImage(t: Test): Promise<{ runtime: DockerRuntime; desktop: RuntimeInstance; password: string; host: string; port: number }> {
+  await buildImage('desktop');
+  const { runtime, cleanup } = testRuntime();
+  t.teardown(cleanup);
+  const spec = specFor(
+    kasmTestType({
+      id: 'desktop',
+      image: 'deskhub/desktop:local',
+      shmSize: '256m',
+      memory: '1g',
+      cpus: 1,
+      pids: 512,
+      entryQuery: 'path=desktop/{path}/websockify&autoconnect=true&resize=remote',
+    }),
+  );
+  const desktop = await runtime.create(spec);
+  const { host, port } = desktop.upstream;
+  await waitForHttps(host, port, 60_000);
+  return { runtime, desktop, password: spec.env.VNC_PW!, host, port };
+}
+
+/** Basic credentials for a desktop: its owner kasm_user unless another user (kasm_viewer) is named. */
+export function basicAuth(password: string, user = 'kasm_user'): string {
+  return 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
 }
 
 /** Waits (bounded: 300 tries, at most `timeoutMs`) until the desktop answers HTTPS at all. */

@@ -92,6 +92,8 @@ for (const choice of databases) {
     const demo = await launch('demo');
     const web = await launch('web');
     const demoHost = `alice-demo.localhost:${port}`;
+    /** Its page with the entry query (without it the proxy redirects there first). */
+    const demoPage = new URL(demo.url).pathname + new URL(demo.url).search;
 
     /** Follows the hand-off as a browser would; returns the desktop origin's cookie (or the answer that stopped it). */
     const handoff = async (session: string, proxyPath: string, next = `/desktop/${proxyPath}/`): Promise<{ cookie?: string; stopped?: Answer; exchange?: string }> => {
@@ -116,7 +118,7 @@ for (const choice of databases) {
       t.equal(exchanged.location, '/desktop/alice-demo/');
       t.match(exchanged.setCookie.join('\n'), /^__Host-deskhub_access=dh1\.[^;]+; Path=\/; Max-Age=\d+; HttpOnly; Secure; SameSite=None; Partitioned$/m);
       const access = cookieOf(exchanged, '__Host-deskhub_access')!;
-      const page = await request(port, demoHost, '/desktop/alice-demo/?path=desktop/alice-demo/websockify', { cookie: access });
+      const page = await request(port, demoHost, demoPage, { cookie: access });
       t.equal(page.status, 200, 'the desktop answers on its origin with that cookie');
       t.match(page.text, /Demo desktop/);
       t.equal((await request(port, to.host, to.pathname + to.search)).status, 403, 'a code works once');
@@ -191,7 +193,7 @@ for (const choice of databases) {
       await waitFor('the viewer to be closed', () => (closedAt > 0 ? true : undefined), 2000, 10);
       t.equal(code, 4001, 'closed with 4001');
       t.ok(closedAt - answeredAt < 1000, `within a second of the answer (${closedAt - answeredAt} ms)`);
-      t.equal((await request(port, demoHost, '/desktop/alice-demo/', { cookie: cookie! })).status, 403, 'and refused from then on');
+      t.equal((await request(port, demoHost, demoPage, { cookie: cookie! })).status, 403, 'and refused from then on');
       t.equal((await handoff(bob, 'alice-demo')).stopped?.status, 403, 'no new cookie either');
       t.equal((await api(`/api/desktops/${demo.id}/shares/${bobShare}`, { method: 'DELETE', cookie: alice })).status, 404, 'a revoked share is gone');
     });
@@ -200,8 +202,8 @@ for (const choice of databases) {
       const made = await api(`/api/desktops/${demo.id}/shares`, { method: 'POST', cookie: alice, json: { username: 'bob', mode: 'control', expiresIn: '2s' } });
       t.equal(made.status, 201);
       const { cookie } = await handoff(bob, 'alice-demo');
-      t.equal((await request(port, demoHost, '/desktop/alice-demo/', { cookie: cookie! })).status, 200, 'bob may, for now');
-      await waitFor('the share to end', async () => ((await request(port, demoHost, '/desktop/alice-demo/', { cookie: cookie! })).status === 403 ? true : undefined), 10_000, 200);
+      t.equal((await request(port, demoHost, demoPage, { cookie: cookie! })).status, 200, 'bob may, for now');
+      await waitFor('the share to end', async () => ((await request(port, demoHost, demoPage, { cookie: cookie! })).status === 403 ? true : undefined), 10_000, 200);
       await waitFor('the share-expiry policy to remove it', async () => {
         const view = JSON.parse((await api(`/api/desktops/${demo.id}/shares`, { cookie: alice })).text) as { shares: Array<{ username: string | null }> };
         return view.shares.some((s) => s.username === 'bob') ? undefined : true;

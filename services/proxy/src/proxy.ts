@@ -22,7 +22,7 @@ import { sendError } from './errors.ts';
 import { FrontServer } from './front.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { pathOf } from './paths.ts';
-import { Router, SHARE_ENDED_CLOSE, stillShared, type AccessHook, type Readiness } from './router.ts';
+import { ConnectedViewers, Router, SHARE_ENDED_CLOSE, stillShared, type AccessHook, type Readiness } from './router.ts';
 import { Targets, upstreamChanged } from './targets.ts';
 import { Upstreams } from './upstream.ts';
 import { OpenConnections, type UpgradeSettings } from './websocket.ts';
@@ -149,6 +149,9 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   subscriber.on('change', onRouteChange);
   // A desktop with a WebSocket open here is "connected" at every flush, even with no traffic.
   subscriber.setConnectedPaths(() => connections.keys());
+  // Who has which desktop open, and as what ("connected now" in the control plane).
+  const viewers = new ConnectedViewers();
+  subscriber.setConnectedViewers(() => viewers.keys());
 
   const readiness = (): Readiness =>
     subscriber.ready
@@ -168,6 +171,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     proto,
     readiness,
     desktopOrigins: options.desktopOrigins ?? null,
+    viewers,
   });
 
   // ---- the listeners ------------------------------------------------------------------------
@@ -223,6 +227,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     metricsServer?.close();
     subscriber.off('change', onRouteChange);
     subscriber.setConnectedPaths(null);
+    subscriber.setConnectedViewers(null);
     upstreams.destroy();
     throw err;
   }
@@ -244,6 +249,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       subscriber.off('change', onRouteChange);
       connections.closeAll();
       subscriber.setConnectedPaths(null);
+      subscriber.setConnectedViewers(null);
+    subscriber.setConnectedViewers(null);
       metricsServer?.close();
       metricsServer?.closeAllConnections();
       // Requests in flight get a moment to finish; then their connections are cut.

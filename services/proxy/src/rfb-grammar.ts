@@ -198,7 +198,9 @@ export class RfbClientGrammar implements PayloadListener {
         const text = b.toString('latin1', 0, 12);
         const m = /^RFB (\d{3})\.(\d{3})\n$/.exec(text);
         if (m === null) return this.stop('no RFB ProtocolVersion at the start');
-        if (Number(m[1]) === 3 && Number(m[2]) < 7) return this.stop(`RFB ${m[1]}.${m[2]} (the server picks the security type)`);
+        // RFC 6143 §7.1.1: only 3.7 and 3.8 have the client choose the security type; 3.3 does not,
+        // and any other number a server reads as 3.3. So nothing else is followed.
+        if (m[1] !== '003' || (m[2] !== '007' && m[2] !== '008')) return this.stop(`RFB ${m[1]}.${m[2]} (only 3.7 and 3.8 are followed; a server reads other versions as 3.3, where it picks the security type)`);
         return this.next(SECURITY, 1);
       }
       case SECURITY:

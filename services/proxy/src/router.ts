@@ -10,7 +10,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '@deskhub/config';
 import { desktopOrigin, labelOfHost, type AccessRole, type DesktopOrigins } from '@deskhub/access-token';
-import type { Route, RouteSubscriber } from '@deskhub/route-stream';
+import { viewerKey, type Route, type RouteSubscriber } from '@deskhub/route-stream';
 import { errorAnswer, redirectAnswer, wantsHtml, writeRawError } from './errors.ts';
 import type { FrontHandlers, ProxyRequest } from './front.ts';
 import { requestHead } from './headers.ts';
@@ -70,6 +70,29 @@ function at(epochMs: number, fn: () => void): ReturnType<typeof setTimeout> {
   return timer;
 }
 
+/**
+ * Who has a desktop open through this proxy, as `viewerKey(path, role, username)` with the count
+ * of their open WebSockets: the route subscriber writes the keys at each flush, and the control
+ * plane shows them as "connected now".
+ */
+export class ConnectedViewers {
+  private readonly counts = new Map<string, number>();
+
+  add(path: string, role: AccessRole, username: string, socket: Socket): void {
+    const key = viewerKey(path, role, username);
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    socket.once('close', () => {
+      const left = (this.counts.get(key) ?? 1) - 1;
+      if (left > 0) this.counts.set(key, left);
+      else this.counts.delete(key);
+    });
+  }
+
+  keys(): IterableIterator<string> {
+    return this.counts.keys();
+  }
+}
+
 /** The Host header of a request (the front refused requests with more than one). */
 function hostOf(req: ProxyRequest): string | undefined {
   const raw = req.rawHeaders;
@@ -102,6 +125,7 @@ export interface RouterSettings {
   readiness: () => Readiness;
   /** DESKTOP_ORIGIN: each desktop is served on its own origin, and only there. */
   desktopOrigins: DesktopOrigins | null;
+  viewers: ConnectedViewers;
 }
 
 const JSON_HEADERS = 'content-type: application/json; charset=utf-8\r\ncache-control: no-store\r\n';
@@ -128,6 +152,7 @@ export class Router implements FrontHandlers {
   private readonly proto: string;
   private readonly readiness: () => Readiness;
   private readonly desktopOrigins: DesktopOrigins | null;
+  private readonly viewers: ConnectedViewers;
 
   constructor(settings: RouterSettings) {
     this.subscriber = settings.subscriber;
@@ -142,6 +167,7 @@ export class Router implements FrontHandlers {
     this.proto = settings.proto;
     this.readiness = settings.readiness;
     this.desktopOrigins = settings.desktopOrigins;
+    this.viewers = settings.viewers;
   }
 
   /**
@@ -388,6 +414,7 @@ export class Router implements FrontHandlers {
           socket.once('close', () => clearTimeout(timer));
         }
       }
+      if (d.username !== undefined) this.viewers.add(route.path, d.role ?? 'owner', d.username, socket);
       let path = url;
       if (target.strip) path = desktop.rest === '' ? '/' : desktop.rest.charCodeAt(0) === 63 ? '/' + desktop.rest : desktop.rest;
       this.startPipe(req, socket, head, target, path, options);

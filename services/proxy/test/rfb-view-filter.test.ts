@@ -203,6 +203,8 @@ t.test('what it cannot follow fails it: said once, and nothing written from that
 
   const handshakes: Array<[string, Buffer, RegExp]> = [
     ['RFB 3.3', Buffer.from('RFB 003.003\n', 'latin1'), /RFB 003\.003/],
+    ['RFB 4.0 (a server reads it as 3.3)', Buffer.from('RFB 004.000\n', 'latin1'), /RFB 004\.000/],
+    ['RFB 3.889 (Apple; a server reads it as 3.3)', Buffer.from('RFB 003.889\n', 'latin1'), /RFB 003\.889/],
     ['not RFB at all', Buffer.from('GET / HTTP/1.1\r\n', 'latin1'), /no RFB ProtocolVersion/],
     ['security type 19 (VeNCrypt)', cat(Buffer.from('RFB 003.008\n', 'latin1'), [19]), /security type 19/],
   ];
