@@ -24,7 +24,7 @@ export function RenewalFrame({ href }: { href: string | null }) {
   if (href === null || tick === 0) return null;
   return (
     <iframe
-      // A new element for each renewal: setting the same src again is not a navigation in every browser.
+      // A new element for each renewal: Preact leaves an unchanged src alone, so the same element would not load again.
       key={tick}
       class="renewal-frame"
       src={href}

@@ -57,11 +57,13 @@ export function useSharing(id: string, active: boolean): SharingState {
   const [view, setView] = useState<SharingView | null>(null);
   const [error, setError] = useState<string | null>(null);
   const alive = useRef(true);
+  const latest = useRef<SharingView | null>(null);
 
   const reload = useCallback(async () => {
     try {
       const v = await api.sharing(id);
       if (!alive.current) return;
+      latest.current = v;
       setView(v);
       setError(null);
     } catch (err) {
@@ -79,7 +81,8 @@ export function useSharing(id: string, active: boolean): SharingState {
   useEffect(() => {
     if (!active) return;
     void reload();
-    const timer = setInterval(() => document.visibilityState === 'visible' && void reload(), SHARING_POLL_MS);
+    // A desktop that cannot be shared here has nobody else on it: asked again only when the tab comes back.
+    const timer = setInterval(() => document.visibilityState === 'visible' && latest.current?.available !== false && void reload(), SHARING_POLL_MS);
     const onVisible = () => document.visibilityState === 'visible' && void reload();
     document.addEventListener('visibilitychange', onVisible);
     return () => {
@@ -98,7 +101,6 @@ export function ConnectedBanner({ view }: { view: SharingView | null }) {
     <div class="share-banner-live" role="status" aria-live="polite">
       {text ? (
         <p class="share-banner" id="connected-banner">
-          <span aria-hidden="true">👁 </span>
           {text}
         </p>
       ) : null}

@@ -8,6 +8,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 
 export function ShownOnce({
   id,
+  titleId = `${id}-title`,
   title,
   what,
   value,
@@ -15,8 +16,10 @@ export function ShownOnce({
   children,
   class: className = '',
 }: {
-  /** The section's id; the heading is `<id>-title`, the field `<id>-value`. */
+  /** The section's id; the field is `<id>-value`. */
   id: string;
+  /** The heading's id (default `<id>-title`). */
+  titleId?: string;
   title: string;
   /** What it is, lower case: "token", "link" (the field's label and the Copy button say it). */
   what: string;
@@ -43,8 +46,8 @@ export function ShownOnce({
   const label = what.charAt(0).toUpperCase() + what.slice(1);
 
   return (
-    <section class={`card ${className}`} aria-labelledby={`${id}-title`} id={id}>
-      <h3 id={`${id}-title`} tabIndex={-1} ref={heading}>
+    <section class={`card ${className}`} aria-labelledby={titleId} id={id}>
+      <h3 id={titleId} tabIndex={-1} ref={heading}>
         {title}
       </h3>
       {children}

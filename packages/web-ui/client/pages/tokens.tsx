@@ -31,7 +31,7 @@ function message(err: unknown): string {
 /** The new token, shown once, with a copy button that says whether it worked. */
 function CreatedToken({ created, onDone }: { created: NewApiToken; onDone: () => void }) {
   return (
-    <ShownOnce id="created-token" class="token-created" title={`Copy your new token “${created.name}” now`} what="token" value={created.token} onDone={onDone}>
+    <ShownOnce id="created-token" titleId="created-title" class="token-created" title={`Copy your new token “${created.name}” now`} what="token" value={created.token} onDone={onDone}>
       <p>It is shown only this once: deskhub keeps only a hash of it. Send it as <code>Authorization: Bearer &lt;token&gt;</code>.</p>
     </ShownOnce>
   );
