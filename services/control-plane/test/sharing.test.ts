@@ -126,6 +126,11 @@ for (const choice of databases) {
       const listed = JSON.parse((await api(`/api/desktops/${demo.id}/shares`, { cookie: alice })).text) as { available: boolean; shares: Array<{ kind: string; username: string | null; visitors: number }> };
       t.equal(listed.available, true);
       t.match(listed.shares, [{ kind: 'user', username: 'bob' }, { kind: 'link', username: null, visitors: 1 }]);
+      const root = await signIn('root');
+      const seen = await api(`/api/admin/desktops/${demo.id}/shares`, { cookie: root });
+      t.equal(seen.status, 200, 'an admin sees any desktop\'s shares');
+      t.match(JSON.parse(seen.text), { shares: [{ username: 'bob' }, { kind: 'link' }] });
+      t.equal((await api(`/api/admin/desktops/${demo.id}/shares`, { cookie: bob })).status, 403, 'others are not admins');
       t.ok((await handoff(bob, 'alice-demo')).cookie, 'bob gets a cookie for the desktop now');
       t.ok((await handoff(carol, 'alice-demo')).cookie, 'and carol, through the link she opened');
       t.equal((await handoff(carol, 'alice-web')).stopped?.status, 403, 'but not for the desktop she has no share of');
