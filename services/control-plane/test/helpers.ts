@@ -4,6 +4,9 @@
  * in a temp folder, the two databases the API suite runs on, sign-in, and bounded waiting.
  */
 import http from 'node:http';
+import { generateKeyPairSync } from 'node:crypto';
+import { startRedis } from '@deskhub/testkit/redis';
+import type { ServiceProcess } from '@deskhub/testkit/service';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -343,4 +346,38 @@ export function echo(ws: WebSocket, text: string): Promise<string> {
     });
     ws.send(text);
   });
+}
+
+/** What the deployed-topology tests start from: a folder, Redis, a Postgres database and the access-token key pair. */
+export interface TopologyBase {
+  dir: string;
+  redis: { url: string };
+  db: { env: Record<string, string> };
+  privatePem: string;
+  publicPem: string;
+  /** Processes started for the test; stopped (and the desktops' processes killed) at teardown. */
+  services: ServiceProcess[];
+}
+
+export async function startTopologyBase(t: { teardown(fn: () => unknown): void }, label: string): Promise<TopologyBase> {
+  const { dir, cleanup } = tempDir(label);
+  const redis = await startRedis();
+  const db = await databases.find((d) => d.name === 'postgres')!.setup();
+  const keys = generateKeyPairSync('ed25519');
+  const services: ServiceProcess[] = [];
+  t.teardown(async () => {
+    await Promise.all(services.map((s) => s.stop()));
+    for (const pid of testProcesses(dir)) process.kill(pid, 'SIGKILL');
+    await redis.close();
+    await db.cleanup();
+    cleanup();
+  });
+  return {
+    dir,
+    redis,
+    db,
+    privatePem: keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    publicPem: keys.publicKey.export({ format: 'pem', type: 'spki' }).toString(),
+    services,
+  };
 }

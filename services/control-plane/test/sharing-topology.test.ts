@@ -8,19 +8,12 @@
  * refuses the viewer at both; revoking the link does the same for its holder.
  */
 import t from 'tap';
-import { generateKeyPairSync } from 'node:crypto';
 import WebSocket from 'ws';
-import { startRedis } from '@deskhub/testkit/redis';
 import { freePort } from '@deskhub/testkit/net';
-import { startService, type ServiceProcess } from '@deskhub/testkit/service';
-import { cookieOf, databases, hostRequest, tempDir, testEnv, testProcesses, waitFor, type DesktopJson } from './helpers.ts';
+import { startService } from '@deskhub/testkit/service';
+import { cookieOf, hostRequest, startTopologyBase, testEnv, waitFor, type DesktopJson } from './helpers.ts';
 
-const { dir, cleanup } = tempDir('sharing-topology');
-const redis = await startRedis();
-const db = await databases.find((d) => d.name === 'postgres')!.setup();
-const keys = generateKeyPairSync('ed25519');
-const privatePem = keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
-const publicPem = keys.publicKey.export({ format: 'pem', type: 'spki' }).toString();
+const { dir, redis, db, privatePem, publicPem, services } = await startTopologyBase(t, 'sharing-topology');
 
 // What users open; each request below goes to one replica with this Host.
 const publicPort = await freePort();
@@ -28,14 +21,6 @@ const ui = `localhost:${publicPort}`;
 const publicUrl = `http://${ui}`;
 const desktopOrigin = `http://*.localhost:${publicPort}`;
 
-const services: ServiceProcess[] = [];
-t.teardown(async () => {
-  await Promise.all(services.map((s) => s.stop()));
-  for (const pid of testProcesses(dir)) process.kill(pid, 'SIGKILL');
-  await redis.close();
-  await db.cleanup();
-  cleanup();
-});
 
 const controlPlane = await startService({
   entry: 'services/control-plane/src/main.ts',
