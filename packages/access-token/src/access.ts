@@ -29,7 +29,8 @@ export interface RouteAccess {
 }
 
 export type AccessDecision =
-  | { readonly ok: true; readonly claims: AccessClaims; readonly role: AccessRole; readonly share?: ShareAccess }
+  /** `role` absent: the owner (the verifier's own result is handed back, so the owner's request allocates nothing here). */
+  | { readonly ok: true; readonly claims: AccessClaims; readonly role?: ShareMode; readonly share?: ShareAccess }
   /** Not signed in (or the token is no good): a page load goes to sign-in, anything else gets 401. */
   | { readonly ok: false; readonly status: 401; readonly reason: VerifyFailure }
   /** Signed in as someone who may not reach this desktop (or no longer: a share revoked or expired): 403. */
@@ -93,7 +94,7 @@ export function checkAccess(
     if (result.ok) {
       const granted = roleOn(route, result.claims, scope.desktopScoped, now);
       if (granted === null) signedInAs ??= result.claims;
-      else if (granted.role === 'owner') return { ok: true, claims: result.claims, role: 'owner' };
+      else if (granted.role === 'owner') return result;
       else if (best === undefined || (best.ok && best.role === 'view' && granted.role === 'control')) {
         best = { ok: true, claims: result.claims, role: granted.role, share: granted.share! };
       }

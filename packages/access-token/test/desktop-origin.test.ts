@@ -62,7 +62,9 @@ t.test('the desktop-origin cookie and desktop-scoped tokens', async (t) => {
   t.match(desktopAccessCookie(owner), /^__Host-deskhub_access=dh1\.[^;]+; Path=\/; Max-Age=300; HttpOnly; Secure; SameSite=None; Partitioned$/);
   t.same(readAccessTokens(`deskhub_access=x; ${DESKTOP_ACCESS_COOKIE_NAME}=y`, DESKTOP_ACCESS_COOKIE_NAME), ['y']);
 
-  t.match(decide(`${DESKTOP_ACCESS_COOKIE_NAME}=${owner.token}`), { ok: true, role: 'owner' });
+  const asOwner = decide(`${DESKTOP_ACCESS_COOKIE_NAME}=${owner.token}`);
+  t.match(asOwner, { ok: true, claims: { userId: 'u-alice' } });
+  t.equal((asOwner as { role?: string }).role, undefined, 'the owner: no share role');
   t.match(decide(cookie({ userId: 'u-alice', username: 'alice', sessionId: 's' })), { ok: false, status: 403 }, "a UI-origin token (no desktop named) is refused on a desktop's origin");
   t.match(decide(cookie({ userId: 'u-alice', username: 'alice', sessionId: 's', desktop: 'alice-other' })), { ok: false, status: 403 }, "another desktop's token");
   t.match(decide(cookie({ userId: 'u-bob', username: 'bob', sessionId: 's', desktop: 'alice-dev', grant: 'sh-bob' })), { ok: true, role: 'view', share: { id: 'sh-bob' } });

@@ -223,7 +223,7 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
     this.presence = new Map();
     this.viewers = new Map();
     try {
-      await this.bus.mergeTimes({ activity: [...activity], presence: [...presence], viewers: [...viewers] });
+      await this.bus.mergeTimes({ activity: [...activity], presence: [...presence], ...(viewers.size > 0 ? { viewers: [...viewers] } : {}) });
     } catch (err) {
       // Keep it for the next flush; later times recorded meanwhile win.
       for (const [path, at] of activity) this.recordActivity(path, at);

@@ -315,7 +315,7 @@ export interface DockerDeskhub {
  * DATA_DIR and its own Docker runtime, at a known port so PUBLIC_URL is where the proxy really
  * is; everything is removed at the test's end. `env` adds or overrides settings.
  */
-export async function startDockerDeskhub(t: Test, label: string, env: Record<string, string> = {}): Promise<DockerDeskhub> {
+export async function startDockerDeskhub(t: Test, label: string, env: Record<string, string> | ((port: number) => Record<string, string>) = {}): Promise<DockerDeskhub> {
   const db = await createTestDatabase(label.replace(/-/g, '_'));
   t.teardown(() => db.drop());
   const dataDir = mkdtempSync(join(tmpdir(), `deskhub-${label}-`));
@@ -335,7 +335,7 @@ export async function startDockerDeskhub(t: Test, label: string, env: Record<str
       LOG_LEVEL: 'warn',
       RECONCILE_INTERVAL_MS: '1000',
       SECRET_KEY: randomBytes(32).toString('base64'),
-      ...env,
+      ...(typeof env === 'function' ? env(port) : env),
     },
     runtimes: [runtime],
   });

@@ -8,48 +8,10 @@
  * Requests carry the Host a browser would send (`<path>.localhost:<port>`) to 127.0.0.1.
  */
 import t from 'tap';
-import http from 'node:http';
 import WebSocket from 'ws';
 import { freePort } from '@deskhub/testkit/net';
 import { startEmbedded } from '../src/embedded-start.ts';
-import { databases, signIn as injectSignIn, startApp, tempDir, testEnv, waitFor, type DesktopJson } from './helpers.ts';
-
-interface Answer {
-  status: number;
-  location: string | undefined;
-  setCookie: string[];
-  text: string;
-}
-
-/** One request to the proxy at 127.0.0.1:`port` with the Host a browser would send. */
-function request(port: number, host: string, path: string, options: { cookie?: string; method?: string; json?: unknown; origin?: string } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const body = options.json === undefined ? undefined : JSON.stringify(options.json);
-    const headers: Record<string, string> = { host };
-    if (options.cookie) headers.cookie = options.cookie;
-    if (options.origin) headers.origin = options.origin;
-    if (body !== undefined) {
-      headers['content-type'] = 'application/json';
-      headers['content-length'] = String(Buffer.byteLength(body));
-    }
-    const req = http.request({ host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers, agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => {
-        const set = res.headers['set-cookie'];
-        resolve({ status: res.statusCode ?? 0, location: res.headers.location, setCookie: Array.isArray(set) ? set : [], text });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-const cookieOf = (answer: Answer, name: string) => {
-  const line = answer.setCookie.find((c) => c.startsWith(`${name}=`));
-  return line === undefined ? undefined : line.slice(0, line.indexOf(';'));
-};
+import { cookieOf, databases, hostRequest as request, signIn as injectSignIn, startApp, tempDir, testEnv, waitFor, type DesktopJson, type HostAnswer as Answer } from './helpers.ts';
 
 for (const choice of databases) {
   t.test(`sharing on ${choice.name}`, async (t) => {
@@ -164,6 +126,11 @@ for (const choice of databases) {
       const listed = JSON.parse((await api(`/api/desktops/${demo.id}/shares`, { cookie: alice })).text) as { available: boolean; shares: Array<{ kind: string; username: string | null; visitors: number }> };
       t.equal(listed.available, true);
       t.match(listed.shares, [{ kind: 'user', username: 'bob' }, { kind: 'link', username: null, visitors: 1 }]);
+      const root = await signIn('root');
+      const seen = await api(`/api/admin/desktops/${demo.id}/shares`, { cookie: root });
+      t.equal(seen.status, 200, 'an admin sees any desktop\'s shares');
+      t.match(JSON.parse(seen.text), { shares: [{ username: 'bob' }, { kind: 'link' }] });
+      t.equal((await api(`/api/admin/desktops/${demo.id}/shares`, { cookie: bob })).status, 403, 'others are not admins');
       t.ok((await handoff(bob, 'alice-demo')).cookie, 'bob gets a cookie for the desktop now');
       t.ok((await handoff(carol, 'alice-demo')).cookie, 'and carol, through the link she opened');
       t.equal((await handoff(carol, 'alice-web')).stopped?.status, 403, 'but not for the desktop she has no share of');
@@ -208,8 +175,10 @@ for (const choice of databases) {
         const view = JSON.parse((await api(`/api/desktops/${demo.id}/shares`, { cookie: alice })).text) as { shares: Array<{ username: string | null }> };
         return view.shares.some((s) => s.username === 'bob') ? undefined : true;
       }, 10_000, 200);
-      const events = JSON.parse((await api(`/api/desktops/${demo.id}/events`, { cookie: alice })).text) as Array<{ message: string }>;
-      t.ok(events.some((e) => /a share ended/.test(e.message)), 'recorded as an event');
+      t.ok(await waitFor('the event', async () => {
+        const events = JSON.parse((await api(`/api/desktops/${demo.id}/events`, { cookie: alice })).text) as Array<{ message: string }>;
+        return events.some((e) => /a share ended/.test(e.message)) ? true : undefined;
+      }, 5000, 100), 'recorded as an event');
     });
   });
 }

@@ -89,8 +89,8 @@ export function createAccessControl(options: AccessControlOptions): AccessContro
     if (result.ok) {
       if (kind === 'upgrade' && !req.socket.destroyed) track(result.claims.sessionId, req.socket);
       const share = result.share;
-      if (share === undefined) return { allow: true, userId: result.claims.userId, username: result.claims.username, role: result.role };
-      return { allow: true, userId: result.claims.userId, username: result.claims.username, role: result.role, grant: share.id, expiresAt: share.expiresAt };
+      if (share === undefined) return { allow: true, userId: result.claims.userId, username: result.claims.username, role: result.role ?? 'owner' };
+      return { allow: true, userId: result.claims.userId, username: result.claims.username, role: result.role ?? 'owner', grant: share.id, expiresAt: share.expiresAt };
     }
     if (result.status === 403) {
       return { allow: false, status: 403, message: onDesktopOrigin ? 'You may not reach this desktop: it is not shared with you, or its share was revoked or has expired.' : 'This desktop belongs to another user.' };

@@ -10,7 +10,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '@deskhub/config';
 import { desktopOrigin, labelOfHost, type AccessRole, type DesktopOrigins } from '@deskhub/access-token';
-import { viewerKey, type Route, type RouteSubscriber } from '@deskhub/route-stream';
+import type { Route, RouteSubscriber } from '@deskhub/route-stream';
 import { errorAnswer, redirectAnswer, wantsHtml, writeRawError } from './errors.ts';
 import type { FrontHandlers, ProxyRequest } from './front.ts';
 import { requestHead } from './headers.ts';
@@ -21,6 +21,7 @@ import { DESKTOP_PREFIX, entryRedirect, ownerOnlyPrefix, pathOf, splitDesktopTar
 import { upstreamChanged, type Targets, type UpstreamTarget } from './targets.ts';
 import { Exchange, type Upstreams } from './upstream.ts';
 import { pipeUpgrade, type PipeOptions, type UpgradeSettings } from './websocket.ts';
+import { closeAtExpiry, ConnectedViewers, HANDOFF_EXCHANGE_PATH, shareTag, stillShared } from './shares.ts';
 
 export type AccessDecision =
   | {
@@ -42,56 +43,6 @@ export type AccessDecision =
  * `onDesktopOrigin`: the request came to the desktop's own origin (DESKTOP_ORIGIN), not the UI's.
  */
 export type AccessHook = (req: IncomingMessage, route: Route, kind: 'http' | 'upgrade', onDesktopOrigin: boolean) => AccessDecision | Promise<AccessDecision>;
-
-/** What a viewer's WebSockets are tagged with: closed when the route no longer carries that share in that mode. */
-export function shareTag(grant: string, role: AccessRole): string {
-  return `${grant} ${role}`;
-}
-
-/** Whether `route` still carries the share a connection was tagged with (shareTag). */
-export function stillShared(route: Route, tag: string): boolean {
-  for (const share of route.shares) if (tag === `${share.id} ${share.mode}`) return share.expiresAt === undefined || share.expiresAt > Date.now();
-  return false;
-}
-
-/** The close code a viewer's WebSocket gets when its share is revoked or ends (an application code, RFC 6455 7.4.2). */
-export const SHARE_ENDED_CLOSE = 4001;
-
-/** The one request path a desktop's origin serves besides its desktop: the token hand-off (control plane). */
-export const HANDOFF_EXCHANGE_PATH = '/.deskhub/handoff';
-
-/** setTimeout holds at most 2^31-1 ms; a later time is waited for in steps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-function at(epochMs: number, fn: () => void): ReturnType<typeof setTimeout> {
-  const wait = epochMs - Date.now();
-  const timer = wait > MAX_TIMER_MS ? setTimeout(() => at(epochMs, fn), MAX_TIMER_MS) : setTimeout(fn, Math.max(0, wait));
-  timer.unref();
-  return timer;
-}
-
-/**
- * Who has a desktop open through this proxy, as `viewerKey(path, role, username)` with the count
- * of their open WebSockets: the route subscriber writes the keys at each flush, and the control
- * plane shows them as "connected now".
- */
-export class ConnectedViewers {
-  private readonly counts = new Map<string, number>();
-
-  add(path: string, role: AccessRole, username: string, socket: Socket): void {
-    const key = viewerKey(path, role, username);
-    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
-    socket.once('close', () => {
-      const left = (this.counts.get(key) ?? 1) - 1;
-      if (left > 0) this.counts.set(key, left);
-      else this.counts.delete(key);
-    });
-  }
-
-  keys(): IterableIterator<string> {
-    return this.counts.keys();
-  }
-}
 
 /** The Host header of a request (the front refused requests with more than one). */
 function hostOf(req: ProxyRequest): string | undefined {
@@ -408,11 +359,7 @@ export class Router implements FrontHandlers {
       if (d.grant !== undefined && d.role !== undefined) {
         const tag = shareTag(d.grant, d.role);
         options.tag = tag;
-        if (d.expiresAt !== undefined) {
-          const connections = this.upgrades.connections;
-          const timer = at(d.expiresAt, () => connections.closeWhere(route.path, (t) => t === tag, SHARE_ENDED_CLOSE, 'The share of this desktop has ended.'));
-          socket.once('close', () => clearTimeout(timer));
-        }
+        if (d.expiresAt !== undefined) closeAtExpiry(this.upgrades.connections, route.path, tag, d.expiresAt, socket);
       }
       if (d.username !== undefined) this.viewers.add(route.path, d.role ?? 'owner', d.username, socket);
       let path = url;

@@ -11,7 +11,8 @@ import { Type } from '@sinclair/typebox';
 import { parseDuration } from '../../durations.ts';
 import { badRequest } from '../../errors.ts';
 import { desktopUrls } from '../../lifecycle/views.ts';
-import type { SharedDesktop } from '../../lifecycle/desktops.ts';
+import type { FastifyInstance } from 'fastify';
+import type { Scope, SharedDesktop } from '../../lifecycle/desktops.ts';
 import { DesktopIdParams, errors, Nullable } from '../schemas.ts';
 
 const READ = { scope: 'desktops:read' } as const;
@@ -42,7 +43,7 @@ export const ConnectedSchema = Type.Object(
   { $id: 'Connected' },
 );
 
-const SharingSchema = Type.Object({
+export const SharingSchema = Type.Object({
   available: Type.Boolean({ description: 'whether this desktop can be shared here' }),
   reason: Nullable(Type.String({ description: 'why not' })),
   viewAllowed: Type.Boolean({ description: 'its type has a read-only user, so it can be shared for viewing' }),
@@ -51,7 +52,7 @@ const SharingSchema = Type.Object({
   linkMaxSeconds: Type.Integer(),
   shares: Type.Array(Type.Ref('Share')),
   connected: Type.Array(Type.Ref('Connected'), { description: 'who has it open now, across every proxy replica' }),
-});
+}, { $id: 'Sharing' });
 
 export const SharedDesktopSchema = Type.Object(
   {
@@ -69,6 +70,12 @@ export const SharedDesktopSchema = Type.Object(
   },
   { $id: 'SharedDesktop' },
 );
+
+/** What GET .../shares answers, for the owner or (the admin API) anyone. */
+export async function sharingOf(app: FastifyInstance, scope: Scope, id: string) {
+  const view = await app.desktops.shares(scope, id);
+  return { ...view, connected: await app.desktops.connected(scope, id) };
+}
 
 function ttl(expiresIn: string | undefined): number | null {
   if (expiresIn === undefined) return null;
@@ -88,12 +95,9 @@ const shares: FastifyPluginAsyncTypebox = async (app) => {
     '/api/desktops/:id/shares',
     {
       config: READ,
-      schema: { tags: ['sharing'], summary: 'Its shares and links, who has it open now, and whether it can be shared here', params: DesktopIdParams, response: { 200: SharingSchema, ...errors(401, 403, 404) } },
+      schema: { tags: ['sharing'], summary: 'Its shares and links, who has it open now, and whether it can be shared here', params: DesktopIdParams, response: { 200: Type.Ref('Sharing'), ...errors(401, 403, 404) } },
     },
-    async (request) => {
-      const view = await app.desktops.shares(caller(request), request.params.id);
-      return { ...view, connected: await app.desktops.connected(caller(request), request.params.id) };
-    },
+    async (request) => sharingOf(app, caller(request), request.params.id),
   );
 
   app.post(
