@@ -112,6 +112,8 @@ t.test('revoking through one replica closes exactly that share, at every replica
     t.ok(c.at - answeredAt < 1000, `replica ${'AB'[i]}: within a second of the answer (${c.at - answeredAt} ms)`);
   }
   t.equal(carolSocket.readyState, WebSocket.OPEN, "carol's (the link) stays open");
+  const after = JSON.parse((await api(portB, `/api/desktops/${desktop.id}/shares`, { cookie: alice })).text) as { connected: Array<{ username: string; role: string }> };
+  t.same(after.connected.map((c) => `${c.username} ${c.role}`), ['alice owner', 'carol view'], 'bob is no longer listed as connected, at once');
   t.equal(aliceSocket.readyState, WebSocket.OPEN, "alice's stays open");
   for (const [name, port] of [['A', portA], ['B', portB]] as const) {
     t.equal((await hostRequest(port, host, `/desktop/${desktop.proxyPath}/`, { cookie: bobCookie })).status, 403, `replica ${name}: bob is refused`);

@@ -402,9 +402,10 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   async connected(scope: Scope, id: string): Promise<Array<{ username: string; role: 'owner' | 'control' | 'view'; lastSeenAt: string }>> {
     const { row } = await this.views.owned(scope, id);
     const since = Date.now() - CONNECTED_NOW_MS;
-    const viewers = await this.options.publisher.readViewers();
+    const [viewers, holders] = await Promise.all([this.options.publisher.readViewers(), this.sharing.holders(id)]);
+    // Someone whose share was revoked or ended is gone at once, not a few flushes later.
     return viewers
-      .filter((v) => v.path === row.proxyPath && v.at >= since && (v.role === 'owner' || v.role === 'control' || v.role === 'view'))
+      .filter((v) => v.path === row.proxyPath && v.at >= since && (v.role === 'owner' || ((v.role === 'control' || v.role === 'view') && holders.has(v.username))))
       .sort((a, b) => a.role.localeCompare(b.role) || a.username.localeCompare(b.username))
       .map((v) => ({ username: v.username, role: v.role as 'owner' | 'control' | 'view', lastSeenAt: new Date(v.at).toISOString() }));
   }

@@ -223,6 +223,23 @@ export class Sharing {
     await this.routes.change(desktopId, (route) => ({ ...route, shares }), signal);
   }
 
+  /** The usernames that may reach the desktop through a live share now: named, or a link they opened. */
+  async holders(desktopId: string): Promise<Set<string>> {
+    const now = new Date();
+    const named = await this.options.db
+      .select({ username: users.username })
+      .from(desktopShares)
+      .innerJoin(users, eq(users.id, desktopShares.userId))
+      .where(and(eq(desktopShares.desktopId, desktopId), liveShare(now)));
+    const visitors = await this.options.db
+      .select({ username: users.username })
+      .from(shareLinkVisitors)
+      .innerJoin(desktopShares, eq(desktopShares.id, shareLinkVisitors.shareId))
+      .innerJoin(users, eq(users.id, shareLinkVisitors.userId))
+      .where(and(eq(desktopShares.desktopId, desktopId), liveShare(now)));
+    return new Set([...named, ...visitors].map((r) => r.username));
+  }
+
   /** Removes expired shares; returns the desktops whose routes must drop them. */
   async removeExpired(now = new Date()): Promise<string[]> {
     const gone = await this.options.db
