@@ -74,6 +74,11 @@ export function desktopOrigin(origins: DesktopOrigins, path: string): string {
   return `${origins.scheme}://${desktopHost(origins, path)}`;
 }
 
+/** Every desktop's origin at once, as a CSP source (`https://*.desktops.example.net`): what the UI may frame. */
+export function desktopOriginsSource(origins: DesktopOrigins): string {
+  return `${origins.scheme}://*.${origins.suffix}${origins.port}`;
+}
+
 /**
  * The label a Host header names under the desktop origins, or null when it is not one of them
  * (the UI's host, say). Exactly one label before the suffix; the port must be the pattern's.

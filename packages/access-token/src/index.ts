@@ -13,7 +13,7 @@ export { ACCESS_COOKIE_NAME, ACCESS_COOKIE_PATH, DESKTOP_ACCESS_COOKIE_NAME, MAX
 export { originAllowed } from './origin.ts';
 export { checkAccess, roleOn, shareFor, UI_ORIGIN_SCOPE } from './access.ts';
 export type { AccessDecision, AccessRole, AccessScope, RouteAccess, ShareAccess, ShareMode } from './access.ts';
-export { DesktopOriginError, desktopHost, desktopOrigin, labelOfHost, originLabel, parseDesktopOrigin, parseDesktopOriginSetting } from './desktop-origin.ts';
+export { DesktopOriginError, desktopHost, desktopOrigin, desktopOriginsSource, labelOfHost, originLabel, parseDesktopOrigin, parseDesktopOriginSetting } from './desktop-origin.ts';
 export type { DesktopOrigins } from './desktop-origin.ts';
 export { DEFAULT_LIFETIME_MS, MAX_TOKEN_LENGTH, TOKEN_PREFIX } from './token.ts';
 export type { AccessClaims, AccessSubject } from './token.ts';

@@ -47,17 +47,15 @@ export function contentSecurityPolicy(frameSources: readonly string[] = []): str
 
 export const CONTENT_SECURITY_POLICY = contentSecurityPolicy();
 
-const DESKTOP_ORIGIN_PATTERN = /^(https?):\/\/\*\.([A-Za-z0-9.-]+?)(:\d{1,5})?\/?$/;
+/** A CSP host-source such as `https://*.desktops.example.net:8443`: scheme, host (a leading `*.` allowed), port. */
+const FRAME_SOURCE = /^https?:\/\/(?:\*\.)?[a-z0-9.-]+(?::\d{1,5})?$/;
 
-/**
- * The CSP source for DESKTOP_ORIGIN (`https://*.desktops.example.net`, with its port if any):
- * what frame-src must allow for desktops on origins of their own. Throws on anything else, so a
- * typo never widens the policy.
- */
-export function desktopFrameSource(desktopOrigin: string): string {
-  const m = DESKTOP_ORIGIN_PATTERN.exec(desktopOrigin.trim());
-  if (m === null) throw new Error(`web UI: DESKTOP_ORIGIN ${JSON.stringify(desktopOrigin)} is not a wildcard origin such as https://*.desktops.example.net`);
-  return `${m[1]}://*.${m[2]!.toLowerCase()}${m[3] ?? ''}`;
+/** The frame sources to add, each checked, so a bad value never widens the policy. */
+function checkedFrameSources(sources: readonly string[]): string[] {
+  for (const source of sources) {
+    if (!FRAME_SOURCE.test(source)) throw new Error(`web UI: ${JSON.stringify(source)} is not a frame source such as https://*.desktops.example.net`);
+  }
+  return [...sources];
 }
 
 export interface WebUiOptions {
@@ -68,10 +66,10 @@ export interface WebUiOptions {
   /** Replace the Content-Security-Policy. */
   contentSecurityPolicy?: string;
   /**
-   * DESKTOP_ORIGIN (`https://*.desktops.example.net`), when desktops are on origins of their own:
-   * the policy's frame-src then allows them (the UI frames desktops and the renewal frame there).
+   * Origins the UI frames besides its own: with DESKTOP_ORIGIN, the desktops' (the control plane
+   * passes `https://*.desktops.example.net`), for the desktop frame and the renewal frame.
    */
-  desktopOrigin?: string;
+  frameSources?: readonly string[];
 }
 
 interface Asset {
@@ -164,7 +162,7 @@ async function webUiPlugin(app: FastifyInstance, options: WebUiOptions): Promise
   await ensureBuilt(distDir, options.build ?? 'if-stale');
   const assets = await loadBundle(distDir);
   const index = assets.get('index.html')!;
-  const csp = options.contentSecurityPolicy ?? contentSecurityPolicy(options.desktopOrigin ? [desktopFrameSource(options.desktopOrigin)] : []);
+  const csp = options.contentSecurityPolicy ?? contentSecurityPolicy(checkedFrameSources(options.frameSources ?? []));
 
   const send = (request: FastifyRequest, reply: FastifyReply, asset: Asset): FastifyReply => {
     const accepts = acceptedEncodings(request.headers['accept-encoding']);

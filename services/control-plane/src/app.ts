@@ -29,6 +29,7 @@ import health from './routes/health.ts';
 import auth from './routes/auth.ts';
 import shareExpiry from './policies/share-expiry.ts';
 import handoff from './routes/handoff.ts';
+import { desktopOriginsSource } from '@deskhub/access-token';
 import api, { sharedSchemas } from './routes/api/index.ts';
 import { webUi } from '@deskhub/web-ui';
 
@@ -112,7 +113,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     await app.register(api);
     // The web UI claims only its own paths (/, /signin, /assets/...), never /api or /auth.
     // With DESKTOP_ORIGIN its CSP lets it frame the desktops' own origins.
-    if (options.webUi ?? true) await app.register(webUi, config.DESKTOP_ORIGIN ? { desktopOrigin: config.DESKTOP_ORIGIN.pattern } : {});
+    if (options.webUi ?? true) await app.register(webUi, config.DESKTOP_ORIGIN ? { frameSources: [desktopOriginsSource(config.DESKTOP_ORIGIN)] } : {});
     await app.ready();
   } catch (err) {
     await app.close().catch(() => {});
