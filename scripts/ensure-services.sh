@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (Debian packages) and starts what the test suite talks to for real:
 # PostgreSQL, Redis (tests start their own redis-server processes), Docker Engine, Chromium,
-# nginx and wrk (benchmark harness). Idempotent: does nothing that is already done.
+# Firefox ESR, nginx and wrk (benchmark harness). Idempotent: does nothing that is already done.
 # Needs root on Debian 12. The caller (scripts/test.sh) sets TEST_DATABASE_URL; this script makes it valid.
 set -euo pipefail
 
@@ -10,6 +10,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v dockerd >/dev/null || need+=(docker.io)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# The desktop-origin cookie hand-off is checked in Firefox too (puppeteer-core over WebDriver BiDi).
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)

@@ -55,7 +55,7 @@ export function benchRoute(routePath: string, upstreamPort: number): Route {
     path: routePath,
     desktopId: routePath,
     owner: BENCH_OWNER,
-    sharedWith: [],
+    shares: [],
     upstream: { scheme: 'http', host: '127.0.0.1', port: upstreamPort, verifyTls: false },
     stripPrefix: true,
     authorization: null,

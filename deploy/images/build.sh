@@ -128,7 +128,8 @@ build_kasm_test() {
 }
 
 # The desktop image: a Debian minbase with Xvfb, openbox, xterm, x11vnc and noVNC behind
-# websockify on HTTPS 6901 with Kasm's basic auth (desktop/entrypoint.sh).
+# websockify on HTTPS 6901 with Kasm's basic auth and its two users, kasm_user and the
+# view-only kasm_viewer (desktop/entrypoint.sh, desktop/kasm-websockify.py).
 desktop_packages=(xvfb x11vnc python3-websockify openbox xterm openssl tini procps)
 
 build_desktop() {
@@ -139,7 +140,7 @@ build_desktop() {
   fi
   local hash
   hash=$( {
-    sha256sum "$here/build.sh" "$here/desktop/entrypoint.sh" | sed 's#  .*/# #'
+    sha256sum "$here/build.sh" "$here/desktop/entrypoint.sh" "$here/desktop/kasm-websockify.py" | sed 's#  .*/# #'
     echo "$suite ${packages[*]} $apt_sources"
   } | sha256sum | cut -c1-64)
   up_to_date "$image" "$hash" && return 0
@@ -211,6 +212,7 @@ build_desktop() {
   fi
 
   install -m 0755 "$here/desktop/entrypoint.sh" "$root/usr/local/bin/deskhub-desktop"
+  install -m 0755 "$here/desktop/kasm-websockify.py" "$root/usr/local/bin/kasm-websockify"
   tar -C "$root" -c . | docker import \
     --change 'ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/deskhub-desktop"]' \
     --change 'EXPOSE 6901' \

@@ -34,7 +34,7 @@ export function benchAccessToken(iterations = 20_000): BenchRow[] {
   const distinct = Array.from({ length: iterations + 1000 }, (_, n) => signer.sign(subject(n), now).token);
   const one = distinct[0]!;
   const cookieHeader = `deskhub_session=abcdefghijklmnopqrstuvwxyz0123456789; deskhub_access=${one}; _ga=GA1.1.123456789.1700000000`;
-  const route = { owner: subject(0).userId, sharedWith: [] as string[] };
+  const route = { path: 'p', owner: subject(0).userId, shares: [] };
 
   // Cold: every token is new to the verifier (parse, Ed25519 check, decode, cache insert).
   const cold = createVerifier({ publicKeys: [pair.publicKeyPem], cacheSize: iterations + 1000 });

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Starts a Kasm-like desktop in the deskhub/desktop image (run by tini as uid 1000): an X server,
-# openbox, an xterm, x11vnc on loopback and noVNC behind websockify on HTTPS 6901 with Kasm's
-# basic auth (kasm_user:$VNC_PW). If any part dies the container exits, so the control plane
-# sees a dead desktop instead of a half-working one.
+# openbox, an xterm, two x11vnc servers on loopback (read-write on 5901, view-only on 5902) and
+# noVNC behind websockify on HTTPS 6901 with Kasm's two users and basic auth: kasm_user:$VNC_PW
+# reaches the first, kasm_viewer:$VNC_PW the second (kasm-websockify.py). If any part dies the
+# container exits, so the control plane sees a dead desktop instead of a half-working one.
 set -euo pipefail
 
 VNC_PW=${VNC_PW:-}
@@ -47,22 +48,38 @@ if [ -n "${LAUNCH_URL:-}" ] && command -v firefox-esr >/dev/null; then
   firefox-esr "$LAUNCH_URL" >"$state/firefox.log" 2>&1 &
 fi
 
-# x11vnc listens on loopback only and has no VNC password: the only way in from outside is
-# websockify, which checks basic auth on every request like KasmVNC. A VNC password would make
-# noVNC ask the user for it, and the user never sees the desktop's password.
-x11vnc -display "$DISPLAY" -rfbport 5901 -localhost -forever -shared -nopw -quiet \
-  -noxdamage >"$state/x11vnc.log" 2>&1 &
-vnc=$!
+# The web folder, built at every start like Kasm's: noVNC's files, and the owner's ~/Downloads
+# linked in as Downloads/Downloads (kasm_default_profile.sh does the same), so any signed-in
+# user, kasm_viewer included, can fetch the owner's downloads at /Downloads/Downloads/<file>.
+www=$state/www
+mkdir -p "$HOME/Downloads"
+rm -rf "$www"
+mkdir -p "$www/Downloads"
+ln -s /usr/share/novnc/* "$www/"
+ln -s "$HOME/Downloads" "$www/Downloads/Downloads"
 
-websockify --web /usr/share/novnc --cert "$state/self.pem" --ssl-only \
-  --web-auth --auth-plugin BasicHTTPAuth --auth-source "kasm_user:$VNC_PW" \
-  6901 127.0.0.1:5901 &
+# The x11vnc servers listen on loopback only and have no VNC password: the only way in from
+# outside is websockify, which checks basic auth on every request like KasmVNC. A VNC password
+# would make noVNC ask the user for it, and the user never sees the desktop's password.
+# kasm_viewer's server drops keys, pointer and clipboard (-viewonly), and never sets the
+# desktop's selections.
+x11vnc -display "$DISPLAY" -rfbport 5901 -localhost -forever -shared -nopw -quiet \
+  -noxdamage -desktop "deskhub desktop" >"$state/x11vnc.log" 2>&1 &
+vnc=$!
+x11vnc -display "$DISPLAY" -rfbport 5902 -localhost -forever -shared -nopw -quiet \
+  -noxdamage -viewonly -nosetclipboard -nosetprimary -desktop "deskhub desktop (view only)" \
+  >"$state/x11vnc-viewer.log" 2>&1 &
+viewer_vnc=$!
+
+# VNC_PW stays in the environment (kasm-websockify.py reads it there, not from its arguments).
+export VNC_PW
+kasm-websockify --web "$www" --cert "$state/self.pem" --owner-port 5901 --viewer-port 5902 6901 &
 web=$!
 
-# The X server, the VNC server or the web server exiting ends the desktop (tini -g then signals
-# the rest); closing the xterm does not.
+# The X server, either VNC server or the web server exiting ends the desktop (tini -g then
+# signals the rest); closing the xterm does not.
 set +e
-wait -n "$xvfb" "$vnc" "$web"
+wait -n "$xvfb" "$vnc" "$viewer_vnc" "$web"
 status=$?
-echo "deskhub-desktop: the X, VNC or web server exited with status $status; stopping" >&2
+echo "deskhub-desktop: the X, a VNC or the web server exited with status $status; stopping" >&2
 exit "$status"

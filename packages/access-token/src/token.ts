@@ -28,6 +28,14 @@ export interface AccessClaims {
   /** The server-side session the token was minted for; revoking it rejects the token. */
   readonly sessionId: string;
   readonly roles?: readonly string[];
+  /**
+   * A token for one desktop's own origin (DESKTOP_ORIGIN) names that desktop's proxy path, and is
+   * good for nothing else: a desktop's page cannot use its viewer's access to any other desktop.
+   * Absent: a token for the UI's origin (the owner's desktops under /desktop/ there).
+   */
+  readonly desktop?: string;
+  /** The share or link the token was minted under (a viewer's token); absent for the owner. */
+  readonly grant?: string;
   readonly issuedAt: number;
   readonly expiresAt: number;
   /** Id of the key that signed the token (set by the verifier from the token's header). */
@@ -40,6 +48,8 @@ export interface AccessSubject {
   username: string;
   sessionId: string;
   roles?: readonly string[];
+  desktop?: string;
+  grant?: string;
 }
 
 export const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
@@ -83,6 +93,8 @@ export function encodePayload(subject: AccessSubject, issuedAt: number, expiresA
     expiresAt,
   };
   if (subject.roles !== undefined && subject.roles.length > 0) body.roles = [...subject.roles];
+  if (subject.desktop !== undefined) body.desktop = subject.desktop;
+  if (subject.grant !== undefined) body.grant = subject.grant;
   return Buffer.from(JSON.stringify(body)).toString('base64url');
 }
 
@@ -102,12 +114,14 @@ export function decodePayload(payload: string, keyId: string): AccessClaims | nu
     return null;
   }
   if (typeof body !== 'object' || body === null) return null;
-  const { userId, username, sessionId, roles, issuedAt, expiresAt } = body as Record<string, unknown>;
+  const { userId, username, sessionId, roles, desktop, grant, issuedAt, expiresAt } = body as Record<string, unknown>;
   if (!isText(userId, 200) || !isText(username, 200) || !isText(sessionId, 200)) return null;
   if (!isTime(issuedAt) || !isTime(expiresAt) || expiresAt <= issuedAt) return null;
   if (roles !== undefined && !(Array.isArray(roles) && roles.length <= 32 && roles.every((r) => isText(r, 100)))) return null;
-  const claims: AccessClaims = roles === undefined
-    ? { userId, username, sessionId, issuedAt, expiresAt, keyId }
-    : { userId, username, sessionId, roles: Object.freeze([...(roles as string[])]), issuedAt, expiresAt, keyId };
+  if ((desktop !== undefined && !isText(desktop, 200)) || (grant !== undefined && !isText(grant, 200))) return null;
+  const claims: { -readonly [K in keyof AccessClaims]: AccessClaims[K] } = { userId, username, sessionId, issuedAt, expiresAt, keyId };
+  if (roles !== undefined) claims.roles = Object.freeze([...(roles as string[])]);
+  if (desktop !== undefined) claims.desktop = desktop;
+  if (grant !== undefined) claims.grant = grant;
   return Object.freeze(claims);
 }

@@ -64,15 +64,16 @@ t.test('checkAccess: owner and shared users pass, others 403, no or bad token 40
   const pair = generateKeyPair();
   const signer = createSigner({ privateKey: pair.privateKeyPem });
   const verifier = createVerifier({ publicKeys: [pair.publicKeyPem] });
-  const route = { owner: 'u-alice', sharedWith: ['u-carol'] };
+  const route = { path: 'alice-dev', owner: 'u-alice', shares: [{ id: 'sh-carol', user: 'u-carol', mode: 'control' as const }] };
   const alice = signer.sign({ userId: 'u-alice', username: 'alice', sessionId: 's-a' }, T0).token;
   const bob = signer.sign({ userId: 'u-bob', username: 'bob', sessionId: 's-b' }, T0).token;
-  const carol = signer.sign({ userId: 'u-carol', username: 'carol', sessionId: 's-c' }, T0).token;
+  const carol = signer.sign({ userId: 'u-carol', username: 'carol', sessionId: 's-c', grant: 'sh-carol' }, T0).token;
   const stranger = createSigner({ privateKey: generateKeyPair().privateKeyPem }).sign({ userId: 'u-alice', username: 'alice', sessionId: 's-x' }, T0).token;
 
   const decide = (cookie: string | undefined) => checkAccess(verifier, cookie, route, T0 + 1000);
   t.match(decide(`deskhub_access=${alice}`), { ok: true, claims: { userId: 'u-alice' } }, 'owner');
-  t.match(decide(`deskhub_access=${carol}`), { ok: true, claims: { userId: 'u-carol' } }, 'shared with');
+  t.match(decide(`deskhub_access=${carol}`), { ok: true, claims: { userId: 'u-carol' }, role: 'control', share: { id: 'sh-carol' } }, 'shared with');
+  t.equal((decide(`deskhub_access=${alice}`) as { role?: string }).role, undefined, "the owner's decision has no share role");
   t.match(decide(`deskhub_access=${bob}`), { ok: false, status: 403, reason: 'not-allowed', claims: { userId: 'u-bob' } }, 'someone else');
   t.same(decide(undefined), { ok: false, status: 401, reason: 'missing' });
   t.same(decide('other=1'), { ok: false, status: 401, reason: 'missing' });

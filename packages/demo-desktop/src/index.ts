@@ -4,15 +4,20 @@
  * a WebSocket on any path (refused without Origin, subprotocol `binary` chosen when offered).
  * The process runtime runs it as the `demo` desktop; tests and benchmarks use it as an upstream.
  *
+ * Like Kasm images it has two users with the same password: kasm_user, the owner, and
+ * kasm_viewer, who may only watch. Both get the page, `/__echo` and the WebSocket; only the
+ * owner gets `/api/...` (KasmVNC's owner API: 403 for the viewer).
+ *
  * Besides `/` (a page naming the desktop that opens the WebSocket at `?path=` like noVNC does),
- * it answers `/__echo` with the method, URL and headers it received, and streams any request
- * body straight back: what the proxy tests need to see what reached the container.
+ * it answers `/__echo` with the method, URL, headers and user it received, and streams any
+ * request body straight back: what the proxy tests need to see what reached the container.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { timingSafeEqual } from 'node:crypto';
+import { posix } from 'node:path';
 import selfsigned from 'selfsigned';
 import { WebSocketServer, type WebSocket } from 'ws';
 
@@ -23,8 +28,10 @@ export interface DemoDesktopOptions {
   /** 0 picks a free port. */
   port?: number;
   tls?: boolean;
-  /** Basic auth user and password; no auth when password is empty. */
+  /** The owner's Basic auth user name (kasm_user); no auth when password is empty. */
   username?: string;
+  /** The view-only user's name (kasm_viewer), with the same password. */
+  viewerUsername?: string;
   password?: string;
   /** Kasm refuses a WebSocket without Origin (KasmVNC #205); so does this, unless false. */
   requireOrigin?: boolean;
@@ -46,11 +53,34 @@ export async function makeSelfSignedCertificate(commonName = 'localhost'): Promi
   return { key: pems.private, cert: pems.cert };
 }
 
-function authorized(header: string | undefined, expected: Buffer | null): boolean {
-  if (expected === null) return true;
-  if (!header) return false;
-  const given = Buffer.from(header.trim());
-  return given.length === expected.length && timingSafeEqual(given, expected);
+/** Who a request is: a user's name, '' when the desktop has no password, null when refused. */
+type Authenticate = (header: string | undefined) => string | null;
+
+function basicAuthenticator(users: string[], password: string): Authenticate {
+  if (!password) return () => '';
+  const expected = users.map((user) => ({ user, header: Buffer.from('Basic ' + Buffer.from(`${user}:${password}`).toString('base64')) }));
+  return (header) => {
+    if (!header) return null;
+    const given = Buffer.from(header.trim());
+    // Both users are always compared (each in constant time): the time taken does not tell which matched.
+    let found: string | null = null;
+    for (const { user, header: wanted } of expected) {
+      if (given.length === wanted.length && timingSafeEqual(given, wanted)) found = user;
+    }
+    return found;
+  };
+}
+
+/** KasmVNC's owner API: /api or below, however the path is spelled (//api, /%61pi, /x/../api). */
+export function isOwnerApi(rawUrl: string): boolean {
+  let path = rawUrl.split(/[?#]/, 1)[0] ?? '';
+  try {
+    path = decodeURIComponent(path);
+  } catch {
+    // Not valid percent-encoding: compared as it is.
+  }
+  const clean = '/' + posix.normalize(path).replace(/^\/+/, '');
+  return clean === '/api' || clean.startsWith('/api/');
 }
 
 function escapeHtml(s: string): string {
@@ -80,14 +110,15 @@ function page(name: string): string {
 }
 
 export async function startDemoDesktop(options: DemoDesktopOptions): Promise<DemoDesktop> {
-  const username = options.username ?? 'kasm_user';
-  const password = options.password ?? '';
-  const expected = password ? Buffer.from('Basic ' + Buffer.from(`${username}:${password}`).toString('base64')) : null;
+  const owner = options.username ?? 'kasm_user';
+  const viewer = options.viewerUsername ?? 'kasm_viewer';
+  const authenticate = basicAuthenticator([owner, viewer], options.password ?? '');
   const requireOrigin = options.requireOrigin ?? true;
   const html = page(options.name);
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    if (!authorized(req.headers.authorization, expected)) {
+    const user = authenticate(req.headers.authorization);
+    if (user === null) {
       res.writeHead(401, { 'www-authenticate': 'Basic realm="Websockify"', 'content-type': 'text/plain' });
       res.end('401 Unauthorized\n');
       return;
@@ -99,8 +130,17 @@ export async function startDemoDesktop(options: DemoDesktopOptions): Promise<Dem
         'x-echo-method': req.method ?? '',
         'x-echo-url': req.url ?? '',
         'x-echo-headers': Buffer.from(JSON.stringify(req.headers)).toString('base64'),
+        'x-echo-user': user,
       });
       req.pipe(res);
+      return;
+    }
+    if (isOwnerApi(req.url ?? '/')) {
+      // Without a password there is no viewer: everyone is treated as the owner.
+      const allowed = user !== viewer;
+      const body = allowed ? { user, api: (req.url ?? '/').split('?', 1)[0] } : { user, error: 'the API is for the owner only' };
+      res.writeHead(allowed ? 200 : 403, { 'content-type': 'application/json' });
+      res.end(req.method === 'HEAD' ? undefined : JSON.stringify(body) + '\n');
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -135,7 +175,7 @@ export async function startDemoDesktop(options: DemoDesktopOptions): Promise<Dem
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
-    if (!authorized(req.headers.authorization, expected)) {
+    if (authenticate(req.headers.authorization) === null) {
       socket.end('HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm="Websockify"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }

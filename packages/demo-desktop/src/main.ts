@@ -2,7 +2,7 @@
 /**
  * Runs the demo desktop from environment variables, as the process runtime and the Docker test
  * image do: DESKTOP_NAME, HOST (127.0.0.1), PORT (6901), TLS (true), VNC_PW (basic auth password
- * for kasm_user; none when unset). Prints one JSON line when listening.
+ * for kasm_user and the view-only kasm_viewer; none when unset). Prints one JSON line when listening.
  */
 import { startDemoDesktop } from './index.ts';
 

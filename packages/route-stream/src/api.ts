@@ -1,5 +1,5 @@
 /** Public interfaces of the route stream. Implementations: see transports/. */
-import type { ActivityMap, ReplicaStatus, Route, RouteChange, Snapshot } from './types.ts';
+import type { ActivityMap, ReplicaStatus, Route, RouteChange, Snapshot, Viewer } from './types.ts';
 
 /** Read-only view of the routes a proxy holds. Lookup is a Map get: constant cost. */
 export interface RouteTable {
@@ -41,6 +41,11 @@ export interface RouteSubscriber {
    * `connectedPaths` option does: called at each flush, each path it yields gets presence = now.
    */
   setConnectedPaths(source: (() => Iterable<string>) | null): void;
+  /**
+   * Sets (null: clears) what lists who is connected right now, as `viewerKey(path, role, username)`
+   * strings: called at each flush, each gets the time of that flush in the `viewers` map.
+   */
+  setConnectedViewers(source: (() => Iterable<string>) | null): void;
   /** Name this replica announces itself under (see RoutePublisher.replicas). */
   readonly replicaId: string;
   /** Resolves true once the table is ready and holds `version` or newer; false after `timeoutMs` or on close. */
@@ -76,6 +81,8 @@ export interface RoutePublisher {
    * flush at which a WebSocket of the route was open. A route never connected to is absent.
    */
   readPresence(): Promise<ActivityMap>;
+  /** Who had each route open at the proxies' recent flushes (entries older than a day are pruned as they are read). */
+  readViewers(): Promise<Viewer[]>;
   /** Called when a proxy asks for a full republish (it found the store behind its own table). */
   onResyncRequest(listener: () => void): void;
   close(): Promise<void>;

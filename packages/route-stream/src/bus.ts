@@ -10,11 +10,23 @@
 import type { ActivityMap, ReplicaStatus } from './types.ts';
 
 /**
- * The per-route time maps the subscribers merge into the store, latest wins: `activity` (what a
- * person did) and `presence` (someone connected: a request, or a WebSocket open at a flush).
+ * The time maps the subscribers merge into the store, latest wins: per route `activity` (what a
+ * person did) and `presence` (someone connected: a request, or a WebSocket open at a flush); and
+ * `viewers`, per route and person (`viewerKey`): who had it open at a flush, and as what.
  */
-export type TimeMap = 'activity' | 'presence';
-export const TIME_MAPS: readonly TimeMap[] = ['activity', 'presence'];
+export type TimeMap = 'activity' | 'presence' | 'viewers';
+export const TIME_MAPS: readonly TimeMap[] = ['activity', 'presence', 'viewers'];
+
+/** A `viewers` entry's key: route path, role and username, tab-separated (none of them holds a tab). */
+export function viewerKey(path: string, role: string, username: string): string {
+  return `${path}\t${role}\t${username}`;
+}
+
+/** The parts of a `viewerKey`, or null for a key that is not one. */
+export function parseViewerKey(key: string): { path: string; role: string; username: string } | null {
+  const parts = key.split('\t');
+  return parts.length === 3 && parts.every((p) => p.length > 0) ? { path: parts[0]!, role: parts[1]!, username: parts[2]! } : null;
+}
 /** Entries to merge, per map; a map left out or empty is not touched. */
 export type TimesBatch = Partial<Record<TimeMap, Array<[path: string, at: number]>>>;
 
@@ -87,6 +99,8 @@ export interface RouteBus {
   mergeTimes(batch: TimesBatch): Promise<void>;
   /** One per-route time map as stored (the latest any replica flushed). */
   readTimes(map: TimeMap): Promise<ActivityMap>;
+  /** Removes entries from a time map (the reader's pruning of `viewers`). */
+  forgetTimes(map: TimeMap, keys: string[]): Promise<void>;
   close(): Promise<void>;
 }
 

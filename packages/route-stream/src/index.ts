@@ -8,5 +8,6 @@ export * from './api.ts';
 export { createRouteStream } from './stream.ts';
 export type { RouteStream, RouteStreamOptions, SubscriberOptions } from './stream.ts';
 export { RouteMessageError, parseRoute, parseRouteChange } from './schema.ts';
+export { viewerKey, parseViewerKey } from './bus.ts';
 export { createRevocationChannel } from './revocations.ts';
 export type { Revocation, RevocationChannel } from './revocations.ts';

@@ -4,14 +4,16 @@
  */
 import type { Logger } from '@deskhub/config';
 import type { RoutePublisher } from './api.ts';
-import { parseControlMessage, type BusSubscription, type Channel, type RouteBus } from './bus.ts';
+import { parseControlMessage, parseViewerKey, type BusSubscription, type Channel, type RouteBus } from './bus.ts';
 import { RouteMessageError, parseRoute, parseRouteChange } from './schema.ts';
-import type { ActivityMap, ReplicaStatus, RouteChange, Snapshot } from './types.ts';
+import type { ActivityMap, ReplicaStatus, RouteChange, Snapshot, Viewer } from './types.ts';
 
 /** Requests for a republish closer together than this reach the listeners as one call. */
 const RESYNC_REQUEST_COALESCE_MS = 250;
 /** waitForReplicas re-reads the replicas at least this often, to notice expired announcements. */
 const REPLICA_POLL_MS = 100;
+/** Viewer entries older than this are removed when read: nobody asks who had a desktop open a day ago. */
+const VIEWERS_KEPT_MS = 24 * 3_600_000;
 
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -99,6 +101,21 @@ export class StreamPublisher implements RoutePublisher {
 
   readPresence(): Promise<ActivityMap> {
     return this.bus.readTimes('presence');
+  }
+
+  async readViewers(): Promise<Viewer[]> {
+    const times = await this.bus.readTimes('viewers');
+    const viewers: Viewer[] = [];
+    const stale: string[] = [];
+    const keepAfter = Date.now() - VIEWERS_KEPT_MS;
+    for (const [key, at] of times) {
+      const parsed = parseViewerKey(key);
+      if (parsed === null || at < keepAfter) stale.push(key);
+      else viewers.push({ ...parsed, at });
+    }
+    // Nothing else removes the entries of people gone long ago (or of deleted routes).
+    if (stale.length > 0) await this.bus.forgetTimes('viewers', stale).catch((err: unknown) => this.log.warn({ err: errorText(err) }, 'pruning old viewer entries failed'));
+    return viewers;
   }
 
   onResyncRequest(listener: () => void): void {

@@ -7,7 +7,7 @@
  * has nothing else, a copy otherwise), so nothing a sender adds travels further, and a header
  * value with CR/LF can never reach the proxy's upstream request.
  */
-import type { Route, RouteActivity, RouteChange, RouteState, Upstream } from './types.ts';
+import type { Route, RouteActivity, RouteChange, RouteShare, RouteState, Upstream } from './types.ts';
 
 /** A message or route that does not match the schema; `message` says which field and why. */
 export class RouteMessageError extends Error {
@@ -27,6 +27,11 @@ const UPSTREAM_HOST = /^[A-Za-z0-9._:-]{1,253}$/;
 /** A header value or query we put on the wire ourselves: printable ASCII only, so no CR/LF. */
 const HEADER_SAFE = /^[\x20-\x7e]*$/;
 const ROUTE_FIELDS = 9;
+/** More than this many shares on one desktop is not a person sharing it. */
+export const MAX_SHARES = 256;
+const MAX_OWNER_ONLY = 32;
+/** An owner-only prefix: a path starting with "/", printable ASCII, no query or fragment. */
+const OWNER_ONLY_PREFIX = /^\/[\x21-\x7e]{0,255}$/;
 const UPSTREAM_FIELDS = 4;
 const STATES: ReadonlySet<string> = new Set<RouteState>(['starting', 'running', 'stopping']);
 
@@ -111,17 +116,54 @@ function parseDisconnected(value: unknown, field: string): string | undefined {
   return value;
 }
 
+function parseShare(value: unknown, field: string): RouteShare {
+  const s = record(value, field);
+  const id = text(s.id, `${field}.id`);
+  if (s.mode !== 'view' && s.mode !== 'control') throw new RouteMessageError(`${field}.mode`, `expected "view" or "control", got ${describe(s.mode)}`);
+  const user = s.user === undefined ? undefined : text(s.user, `${field}.user`);
+  const expiresAt = s.expiresAt;
+  if (expiresAt !== undefined && (typeof expiresAt !== 'number' || !Number.isSafeInteger(expiresAt) || expiresAt <= 0)) {
+    throw new RouteMessageError(`${field}.expiresAt`, `expected epoch milliseconds, got ${describe(expiresAt)}`);
+  }
+  const share: RouteShare = { id, mode: s.mode };
+  if (user !== undefined) share.user = user;
+  if (expiresAt !== undefined) share.expiresAt = expiresAt;
+  return share;
+}
+
+/** Shares as sent, or [] when absent (routes published before sharing, which held `sharedWith: []`). */
+function parseShares(value: unknown, field: string): RouteShare[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || value.length > MAX_SHARES) {
+    throw new RouteMessageError(field, `expected an array of at most ${MAX_SHARES} shares, got ${describe(value)}`);
+  }
+  if (value.length === 0) return value as RouteShare[];
+  const shares: RouteShare[] = new Array(value.length);
+  for (let i = 0; i < value.length; i++) shares[i] = parseShare(value[i], `${field}[${i}]`);
+  return shares;
+}
+
+function headerValue(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.length > 8192 || !HEADER_SAFE.test(value)) {
+    throw new RouteMessageError(field, 'expected a header value of printable ASCII (at most 8192 characters)');
+  }
+  return value;
+}
+
+function parseOwnerOnly(value: unknown, field: string): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length > MAX_OWNER_ONLY || !value.every((p) => typeof p === 'string' && OWNER_ONLY_PREFIX.test(p) && !/[?#]/.test(p))) {
+    throw new RouteMessageError(field, `expected at most ${MAX_OWNER_ONLY} path prefixes starting with "/" (printable ASCII, no "?" or "#"), got ${describe(value)}`);
+  }
+  return [...(value as string[])];
+}
+
 function routeFrom(value: unknown, field: string): Route {
   const r = record(value, field);
-  const sharedWith = r.sharedWith;
-  if (!Array.isArray(sharedWith)) {
-    throw new RouteMessageError(`${field}.sharedWith`, `expected an array of user ids, got ${describe(sharedWith)}`);
-  }
-  for (let i = 0; i < sharedWith.length; i++) text(sharedWith[i], `${field}.sharedWith[${i}]`);
-  const authorization = r.authorization;
-  if (authorization !== null && (typeof authorization !== 'string' || authorization.length > 8192 || !HEADER_SAFE.test(authorization))) {
-    throw new RouteMessageError(`${field}.authorization`, 'expected null or a header value of printable ASCII (at most 8192 characters)');
-  }
+  const shares = parseShares(r.shares, `${field}.shares`);
+  const authorization = r.authorization === null ? null : headerValue(r.authorization, `${field}.authorization`);
+  const viewerAuthorization = r.viewerAuthorization === undefined ? undefined : headerValue(r.viewerAuthorization, `${field}.viewerAuthorization`);
+  const ownerOnly = parseOwnerOnly(r.ownerOnly, `${field}.ownerOnly`);
   const entryQuery = r.entryQuery;
   if (typeof entryQuery !== 'string' || entryQuery.length > 2048 || !HEADER_SAFE.test(entryQuery) || /[?#\s]/.test(entryQuery)) {
     throw new RouteMessageError(`${field}.entryQuery`, `expected a query without "?", "#" or spaces (may be ""), got ${describe(entryQuery)}`);
@@ -137,12 +179,21 @@ function routeFrom(value: unknown, field: string): Route {
   const activity = parseActivity(r.activity, `${field}.activity`);
   const disconnected = parseDisconnected(r.disconnected, `${field}.disconnected`);
   // A 100,000-route snapshot costs mostly allocation: every known field is present and checked
-  // now, so an object with exactly that many keys holds nothing else and is kept as it is.
-  const fields = ROUTE_FIELDS + (activity === undefined ? 0 : 1) + (disconnected === undefined ? 0 : 1);
-  if (upstream === r.upstream && activity === r.activity && Object.keys(r).length === fields) return r as unknown as Route;
-  const route: Route = { path, desktopId, owner, sharedWith: [...(sharedWith as string[])], upstream, stripPrefix, authorization, entryQuery, state: r.state as RouteState };
+  // now, so an object with exactly that many keys holds nothing else and is kept as it is. Shares
+  // and owner-only prefixes are always copies (checked element by element), so they are set anew.
+  const fields = ROUTE_FIELDS + (activity === undefined ? 0 : 1) + (disconnected === undefined ? 0 : 1) +
+    (viewerAuthorization === undefined ? 0 : 1) + (ownerOnly === undefined ? 0 : 1);
+  if (upstream === r.upstream && activity === r.activity && r.shares !== undefined && Object.keys(r).length === fields) {
+    const kept = r as unknown as Route;
+    kept.shares = shares;
+    if (ownerOnly !== undefined) kept.ownerOnly = ownerOnly;
+    return kept;
+  }
+  const route: Route = { path, desktopId, owner, shares, upstream, stripPrefix, authorization, entryQuery, state: r.state as RouteState };
   if (activity !== undefined) route.activity = activity;
   if (disconnected !== undefined) route.disconnected = disconnected;
+  if (viewerAuthorization !== undefined) route.viewerAuthorization = viewerAuthorization;
+  if (ownerOnly !== undefined) route.ownerOnly = ownerOnly;
   return route;
 }
 
@@ -174,10 +225,14 @@ export function sameRoute(a: Route, b: Route): boolean {
     a.authorization !== b.authorization || a.entryQuery !== b.entryQuery || a.state !== b.state ||
     a.upstream.scheme !== b.upstream.scheme || a.upstream.host !== b.upstream.host ||
     a.upstream.port !== b.upstream.port || a.upstream.verifyTls !== b.upstream.verifyTls ||
-    a.sharedWith.length !== b.sharedWith.length || activityKey(a.activity) !== activityKey(b.activity) ||
-    a.disconnected !== b.disconnected
+    a.shares.length !== b.shares.length || activityKey(a.activity) !== activityKey(b.activity) ||
+    a.disconnected !== b.disconnected || a.viewerAuthorization !== b.viewerAuthorization ||
+    (a.ownerOnly ?? []).join('\n') !== (b.ownerOnly ?? []).join('\n')
   ) {
     return false;
   }
-  return a.sharedWith.every((id, i) => id === b.sharedWith[i]);
+  return a.shares.every((s, i) => {
+    const o = b.shares[i]!;
+    return s.id === o.id && s.user === o.user && s.mode === o.mode && s.expiresAt === o.expiresAt;
+  });
 }

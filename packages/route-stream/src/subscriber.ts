@@ -13,7 +13,7 @@ import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '@deskhub/config';
 import type { RouteSubscriber, SubscriberEvents } from './api.ts';
-import { parseControlMessage, type BusSubscription, type Channel, type RouteBus, type StoredSnapshot } from './bus.ts';
+import { parseViewerKey, parseControlMessage, type BusSubscription, type Channel, type RouteBus, type StoredSnapshot } from './bus.ts';
 import { parseRoute, parseRouteChange, sameRoute } from './schema.ts';
 import { MapRouteTable } from './table.ts';
 import type { Route, RouteChange } from './types.ts';
@@ -81,6 +81,9 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
   private activity = new Map<string, number>();
   private presence = new Map<string, number>();
   private connectedPaths: (() => Iterable<string>) | null;
+  private connectedViewers: (() => Iterable<string>) | null = null;
+  /** Who was connected at flushes not yet written (kept when a write fails). */
+  private viewers = new Map<string, number>();
   private readonly versionWaiters = new Set<{ version: number; resolve: (ok: boolean) => void }>();
 
   constructor(
@@ -175,6 +178,10 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
     this.connectedPaths = source;
   }
 
+  setConnectedViewers(source: (() => Iterable<string>) | null): void {
+    this.connectedViewers = source;
+  }
+
   private keepLatest(times: Map<string, number>, path: string, at: number): void {
     // Only routes we serve: a flood of unknown paths must not grow this map or the store.
     if (!this.table.routes.has(path)) return;
@@ -196,17 +203,32 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
         this.log.warn({ err: errorText(err) }, 'listing connected routes failed; their presence waits for the next flush');
       }
     }
-    if (this.activity.size === 0 && this.presence.size === 0) return;
+    const viewersNow = this.connectedViewers;
+    if (viewersNow !== null) {
+      const now = Date.now();
+      try {
+        for (const key of viewersNow()) {
+          const path = parseViewerKey(key)?.path;
+          if (path !== undefined && this.table.routes.has(path)) this.viewers.set(key, now);
+        }
+      } catch (err) {
+        this.log.warn({ err: errorText(err) }, 'listing connected viewers failed; they wait for the next flush');
+      }
+    }
+    if (this.activity.size === 0 && this.presence.size === 0 && this.viewers.size === 0) return;
     const activity = this.activity;
     const presence = this.presence;
+    const viewers = this.viewers;
     this.activity = new Map();
     this.presence = new Map();
+    this.viewers = new Map();
     try {
-      await this.bus.mergeTimes({ activity: [...activity], presence: [...presence] });
+      await this.bus.mergeTimes({ activity: [...activity], presence: [...presence], ...(viewers.size > 0 ? { viewers: [...viewers] } : {}) });
     } catch (err) {
       // Keep it for the next flush; later times recorded meanwhile win.
       for (const [path, at] of activity) this.recordActivity(path, at);
       for (const [path, at] of presence) this.recordPresence(path, at);
+      for (const [key, at] of viewers) if (!this.viewers.has(key)) this.viewers.set(key, at);
       this.log.warn({ err: errorText(err) }, 'route activity flush failed; will retry');
     }
   }

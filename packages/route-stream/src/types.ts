@@ -26,13 +26,28 @@ export interface Route {
   desktopId: string;
   /** User id of the owner. */
   owner: string;
-  /** User ids the owner shares the desktop with. */
-  sharedWith: string[];
+  /**
+   * Who else may reach it, and how (sharing): named users and links, each with its mode and
+   * expiry. A proxy lets a viewer in only while the share their token names is here; a share
+   * gone from a new route closes the WebSockets opened with it.
+   */
+  shares: RouteShare[];
   upstream: Upstream;
   /** true: the upstream sees "/..." ; false: it sees "/desktop/<path>/..." (linuxserver SUBFOLDER images). */
   stripPrefix: boolean;
   /** Full Authorization header value the proxy injects (e.g. "Basic a2FzbV91c2VyOi4uLg=="), or null. */
   authorization: string | null;
+  /**
+   * Authorization the proxy injects for a `view` share instead of `authorization` (Kasm images:
+   * Basic for kasm_viewer, a read-only VNC user). Absent: the desktop has no read-only user and
+   * cannot be shared for viewing.
+   */
+  viewerAuthorization?: string;
+  /**
+   * Path prefixes under the desktop (as the browser sees them after `/desktop/<path>`, e.g.
+   * "/api/", "/Downloads/") that only the owner reaches: control shares and viewers get 403.
+   */
+  ownerOnly?: string[];
   /** Query the entry URL needs, without "?" (KasmVNC: "path=desktop/<path>/websockify"), or "". */
   entryQuery: string;
   state: RouteState;
@@ -47,6 +62,17 @@ export interface Route {
    * Absent (and in routes published before it existed): streams allowed.
    */
   disconnected?: string;
+}
+
+/** One share of a desktop (see Route.shares). */
+export interface RouteShare {
+  /** The share's or link's id; a viewer's access token names it. */
+  id: string;
+  /** User id of the user it is shared with; absent for a link (any signed-in user who opened it). */
+  user?: string;
+  mode: 'view' | 'control';
+  /** Epoch ms; absent: until revoked. */
+  expiresAt?: number;
 }
 
 export interface Snapshot {
@@ -72,5 +98,15 @@ export interface ReplicaStatus {
   id: string;
   version: number;
   /** epoch ms of the replica's last announcement */
+  at: number;
+}
+
+/** Someone who had a route open (a WebSocket, at a proxy's flush), and as what. */
+export interface Viewer {
+  path: string;
+  /** owner, control or view. */
+  role: string;
+  username: string;
+  /** epoch ms of the latest flush that saw them. */
   at: number;
 }

@@ -9,7 +9,7 @@ export function route(path: string, port = 8443, extra: Partial<Route> = {}): Ro
     path,
     desktopId: `d-${path}`,
     owner: 'u-alice',
-    sharedWith: [],
+    shares: [],
     upstream: { scheme: 'https', host: '127.0.0.1', port, verifyTls: false },
     stripPrefix: true,
     authorization: 'Basic a2FzbV91c2VyOnNlY3JldA==',

@@ -11,7 +11,13 @@ t.test('a valid route and change parse, from objects and from JSON text', async 
   t.same(parseRoute(Buffer.from(JSON.stringify(r))), r);
   t.same(parseRouteChange({ version: 3, op: 'put', route: r }), { version: 3, op: 'put', route: r });
   t.same(parseRouteChange('{"version":4,"op":"delete","path":"alice-ubuntu-desktop"}'), { version: 4, op: 'delete', path: 'alice-ubuntu-desktop' });
-  t.same(parseRoute({ ...r, authorization: null, entryQuery: '', sharedWith: ['u-bob'] }).sharedWith, ['u-bob']);
+  const shares = [{ id: 'sh-1', user: 'u-bob', mode: 'view' }, { id: 'ln-1', mode: 'control', expiresAt: 1_900_000_000_000 }];
+  t.same(parseRoute({ ...r, authorization: null, entryQuery: '', shares }).shares, shares);
+  t.same(parseRoute({ ...r, viewerAuthorization: 'Basic a2FzbV92aWV3ZXI6eA==', ownerOnly: ['/api/', '/Downloads/'] }).ownerOnly, ['/api/', '/Downloads/']);
+  // A route from before sharing (sharedWith, no shares) still loads, with no shares.
+  const { shares: _omit, ...old } = r;
+  t.same(parseRoute({ ...old, sharedWith: [] }).shares, []);
+  t.notOk('sharedWith' in parseRoute({ ...old, sharedWith: [] }), 'the old field does not travel on');
 });
 
 t.test('activity: absent (older publishers), traffic, or input in a dialect; unknown fields in it dropped', async (t) => {
@@ -76,8 +82,14 @@ t.test('each kind of bad input is refused with a message naming the field', asyn
     [{ ...r, path: 'a%2fb' }, /^route\.path/],
     [{ ...r, desktopId: '' }, /^route\.desktopId: expected a non-empty string/],
     [{ ...r, owner: 7 }, /^route\.owner/],
-    [{ ...r, sharedWith: 'bob' }, /^route\.sharedWith: expected an array/],
-    [{ ...r, sharedWith: ['bob', ''] }, /^route\.sharedWith\[1\]/],
+    [{ ...r, shares: 'bob' }, /^route\.shares: expected an array/],
+    [{ ...r, shares: [{ id: 'a', mode: 'view' }, { id: '', mode: 'view' }] }, /^route\.shares\[1\]\.id/],
+    [{ ...r, shares: [{ id: 'a', mode: 'admin' }] }, /^route\.shares\[0\]\.mode: expected "view" or "control"/],
+    [{ ...r, shares: [{ id: 'a', mode: 'view', expiresAt: -1 }] }, /^route\.shares\[0\]\.expiresAt/],
+    [{ ...r, shares: Array.from({ length: 257 }, (_, i) => ({ id: `s${i}`, mode: 'view' })) }, /^route\.shares: expected an array of at most 256/],
+    [{ ...r, viewerAuthorization: 'Basic x\r\nx-evil: 1' }, /^route\.viewerAuthorization/],
+    [{ ...r, ownerOnly: ['api/'] }, /^route\.ownerOnly/],
+    [{ ...r, ownerOnly: ['/api/?x'] }, /^route\.ownerOnly/],
     [{ ...r, upstream: { ...r.upstream, scheme: 'ftp' } }, /^route\.upstream\.scheme: expected "http" or "https", got "ftp"/],
     [{ ...r, upstream: { ...r.upstream, host: 'evil.test/path' } }, /^route\.upstream\.host/],
     [{ ...r, upstream: { ...r.upstream, host: 'user@evil.test' } }, /^route\.upstream\.host/],

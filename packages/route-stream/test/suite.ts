@@ -3,7 +3,7 @@
  * redis.test.ts), so the embedded start and a Redis deployment behave the same.
  */
 import type tapRoot from 'tap';
-import type { Channel, RouteBus } from '../src/bus.ts';
+import { parseViewerKey, viewerKey, type Channel, type RouteBus } from '../src/bus.ts';
 import type { RouteChange, RoutePublisher, RouteStream, RouteSubscriber, Route } from '../src/index.ts';
 import type { SubscriberOptions } from '../src/stream.ts';
 import { captureLog, eventually, nextEvent, paths, route, type CapturedLog } from './helpers.ts';
@@ -356,6 +356,31 @@ export function routeStreamSuite(tap: typeof tapRoot, transport: string, make: M
       t.ok(await eventually(async () => (await read(publisher)).get('c') === 7000), 'flushed on its own timer');
     });
   }
+
+  tap.test(`${transport}: who has a route open, from every replica's open connections at each flush`, async (t) => {
+    const h = await setup(t);
+    const publisher = h.stream.publisher();
+    await publisher.republish({ version: 1, routes: [route('a'), route('b')] });
+    const one = await readySubscriber(h.stream, { activityFlushMs: 60_000 });
+    const two = await readySubscriber(h.replicaStream(), { activityFlushMs: 60_000 });
+    let open = [viewerKey('a', 'owner', 'alice'), viewerKey('a', 'view', 'bob'), viewerKey('nope', 'view', 'eve'), 'not a key'];
+    one.setConnectedViewers(() => open);
+    two.setConnectedViewers(() => [viewerKey('a', 'view', 'bob'), viewerKey('b', 'control', 'carol')]);
+    const before = Date.now();
+    await Promise.all([one.flushActivity(), two.flushActivity()]);
+    const seen = (await publisher.readViewers()).map((v) => `${v.path} ${v.role} ${v.username}`).sort();
+    t.same(seen, ['a owner alice', 'a view bob', 'b control carol'], 'merged across replicas; unknown routes and malformed keys left out');
+    t.ok((await publisher.readViewers()).every((v) => v.at >= before), 'each at the time of its flush');
+    open = [];
+    const firstBob = (await publisher.readViewers()).find((v) => v.username === 'bob')!.at;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await two.flushActivity();
+    t.ok((await publisher.readViewers()).find((v) => v.username === 'bob')!.at > firstBob, 'a later flush moves the time on');
+    t.same(parseViewerKey('a\tview\tbob'), { path: 'a', role: 'view', username: 'bob' });
+    t.equal(parseViewerKey('a\tview'), null);
+    one.setConnectedViewers(null);
+    two.setConnectedViewers(null);
+  });
 
   tap.test(`${transport}: activity and presence are apart, and one flush writes both in one call`, async (t) => {
     const h = await setup(t);

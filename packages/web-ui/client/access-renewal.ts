@@ -8,8 +8,12 @@
  *
  * It stops when the server answers 401 (the session has ended: `onSessionEnded`) or 404 (a
  * control plane without the renewal route).
+ *
+ * With DESKTOP_ORIGIN each desktop is on an origin of its own, with its own cookie
+ * (`__Host-deskhub_access`), which this origin cannot set: `useHandoffRenewal` below keeps that
+ * one fresh, for the desktop open in the page (components/renewal-frame.tsx).
  */
-import { useEffect, useRef } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError } from './api.ts';
 
 /** Used when the lifetime cannot be learnt. */
@@ -21,6 +25,19 @@ const MIN_RENEW_MS = 5_000;
 export function renewInterval(lifetimeSeconds: number | null | undefined): number {
   if (typeof lifetimeSeconds !== 'number' || !Number.isFinite(lifetimeSeconds) || lifetimeSeconds <= 0) return DEFAULT_RENEW_MS;
   return Math.max(MIN_RENEW_MS, Math.floor((lifetimeSeconds * 1000) / 2));
+}
+
+/** How often to renew, from GET /api/me/session, asked once per page (the lifetime is the server's setting). */
+let learnt: Promise<number> | null = null;
+export function learnRenewInterval(): Promise<number> {
+  learnt ??= api.session().then(
+    (info) => renewInterval(info.accessLifetimeSeconds),
+    () => {
+      learnt = null; // ask again next time
+      return DEFAULT_RENEW_MS;
+    },
+  );
+  return learnt;
 }
 
 export function useAccessRenewal(signedIn: boolean, onSessionEnded: () => void): void {
@@ -67,18 +84,53 @@ export function useAccessRenewal(signedIn: boolean, onSessionEnded: () => void):
     // A reloaded page may hold a cookie close to its end: renew now, then on the period.
     void renew();
     schedule();
-    api
-      .session()
-      .then((info) => {
-        const learnt = renewInterval(info.accessLifetimeSeconds);
-        if (learnt !== periodMs) {
-          periodMs = learnt;
-          schedule();
-        }
-      })
-      .catch(() => {
-        // Keep the default period; a 401 here shows up on the next renewal.
-      });
+    void learnRenewInterval().then((learnt) => {
+      // The default period stays when it cannot be learnt; a 401 shows up on the next renewal.
+      if (learnt !== periodMs && !stopped) {
+        periodMs = learnt;
+        schedule();
+      }
+    });
     return stop;
   }, [signedIn]);
+}
+
+/**
+ * Renewal on a desktop's own origin: returns a number that goes up every half of the access
+ * lifetime and whenever the tab becomes visible again (0 until the first renewal is due: the
+ * desktop's own load went through the hand-off just now). The caller loads the renewal frame
+ * afresh for each number (components/renewal-frame.tsx). `href` null: nothing to renew.
+ */
+export function useHandoffRenewal(href: string | null): number {
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    if (href === null) return;
+    let stopped = false;
+    let timer: ReturnType<typeof setInterval> | undefined;
+    let periodMs = DEFAULT_RENEW_MS;
+    const renew = () => !stopped && setTick((n) => n + 1);
+    const schedule = () => {
+      clearInterval(timer);
+      if (!stopped) timer = setInterval(renew, periodMs);
+    };
+    const onVisible = () => {
+      if (document.visibilityState !== 'visible') return;
+      renew();
+      schedule();
+    };
+    document.addEventListener('visibilitychange', onVisible);
+    schedule();
+    void learnRenewInterval().then((learnt) => {
+      if (learnt !== periodMs && !stopped) {
+        periodMs = learnt;
+        schedule();
+      }
+    });
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+      document.removeEventListener('visibilitychange', onVisible);
+    };
+  }, [href]);
+  return tick;
 }

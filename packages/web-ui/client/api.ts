@@ -5,9 +5,11 @@
  */
 
 import { noteServerDate, type ClocksView } from './clocks.ts';
-import { desktopPath, withIframeQuery } from './links.ts';
+import { frameHref, tabHref } from './links.ts';
+import type { Share, ShareMode, SharedDesktop, SharingView } from './sharing.ts';
 
 export type { ClocksView, DeadlineView } from './clocks.ts';
+export type { Connected, Share, ShareMode, SharedDesktop, SharingView } from './sharing.ts';
 
 export type DesktopState = 'creating' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
@@ -33,6 +35,12 @@ export interface Desktop {
   owner: string | { id?: string; username?: string };
   proxyPath: string;
   url: string;
+  /**
+   * Where a browser opens it: `url` itself, or (DESKTOP_ORIGIN set) the hand-off on this origin
+   * that gives the desktop's own origin its access cookie and then loads `url`. Missing from an
+   * older control plane: `url` is used.
+   */
+  openUrl?: string;
   state: DesktopState;
   /** The optional label given at launch; the control plane may call it `name` or `label`. */
   name?: string | null;
@@ -201,6 +209,20 @@ export const api = {
   session: () => call<SessionInfo>('GET', '/api/me/session'),
   /** Renews the desktop access cookie (Path=/desktop/) from the session: 204, or 401 when the session has ended. */
   renewDesktopAccess: () => call<void>('POST', '/auth/desktop-access', {}),
+  /** The desktop's shares and links, who has it open now, and whether it can be shared here (the owner's). */
+  sharing: (id: string) => call<SharingView>('GET', `/api/desktops/${encodeURIComponent(id)}/shares`),
+  /** Shares it with a user (or changes their share); 409 with the reason when it cannot be shared so. */
+  shareWith: (id: string, body: { username: string; mode: ShareMode; expiresIn?: string }) =>
+    call<Share>('POST', `/api/desktops/${encodeURIComponent(id)}/shares`, body),
+  /** A link any signed-in user may open; its URL comes only in this answer. */
+  createLink: (id: string, body: { mode?: ShareMode; expiresIn?: string }) =>
+    call<{ share: Share; url: string }>('POST', `/api/desktops/${encodeURIComponent(id)}/links`, body),
+  /** 204 once every proxy has closed the share's connections. */
+  revokeShare: (id: string, shareId: string) => call<void>('DELETE', `/api/desktops/${encodeURIComponent(id)}/shares/${encodeURIComponent(shareId)}`),
+  /** Desktops others share with the caller. */
+  shared: () => call<SharedDesktop[]>('GET', '/api/shared'),
+  /** Opens a share link by its secret: 404 when it does not exist, was revoked or has ended. */
+  openLink: (secret: string) => call<SharedDesktop>('POST', '/api/shared/links', { secret }),
 };
 
 export function eventStreamUrl(id: string): string {
@@ -222,10 +244,12 @@ export function ownerName(owner: Desktop['owner']): string {
   return owner?.username || owner?.id || 'unknown';
 }
 
-export function desktopHref(desktop: Desktop): string {
-  return desktopPath(desktop.url, desktop.proxyPath, location.origin);
+/** "Open in new tab": the hand-off when the desktop has an origin of its own, else its path here. */
+export function desktopHref(desktop: Desktop | SharedDesktop): string {
+  return tabHref(desktop, location.origin);
 }
 
-export function iframeSrc(desktop: Desktop): string {
-  return withIframeQuery(desktopHref(desktop));
+/** The in-page iframe's address: as desktopHref, with the KasmVNC iframe query on the desktop's address. */
+export function iframeSrc(desktop: Desktop | SharedDesktop): string {
+  return frameHref(desktop, location.origin);
 }

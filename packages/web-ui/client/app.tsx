@@ -11,6 +11,7 @@ import { Admin } from './pages/admin.tsx';
 import { Dashboard } from './pages/dashboard.tsx';
 import { DesktopView } from './pages/desktop-view.tsx';
 import { Homes } from './pages/homes.tsx';
+import { OpenShareLink, SharedView } from './pages/shared-view.tsx';
 import { SignIn } from './pages/signin.tsx';
 import { Tokens } from './pages/tokens.tsx';
 import { linkTo, navigate, useRoute, type Route } from './router.ts';
@@ -24,6 +25,8 @@ const TITLES: Record<Route['page'], string> = {
   tokens: 'API tokens',
   homes: 'Homes',
   desktop: 'Desktop',
+  shared: 'Shared desktop',
+  'share-link': 'Shared desktop',
   missing: 'Not found',
 };
 
@@ -65,7 +68,7 @@ export function App() {
 
   // Page changes move focus to the new page's heading, as a full page load would for a screen reader.
   useEffect(() => {
-    if (route.page !== 'desktop') document.title = `${TITLES[route.page]} · deskhub`;
+    if (route.page !== 'desktop' && route.page !== 'shared') document.title = `${TITLES[route.page]} · deskhub`;
     if (first.current) {
       first.current = false;
       return;
@@ -103,6 +106,8 @@ export function App() {
   }
   const me = session.me;
   if (route.page === 'desktop') return <DesktopView id={route.id} />;
+  if (route.page === 'shared') return <SharedView id={route.id} />;
+  if (route.page === 'share-link') return <OpenShareLink secret={route.secret} />;
 
   return (
     <>

@@ -12,6 +12,8 @@ export type Route =
   | { page: 'tokens' }
   | { page: 'homes' }
   | { page: 'desktop'; id: string }
+  | { page: 'shared'; id: string }
+  | { page: 'share-link'; secret: string }
   | { page: 'missing'; path: string };
 
 export function parseRoute(loc: { pathname: string; search: string }): Route {
@@ -23,6 +25,10 @@ export function parseRoute(loc: { pathname: string; search: string }): Route {
   if (path === '/homes') return { page: 'homes' };
   const m = /^\/desktops\/([^/]+)$/.exec(path);
   if (m && m[1]) return { page: 'desktop', id: decodeURIComponent(m[1]) };
+  const shared = /^\/shared\/([^/]+)$/.exec(path);
+  if (shared && shared[1]) return { page: 'shared', id: decodeURIComponent(shared[1]) };
+  const link = /^\/share\/([^/]+)$/.exec(path);
+  if (link && link[1]) return { page: 'share-link', secret: decodeURIComponent(link[1]) };
   return { page: 'missing', path };
 }
 

@@ -19,34 +19,57 @@ import { COMPRESSED_SUFFIXES, defaultDistDir, ensureBuilt, STAMP_FILE, type Buil
 export { buildWebUi, ensureBuilt, measure, BUILD_COMMAND, defaultDistDir, type BuildStamp, type BuildPolicy } from './build.ts';
 
 /** Paths the single-page app renders itself; each gets index.html. Keep in step with client/router.ts. */
-export const SPA_ROUTES = ['/', '/signin', '/admin', '/tokens', '/homes', '/desktops', '/desktops/:id'] as const;
+export const SPA_ROUTES = ['/', '/signin', '/admin', '/tokens', '/homes', '/desktops', '/desktops/:id', '/shared/:desktopId', '/share/:secret'] as const;
 
 /**
  * Scripts and styles only from this origin (no inline code, no CDN: the machines are offline),
  * API calls and the event stream to this origin, desktops framed from this origin (they live
- * under /desktop/ on the same host), and the UI itself framed by nobody else.
+ * under /desktop/ on the same host) or, with DESKTOP_ORIGIN, from the desktops' own origins (see
+ * `contentSecurityPolicy`), and the UI itself framed by nobody else.
  */
-export const CONTENT_SECURITY_POLICY = [
-  "default-src 'self'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "font-src 'self'",
-  "connect-src 'self'",
-  "frame-src 'self'",
-  "frame-ancestors 'self'",
-  "form-action 'self'",
-  "base-uri 'none'",
-  "object-src 'none'",
-].join('; ');
+export function contentSecurityPolicy(frameSources: readonly string[] = []): string {
+  return [
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "font-src 'self'",
+    "connect-src 'self'",
+    // The desktop iframe and the renewal frame start on this origin (the hand-off) and are
+    // redirected to the desktop's own origin: frame-src is checked at each redirect.
+    ['frame-src', "'self'", ...frameSources].join(' '),
+    "frame-ancestors 'self'",
+    "form-action 'self'",
+    "base-uri 'none'",
+    "object-src 'none'",
+  ].join('; ');
+}
+
+export const CONTENT_SECURITY_POLICY = contentSecurityPolicy();
+
+/** A CSP host-source such as `https://*.desktops.example.net:8443`: scheme, host (a leading `*.` allowed), port. */
+const FRAME_SOURCE = /^https?:\/\/(?:\*\.)?[a-z0-9.-]+(?::\d{1,5})?$/;
+
+/** The frame sources to add, each checked, so a bad value never widens the policy. */
+function checkedFrameSources(sources: readonly string[]): string[] {
+  for (const source of sources) {
+    if (!FRAME_SOURCE.test(source)) throw new Error(`web UI: ${JSON.stringify(source)} is not a frame source such as https://*.desktops.example.net`);
+  }
+  return [...sources];
+}
 
 export interface WebUiOptions {
   /** Where the built bundle lives; default packages/web-ui/dist. */
   distDir?: string;
   /** When to build at registration: 'if-stale' (default: missing or older than the sources), 'if-missing', 'never'. */
   build?: BuildPolicy;
-  /** Replace the Content-Security-Policy (e.g. to frame desktops from another origin). */
+  /** Replace the Content-Security-Policy. */
   contentSecurityPolicy?: string;
+  /**
+   * Origins the UI frames besides its own: with DESKTOP_ORIGIN, the desktops' (the control plane
+   * passes `https://*.desktops.example.net`), for the desktop frame and the renewal frame.
+   */
+  frameSources?: readonly string[];
 }
 
 interface Asset {
@@ -139,7 +162,7 @@ async function webUiPlugin(app: FastifyInstance, options: WebUiOptions): Promise
   await ensureBuilt(distDir, options.build ?? 'if-stale');
   const assets = await loadBundle(distDir);
   const index = assets.get('index.html')!;
-  const csp = options.contentSecurityPolicy ?? CONTENT_SECURITY_POLICY;
+  const csp = options.contentSecurityPolicy ?? contentSecurityPolicy(checkedFrameSources(options.frameSources ?? []));
 
   const send = (request: FastifyRequest, reply: FastifyReply, asset: Asset): FastifyReply => {
     const accepts = acceptedEncodings(request.headers['accept-encoding']);

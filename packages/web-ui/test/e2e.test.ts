@@ -9,24 +9,14 @@
  * shows in the admin view's Warm pool, a launch claims it at once and the pool refills. axe-core checks every page and
  * screenshots go to test-artifacts/web-ui/.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { freePort } from '@deskhub/testkit/net';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import axe from 'axe-core';
-import { chromium, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import type { Locator, Page } from 'playwright-core';
 import t, { type Test } from 'tap';
+import { artifacts, chromiumMissing, defaultCatalog, embeddedMissing, launchChromium, repo, startDeskhub } from './embedded-deskhub.ts';
 
-const repo = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
-/** The embedded start; DESKHUB_E2E_ENTRY runs the same test against another entry script (a work-in-progress build). */
-const embedded = process.env.DESKHUB_E2E_ENTRY ? resolve(process.env.DESKHUB_E2E_ENTRY) : join(repo, 'services/control-plane/src/embedded.ts');
-const artifacts = join(repo, 'test-artifacts/web-ui');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const KASM_IFRAME_QUERY = 'show_control_bar=true&resize=remote&clipboard_up=true&clipboard_down=true&clipboard_seamless=true';
 /** Generous: two shared cores, other test suites running, a desktop process to start. */
 const WAIT_MS = 120_000;
@@ -51,9 +41,6 @@ const POOL_TYPE = 'pooled-e2e';
  */
 async function testCatalog(dir: string): Promise<string> {
   const controlPlane = join(repo, 'services/control-plane');
-  const base = (await readFile(join(controlPlane, 'catalog.yaml'), 'utf8'))
-    .replaceAll('{catalogDir}', controlPlane)
-    .replaceAll('    runtime: process\n', `    runtime: process\n    workingDir: ${controlPlane}\n`);
   const clocksType = `
   - id: ${CLOCKS_TYPE}
     name: Demo desktop with short clocks
@@ -99,16 +86,10 @@ async function testCatalog(dir: string): Promise<string> {
     readiness: { path: /, timeoutSeconds: 30 }
     pool: { size: 1 }
 `;
-  const file = join(dir, 'catalog.yaml');
-  await writeFile(file, `${base.trimEnd()}\n${clocksType}${homeType}${poolType}`);
-  return file;
+  return defaultCatalog(dir, `${clocksType}${homeType}${poolType}`);
 }
 
-const missing = !existsSync(embedded)
-  ? `the control plane's embedded start (${embedded}) does not exist yet`
-  : !existsSync(CHROMIUM)
-    ? `${CHROMIUM} is not installed (apt-get install chromium)`
-    : null;
+const missing = embeddedMissing() ?? chromiumMissing();
 
 
 if (missing) t.skip(`the web UI end to end: ${missing}`, () => {});
@@ -116,100 +97,30 @@ else await main();
 
 async function main(): Promise<void> {
   // ---- the system under test: the embedded start, as `pnpm start` runs it -------------------------
-  const dataDir = await mkdtemp(join(tmpdir(), 'deskhub-web-ui-e2e-'));
-  const catalog = await testCatalog(dataDir);
-  const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  let output = '';
-  const system: ChildProcess = spawn(process.execPath, ['--import', 'tsx', embedded], {
-    cwd: repo,
-    // Its own process group, so teardown can end the desktops it started if it fails to.
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const deskhub = await startDeskhub({
+    catalog: testCatalog,
     env: {
-      ...process.env,
-      PORT: String(port),
-    // The metrics listeners default to fixed ports that another deskhub on this machine may hold.
-    METRICS_PORT: String(await freePort()),
-    PROXY_METRICS_PORT: String(await freePort()),
-      HOST: '127.0.0.1',
-      PUBLIC_URL: base,
-      DATA_DIR: dataDir,
-      AUTH_MODE: 'dev',
-      RUNTIME: 'process',
       ADMIN_USERS: ADMIN,
       // Short-lived desktop access cookies, so the test sees the UI renew them (every half lifetime).
       ACCESS_TOKEN_LIFETIME_S: String(ACCESS_LIFETIME_S),
       // The default catalog plus a type with short idle clocks, checked often, with presence copied often.
-      CATALOG: catalog,
       CLOCKS_INTERVAL_MS: '500',
       ACTIVITY_INTERVAL_MS: '1000',
       // The warm pool's passes: a claimed member is replaced within a second or so.
       POOL_INTERVAL_MS: '300',
-      LOG_LEVEL: 'warn',
     },
   });
-  system.stdout!.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-20_000)));
-  system.stderr!.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-20_000)));
-  const exited = once(system, 'exit');
+  const base = deskhub.base;
 
   // One long story of many steps, each waiting for real processes: more than tap's default file timeout.
   t.setTimeout(900_000);
-  t.teardown(async () => {
-    if (system.exitCode === null && system.signalCode === null) {
-      system.kill('SIGINT'); // Ctrl-C: the embedded start stops its desktops itself.
-      const stopped = await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)]);
-      if (!stopped) process.kill(-system.pid!, 'SIGKILL');
-    }
-    await rm(dataDir, { recursive: true, force: true });
-  });
+  t.teardown(() => deskhub.close());
 
-  async function waitReady(): Promise<void> {
-    const deadline = Date.now() + WAIT_MS;
-    for (let i = 0; i < 600 && Date.now() < deadline; i++) {
-      if (system.exitCode !== null) throw new Error(`the embedded start exited with ${system.exitCode}:\n${output}`);
-      try {
-        const res = await fetch(`${base}/readyz`);
-        if (res.ok) return;
-      } catch {
-        // not listening yet
-      }
-      await sleep(250);
-    }
-    throw new Error(`the embedded start did not become ready at ${base}/readyz within ${WAIT_MS} ms:\n${output}`);
-  }
+  const waitReady = () => deskhub.ready(WAIT_MS);
 
   // ---- the browser ------------------------------------------------------------------------------
-  const contexts: BrowserContext[] = [];
-  t.teardown(async () => {
-    for (const c of contexts) await c.close().catch(() => {});
-  });
-
-  async function browser(name: string): Promise<{ context: BrowserContext; page: Page; errors: string[] }> {
-    const profile = await mkdtemp(join(tmpdir(), `deskhub-chromium-${name}-`));
-    t.teardown(() => rm(profile, { recursive: true, force: true }));
-    const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1280, height: 900 },
-    });
-    contexts.push(context);
-    context.setDefaultTimeout(WAIT_MS);
-    // tsx keeps function names with a __name() helper that page.evaluate carries into the page.
-    await context.addInitScript('globalThis.__name = (f) => f;');
-    const page = context.pages()[0] ?? (await context.newPage());
-    const errors: string[] = [];
-    page.on('pageerror', (err) => errors.push(err.message));
-    // Nothing may leave the machine: any request to another host is a defect (CDN, fonts, telemetry).
-    await context.route(/^(?!http:\/\/127\.0\.0\.1:\d+\/).*/, (route) => {
-      const url = route.request().url();
-      if (url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
-      errors.push(`request to another origin: ${url}`);
-      return route.abort();
-    });
-    return { context, page, errors };
-  }
+  // Nothing may leave the machine: any request to another host is a defect (CDN, fonts, telemetry).
+  const browser = (name: string) => launchChromium(t, name, /^http:\/\/127\.0\.0\.1:\d+\//, WAIT_MS);
 
   async function screenshot(page: Page, name: string): Promise<void> {
     await mkdir(artifacts, { recursive: true });

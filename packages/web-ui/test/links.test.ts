@@ -3,7 +3,7 @@
  * or back to itself, desktops open on this origin, and the iframe gets the KasmVNC query exactly once.
  */
 import t from 'tap';
-import { desktopPath, KASM_IFRAME_QUERY, safeNext, withIframeQuery } from '../client/links.ts';
+import { desktopPath, frameHref, handoffOf, KASM_IFRAME_QUERY, renewalHref, safeNext, tabHref, withIframeQuery } from '../client/links.ts';
 import { ago } from '../client/components/time.ts';
 
 t.test('safeNext keeps same-origin paths and refuses everything else', async (t) => {
@@ -34,6 +34,42 @@ t.test('withIframeQuery appends the KasmVNC iframe query once, before any fragme
   t.equal(withIframeQuery('/desktop/a/'), `/desktop/a/?${KASM_IFRAME_QUERY}`);
   t.equal(withIframeQuery('/desktop/a/?'), `/desktop/a/?${KASM_IFRAME_QUERY}`);
   t.equal(withIframeQuery('/desktop/a/?x=1#top'), `/desktop/a/?x=1&${KASM_IFRAME_QUERY}`);
+});
+
+t.test('a desktop on its own origin opens through the hand-off, with the iframe query on its next', async (t) => {
+  const origin = 'http://127.0.0.1:8080';
+  // As the control plane's desktopUrls makes them, PUBLIC_URL http://localhost:8080, DESKTOP_ORIGIN http://*.localhost:8080.
+  const next = '/desktop/alice-demo/?path=desktop/alice-demo/websockify';
+  const d = {
+    proxyPath: 'alice-demo',
+    url: `http://alice-demo.localhost:8080${next}`,
+    openUrl: `http://localhost:8080/auth/desktop-handoff?desktop=alice-demo&next=${encodeURIComponent(next)}`,
+  };
+  t.same(handoffOf(d.openUrl, origin), { desktop: 'alice-demo', next });
+  const tab = tabHref(d, origin);
+  t.ok(tab.startsWith('/auth/desktop-handoff?'), `a new tab goes to the hand-off on this origin, whatever PUBLIC_URL calls it (${tab})`);
+  t.same(handoffOf(tab, origin), { desktop: 'alice-demo', next }, 'with the same next');
+  const frame = frameHref(d, origin);
+  t.same(handoffOf(frame, origin), { desktop: 'alice-demo', next: `${next}&${KASM_IFRAME_QUERY}` }, 'the iframe: the KasmVNC query on the next path');
+  t.equal(renewalHref(d, origin), '/auth/desktop-handoff?desktop=alice-demo', 'the renewal frame: the hand-off without next');
+  // A shared desktop has only openUrl.
+  const shared = { proxyPath: 'alice-demo', openUrl: d.openUrl };
+  t.equal(frameHref(shared, origin), frame);
+  t.equal(renewalHref(shared, origin), '/auth/desktop-handoff?desktop=alice-demo');
+  // A hand-off without next (never sent by the API, but read safely): the desktop's root.
+  t.same(handoffOf(frameHref({ proxyPath: 'a', openUrl: '/auth/desktop-handoff?desktop=a' }, origin), origin), { desktop: 'a', next: `/desktop/a/?${KASM_IFRAME_QUERY}` });
+});
+
+t.test('without desktop origins, openUrl is the desktop itself: opened as before, nothing to renew', async (t) => {
+  const origin = 'http://127.0.0.1:8080';
+  const url = 'http://localhost:8080/desktop/bob-x/?path=desktop/bob-x/websockify';
+  for (const d of [{ proxyPath: 'bob-x', url, openUrl: url }, { proxyPath: 'bob-x', url }]) {
+    t.equal(tabHref(d, origin), '/desktop/bob-x/?path=desktop/bob-x/websockify');
+    t.equal(frameHref(d, origin), `/desktop/bob-x/?path=desktop/bob-x/websockify&${KASM_IFRAME_QUERY}`);
+    t.equal(renewalHref(d, origin), null);
+  }
+  t.equal(handoffOf('/auth/desktop-handoff', origin), null, 'a hand-off path without a desktop is not one');
+  t.equal(handoffOf('http://[bad', origin), null);
 });
 
 t.test('ago says how long ago, and "—" when unknown', async (t) => {

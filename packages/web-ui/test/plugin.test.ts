@@ -51,7 +51,7 @@ t.test('builds a missing dist at registration and serves it', async (t) => {
   t.match(home.body, /<div id="app"><\/div>/);
   t.notMatch(home.body, /<script>(?!<\/script>)/, 'no inline script for the CSP to forbid');
 
-  for (const url of ['/signin?next=%2Fadmin', '/admin', '/tokens', '/homes', '/desktops', '/desktops/0b7d8f0e-1']) {
+  for (const url of ['/signin?next=%2Fadmin', '/admin', '/tokens', '/homes', '/desktops', '/desktops/0b7d8f0e-1', '/shared/0b7d8f0e-1', '/share/Zm9vYmFyYmF6cXV4cXV1eHh4eHh4eA']) {
     const res = await app.inject({ method: 'GET', url });
     t.equal(res.statusCode, 200, `${url} is a UI route`);
     t.equal(res.body, home.body, `${url} gets index.html`);
@@ -108,6 +108,18 @@ t.test('builds a missing dist at registration and serves it', async (t) => {
   const icon = await app.inject({ method: 'GET', url: '/favicon.svg' });
   t.equal(icon.statusCode, 200);
   t.match(icon.headers['content-type'], /image\/svg\+xml/);
+});
+
+t.test('with DESKTOP_ORIGIN the policy frames the desktops\' own origins, and only those', async (t) => {
+  for (const bad of ['*', 'https://*', "https://*.x.net 'unsafe-inline'", 'https://*.x.net; script-src *', 'javascript:x']) {
+    await t.rejects(appWith({ distDir, build: 'if-missing', frameSources: [bad] }), `refuses ${bad}`);
+  }
+  const app = await appWith({ distDir, build: 'if-missing', frameSources: ['https://*.desktops.example.net'] });
+  t.teardown(() => app.close());
+  const home = await app.inject({ method: 'GET', url: '/shared/0b7d8f0e-1' });
+  const csp = home.headers['content-security-policy'] as string;
+  t.match(csp, /(^|; )frame-src 'self' https:\/\/\*\.desktops\.example\.net(;|$)/, 'frame-src adds the desktop origins');
+  t.equal(csp.replace(" https://*.desktops.example.net", ''), CONTENT_SECURITY_POLICY, 'and nothing else changes');
 });
 
 t.test('rebuilds a dist built from other sources', async (t) => {

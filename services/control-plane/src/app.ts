@@ -27,6 +27,9 @@ import csrf from './plugins/app/csrf.ts';
 import sessions from './plugins/app/sessions.ts';
 import health from './routes/health.ts';
 import auth from './routes/auth.ts';
+import shareExpiry from './policies/share-expiry.ts';
+import handoff from './routes/handoff.ts';
+import { desktopOriginsSource } from '@deskhub/access-token';
 import api, { sharedSchemas } from './routes/api/index.ts';
 import { webUi } from '@deskhub/web-ui';
 
@@ -100,14 +103,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     await app.register(desktops, { stopDesktopsOnClose: options.stopDesktopsOnClose ?? false });
     await app.register(idleClocks);
     await app.register(warmPool);
+    await app.register(shareExpiry);
     await app.register(access);
     await app.register(sessions);
 
     await app.register(health);
     await app.register(auth);
+    await app.register(handoff);
     await app.register(api);
     // The web UI claims only its own paths (/, /signin, /assets/...), never /api or /auth.
-    if (options.webUi ?? true) await app.register(webUi);
+    // With DESKTOP_ORIGIN its CSP lets it frame the desktops' own origins.
+    if (options.webUi ?? true) await app.register(webUi, config.DESKTOP_ORIGIN ? { frameSources: [desktopOriginsSource(config.DESKTOP_ORIGIN)] } : {});
     await app.ready();
   } catch (err) {
     await app.close().catch(() => {});

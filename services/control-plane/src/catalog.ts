@@ -66,6 +66,12 @@ export interface CatalogEntry {
    * recycled after `expireAfterMs` unclaimed or when the type's settings change (`settingsHash`).
    */
   pool?: { size: number; expireAfterMs: number };
+  /**
+   * Sharing (README: Sharing a desktop): whether desktops of the type may be shared at all, the
+   * read-only user a `view` share connects as (same password as the owner's user; null: none, so
+   * the type can be shared for control only), and the path prefixes only the owner may reach.
+   */
+  sharing: SharingSetting;
   /** A hash of what a desktop is made from (image, command, env, limits...): a pool member made from other settings is recycled. */
   settingsHash: string;
   quota?: { perUser?: number; total?: number };
@@ -94,6 +100,19 @@ export const CLOCK_DEFAULTS: ClockDefaults = {
   maxLifetimeMs: null,
   maxLifetimeWarnMs: 15 * 60_000,
 };
+
+export interface SharingSetting {
+  enabled: boolean;
+  viewer: string | null;
+  ownerOnly: string[];
+}
+
+/**
+ * What a Kasm image needs (kasm-contract.md): `kasm_viewer` is its read-only user, and KasmVNC
+ * serves its owner API under /api/ and the owner's ~/Downloads under /Downloads/ to any signed-in
+ * VNC user, so the proxy keeps both to the owner.
+ */
+export const KASM_SHARING: SharingSetting = Object.freeze({ enabled: true, viewer: 'kasm_viewer', ownerOnly: Object.freeze(['/api/', '/Downloads/']) as string[] });
 
 export interface HomeSetting {
   /** Absolute path inside the desktop (Kasm: /home/kasm-user); the process runtime sets HOME instead. */
@@ -192,6 +211,18 @@ const EntrySchema = Type.Object(
           Type.Object({ after: Duration, warnBefore: Type.Optional(Duration) }, { additionalProperties: false }),
         ], { description: 'stopped this long after it started; false: never' }),
       ),
+      sharing: Type.Optional(
+        Type.Union([
+          Type.Literal(false),
+          Type.Object(
+            {
+              viewer: Type.Optional(Type.Union([Type.Literal(false), Type.String({ pattern: '^[A-Za-z0-9._-]{1,64}$' })], { description: 'the read-only user a view share connects as (same password); false: none' })),
+              ownerOnly: Type.Optional(Type.Array(Type.String({ pattern: '^/[\\x21-\\x7e]{0,255}$' }), { maxItems: 32, description: 'path prefixes under the desktop only its owner reaches' })),
+            },
+            { additionalProperties: false },
+          ),
+        ], { description: 'sharing with other users; false: never shared' }),
+      ),
       quota: Type.Optional(
         Type.Object(
           { perUser: Type.Optional(Type.Integer({ minimum: 0 })), total: Type.Optional(Type.Integer({ minimum: 0 })) },
@@ -279,6 +310,19 @@ function activityOf(input: EntryInput, credentials: string, where: string): Rout
     throw new CatalogError(`${where}, field "rfb": required with activity: input (kasmvnc for KasmVNC, standard for x11vnc, TigerVNC and other RFB servers)`);
   }
   return { on: 'input', rfb };
+}
+
+function sharingOf(input: EntryInput, credentials: CatalogEntry['credentials'], where: string): SharingSetting {
+  if (input.sharing === false) return { enabled: false, viewer: null, ownerOnly: [] };
+  const base = credentials.kind === 'kasm' ? KASM_SHARING : { enabled: true, viewer: null, ownerOnly: [] };
+  const viewer = input.sharing?.viewer === undefined ? base.viewer : input.sharing.viewer === false ? null : input.sharing.viewer;
+  if (viewer !== null && credentials.kind === 'none') {
+    throw new CatalogError(`${where}, field "sharing.viewer": a read-only user needs credentials (kasm or basic) to share its password`);
+  }
+  for (const prefix of input.sharing?.ownerOnly ?? []) {
+    if (/[?#]/.test(prefix)) throw new CatalogError(`${where}, field "sharing.ownerOnly": "${prefix}" is a path prefix, without "?" or "#"`);
+  }
+  return { enabled: true, viewer, ownerOnly: [...(input.sharing?.ownerOnly ?? base.ownerOnly)] };
 }
 
 /** What a desktop of the type is made from, hashed: names, descriptions, clocks and pool size left out. */
@@ -369,6 +413,7 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
   }
   const activity = activityOf(input, credentials.kind, where);
   const entry: CatalogEntry = {
+    sharing: sharingOf(input, credentials, where),
     activity,
     clocks: clocksOf(input, where, clockDefaults, activity),
     settingsHash: '',

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { ConfigError, env, loadConfig, type ConfigOf } from '@deskhub/config';
-import { parsePrivateKeySetting } from '@deskhub/access-token';
+import { labelOfHost, parseDesktopOriginSetting, parsePrivateKeySetting, type DesktopOrigins } from '@deskhub/access-token';
 import { loadOidcProviders, parseAdminClaim, type AdminClaim, type OidcProviderConfig } from './oidc/config.ts';
 import { runtimeNames } from './runtime/index.ts';
 import { parseDuration } from './durations.ts';
@@ -66,6 +66,19 @@ const spec = {
   CLOCKS_INTERVAL_MS: env.int(10_000, 100, 3_600_000),
   /** How often the warm pool is refilled and recycled (a claim also wakes it). */
   POOL_INTERVAL_MS: env.int(5000, 100, 3_600_000),
+  /**
+   * Each desktop on an origin of its own, e.g. https://*.desktops.example.net (a wildcard DNS
+   * record and certificate): needed for sharing, and the proxies' setting too. Unset: every
+   * desktop under PUBLIC_URL, reachable by its owner only.
+   */
+  DESKTOP_ORIGIN: env.custom<DesktopOrigins | undefined>(parseDesktopOriginSetting, undefined),
+  /** How long a share link lasts unless its creator says; at most SHARE_LINK_MAX_TTL. */
+  SHARE_LINK_TTL: duration(24 * 3_600_000),
+  SHARE_LINK_MAX_TTL: duration(7 * 24 * 3_600_000),
+  /** Whether a link may give control (input); off: links give view only, as in Kasm. */
+  SHARE_LINK_CONTROL: env.bool(false),
+  /** How often expired shares are taken out of their routes (each proxy stops honouring them on time by itself). */
+  SHARES_INTERVAL_MS: env.int(30_000, 100, 3_600_000),
   METRICS_PORT: env.port(9090),
   LOG_LEVEL: env.oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
 };
@@ -132,6 +145,21 @@ export function loadControlPlaneConfig(source: NodeJS.ProcessEnv = process.env, 
       'OIDC_PROVIDERS',
       'AUTH_MODE=oidc needs at least one sign-in provider: list their ids (e.g. OIDC_PROVIDERS=corp) and set OIDC_CORP_ISSUER, OIDC_CORP_CLIENT_ID and OIDC_CORP_CLIENT_SECRET (or use the google or github preset)',
     );
+  }
+  // Unset, the default (24 h) gives way to a shorter maximum; set, it must fit under it.
+  if (!source.SHARE_LINK_TTL?.trim()) config.SHARE_LINK_TTL = Math.min(config.SHARE_LINK_TTL, config.SHARE_LINK_MAX_TTL);
+  if (config.SHARE_LINK_TTL > config.SHARE_LINK_MAX_TTL) {
+    throw new ConfigError('SHARE_LINK_TTL', `must not be longer than SHARE_LINK_MAX_TTL (${config.SHARE_LINK_MAX_TTL / 3_600_000} h)`);
+  }
+  const origins = config.DESKTOP_ORIGIN;
+  if (origins !== undefined) {
+    if (publicUrl.protocol === 'https:' && origins.scheme !== 'https') {
+      throw new ConfigError('DESKTOP_ORIGIN', `must be https when PUBLIC_URL is (${config.PUBLIC_URL})`);
+    }
+    // The UI must never be served on a desktop's origin.
+    if (labelOfHost(origins, publicUrl.host) !== null) {
+      throw new ConfigError('DESKTOP_ORIGIN', `${origins.pattern} covers PUBLIC_URL's host ${publicUrl.host}: the UI would be a desktop's origin; put desktops under another name (ideally another registrable domain)`);
+    }
   }
   if (config.DATABASE_URL && !config.SECRET_KEY) {
     throw new ConfigError(

@@ -56,7 +56,8 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Runn
       ...(options.runtimes ? { runtimes: options.runtimes } : {}),
     });
     // The proxy gets only the public key, in-process; revocations reach it by direct call.
-    const accessControl = createAccessControl({ publicKeys: [controlPlane.app.access.publicKey], publicUrl: config.PUBLIC_URL });
+    const desktopOrigins = config.DESKTOP_ORIGIN;
+    const accessControl = createAccessControl({ publicKeys: [controlPlane.app.access.publicKey], publicUrl: config.PUBLIC_URL, ...(desktopOrigins ? { desktopOrigins } : {}) });
     controlPlane.app.access.onRevoke((r) => {
       accessControl.revokeSession(r.sessionId, r.until);
     });
@@ -71,6 +72,7 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Runn
       authMode: config.AUTH_MODE,
       logger: options.logger?.child({ component: 'proxy' }) ?? createLogger('proxy', config.LOG_LEVEL),
       bodyLimit: own.BODY_LIMIT,
+      ...(desktopOrigins ? { desktopOrigins } : {}),
     });
     const running = controlPlane;
     return {

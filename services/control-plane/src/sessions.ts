@@ -11,6 +11,15 @@ import type { User } from './users.ts';
 
 export const SESSION_COOKIE = 'deskhub_session';
 
+/**
+ * The session cookie's name: under https `__Host-deskhub_session`, which the browser accepts only
+ * host-only, Secure and for Path=/, so no other host (a desktop's subdomain above all) can plant
+ * or overwrite one. Plain http (loopback development) cannot carry the prefix.
+ */
+export function sessionCookieName(publicUrl: string): string {
+  return new URL(publicUrl).protocol === 'https:' ? `__Host-${SESSION_COOKIE}` : SESSION_COOKIE;
+}
+
 /** last_seen_at is refreshed at most this often, so a busy API does not write per request. */
 const SEEN_REFRESH_MS = 5 * 60 * 1000;
 
@@ -46,6 +55,16 @@ export class SessionStore {
       await this.db.update(sessions).set({ lastSeenAt: new Date() }).where(eq(sessions.id, id));
     }
     return { id: row.id, expiresAt: row.expiresAt, user: { id: row.userId, username: row.username, roles: row.roles } };
+  }
+
+  /** The session with this id, if it has neither ended nor been revoked (a hand-off's session). */
+  async byId(sessionId: string): Promise<SessionInfo | null> {
+    const [row] = await this.db
+      .select({ id: sessions.id, expiresAt: sessions.expiresAt, userId: users.id, username: users.username, roles: users.roles })
+      .from(sessions)
+      .innerJoin(users, eq(users.id, sessions.userId))
+      .where(and(eq(sessions.id, sessionId), isNull(sessions.revokedAt), gt(sessions.expiresAt, new Date())));
+    return row ? { id: row.id, expiresAt: row.expiresAt, user: { id: row.userId, username: row.username, roles: row.roles } } : null;
   }
 
   async revoke(sessionId: string): Promise<void> {

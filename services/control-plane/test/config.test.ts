@@ -34,6 +34,13 @@ t.test('configuration: defaults, and errors that name the variable', async (t) =
   refuse({ AUTH_MODE: 'oidc', PUBLIC_URL: 'https://desktops.example.com' }, /^OIDC_PROVIDERS: AUTH_MODE=oidc needs at least one sign-in provider/);
   refuse({ DATABASE_URL: 'postgres://u:p@127.0.0.1/db' }, /^SECRET_KEY: required when DATABASE_URL is set/);
   refuse({ MAX_DESKTOPS_PER_USER: '-1' }, /^MAX_DESKTOPS_PER_USER/);
+  // Desktops on origins of their own (sharing).
+  refuse({ DESKTOP_ORIGIN: 'https://desktops.example.net' }, /^DESKTOP_ORIGIN: expected a wildcard origin such as https:\/\/\*\.desktops\.example\.net/);
+  refuse({ DESKTOP_ORIGIN: 'http://*.desktops.example.net' }, /^DESKTOP_ORIGIN: plain http is only possible under localhost/);
+  refuse({ DESKTOP_ORIGIN: 'http://*.localhost:8080', PUBLIC_URL: 'http://app.localhost:8080' }, /^DESKTOP_ORIGIN: http:\/\/\*\.localhost:8080 covers PUBLIC_URL's host app\.localhost:8080/);
+  refuse({ DESKTOP_ORIGIN: 'http://*.localhost:8080', SHARE_LINK_TTL: '8d' }, /^SHARE_LINK_TTL: must not be longer than SHARE_LINK_MAX_TTL/);
+  refuse({ SHARE_LINK_CONTROL: 'maybe' }, /^SHARE_LINK_CONTROL: expected true or false/);
+  t.equal(loadControlPlaneConfig({ DESKTOP_ORIGIN: 'http://*.localhost:8080', PUBLIC_URL: 'http://localhost:8080' }).DESKTOP_ORIGIN?.suffix, 'localhost', "the UI on localhost, desktops on each their own subdomain");
   for (const host of ['http://localhost:8080', 'http://127.0.0.2:9000', 'http://[::1]:8080', 'http://app.localhost']) {
     t.doesNotThrow(() => loadControlPlaneConfig({ PUBLIC_URL: host }), `dev mode on ${host}`);
   }
@@ -132,6 +139,7 @@ t.test('the shipped catalog is valid and has the Kasm family, the local images a
     t.same(e.credentials, { kind: 'kasm' });
     t.equal(e.entryQuery, 'path=desktop/{path}/websockify&idle_disconnect=10080', `${id}: Kasm's client idle timer set past deskhub's clocks`);
     t.same(e.activity, { on: 'input', rfb: 'kasmvnc' }, `${id}: idle on input, in KasmVNC's dialect (the default for Kasm images)`);
+    t.same(e.sharing, { enabled: true, viewer: 'kasm_viewer', ownerOnly: ['/api/', '/Downloads/'] }, `${id}: viewers as kasm_viewer; the owner API and Downloads kept to the owner`);
   }
   t.same(catalog.get('desktop')!.activity, { on: 'input', rfb: 'standard' }, 'the x11vnc desktop speaks standard RFB');
   t.same(catalog.get('demo')!.activity, { on: 'traffic' }, 'the demo echoes and speaks no RFB');
@@ -151,6 +159,9 @@ t.test('catalog errors name the file, the entry and the field', async (t) => {
   const file = path.join(dir, 'catalog.yaml');
   const entry = (extra: string) => `types:\n  - id: good\n    name: Good\n    runtime: process\n    command: [busybox]\n    port: 80\n  - id: bad\n    name: Bad\n${extra}`;
   const cases: [string, RegExp][] = [
+    [entry('    runtime: process\n    command: [x]\n    port: 80\n    sharing: { viewer: viewer }\n'), /entry "bad", field "sharing.viewer": a read-only user needs credentials/],
+    [entry('    runtime: process\n    command: [x]\n    port: 80\n    sharing: { ownerOnly: [api/] }\n'), /entry "bad", field "sharing/],
+    [entry('    runtime: process\n    command: [x]\n    port: 80\n    sharing: yes\n'), /entry "bad", field "sharing"/],
     ['types: [', /not valid YAML/],
     ['nothing: here', /expected a top-level "types:" list/],
     ['types: []', /the "types" list is empty/],
@@ -241,7 +252,7 @@ t.test('one error handler: 4xx messages reach the caller, 5xx details only the l
 
 t.test('reconciliation decisions', async (t) => {
   const up = { scheme: 'http' as const, host: '127.0.0.1', port: 1, verifyTls: true };
-  const route = { path: 'a', desktopId: 'd', owner: 'o', sharedWith: [], upstream: up, stripPrefix: true, entryQuery: '', state: 'running' as const };
+  const route = { path: 'a', desktopId: 'd', owner: 'o', shares: [], upstream: up, stripPrefix: true, entryQuery: '', state: 'running' as const };
   const alive = { runtimeId: 'r', desktopId: 'd', running: true, upstream: up };
   const dead = { runtimeId: 'r', desktopId: 'd', running: false, reason: 'process was killed by SIGKILL' };
   t.same(decideRepair({ state: 'running', runtimeId: 'r', route, upstream: up }, alive), null, 'healthy');

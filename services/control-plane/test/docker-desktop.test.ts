@@ -6,27 +6,10 @@
 import t from 'tap';
 import { request } from 'node:http';
 import WebSocket from 'ws';
-import { basicAuth, buildImage, desktopDiagnostics, httpsGet, kasmTestType, specFor, testRuntime, waitForHttps } from './docker-helpers.ts';
+import { basicAuth, desktopDiagnostics, httpsGet, startDesktopImage } from './docker-helpers.ts';
 import { launchChromium, openNoVnc, screenshotDesktop } from './docker-browser.ts';
 
-await buildImage('desktop');
-const { runtime, cleanup } = testRuntime();
-t.teardown(cleanup);
-
-const type = kasmTestType({
-  id: 'desktop',
-  image: 'deskhub/desktop:local',
-  shmSize: '256m',
-  memory: '1g',
-  cpus: 1,
-  pids: 512,
-  entryQuery: 'path=desktop/{path}/websockify&autoconnect=true&resize=remote',
-});
-const spec = specFor(type);
-const password = spec.env.VNC_PW!;
-const desktop = await runtime.create(spec);
-const { host, port } = desktop.upstream;
-await waitForHttps(host, port, 60_000);
+const { runtime, desktop, password, host, port } = await startDesktopImage(t);
 
 t.test('the desktop keeps the Kasm contract', async (t) => {
   const denied = await httpsGet(host, port, '/');

@@ -18,8 +18,8 @@ import Docker from 'dockerode';
 import { DockerRuntime, type DockerRuntimeOptions } from '../src/runtime/docker/docker-runtime.ts';
 import { removeHostGuard } from '../src/runtime/docker/host-guard.ts';
 import { NO_CLOCKS } from '../src/lifecycle/clocks.ts';
-import type { CatalogEntry } from '../src/catalog.ts';
-import type { DesktopSpec } from '../src/runtime/types.ts';
+import { KASM_SHARING, type CatalogEntry } from '../src/catalog.ts';
+import type { DesktopSpec, RuntimeInstance } from '../src/runtime/types.ts';
 import type { Test } from 'tap';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
@@ -55,6 +55,7 @@ export function kasmTestType(overrides: Partial<CatalogEntry> = {}): CatalogEntr
     activity: { on: 'input', rfb: 'kasmvnc' },
     clocks: NO_CLOCKS,
     settingsHash: 'test',
+    sharing: KASM_SHARING,
     env: {},
     shmSize: '64m',
     memory: '256m',
@@ -128,8 +129,35 @@ export function httpsGet(host: string, port: number, path = '/', auth?: string):
   });
 }
 
-export function basicAuth(password: string): string {
-  return 'Basic ' + Buffer.from(`kasm_user:${password}`).toString('base64');
+/**
+ * Builds the real desktop image (deploy/images: deskhub/desktop:local), runs one desktop of it
+ * in a runtime scoped to this test file (removed with it at the end) and waits until it answers
+ * HTTPS. The VNC servers behind may take a moment longer.
+ */
+export async function startDesktopImage(t: Test): Promise<{ runtime: DockerRuntime; desktop: RuntimeInstance; password: string; host: string; port: number }> {
+  await buildImage('desktop');
+  const { runtime, cleanup } = testRuntime();
+  t.teardown(cleanup);
+  const spec = specFor(
+    kasmTestType({
+      id: 'desktop',
+      image: 'deskhub/desktop:local',
+      shmSize: '256m',
+      memory: '1g',
+      cpus: 1,
+      pids: 512,
+      entryQuery: 'path=desktop/{path}/websockify&autoconnect=true&resize=remote',
+    }),
+  );
+  const desktop = await runtime.create(spec);
+  const { host, port } = desktop.upstream;
+  await waitForHttps(host, port, 60_000);
+  return { runtime, desktop, password: spec.env.VNC_PW!, host, port };
+}
+
+/** Basic credentials for a desktop: its owner kasm_user unless another user (kasm_viewer) is named. */
+export function basicAuth(password: string, user = 'kasm_user'): string {
+  return 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
 }
 
 /** Waits (bounded: 300 tries, at most `timeoutMs`) until the desktop answers HTTPS at all. */
@@ -287,7 +315,7 @@ export interface DockerDeskhub {
  * DATA_DIR and its own Docker runtime, at a known port so PUBLIC_URL is where the proxy really
  * is; everything is removed at the test's end. `env` adds or overrides settings.
  */
-export async function startDockerDeskhub(t: Test, label: string, env: Record<string, string> = {}): Promise<DockerDeskhub> {
+export async function startDockerDeskhub(t: Test, label: string, env: Record<string, string> | ((port: number) => Record<string, string>) = {}): Promise<DockerDeskhub> {
   const db = await createTestDatabase(label.replace(/-/g, '_'));
   t.teardown(() => db.drop());
   const dataDir = mkdtempSync(join(tmpdir(), `deskhub-${label}-`));
@@ -307,7 +335,7 @@ export async function startDockerDeskhub(t: Test, label: string, env: Record<str
       LOG_LEVEL: 'warn',
       RECONCILE_INTERVAL_MS: '1000',
       SECRET_KEY: randomBytes(32).toString('base64'),
-      ...env,
+      ...(typeof env === 'function' ? env(port) : env),
     },
     runtimes: [runtime],
   });

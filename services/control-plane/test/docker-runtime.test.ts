@@ -114,18 +114,26 @@ t.test('limits and labels applied, the Kasm contract at the upstream, start keep
   t.equal(page.status, 200);
   t.match(page.body, spec.proxyPath);
 
-  // A WebSocket on any path, echoing, like the Kasm client's.
-  const ws = new WebSocket(`wss://${host}:${port}/websockify`, ['binary'], {
-    rejectUnauthorized: false,
-    headers: { authorization: basicAuth(spec.env.VNC_PW!), origin: 'https://deskhub.test' },
-  });
-  const echoed = await new Promise<string>((resolve, reject) => {
-    ws.on('open', () => ws.send('ping through the upstream'));
-    ws.on('message', (data) => resolve(String(data)));
-    ws.on('error', reject);
-  });
-  ws.close();
-  t.equal(echoed, 'ping through the upstream');
+  // Kasm's view-only user, with the owner's password: everything but the owner API.
+  const viewer = basicAuth(spec.env.VNC_PW!, 'kasm_viewer');
+  t.equal((await httpsGet(host, port, '/', viewer)).status, 200, 'kasm_viewer signs in with the same password');
+  t.equal((await httpsGet(host, port, '/api/get_screenshot', viewer)).status, 403, 'kasm_viewer: not the owner API');
+  t.equal((await httpsGet(host, port, '/api/get_screenshot', basicAuth(spec.env.VNC_PW!))).status, 200, 'kasm_user: the owner API');
+
+  // A WebSocket on any path, echoing, like the Kasm client's; the viewer's too.
+  for (const authorization of [basicAuth(spec.env.VNC_PW!), viewer]) {
+    const ws = new WebSocket(`wss://${host}:${port}/websockify`, ['binary'], {
+      rejectUnauthorized: false,
+      headers: { authorization, origin: 'https://deskhub.test' },
+    });
+    const echoed = await new Promise<string>((resolve, reject) => {
+      ws.on('open', () => ws.send('ping through the upstream'));
+      ws.on('message', (data) => resolve(String(data)));
+      ws.on('error', reject);
+    });
+    ws.close();
+    t.equal(echoed, 'ping through the upstream');
+  }
   t.match(await runtime.logs(instance.runtimeId, 10), /demo desktop listening/);
 
   await runtime.stop(instance.runtimeId);

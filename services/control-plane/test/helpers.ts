@@ -3,6 +3,10 @@
  * httpd, the demo desktop, ones that start late or crash), the environment for a control plane
  * in a temp folder, the two databases the API suite runs on, sign-in, and bounded waiting.
  */
+import http from 'node:http';
+import { generateKeyPairSync } from 'node:crypto';
+import { startRedis } from '@deskhub/testkit/redis';
+import type { ServiceProcess } from '@deskhub/testkit/service';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -274,6 +278,47 @@ export async function startApp(env: NodeJS.ProcessEnv, options: { redisUrl?: str
   };
 }
 
+export interface HostAnswer {
+  status: number;
+  location: string | undefined;
+  setCookie: string[];
+  text: string;
+}
+
+/**
+ * One request to 127.0.0.1:`port` with the Host a browser would send (a desktop's origin,
+ * `<path>.localhost:<port>`, or the UI's): what a browser does that fetch cannot.
+ */
+export function hostRequest(port: number, host: string, path: string, options: { cookie?: string; method?: string; json?: unknown; origin?: string } = {}): Promise<HostAnswer> {
+  return new Promise((resolve, reject) => {
+    const body = options.json === undefined ? undefined : JSON.stringify(options.json);
+    const headers: Record<string, string> = { host };
+    if (options.cookie) headers.cookie = options.cookie;
+    if (options.origin) headers.origin = options.origin;
+    if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(body));
+    }
+    const req = http.request({ host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => {
+        const set = res.headers['set-cookie'];
+        resolve({ status: res.statusCode ?? 0, location: res.headers.location, setCookie: Array.isArray(set) ? set : [], text });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** `name=value` of a Set-Cookie the answer carries. */
+export function cookieOf(answer: HostAnswer, name: string): string | undefined {
+  const line = answer.setCookie.find((c) => c.startsWith(`${name}=`));
+  return line === undefined ? undefined : line.slice(0, line.indexOf(';'));
+}
+
 /**
  * A WebSocket upgrade to a desktop (subprotocol `binary`, as noVNC asks): 'open' with the socket,
  * or the HTTP status the upgrade was refused with.
@@ -301,4 +346,38 @@ export function echo(ws: WebSocket, text: string): Promise<string> {
     });
     ws.send(text);
   });
+}
+
+/** What the deployed-topology tests start from: a folder, Redis, a Postgres database and the access-token key pair. */
+export interface TopologyBase {
+  dir: string;
+  redis: { url: string };
+  db: { env: Record<string, string> };
+  privatePem: string;
+  publicPem: string;
+  /** Processes started for the test; stopped (and the desktops' processes killed) at teardown. */
+  services: ServiceProcess[];
+}
+
+export async function startTopologyBase(t: { teardown(fn: () => unknown): void }, label: string): Promise<TopologyBase> {
+  const { dir, cleanup } = tempDir(label);
+  const redis = await startRedis();
+  const db = await databases.find((d) => d.name === 'postgres')!.setup();
+  const keys = generateKeyPairSync('ed25519');
+  const services: ServiceProcess[] = [];
+  t.teardown(async () => {
+    await Promise.all(services.map((s) => s.stop()));
+    for (const pid of testProcesses(dir)) process.kill(pid, 'SIGKILL');
+    await redis.close();
+    await db.cleanup();
+    cleanup();
+  });
+  return {
+    dir,
+    redis,
+    db,
+    privatePem: keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    publicPem: keys.publicKey.export({ format: 'pem', type: 'spki' }).toString(),
+    services,
+  };
 }

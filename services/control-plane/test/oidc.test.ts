@@ -470,7 +470,9 @@ t.test('under https: __Host- flow cookies, Secure session cookie', async (t) => 
   const done = await app.inject({ url: pathOf(back), headers: { cookie } });
   t.equal(done.statusCode, 302, done.body);
   t.equal(done.headers.location, '/desktop/x/');
-  t.match((done.headers['set-cookie'] as string[]).join('\n'), /^deskhub_session=[^;]+; .*Secure/m);
+  // Under https the session cookie is a __Host- cookie too: no desktop's subdomain can plant one.
+  t.match((done.headers['set-cookie'] as string[]).join('\n'), /^__Host-deskhub_session=[^;]+; .*Path=\/; .*Secure/m);
+  t.notMatch((done.headers['set-cookie'] as string[]).join('\n'), /^__Host-deskhub_session=[^;]+;.*Domain=/m);
 });
 
 interface GithubUser {

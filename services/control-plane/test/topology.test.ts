@@ -10,34 +10,19 @@
  * app's requests count as activity and presence; nobody connected, it is stopped.
  */
 import t from 'tap';
-import { generateKeyPairSync } from 'node:crypto';
 import type WebSocket from 'ws';
-import { startRedis } from '@deskhub/testkit/redis';
 import { freePort } from '@deskhub/testkit/net';
 import { startService, type ServiceProcess } from '@deskhub/testkit/service';
 import { appendFileSync } from 'node:fs';
 import path from 'node:path';
-import { databases, demoMain, echo, repoRoot, tempDir, testEnv, testProcesses, upgradeDesktop, waitFor, type DesktopJson } from './helpers.ts';
+import { demoMain, echo, repoRoot, startTopologyBase, testEnv, upgradeDesktop, waitFor, type DesktopJson } from './helpers.ts';
 
-const { dir, cleanup } = tempDir('topology');
-const redis = await startRedis();
-const db = await databases.find((d) => d.name === 'postgres')!.setup();
-const keys = generateKeyPairSync('ed25519');
-const privatePem = keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
-const publicPem = keys.publicKey.export({ format: 'pem', type: 'spki' }).toString();
+const { dir, redis, db, privatePem, publicPem, services } = await startTopologyBase(t, 'topology');
 
 // Users reach replica A's address (in production a load balancer spreads them over the replicas).
 const portA = await freePort();
 const publicUrl = `http://127.0.0.1:${portA}`;
 
-const services: ServiceProcess[] = [];
-t.teardown(async () => {
-  await Promise.all(services.map((s) => s.stop()));
-  for (const pid of testProcesses(dir)) process.kill(pid, 'SIGKILL');
-  await redis.close();
-  await db.cleanup();
-  cleanup();
-});
 
 const cpEnv = testEnv(dir, { ...db.env, REDIS_URL: redis.url, PUBLIC_URL: publicUrl, ACCESS_TOKEN_KEY: privatePem, CLOCKS_INTERVAL_MS: '300' });
 // Two types with short clocks (proxies flush activity and presence every 5 s).

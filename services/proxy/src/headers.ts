@@ -16,14 +16,17 @@
  */
 import type { UpstreamTarget } from './targets.ts';
 
-/** A cookie deskhub sets itself: `deskhub`, `deskhub_*`, `deskhub.*`. */
+const HOST_PREFIX = '__Host-';
+
+/** A cookie deskhub sets itself: `deskhub`, `deskhub_*`, `deskhub.*`, and each of these with the `__Host-` prefix. */
 export function isOwnCookie(name: string): boolean {
+  if (name.startsWith(HOST_PREFIX)) return isOwnCookie(name.slice(HOST_PREFIX.length));
   return name.startsWith('deskhub') && (name.length === 7 || name.charCodeAt(7) === 95 /* _ */ || name.charCodeAt(7) === 46 /* . */);
 }
 
 /** The Cookie value without deskhub's cookies; "" when none remain. */
 export function stripOwnCookies(value: string): string {
-  if (value.indexOf('deskhub') === -1) return value;
+  if (value.indexOf('deskhub') === -1) return value; // `__Host-deskhub_access` contains it too
   const kept: string[] = [];
   for (const part of value.split(';')) {
     const pair = part.trim();

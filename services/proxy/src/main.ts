@@ -5,7 +5,7 @@
 import { allocatorInUse, ConfigError, createLogger, env, loadConfig, stopOnSignals, type Logger } from '@deskhub/config';
 import { createRevocationChannel, createRouteStream } from '@deskhub/route-stream';
 import type { KeyObject } from 'node:crypto';
-import { parsePublicKeysSetting } from '@deskhub/access-token';
+import { parseDesktopOriginSetting, parsePublicKeysSetting, type DesktopOrigins } from '@deskhub/access-token';
 import { startProxy } from './proxy.ts';
 import { createAccessControl } from './access.ts';
 
@@ -16,6 +16,8 @@ const proxyEnv = {
   METRICS_HOST: env.string('127.0.0.1'),
   CONTROL_PLANE_URL: env.url(['http', 'https'], 'http://127.0.0.1:8081'),
   PUBLIC_URL: env.url(['http', 'https']),
+  /** Each desktop on an origin of its own, e.g. https://*.desktops.example.net (the control plane's setting too). */
+  DESKTOP_ORIGIN: env.custom<DesktopOrigins | undefined>(parseDesktopOriginSetting, undefined),
   REDIS_URL: env.url(['redis', 'rediss']),
   ROUTE_STREAM_PREFIX: env.string('deskhub:'),
   BODY_LIMIT: env.int(10 * 1024 * 1024, 0),
@@ -68,7 +70,12 @@ async function main(): Promise<void> {
   logMemoryAllocator(logger);
   const stream = createRouteStream({ redisUrl: config.REDIS_URL, keyPrefix: config.ROUTE_STREAM_PREFIX, logger });
   // Without keys (dev mode only, loopback) every request passes, as startProxy warns at start.
-  const access = config.ACCESS_TOKEN_PUBLIC_KEYS && createAccessControl({ publicKeys: config.ACCESS_TOKEN_PUBLIC_KEYS, publicUrl: config.PUBLIC_URL ?? `http://127.0.0.1:${config.PORT}` });
+  const desktopOrigins = config.DESKTOP_ORIGIN;
+  const access = config.ACCESS_TOKEN_PUBLIC_KEYS && createAccessControl({
+    publicKeys: config.ACCESS_TOKEN_PUBLIC_KEYS,
+    publicUrl: config.PUBLIC_URL ?? `http://127.0.0.1:${config.PORT}`,
+    ...(desktopOrigins ? { desktopOrigins } : {}),
+  });
   const revocations = createRevocationChannel({ redisUrl: config.REDIS_URL, keyPrefix: config.ROUTE_STREAM_PREFIX, logger });
   if (access) {
     // Logout anywhere: this proxy refuses the session's tokens and closes its desktop WebSockets.
@@ -86,6 +93,7 @@ async function main(): Promise<void> {
     bodyLimit: config.BODY_LIMIT,
     upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_MS,
     authMode: config.AUTH_MODE,
+    ...(desktopOrigins ? { desktopOrigins } : {}),
     logger,
   });
 

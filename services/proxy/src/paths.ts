@@ -70,6 +70,32 @@ export function unsafeTarget(url: string): string | null {
   return null;
 }
 
+/**
+ * The owner-only prefix (route.ownerOnly, e.g. "/api/", "/Downloads/") that a desktop request's
+ * `rest` falls under, or null. Compared as an upstream could read the path, so no spelling gets
+ * around it: percent-escapes decoded (`/%41pi/`; unsafeTarget has already refused encoded
+ * slashes, NUL and dot segments), runs of "/" taken as one (`//api/`), letters in any case
+ * (`/API/`), and the prefix without its last "/" (`/api`) included.
+ */
+export function ownerOnlyPrefix(rest: string, prefixes: readonly string[] | undefined): string | null {
+  if (prefixes === undefined || prefixes.length === 0) return null;
+  let path = pathOf(rest);
+  if (path.indexOf('%') !== -1) {
+    try {
+      path = decodeURIComponent(path);
+    } catch {
+      // Not UTF-8 once decoded: decode byte by byte, so the ASCII that matters still shows.
+      path = path.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+    }
+  }
+  path = path.replace(/\/{2,}/g, '/').toLowerCase();
+  for (const prefix of prefixes) {
+    const p = prefix.toLowerCase();
+    if (path.startsWith(p) || (p.endsWith('/') && path === p.slice(0, -1))) return prefix;
+  }
+  return null;
+}
+
 /** One `key=value` pair of a route's entry query, split once per route. */
 export interface EntryParam {
   key: string;

@@ -17,11 +17,13 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger, type Logger } from '@deskhub/config';
 import type { Route, RouteSubscriber } from '@deskhub/route-stream';
+import type { DesktopOrigins } from '@deskhub/access-token';
 import { sendError } from './errors.ts';
 import { FrontServer } from './front.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { pathOf } from './paths.ts';
 import { Router, type AccessHook, type Readiness } from './router.ts';
+import { ConnectedViewers, SHARE_ENDED_CLOSE, stillShared } from './shares.ts';
 import { Targets, upstreamChanged } from './targets.ts';
 import { Upstreams } from './upstream.ts';
 import { OpenConnections, type UpgradeSettings } from './websocket.ts';
@@ -46,6 +48,8 @@ export interface ProxyOptions {
   /** Default: allow everything, and only when authMode is 'dev'. */
   authorize?: AccessHook;
   authMode?: 'dev' | 'oidc';
+  /** DESKTOP_ORIGIN: each desktop is served on an origin of its own, and only there. */
+  desktopOrigins?: DesktopOrigins;
   logger?: Logger;
 }
 
@@ -130,7 +134,14 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       if (before !== undefined || closed > 0) logger.info({ route: path, closed, cut, reason: disconnected }, 'closed the WebSockets of a desktop held disconnected');
       return;
     }
-    if (!upstreamChanged(before, after)) return;
+    if (!upstreamChanged(before, after)) {
+      // A share revoked, ended or changed in mode: exactly the WebSockets opened with it close.
+      if (before !== undefined && after !== undefined && before.shares !== after.shares && before.shares.length > 0) {
+        const closed = connections.closeWhere(path, (tag) => !stillShared(after, tag), SHARE_ENDED_CLOSE, 'Your access to this desktop was revoked.');
+        if (closed > 0) logger.info({ route: path, closed }, 'closed the WebSockets of revoked shares');
+      }
+      return;
+    }
     // The browser is told why (RFC 6455 7.4.1: 1001, going away), after the desktop's frame in progress.
     const closed = connections.close(path, 1001, after === undefined ? 'The desktop is no longer running.' : 'The desktop moved; reconnect.');
     const cut = upstreams.cutRoute(path);
@@ -139,6 +150,9 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   subscriber.on('change', onRouteChange);
   // A desktop with a WebSocket open here is "connected" at every flush, even with no traffic.
   subscriber.setConnectedPaths(() => connections.keys());
+  // Who has which desktop open, and as what ("connected now" in the control plane).
+  const viewers = new ConnectedViewers();
+  subscriber.setConnectedViewers(() => viewers.keys());
 
   const readiness = (): Readiness =>
     subscriber.ready
@@ -157,6 +171,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     bodyLimit,
     proto,
     readiness,
+    desktopOrigins: options.desktopOrigins ?? null,
+    viewers,
   });
 
   // ---- the listeners ------------------------------------------------------------------------
@@ -212,6 +228,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     metricsServer?.close();
     subscriber.off('change', onRouteChange);
     subscriber.setConnectedPaths(null);
+    subscriber.setConnectedViewers(null);
     upstreams.destroy();
     throw err;
   }
@@ -233,6 +250,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       subscriber.off('change', onRouteChange);
       connections.closeAll();
       subscriber.setConnectedPaths(null);
+      subscriber.setConnectedViewers(null);
+    subscriber.setConnectedViewers(null);
       metricsServer?.close();
       metricsServer?.closeAllConnections();
       // Requests in flight get a moment to finish; then their connections are cut.

@@ -199,3 +199,30 @@ export function relay(from: Duplex, to: Writable, options: RelayOptions = {}): R
     },
   };
 }
+
+/** Rewrites one chunk a relay carries: the bytes to write (null: none), or false to stop relaying. */
+export type RelayTransform = (chunk: Buffer) => Buffer | null | false;
+
+/**
+ * Relays `from` to `to` through `transform`, with the same backpressure and half-close as `relay`,
+ * on plain 'data' events: for a direction whose bytes are rewritten (a viewer's, read through the
+ * view filter, rfb-view-filter.ts), a few update requests a second, where reused read buffers
+ * would save nothing. Returns its stop; the sockets are left to the caller.
+ */
+export function relayThrough(from: Duplex, to: Writable, transform: RelayTransform): () => void {
+  const onData = (chunk: Buffer): void => {
+    const out = transform(chunk);
+    if (out === false) stop();
+    else if (out !== null && !to.write(out)) from.pause();
+  };
+  const onDrain = (): void => void from.resume();
+  const onEnd = (): void => void to.end();
+  const stop = (): void => {
+    from.off('data', onData).off('end', onEnd);
+    to.off('drain', onDrain);
+  };
+  from.on('data', onData).on('end', onEnd);
+  to.on('drain', onDrain);
+  from.resume();
+  return stop;
+}

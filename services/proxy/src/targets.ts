@@ -2,6 +2,7 @@
  * Where a request goes (a desktop's upstream or the control plane) and what the proxy does on
  * the way, worked out once per route object and cached, so a request only does a WeakMap get.
  */
+import { originLabel } from '@deskhub/access-token';
 import type { Route } from '@deskhub/route-stream';
 import { DESKTOP_PREFIX, parseEntryQuery, type EntryParam } from './paths.ts';
 
@@ -26,8 +27,10 @@ export interface UpstreamTarget {
   prefix: string;
   strip: boolean;
   entry: EntryParam[];
-  /** Injected Authorization (desktops only). */
+  /** Injected Authorization (desktops only): the owner's, or for a viewer's target the read-only user's. */
   authorization: string | null;
+  /** The DNS label of the desktop's own origin (DESKTOP_ORIGIN); "" for the control plane. */
+  label: string;
 }
 
 function bracketed(host: string): string {
@@ -40,6 +43,7 @@ function poolKey(tls: boolean, verify: boolean, hostname: string, port: number):
 
 export class Targets {
   private readonly cache = new WeakMap<Route, UpstreamTarget>();
+  private readonly viewerCache = new WeakMap<Route, UpstreamTarget>();
   readonly controlPlane: UpstreamTarget | null;
 
   constructor(controlPlaneUrl: string | undefined) {
@@ -51,6 +55,19 @@ export class Targets {
     if (target === undefined) {
       target = this.routeTarget(route);
       this.cache.set(route, target);
+    }
+    return target;
+  }
+
+  /**
+   * The same desktop as a viewer reaches it: with the read-only user's credentials
+   * (route.viewerAuthorization; none when the route has none, and the router refuses viewers then).
+   */
+  forViewer(route: Route): UpstreamTarget {
+    let target = this.viewerCache.get(route);
+    if (target === undefined) {
+      target = { ...this.forRoute(route), authorization: route.viewerAuthorization ?? null };
+      this.viewerCache.set(route, target);
     }
     return target;
   }
@@ -75,6 +92,7 @@ export class Targets {
       strip: route.stripPrefix,
       entry: parseEntryQuery(route.entryQuery),
       authorization: route.authorization,
+      label: originLabel(route.path),
     };
   }
 
@@ -99,6 +117,7 @@ export class Targets {
       strip: false,
       entry: [],
       authorization: null,
+      label: '',
     };
   }
 }

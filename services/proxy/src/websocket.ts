@@ -2,16 +2,23 @@
  * WebSocket (and any other upgraded) connections: after the access check the proxy opens a
  * TCP or TLS connection to the upstream, writes the handshake itself (path rewritten,
  * credentials injected, our cookies removed, Origin and Sec-WebSocket-Protocol untouched) and
- * then relays the two raw sockets both ways (relay.ts). Frames are never re-framed or changed,
- * so backpressure is TCP's own: a slow browser stops the proxy reading from the desktop. Only
- * their headers are followed from desktop to browser (ws-frames.ts), so the proxy can end a
- * connection between two frames with a close frame of its own.
+ * then relays the two raw sockets both ways (relay.ts). Frames are never re-framed or changed
+ * (but a viewer's, below), so backpressure is TCP's own: a slow browser stops the proxy reading
+ * from the desktop. Only their headers are followed from desktop to browser (ws-frames.ts), so the
+ * proxy can end a connection between two frames with a close frame of its own.
+ *
+ * A viewer's connection (view-only sharing, `PipeOptions.viewOnly`) is the exception: its
+ * browser-to-desktop bytes go through the view filter (rfb-view-filter.ts), which drops input and
+ * writes what it keeps as frames of its own; anything the filter cannot follow closes the viewer
+ * with 1008. The desktop-to-browser direction and every owner's connection are relayed unchanged.
  *
  * Open connections are tracked per route so that withdrawing a route (or moving it to another
  * upstream) closes exactly its connections and no others, each with 1001 and the reason, after
  * the desktop's frame in progress (at most 5 s later, else cut); a route held disconnected (the
- * idle clock) closes them the same way with 4000 and the route's reason. The registry's keys are
- * also the routes someone is connected to, which the route subscriber marks present at each flush.
+ * idle clock) closes them the same way with 4000 and the route's reason. A connection may carry a
+ * tag (the share a viewer came in with), so that revoking a share closes exactly the connections
+ * opened with it. The registry's keys are also the routes someone is connected to, which the
+ * route subscriber marks present at each flush.
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -19,7 +26,9 @@ import type { Logger } from '@deskhub/config';
 import { writeRawError } from './errors.ts';
 import { responseHeaderLines } from './headers.ts';
 import { closeParserLater, HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, SKIP_BODY, type Parser } from './http1.ts';
-import { relay, type Relay, type RelayObserver } from './relay.ts';
+import { relay, relayThrough, type Relay, type RelayObserver, type RelayTransform } from './relay.ts';
+import type { RfbDialect } from './rfb-grammar.ts';
+import { RfbViewFilter } from './rfb-view-filter.ts';
 import { closeFrame, FrameCursor } from './ws-frames.ts';
 import { connectUpstreamTls } from './upstream-tls.ts';
 import { classifyUpstreamError } from './upstream.ts';
@@ -34,17 +43,24 @@ const END_AT_BOUNDARY_MS = 5_000;
 /** Ends one piped connection with a close frame (code and reason), at a frame boundary. */
 export type CloseWith = (code: number, reason: string) => void;
 
+/** How an open connection is closed, and the tag it was opened with. */
+interface OpenConnection {
+  closeWith: CloseWith;
+  tag: string | undefined;
+}
+
 /** Open piped connections by target key (route path, "" for the control plane). */
 export class OpenConnections {
-  private readonly byKey = new Map<string, Map<Duplex, CloseWith>>();
+  private readonly byKey = new Map<string, Map<Duplex, OpenConnection>>();
 
-  add(key: string, socket: Duplex, closeWith: CloseWith): void {
+  /** `tag`: what the connection was opened with (a share), for `closeWhere`. */
+  add(key: string, socket: Duplex, closeWith: CloseWith, tag?: string): void {
     let set = this.byKey.get(key);
     if (set === undefined) {
       set = new Map();
       this.byKey.set(key, set);
     }
-    set.set(socket, closeWith);
+    set.set(socket, { closeWith, tag });
   }
 
   delete(key: string, socket: Duplex): void {
@@ -71,16 +87,43 @@ export class OpenConnections {
     const set = this.byKey.get(key);
     if (set === undefined) return 0;
     this.byKey.delete(key);
-    for (const [socket, closeWith] of set) {
+    for (const [socket, { closeWith }] of set) {
       if (code === undefined) socket.destroy();
       else closeWith(code, reason);
     }
     return set.size;
   }
 
+  /**
+   * Ends the connections of one key whose tag `shouldClose` accepts (untagged ones never), each
+   * with a close frame of `code` and `reason` at its next frame boundary; returns how many.
+   */
+  closeWhere(key: string, shouldClose: (tag: string) => boolean, code: number, reason: string): number {
+    const set = this.byKey.get(key);
+    if (set === undefined) return 0;
+    let closed = 0;
+    for (const [socket, { closeWith, tag }] of set) {
+      if (tag === undefined || !shouldClose(tag)) continue;
+      set.delete(socket);
+      closeWith(code, reason);
+      closed++;
+    }
+    if (set.size === 0 && this.byKey.get(key) === set) this.byKey.delete(key);
+    return closed;
+  }
+
   closeAll(): void {
     for (const key of [...this.byKey.keys()]) this.close(key);
   }
+}
+
+export interface PipeOptions {
+  /** Shown every byte the client sends, as it sent them (a VNC desktop's input watch, rfb-input.ts). */
+  observe?: RelayObserver;
+  /** A viewer's connection to a VNC desktop of this dialect: only what does not act on the desktop reaches it (rfb-view-filter.ts). */
+  viewOnly?: RfbDialect;
+  /** Registered with the connection, for `OpenConnections.closeWhere` (the share a viewer came in with). */
+  tag?: string;
 }
 
 export interface UpgradeSettings {
@@ -94,8 +137,7 @@ export interface UpgradeSettings {
  * Connects `client` (an upgrade request's socket, with `head` already read past the handshake)
  * to `target`. `handshake` is the complete request head to send, ending in a blank line.
  * `stillCurrent` is asked once the connection is registered: a route withdrawn while we were
- * connecting must not leave a connection behind. `observe` is shown every byte the client sends
- * (a VNC desktop's input watch, rfb-input.ts).
+ * connecting must not leave a connection behind. `options`: see `PipeOptions`.
  *
  * The upstream's answer is parsed up to the end of its head. A 101 is passed on byte for byte and
  * the two sockets are relayed from then on. Anything else (a refusal: 400, 403, 426 ...) is an
@@ -111,24 +153,29 @@ export function pipeUpgrade(
   handshake: string,
   html: boolean,
   stillCurrent: () => boolean,
-  observe?: RelayObserver,
+  options: PipeOptions = {},
 ): void {
   const { metrics, connections } = settings;
+  const { observe, viewOnly } = options;
   const upstream: net.Socket = target.tls
     ? connectUpstreamTls(target.hostname, target.port, target.verifyTls)
     : net.connect({ host: target.hostname, port: target.port });
 
   let answered = false; // the upstream has sent at least one byte of its answer
   let closed = false;
+  let ending = false;
   let stopClientRelay = (): void => undefined;
   let toClient: Relay | null = null;
+  // A viewer refused before the tunnel opened: closed with this reason once it has.
+  let refusedViewer: string | null = null;
   const frames = new FrameCursor();
   metrics.openWebSockets++;
   metrics.webSocketsOpened++;
 
   /** The tunnel ends with a close frame after the desktop's frame in progress; before a tunnel, it is cut. */
   const closeWith = (code: number, reason: string): void => {
-    if (closed) return;
+    if (closed || ending) return;
+    ending = true;
     if (toClient === null) {
       cleanup();
       return;
@@ -142,7 +189,7 @@ export function pipeUpgrade(
       else client.end();
     });
   };
-  connections.add(target.key, client, closeWith);
+  connections.add(target.key, client, closeWith, options.tag);
 
   const cleanup = (): void => {
     if (closed) return;
@@ -178,6 +225,7 @@ export function pipeUpgrade(
       client.write(received);
       frames.feed(received, headLength, received.length - headLength);
       toClient = relay(upstream, client, { frames });
+      if (refusedViewer !== null) closeWith(1008, refusedViewer);
     },
     refused: () => endWithAnswer(() => (client instanceof net.Socket ? client.destroySoon() : client.end())),
     unusable: () => {
@@ -236,12 +284,29 @@ export function pipeUpgrade(
 
   // Writes are buffered by the socket until it connects.
   upstream.write(handshake);
-  if (head.length > 0) {
-    if (observe !== undefined) observe(head, 0, head.length);
-    upstream.write(head);
+  if (viewOnly === undefined) {
+    if (head.length > 0) {
+      if (observe !== undefined) observe(head, 0, head.length);
+      upstream.write(head);
+    }
+    const fromClient = relay(client, upstream, { observe });
+    stopClientRelay = fromClient.stop;
+  } else {
+    const filter = new RfbViewFilter(viewOnly);
+    const pass: RelayTransform = (chunk) => {
+      if (observe !== undefined) observe(chunk, 0, chunk.length);
+      const out = filter.feed(chunk);
+      if (filter.failed === null) return out;
+      settings.logger.warn({ route: target.key || undefined, dialect: viewOnly, why: filter.failed }, 'view-only connection closed: the proxy cannot follow what the viewer sent');
+      const reason = `View-only, the stream cannot be followed: ${filter.failed}`;
+      if (toClient === null) refusedViewer = reason;
+      else closeWith(1008, reason);
+      return false;
+    };
+    const first = head.length > 0 ? pass(head) : null;
+    if (first !== null && first !== false) upstream.write(first);
+    if (first !== false) stopClientRelay = relayThrough(client, upstream, pass);
   }
-  const fromClient = relay(client, upstream, { observe });
-  stopClientRelay = fromClient.stop;
 
   if (!stillCurrent()) cleanup();
 }

@@ -5,8 +5,9 @@
  * desktop's frame (which the browser can only report as 1006).
  *
  * The one walk of frame headers in the proxy: a cursor given a `PayloadListener` also shows it the
- * payload bytes of the frames it wants, as they pass (the input watch of a VNC desktop,
- * rfb-input.ts, reads the browser's RFB messages that way). Without one, payloads are never read.
+ * payload bytes of the frames it wants, as they pass (the browser's RFB messages are read that
+ * way: by the input watch of a VNC desktop, rfb-input.ts, and by the view filter of a viewer's
+ * connection, rfb-view-filter.ts). Without one, payloads are never read.
  */
 
 /**
@@ -15,8 +16,13 @@
  * when a reader needs a few of them and skips the rest by count.
  */
 export interface PayloadListener {
-  /** A frame with this opcode starts: whether its payload is to be shown (data frames, say, not control frames). */
-  wants(opcode: number): boolean;
+  /**
+   * A frame with this opcode starts: whether its payload is to be shown (data frames, say, not
+   * control frames). `head` holds its header (`headerLength(head)` bytes: FIN, RSV and opcode,
+   * the mask bit and length, the masking key), `payloadLength` what it announces; the buffer is
+   * the cursor's own, reused for the next header.
+   */
+  wants(opcode: number, head: Buffer, payloadLength: number): boolean;
   /**
    * Payload of a wanted frame, `chunk[start .. start + length)`, in order, split wherever the
    * chunks were: byte `chunk[start + k]` unmasked is `chunk[start + k] ^ mask[(maskAt + k) & 3]`
@@ -104,7 +110,7 @@ export class FrameCursor {
       listener.unreadable(why);
       return;
     }
-    if (!listener.wants(opcode)) return;
+    if (!listener.wants(opcode, this.head, this.payloadLeft)) return;
     this.wanted = true;
     this.maskAt = 0;
     // The masking key is a header's last four bytes. Set byte by byte: a small frame's header

@@ -22,7 +22,7 @@ export function makeRoute(path: string, upstreamUrl: string, extra: Partial<Rout
     path,
     desktopId: `desk-${path}`,
     owner: 'user-alice',
-    sharedWith: [],
+    shares: [],
     upstream: { scheme, host: u.hostname, port: Number(u.port), verifyTls: false },
     stripPrefix: true,
     authorization: null,

@@ -153,7 +153,7 @@ t.test('a put that leaves the upstream alone cuts nothing, also during the acces
   // An open WebSocket: puts that change sharing, then state, replace the route object and nothing else.
   const ws = await open(wsUrl(stack, 'ann-vnc'));
   t.teardown(() => ws.terminate());
-  await stack.put({ ...vnc, sharedWith: ['user-bob'] });
+  await stack.put({ ...vnc, shares: [{ id: 'share-bob', user: 'user-bob', mode: 'view' }] });
   await stack.put({ ...vnc, state: 'stopping' });
   await new Promise<void>((resolve) => ws.send(Buffer.from('after the puts'), () => resolve()));
   t.ok(await eventually(() => desktop.received.some((m) => m.toString() === 'after the puts')), 'still open and carrying bytes');

@@ -1,38 +1,15 @@
 /**
  * The input watch at the byte level, in both dialects: a browser's RFB stream as noVNC and
- * Kasm's client write it, wrapped in masked WebSocket frames in several shapes (one message per
- * frame, everything in one frame, fragmented frames with pings between the fragments), fed in two
+ * Kasm's client write it (rfb-messages.ts), wrapped in masked WebSocket frames in several shapes
+ * (one message per frame, everything in one frame, fragmented frames with pings between the
+ * fragments, messages cut across frames, a close at the end: rfb-messages.ts `framings`), fed in two
  * pieces split at every offset. The count of input messages must come out the same every time;
  * keep-alives (Kasm's key-up of keysym 1, KeepAlive, update requests) never count.
  */
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { RfbInputWatch, type RfbDialect } from '../src/rfb-input.ts';
-import { wsFrame, type FrameOptions } from './ws-helpers.ts';
-
-function u16(n: number): Buffer {
-  const b = Buffer.alloc(2);
-  b.writeUInt16BE(n);
-  return b;
-}
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-}
-const cat = (...parts: Array<Buffer | number[]>) => Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p))));
-
-const handshake = (security = 1) => cat(Buffer.from('RFB 003.008\n', 'latin1'), [security], security === 2 ? randomBytes(16) : [], [1]);
-const setEncodings = (n: number) => cat([2, 0], u16(n), ...Array.from({ length: n }, (_, i) => u32(i - 100)));
-const updateRequest = () => cat([3, 1], u16(0), u16(0), u16(1024), u16(768));
-const key = (down: boolean, keysym: number) => cat([4, down ? 1 : 0, 0, 0], u32(keysym));
-const pointer = (dialect: RfbDialect, mask: number, x: number, y: number, scroll = 0) =>
-  dialect === 'kasmvnc' ? cat([5], u16(mask), u16(x), u16(y), u16(scroll & 0xffff), u16(0)) : cat([5, mask], u16(x), u16(y));
-const cutText = (text: string) => cat([6, 0, 0, 0], u32(Buffer.byteLength(text)), Buffer.from(text));
-const extendedCut = (bytes: number) => cat([6, 0, 0, 0], u32(-bytes), randomBytes(bytes));
-const qemuKey = (down: boolean) => cat([255, 0], u16(down ? 1 : 0), u32(0x61), u32(30));
-const fence = (n: number) => cat([248, 0, 0, 0], u32(0), [n], randomBytes(n));
-const pixelFormat = () => cat([0, 0, 0, 0], randomBytes(16));
+import { browserFrame, cat, cutText, framings, handshake, key, session, setEncodings, updateRequest } from './rfb-messages.ts';
 
 interface Stream {
   messages: Buffer[];
@@ -40,71 +17,12 @@ interface Stream {
 }
 
 /** A session: everything a browser sends that is not input, around `inputs` messages that are. */
-function session(dialect: RfbDialect): Stream {
-  const kasm = dialect === 'kasmvnc';
-  const m: Array<[Buffer, boolean]> = [
-    [pixelFormat(), false],
-    [setEncodings(12), false],
-    [updateRequest(), false],
-    [pointer(dialect, 0, 10, 20), false], // the first only says where the pointer is (a browser sends one when the layout changes)
-    [pointer(dialect, 0, 10, 20), false], // the same again: no movement
-    [pointer(dialect, 0, 12, 20), true], // moved
-    [pointer(dialect, 1, 12, 20), true], // button down
-    [pointer(dialect, 0, 12, 20), true], // button up
-    [key(false, 1), false], // Kasm's keep-alive: key-up of keysym 1
-    [updateRequest(), false],
-    [key(true, 0x61), true],
-    [key(false, 0x61), false],
-    [qemuKey(true), true],
-    [qemuKey(false), false],
-    [cutText('pasted text'), true],
-    [extendedCut(40), true],
-    [fence(5), false],
-    [cat([150, 1], u16(0), u16(0), u16(640), u16(480)), false], // EnableContinuousUpdates
-    [cat([251, 0], u16(800), u16(600), [1, 0], u32(1), u16(0), u16(0), u16(800), u16(600), u32(0)), false], // SetDesktopSize, one screen
-  ];
-  if (kasm) {
-    m.push(
-      [pointer(dialect, 0, 10, 20, 3), true], // scroll
-      [cat([178, 0, 0, 0]), false], // RequestStats
-      [cat([179], randomBytes(11)), false], // FrameStats
-      [cat([185]), false], // KeepAlive (1.5)
-      [cat([184, 2], u32(1), u32(2)), false], // VideoEncoders
-      [cat([180, 2], [10], Buffer.from('text/plain'), u32(5), Buffer.from('hello'), [9], Buffer.from('image/png'), u32(3), randomBytes(3)), true], // BinaryClipboard, 2 items
-      [cat([182, 4], Buffer.from('audi')), false], // SubscribeUnixRelay
-      [cat([183, 4], Buffer.from('audi'), u32(6), randomBytes(6)), true], // UnixRelay
-      [cat([188], randomBytes(9)), true], // DirectMouseEvent
-      [cat([252], u16(1920), u16(1080)), false], // SetMaxVideoResolution
-      [cat([181], u16(3), randomBytes(3)), false], // UpgradeToUdp
-    );
-  }
-  return { messages: m.map(([b]) => b), inputs: m.filter(([, i]) => i).length };
+function inputSession(dialect: RfbDialect): Stream {
+  const m = session(dialect);
+  return { messages: m.map((x) => x.bytes), inputs: m.filter((x) => x.input).length };
 }
 
-/** Browser frames are masked. */
-const frame = (payload: Buffer, options: FrameOptions = {}): Buffer => wsFrame(payload, { masked: true, ...options });
-
-const shapes: Record<string, (rfb: Buffer[]) => Buffer> = {
-  'one message per frame': (msgs) => cat(...msgs.map((m) => frame(m))),
-  'everything in one frame': (msgs) => frame(cat(...msgs)),
-  'fragmented frames with pings between the fragments': (msgs) => {
-    const all = cat(...msgs);
-    const third = Math.floor(all.length / 3);
-    return cat(
-      frame(all.subarray(0, third), { fin: false }),
-      frame(Buffer.from('ping'), { opcode: 9 }),
-      frame(all.subarray(third, 2 * third), { opcode: 0, fin: false }),
-      frame(Buffer.alloc(0), { opcode: 10 }),
-      frame(all.subarray(2 * third), { opcode: 0 }),
-    );
-  },
-  'messages cut across frames at odd places': (msgs) => {
-    const all = cat(...msgs);
-    const out: Buffer[] = [];
-    for (let at = 0, size = 1; at < all.length; at += size, size = (size * 7) % 23 + 1) out.push(frame(all.subarray(at, at + size)));
-    return cat(...out);
-  },
-};
+const frame = browserFrame;
 
 function watch(dialect: RfbDialect): { w: RfbInputWatch; inputs: () => number; why: string[] } {
   let inputs = 0;
@@ -116,9 +34,9 @@ function watch(dialect: RfbDialect): { w: RfbInputWatch; inputs: () => number; w
 for (const dialect of ['standard', 'kasmvnc'] as const) {
   t.test(`${dialect}: input counted the same however the stream is framed and cut`, async (t) => {
     for (const security of [1, 2]) {
-      const s = session(dialect);
-      for (const [shape, build] of Object.entries(shapes)) {
-        const bytes = cat(frame(handshake(security)), build(s.messages));
+      const s = inputSession(dialect);
+      for (const [shape, build] of Object.entries(framings)) {
+        const bytes = cat(frame(handshake(security)), build(s.messages).bytes);
         let wrong = 0;
         for (let cut = 0; cut <= bytes.length; cut++) {
           const { w, inputs, why } = watch(dialect);

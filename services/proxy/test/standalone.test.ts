@@ -35,7 +35,7 @@ interface ChildProxy {
 
 function runMain(env: Record<string, string>): ChildProcess {
   const clean: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of ['PORT', 'HOST', 'METRICS_PORT', 'METRICS_HOST', 'CONTROL_PLANE_URL', 'PUBLIC_URL', 'REDIS_URL', 'ROUTE_STREAM_PREFIX', 'BODY_LIMIT', 'UPSTREAM_TIMEOUT_MS', 'AUTH_MODE', 'ACCESS_TOKEN_PUBLIC_KEYS', 'LOG_LEVEL']) {
+  for (const name of ['PORT', 'HOST', 'METRICS_PORT', 'METRICS_HOST', 'CONTROL_PLANE_URL', 'PUBLIC_URL', 'REDIS_URL', 'ROUTE_STREAM_PREFIX', 'BODY_LIMIT', 'UPSTREAM_TIMEOUT_MS', 'AUTH_MODE', 'ACCESS_TOKEN_PUBLIC_KEYS', 'DESKTOP_ORIGIN', 'LOG_LEVEL']) {
     delete clean[name];
   }
   return spawn(process.execPath, ['--import', 'tsx', 'services/proxy/src/main.ts'], {
@@ -178,6 +178,12 @@ t.test('start-up errors name the variable', async (t) => {
   badLimit.stderr?.on('data', (c: Buffer) => (err2 += c.toString()));
   t.equal((await exitOf(badLimit, 30_000)).code, 2);
   t.match(err2, /BODY_LIMIT: expected a whole number/);
+
+  const badOrigin = runMain({ REDIS_URL: 'redis://127.0.0.1:1', DESKTOP_ORIGIN: 'http://*.desktops.example.net' });
+  let err4 = '';
+  badOrigin.stderr?.on('data', (c: Buffer) => (err4 += c.toString()));
+  t.equal((await exitOf(badOrigin, 30_000)).code, 2);
+  t.match(err4, /DESKTOP_ORIGIN: plain http is only possible under localhost/);
 
   // oidc mode must never start letting everyone through: without the means to check access
   // (an access hook; main.ts builds it from ACCESS_TOKEN_PUBLIC_KEYS) start-up fails and says why.

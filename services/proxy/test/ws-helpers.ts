@@ -1,7 +1,7 @@
 /**
- * WebSocket pieces the proxy tests (and bench/rfb-input.ts) share: the one frame builder, desktops
- * that speak WebSocket (one that records what it is sent, one that writes a large frame in two
- * halves on cue), and a client that opens, or reports how its upgrade was refused.
+ * WebSocket pieces the proxy tests (and bench/rfb-input.ts) share: the one frame builder and its
+ * reader, desktops that speak WebSocket (one that records what it is sent, one that writes a large
+ * frame in two halves on cue), and a client that opens, or reports how its upgrade was refused.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
@@ -32,6 +32,39 @@ export function wsFrame(payload: Buffer, options: FrameOptions = {}): Buffer {
   const body = Buffer.from(payload);
   for (let i = 0; i < body.length; i++) body[i]! ^= key[i & 3]!;
   return Buffer.concat([head, key, body]);
+}
+
+/** A frame read back (`readFrames`): its header's flags, its masking key if any, its payload unmasked, and its bytes as they came. */
+export interface ReadFrame {
+  fin: boolean;
+  rsv: number;
+  opcode: number;
+  key: Buffer | null;
+  payload: Buffer;
+  raw: Buffer;
+}
+
+/** The whole frames at the start of `bytes` (RFC 6455 §5.2), and how many bytes they take. */
+export function readFrames(bytes: Buffer): { frames: ReadFrame[]; used: number } {
+  const frames: ReadFrame[] = [];
+  let at = 0;
+  for (;;) {
+    if (bytes.length - at < 2) break;
+    const len7 = bytes[at + 1]! & 0x7f;
+    const masked = (bytes[at + 1]! & 0x80) !== 0;
+    const extra = len7 === 126 ? 2 : len7 === 127 ? 8 : 0;
+    const headLength = 2 + extra + (masked ? 4 : 0);
+    if (bytes.length - at < headLength) break;
+    const n = len7 === 126 ? bytes.readUInt16BE(at + 2) : len7 === 127 ? Number(bytes.readBigUInt64BE(at + 2)) : len7;
+    if (bytes.length - at < headLength + n) break;
+    const key = masked ? Buffer.from(bytes.subarray(at + headLength - 4, at + headLength)) : null;
+    const payload = Buffer.from(bytes.subarray(at + headLength, at + headLength + n));
+    if (key !== null) for (let i = 0; i < n; i++) payload[i]! ^= key[i & 3]!;
+    const b0 = bytes[at]!;
+    frames.push({ fin: (b0 & 0x80) !== 0, rsv: b0 & 0x70, opcode: b0 & 0x0f, key, payload, raw: Buffer.from(bytes.subarray(at, at + headLength + n)) });
+    at += headLength + n;
+  }
+  return { frames, used: at };
 }
 
 export interface RecordingDesktop {

@@ -16,7 +16,7 @@ export class MemoryRouteBus implements RouteBus {
   private version: number | null = null;
   private routes = new Map<string, string>();
   private readonly replicas = new Map<string, { status: ReplicaStatus; expiresAt: number }>();
-  private readonly times: Record<TimeMap, ActivityMap> = { activity: new Map(), presence: new Map() };
+  private readonly times: Record<TimeMap, ActivityMap> = { activity: new Map(), presence: new Map(), viewers: new Map() };
   private readonly listeners = new Set<Listener>();
   private closed = false;
 
@@ -27,7 +27,9 @@ export class MemoryRouteBus implements RouteBus {
     if (stored !== version - 1) return 'behind';
     if (routeJson === null) {
       this.routes.delete(path);
-      for (const map of TIME_MAPS) this.times[map].delete(path);
+      this.times.activity.delete(path);
+      this.times.presence.delete(path);
+      for (const key of this.times.viewers.keys()) if (key.startsWith(`${path}\t`)) this.times.viewers.delete(key);
     } else {
       this.routes.set(path, routeJson);
     }
@@ -101,6 +103,11 @@ export class MemoryRouteBus implements RouteBus {
         if (seen === undefined || seen < at) stored.set(path, at);
       }
     }
+  }
+
+  async forgetTimes(map: TimeMap, keys: string[]): Promise<void> {
+    this.assertOpen();
+    for (const key of keys) this.times[map].delete(key);
   }
 
   async readTimes(map: TimeMap): Promise<ActivityMap> {

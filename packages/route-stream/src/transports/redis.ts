@@ -9,6 +9,8 @@
  *   p+replicas         set of announced ids (index of the keys above; expired ones are pruned)
  *   p+activity         hash  path -> epoch ms, merged with max (last activity)
  *   p+presence         hash  path -> epoch ms, merged with max (last time someone was connected)
+ *   p+viewers          hash  path TAB role TAB username -> epoch ms, merged with max (who had it open);
+ *                      entries of routes deleted are pruned by the reader (pruneTimes)
  * Every write that must be atomic is one Lua script; the snapshot is read in one MULTI.
  */
 import { randomUUID } from 'node:crypto';
@@ -107,7 +109,7 @@ interface Scripts {
   replaceSnapshot(staging: string, routes: string, version: string, ...args: string[]): Promise<number>;
   announce(key: string, set: string, ...args: string[]): Promise<number>;
   listReplicas(set: string, keyPrefix: string): Promise<string[]>;
-  mergeTimes(activity: string, presence: string, ...args: string[]): Promise<number>;
+  mergeTimes(activity: string, presence: string, viewers: string, ...args: string[]): Promise<number>;
 }
 
 export interface RedisRouteBusOptions {
@@ -147,7 +149,7 @@ export class RedisRouteBus implements RouteBus {
     this.keys = {
       routes: `${p}routes`,
       version: `${p}version`,
-      times: { activity: `${p}activity`, presence: `${p}presence` },
+      times: { activity: `${p}activity`, presence: `${p}presence`, viewers: `${p}viewers` },
       replicas: `${p}replicas`,
       replica: `${p}replica:`,
       channel: { changes: `${p}changes`, resync: `${p}resync`, acks: `${p}acks` },
@@ -283,7 +285,11 @@ export class RedisRouteBus implements RouteBus {
       for (const [path, at] of entries) args.push(path, String(Math.round(at)));
     }
     if (args.length === TIME_MAPS.length) return; // nothing in any map
-    await this.redis.mergeTimes(this.keys.times.activity, this.keys.times.presence, ...args);
+    await this.redis.mergeTimes(this.keys.times.activity, this.keys.times.presence, this.keys.times.viewers, ...args);
+  }
+
+  async forgetTimes(map: TimeMap, keys: string[]): Promise<void> {
+    if (keys.length > 0) await this.redis.hdel(this.keys.times[map], ...keys);
   }
 
   async readTimes(map: TimeMap): Promise<ActivityMap> {

@@ -6,6 +6,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { desktopHref, ownerName, type Desktop } from '../api.ts';
 import { linkTo } from '../router.ts';
 import { ClockNotice } from './clock-notice.tsx';
+import { ShareButton } from './sharing-panel.tsx';
 import { ProgressPanel, useProgress } from './progress.tsx';
 import { ago, exact } from './time.ts';
 
@@ -167,6 +168,7 @@ export function DesktopCard({ desktop, actions, admin = false, homeName }: { des
             </a>
           </>
         ) : null}
+        {!admin && !desktop.pool ? <ShareButton desktop={desktop} label={label} /> : null}
         {desktop.state === 'running' || desktop.state === 'starting' || desktop.state === 'creating' ? (
           <button type="button" disabled={busy !== null} onClick={() => run('stop', () => actions.stop(desktop))}>
             {busy === 'stop' ? 'Stopping…' : 'Stop'}

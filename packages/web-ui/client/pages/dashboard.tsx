@@ -6,9 +6,10 @@
  * tick in between from the deadlines the last refresh brought.
  */
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
-import { api, asList, type CatalogType, type Desktop } from '../api.ts';
+import { api, ApiError, asList, type CatalogType, type Desktop, type SharedDesktop } from '../api.ts';
 import { ConfirmDialog, type ConfirmRequest } from '../components/confirm.tsx';
 import { DesktopCard, desktopLabel } from '../components/desktop-card.tsx';
+import { SharedList } from '../components/shared-list.tsx';
 
 const REFRESH_MS = 5000;
 
@@ -89,6 +90,10 @@ export function Dashboard() {
   const [catalogError, setCatalogError] = useState<string | null>(null);
   const [desktops, setDesktops] = useState<Desktop[] | null>(null);
   const [listError, setListError] = useState<string | null>(null);
+  // Shared with me; `false`: the control plane has no sharing (404), so the section is left out.
+  const [shared, setShared] = useState<SharedDesktop[] | null | false>(null);
+  const [sharedError, setSharedError] = useState<string | null>(null);
+  const sharingMissing = useRef(false);
   const [confirm, setConfirm] = useState<ConfirmRequest | null>(null);
   const [announcement, setAnnouncement] = useState('');
   const mounted = useRef(true);
@@ -106,6 +111,20 @@ export function Dashboard() {
       }
     } catch (err) {
       if (mounted.current) setListError(err instanceof Error ? err.message : String(err));
+    }
+    if (sharingMissing.current) return;
+    try {
+      const list = await api.shared();
+      if (mounted.current) {
+        setShared(list);
+        setSharedError(null);
+      }
+    } catch (err) {
+      if (!mounted.current) return;
+      if (err instanceof ApiError && err.status === 404) {
+        sharingMissing.current = true;
+        setShared(false);
+      } else setSharedError(err instanceof Error ? err.message : String(err));
     }
   }, []);
 
@@ -209,6 +228,7 @@ export function Dashboard() {
           </ul>
         )}
       </section>
+      {shared === false ? null : <SharedList list={shared} error={sharedError} />}
       <section aria-labelledby="catalog-title">
         <h2 id="catalog-title">Launch a desktop</h2>
         {catalogError ? (

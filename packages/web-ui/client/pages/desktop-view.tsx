@@ -9,11 +9,17 @@
  * state changes), and the view then re-reads the desktop; a slow poll covers a lost stream. Kasm's
  * client inside the iframe posts `{action: 'idle_session_timeout'}` when its own idle timer fires:
  * that too shows the disconnected state, and Reconnect loads the desktop again.
+ *
+ * With DESKTOP_ORIGIN the iframe loads the desktop through its hand-off (`openUrl`), and a hidden
+ * renewal frame keeps that origin's access cookie fresh (components/renewal-frame.tsx). The bar has
+ * Share (the sharing panel), and while others have the desktop open a banner says who.
  */
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, desktopHref, eventStreamUrl, iframeSrc, type Desktop, type DesktopEvent } from '../api.ts';
+import { api, ApiError, eventStreamUrl, type Desktop, type DesktopEvent } from '../api.ts';
 import { ClockNotice } from '../components/clock-notice.tsx';
 import { desktopLabel } from '../components/desktop-card.tsx';
+import { DesktopFrame, FrameActions } from '../components/desktop-frame.tsx';
+import { ConnectedBanner, ShareButton, useSharing } from '../components/sharing-panel.tsx';
 import { linkTo } from '../router.ts';
 
 /** Re-read the desktop this often while it runs, in case its event stream is lost (the stream is what makes changes show at once). */
@@ -33,6 +39,8 @@ export function DesktopView({ id }: { id: string }) {
   /** Set when Kasm's client in the iframe said it disconnected itself. */
   const [clientIdle, setClientIdle] = useState<string | null>(null);
   const frameRef = useRef<HTMLIFrameElement>(null);
+  // Who else has it open (the banner) and its shares (the panel): read while the view is open.
+  const sharing = useSharing(id, desktop !== null && error === null);
 
   useEffect(() => {
     let stop = false;
@@ -149,20 +157,15 @@ export function DesktopView({ id }: { id: string }) {
         {back}
         <h1 class="viewer-title">{label}</h1>
         {desktop.state === 'running' ? (
-          <>
-            <a class="button" href={desktopHref(desktop)} target="_blank" rel="noopener">
-              Open in new tab
-            </a>
-            <button type="button" onClick={() => void frameRef.current?.requestFullscreen?.()}>
-              Full screen
-            </button>
-          </>
+          <FrameActions desktop={desktop} frameRef={frameRef} />
         ) : null}
+        <ShareButton desktop={desktop} label={label} sharing={sharing} />
       </header>
       <main id="main" class="viewer-main" tabIndex={-1}>
         {desktop.state === 'running' ? (
           <>
             <div class="viewer-notice">
+              <ConnectedBanner view={sharing.view} />
               <ClockNotice
                 desktop={desktop}
                 label={label}
@@ -173,15 +176,7 @@ export function DesktopView({ id }: { id: string }) {
                 onDone={() => setTimeout(() => frameRef.current?.focus(), 0)}
               />
             </div>
-            <iframe
-              key={frameKey}
-              ref={frameRef}
-              class="viewer-frame"
-              title={`Desktop ${label}`}
-              src={iframeSrc(desktop)}
-              allow="clipboard-read; clipboard-write; fullscreen"
-              allowFullScreen
-            />
+            <DesktopFrame key={frameKey} desktop={desktop} title={`Desktop ${label}`} frameRef={frameRef} />
           </>
         ) : (
           <div class="page">

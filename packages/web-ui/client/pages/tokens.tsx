@@ -4,9 +4,10 @@
  * The control plane decides what is allowed (a token cannot do more than its scopes; only admins
  * may grant `admin`); the page offers the admin scope only to admins as a convenience.
  */
-import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { useCallback, useEffect, useState } from 'preact/hooks';
 import { api, type ApiToken, type NewApiToken } from '../api.ts';
 import { ConfirmDialog, type ConfirmRequest } from '../components/confirm.tsx';
+import { ShownOnce } from '../components/shown-once.tsx';
 import { ago, exact } from '../components/time.ts';
 
 const SCOPES: { id: string; label: string; help: string; adminOnly?: boolean }[] = [
@@ -29,51 +30,10 @@ function message(err: unknown): string {
 
 /** The new token, shown once, with a copy button that says whether it worked. */
 function CreatedToken({ created, onDone }: { created: NewApiToken; onDone: () => void }) {
-  const heading = useRef<HTMLHeadingElement>(null);
-  const field = useRef<HTMLInputElement>(null);
-  const [copied, setCopied] = useState('');
-  useEffect(() => heading.current?.focus(), [created.id]);
-
-  const copy = async () => {
-    try {
-      await navigator.clipboard.writeText(created.token);
-      setCopied('Copied to the clipboard.');
-    } catch {
-      // No clipboard permission: select the text so Ctrl+C copies it.
-      field.current?.select();
-      setCopied('Copying was refused by the browser: the token is selected, press Ctrl+C.');
-    }
-  };
-
   return (
-    <section class="card token-created" aria-labelledby="created-title" id="created-token">
-      <h3 id="created-title" tabIndex={-1} ref={heading}>
-        Copy your new token “{created.name}” now
-      </h3>
+    <ShownOnce id="created-token" titleId="created-title" class="token-created" title={`Copy your new token “${created.name}” now`} what="token" value={created.token} onDone={onDone}>
       <p>It is shown only this once: deskhub keeps only a hash of it. Send it as <code>Authorization: Bearer &lt;token&gt;</code>.</p>
-      <label for="created-token-value">Token</label>
-      <input
-        id="created-token-value"
-        ref={field}
-        class="token-value"
-        readOnly
-        value={created.token}
-        spellcheck={false}
-        autocomplete="off"
-        onFocus={(e) => (e.target as HTMLInputElement).select()}
-      />
-      <div class="actions">
-        <button type="button" class="primary" onClick={() => void copy()}>
-          Copy token
-        </button>
-        <button type="button" onClick={onDone}>
-          Done
-        </button>
-      </div>
-      <p role="status" aria-live="polite" class="muted">
-        {copied}
-      </p>
-    </section>
+    </ShownOnce>
   );
 }
 

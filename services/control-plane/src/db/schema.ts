@@ -4,7 +4,7 @@
  * from this file by drizzle-kit (`pnpm db:generate`); the same SQL runs on Postgres and PGlite.
  */
 import { sql } from 'drizzle-orm';
-import { bigint, boolean, check, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import { bigint, boolean, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import type { Route, Upstream } from '@deskhub/route-stream';
 import type { RuntimeName } from '../runtime/index.ts';
 
@@ -96,13 +96,15 @@ export type DesktopState = (typeof desktopStates)[number];
 /** The states in which a desktop has (or is getting, or is giving up) a runtime instance that runs. */
 export const activeStates = ['creating', 'starting', 'running', 'stopping'] as const satisfies readonly DesktopState[];
 
-/** The route as published, without its Authorization header (that is derived from `credentials`). */
-export type StoredRoute = Omit<Route, 'authorization'>;
+/** The route as published, without its Authorization headers (they are derived from `credentials`, lifecycle/route-secrets.ts). */
+export type StoredRoute = Omit<Route, 'authorization' | 'viewerAuthorization'>;
 
 /** What `credentials` decrypts to: secret env for the runtime, the header for the route. */
 export interface DesktopCredentials {
   env: Record<string, string>;
   authorization: string | null;
+  /** The read-only user's header (catalog `sharing.viewer`), for view shares; absent before sharing existed. */
+  viewerAuthorization?: string | null;
 }
 
 export const desktops = pgTable(
@@ -157,6 +159,75 @@ export const desktops = pgTable(
     check('desktops_state_check', sql`${t.state} in ('creating', 'starting', 'running', 'stopping', 'stopped', 'failed')`),
     check('desktops_owner_check', sql`${t.pool} or ${t.ownerId} is not null`),
   ],
+);
+
+/**
+ * A desktop shared with someone (README: Sharing a desktop): a named user (`kind` user), or a link
+ * any signed-in user may open (`kind` link; the database keeps only the SHA-256 of its secret).
+ * A share is revoked by deleting it; an expired one stops working at `expires_at` at every proxy
+ * and is removed by the share-expiry policy. One share per desktop and user.
+ */
+export const desktopShares = pgTable(
+  'desktop_shares',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    desktopId: uuid('desktop_id')
+      .notNull()
+      .references(() => desktops.id, { onDelete: 'cascade' }),
+    kind: text('kind').$type<'user' | 'link'>().notNull(),
+    userId: uuid('user_id').references(() => users.id, { onDelete: 'cascade' }),
+    mode: text('mode').$type<'view' | 'control'>().notNull(),
+    secretHash: text('secret_hash'),
+    createdBy: uuid('created_by')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [
+    index('desktop_shares_desktop_id_idx').on(t.desktopId),
+    uniqueIndex('desktop_shares_user_key').on(t.desktopId, t.userId),
+    uniqueIndex('desktop_shares_secret_key').on(t.secretHash),
+    check('desktop_shares_kind_check', sql`(${t.kind} = 'user' and ${t.userId} is not null and ${t.secretHash} is null) or (${t.kind} = 'link' and ${t.userId} is null and ${t.secretHash} is not null)`),
+    check('desktop_shares_mode_check', sql`${t.mode} in ('view', 'control')`),
+  ],
+);
+
+/** Who opened a share link: they may reach the desktop through it (and see it under "Shared with me") until it ends. */
+export const shareLinkVisitors = pgTable(
+  'share_link_visitors',
+  {
+    shareId: uuid('share_id')
+      .notNull()
+      .references(() => desktopShares.id, { onDelete: 'cascade' }),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    firstAt: timestamp('first_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.shareId, t.userId] }), index('share_link_visitors_user_id_idx').on(t.userId)],
+);
+
+/**
+ * One-time codes that carry a fresh access token from the UI's origin to a desktop's own origin
+ * (DESKTOP_ORIGIN): minted for a session, exchanged once, within a minute. Only the SHA-256 is kept.
+ */
+export const desktopHandoffs = pgTable(
+  'desktop_handoffs',
+  {
+    codeHash: text('code_hash').primaryKey(),
+    desktopId: uuid('desktop_id')
+      .notNull()
+      .references(() => desktops.id, { onDelete: 'cascade' }),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    sessionId: text('session_id').notNull(),
+    /** The share or link the token is minted under; null for the owner. */
+    grantId: uuid('grant_id').references(() => desktopShares.id, { onDelete: 'cascade' }),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+  },
+  (t) => [index('desktop_handoffs_expires_at_idx').on(t.expiresAt)],
 );
 
 /** Every lifecycle step of a desktop, for the UI's progress and for people debugging. */

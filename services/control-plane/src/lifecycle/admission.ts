@@ -214,13 +214,11 @@ async function count(q: Queryable, ownerId: string, typeId: string) {
 function makeCredentials(type: CatalogEntry): DesktopCredentials {
   const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
   const c = type.credentials;
-  if (c.kind === 'kasm') {
-    const password = generatePassword();
-    return { env: { VNC_PW: password }, authorization: basic('kasm_user', password) };
-  }
-  if (c.kind === 'basic') {
-    const password = generatePassword();
-    return { env: { [c.passwordEnv]: password }, authorization: basic(c.username, password) };
-  }
-  return { env: {}, authorization: null };
+  if (c.kind === 'none') return { env: {}, authorization: null };
+  const password = generatePassword();
+  // The read-only user (catalog sharing.viewer) has the same password, as in Kasm's images.
+  const viewer = type.sharing.viewer;
+  const viewerAuthorization = viewer === null ? null : basic(viewer, password);
+  if (c.kind === 'kasm') return { env: { VNC_PW: password }, authorization: basic('kasm_user', password), viewerAuthorization };
+  return { env: { [c.passwordEnv]: password }, authorization: basic(c.username, password), viewerAuthorization };
 }

@@ -9,6 +9,8 @@ import type { Logger } from '@deskhub/config';
 import type { Route, Upstream } from '@deskhub/route-stream';
 import { substitute } from '../placeholders.ts';
 import { desktops, users, type DesktopCredentials } from '../db/schema.ts';
+import { joinSecrets, secretsOf } from './route-secrets.ts';
+import { routeShares } from './sharing.ts';
 import { Aborted } from './desktop-queue.ts';
 import type { DesktopRoutes } from './desktop-routes.ts';
 import type { DesktopJournal } from './journal.ts';
@@ -128,18 +130,21 @@ export class BringUp {
     const upstream = row.upstream;
     if (!upstream || !row.ownerId) throw new Error('the desktop has no address or no owner');
     const credentials = this.options.secrets.open<DesktopCredentials>(row.credentials!);
-    const route: Route = {
-      path: row.proxyPath,
-      desktopId: id,
-      owner: row.ownerId,
-      sharedWith: [],
-      upstream,
-      stripPrefix: type.stripPrefix,
-      authorization: credentials.authorization,
-      entryQuery: row.entryQuery,
-      state: 'running',
-      activity: type.activity,
-    };
+    const route: Route = joinSecrets(
+      {
+        path: row.proxyPath,
+        desktopId: id,
+        owner: row.ownerId,
+        shares: await routeShares(this.options.db, id),
+        upstream,
+        stripPrefix: type.stripPrefix,
+        entryQuery: row.entryQuery,
+        state: 'running',
+        activity: type.activity,
+      },
+      secretsOf(credentials),
+    );
+    if (type.sharing.ownerOnly.length > 0) route.ownerOnly = type.sharing.ownerOnly;
     // A re-check after a restart keeps what the clocks said: streams held disconnected stay so,
     // and the lifetime keeps its start. A start begins everything afresh.
     const fresh = mode !== 'resume' || row.runningSince === null;

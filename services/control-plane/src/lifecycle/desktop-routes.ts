@@ -13,6 +13,7 @@ import { Aborted } from './desktop-queue.ts';
 import type { DesktopJournal } from './journal.ts';
 import type { LifecycleOptions } from './options.ts';
 import { recordRouteChange } from './route-publication.ts';
+import { joinSecrets, secretsOf, splitSecrets } from './route-secrets.ts';
 
 export class DesktopRoutes {
   constructor(
@@ -23,7 +24,7 @@ export class DesktopRoutes {
 
   async publish(id: string, route: Route, signal: AbortSignal): Promise<void> {
     const { db, secrets, publication } = this.options;
-    const { authorization: _secret, ...stored } = route;
+    const { stored } = splitSecrets(route);
     const version = await db.transaction(async (tx) => {
       const v = await recordRouteChange(tx, secrets, { op: 'put', route });
       await tx.update(desktops).set({ route: stored satisfies StoredRoute, updatedAt: new Date() }).where(eq(desktops.id, id));
@@ -42,8 +43,8 @@ export class DesktopRoutes {
   async change(id: string, edit: (route: Route) => Route, signal: AbortSignal): Promise<boolean> {
     const row = await loadDesktop(this.options.db, id);
     if (!row?.route) return false;
-    const authorization = row.credentials ? this.options.secrets.open<DesktopCredentials>(row.credentials).authorization : null;
-    await this.publish(id, edit({ ...row.route, authorization }), signal);
+    const routeSecrets = row.credentials ? secretsOf(this.options.secrets.open<DesktopCredentials>(row.credentials)) : null;
+    await this.publish(id, edit(joinSecrets(row.route, routeSecrets)), signal);
     return true;
   }
 

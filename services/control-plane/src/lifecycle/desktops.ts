@@ -21,6 +21,7 @@ import type { DesktopRuntime } from '../runtime/types.ts';
 import { recordActivity, type Seen } from './activity.ts';
 import { homeHolder, Homes, inUse, lockHomes, type HomeView } from './homes.ts';
 import { ClockState } from './clock-state.ts';
+import { Sharing, type DesktopAccess, type ShareMode, type SharedDesktop, type ShareView, type SharingView } from './sharing.ts';
 import type { Deadline } from './clocks.ts';
 import { Admission } from './admission.ts';
 import { BringUp } from './bring-up.ts';
@@ -33,6 +34,12 @@ import { Repairs, type Orphan, type Repair } from './repairs.ts';
 import { DesktopViews, loadDesktop, type DesktopEventView, type DesktopRow, type DesktopView, type Owner, type Scope } from './views.ts';
 
 export { decideRepair, type Repair } from './repairs.ts';
+export type { DesktopAccess, ShareMode, SharedDesktop, ShareView, SharingView } from './sharing.ts';
+
+/** How recent a proxy's sighting of someone must be to say they have a desktop open now (three flushes). */
+const CONNECTED_NOW_MS = 15_000;
+
+const NO_SHARING = { desktopOrigins: null, linkDefaultTtlMs: 24 * 3_600_000, linkMaxTtlMs: 7 * 24 * 3_600_000, linkControl: false };
 export type { DesktopEventView, DesktopView, Owner, Scope } from './views.ts';
 export type { LifecycleOptions } from './options.ts';
 
@@ -48,6 +55,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   private readonly exits: ExitNotices;
   private readonly clocks: ClockState;
   private readonly homes: Homes;
+  private readonly sharing: Sharing;
   private closed = false;
 
   constructor(private readonly options: LifecycleOptions) {
@@ -55,7 +63,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     // One listener per open event stream (the UI follows each launching desktop).
     this.setMaxListeners(0);
     const logger = (this.logger = options.logger.child({ component: 'lifecycle' }));
-    this.views = new DesktopViews(options.db, options.publicUrl, options.catalog, options.connectedWindowMs);
+    this.views = new DesktopViews(options.db, options.publicUrl, options.catalog, options.connectedWindowMs, options.sharing?.desktopOrigins ?? null);
     this.journal = new DesktopJournal(options.db, logger, this);
     this.routes = new DesktopRoutes(options, this.journal, logger);
     this.admission = new Admission(options, this.journal);
@@ -63,6 +71,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     this.bringUp = new BringUp(options, this.journal, this.routes, this.exits, logger);
     this.clocks = new ClockState(options, this.journal, this.routes, logger);
     this.homes = new Homes(options);
+    this.sharing = new Sharing(options, options.sharing ?? NO_SHARING, this.journal, this.routes);
     this.repairs = new Repairs(options, { bringUp: this.bringUp, routes: this.routes, journal: this.journal, finishStop: (id) => this.finishStop(id) }, logger);
   }
 
@@ -340,6 +349,88 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   /** Records the warnings of `current` deadlines whose window began, once each (the idle policy). */
   warnClocks(id: string, current: Deadline[], now = Date.now()): Promise<void> {
     return this.queue.run(id, () => this.clocks.warn(id, current, now));
+  }
+
+  // ---------------------------------------------------------------- sharing
+
+  /** Its shares and links, and whether it can be shared here (its owner, or an admin). */
+  async shares(scope: Scope, id: string): Promise<SharingView> {
+    const { row } = await this.views.owned(scope, id);
+    return this.sharing.view(row);
+  }
+
+  /** Shares it with a named user (or changes that share); the route carries it once this resolves. */
+  async shareWithUser(owner: Owner, id: string, input: { username: string; mode: ShareMode; expiresAt: Date | null }): Promise<ShareView> {
+    const { row } = await this.views.owned(owner, id);
+    const share = await this.sharing.shareWithUser(row, owner, input);
+    await this.publishShares(id);
+    return share;
+  }
+
+  /** A share link (its URL holds a secret shown only now). */
+  async createShareLink(owner: Owner, id: string, input: { mode: ShareMode; ttlMs: number | null }): Promise<{ share: ShareView; url: string }> {
+    const { row } = await this.views.owned(owner, id);
+    const made = await this.sharing.createLink(row, owner, input);
+    await this.publishShares(id);
+    return made;
+  }
+
+  /**
+   * Ends a share or link. For a running desktop this resolves once every live proxy replica holds
+   * its route without the share: its WebSockets are closed and its next request is refused.
+   */
+  async revokeShare(scope: Scope, id: string, shareId: string, who: string): Promise<void> {
+    const { row } = await this.views.owned(scope, id);
+    await this.sharing.revoke(row, shareId, who);
+    await this.publishShares(id);
+  }
+
+  /** Opens a share link as `user` (GET /api/shared/links/:secret). */
+  openShareLink(user: Owner, secret: string): Promise<SharedDesktop> {
+    return this.sharing.openLink(user, secret);
+  }
+
+  /** The desktops others share with `user`. */
+  sharedWith(user: Owner): Promise<SharedDesktop[]> {
+    return this.sharing.sharedWith(user);
+  }
+
+  /**
+   * Who has it open now (a WebSocket at any proxy replica, seen at their last flushes), and as
+   * what: the owner, control or view. Proxies flush every 5 s; an entry counts for three flushes.
+   */
+  async connected(scope: Scope, id: string): Promise<Array<{ username: string; role: 'owner' | 'control' | 'view'; lastSeenAt: string }>> {
+    const { row } = await this.views.owned(scope, id);
+    const since = Date.now() - CONNECTED_NOW_MS;
+    const [viewers, holders] = await Promise.all([this.options.publisher.readViewers(), this.sharing.holders(id)]);
+    // Someone whose share was revoked or ended is gone at once, not a few flushes later.
+    return viewers
+      .filter((v) => v.path === row.proxyPath && v.at >= since && (v.role === 'owner' || ((v.role === 'control' || v.role === 'view') && holders.has(v.username))))
+      .sort((a, b) => a.role.localeCompare(b.role) || a.username.localeCompare(b.username))
+      .map((v) => ({ username: v.username, role: v.role as 'owner' | 'control' | 'view', lastSeenAt: new Date(v.at).toISOString() }));
+  }
+
+  /** Whether `user` may reach the desktop at `proxyPath`, and as what (the hand-off asks before minting a token). */
+  accessFor(user: Owner, proxyPath: string): Promise<DesktopAccess | null> {
+    return this.sharing.accessFor(user, proxyPath);
+  }
+
+  /** Removes expired shares and republishes the routes that carried them (the share-expiry policy). */
+  async expireShares(): Promise<string[]> {
+    const ids = await this.sharing.removeExpired();
+    for (const id of ids) await this.publishShares(id);
+    return ids;
+  }
+
+  /**
+   * The route takes the desktop's current shares, in its queue. A running desktop's caller waits
+   * until every replica holds them; any other desktop publishes them when it next runs anyway.
+   */
+  private async publishShares(id: string): Promise<void> {
+    const row = await loadDesktop(this.options.db, id);
+    const published = this.queue.run(id, (signal) => this.sharing.republish(id, signal));
+    if (row?.state === 'running') await published;
+    else published.catch((err: unknown) => this.logger.warn({ desktopId: id, err: (err as Error).message }, 'could not republish the shares of a desktop that is not running'));
   }
 
   /** Takes a desktop out of (or puts it back under) every clock: the admin API. */

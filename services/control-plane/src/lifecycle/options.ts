@@ -7,6 +7,7 @@ import type { Metrics } from '../metrics.ts';
 import type { RuntimeRegistry } from '../runtime/index.ts';
 import type { Secrets } from '../secrets.ts';
 import type { RoutePublication } from './route-publication.ts';
+import type { SharingSettings } from './sharing.ts';
 
 export interface LifecycleOptions {
   db: Database;
@@ -30,4 +31,6 @@ export interface LifecycleOptions {
    * presence starts a new connection: the activity copy interval plus the proxies' flushes.
    */
   connectedWindowMs: number;
+  /** DESKTOP_ORIGIN and the share-link limits; absent: sharing off (DESKTOP_ORIGIN unset). */
+  sharing?: SharingSettings;
 }

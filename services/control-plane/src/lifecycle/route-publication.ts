@@ -15,6 +15,7 @@ import type { Logger } from '@deskhub/config';
 import type { Route, RouteChange, RoutePublisher, Snapshot } from '@deskhub/route-stream';
 import type { Database, Transaction } from '../db/client.ts';
 import { desktops, routeChanges, routeVersion, type DesktopCredentials, type StoredRoute } from '../db/schema.ts';
+import { joinSecrets, openSecrets, sealSecrets, secretsOf, splitSecrets, type RouteSecrets } from './route-secrets.ts';
 import type { Secrets } from '../secrets.ts';
 import type { Metrics } from '../metrics.ts';
 
@@ -40,13 +41,13 @@ export async function recordRouteChange(
 ): Promise<number> {
   const version = await nextRouteVersion(tx);
   if (change.op === 'put') {
-    const { authorization, ...route } = change.route;
+    const { stored, secrets: routeSecrets } = splitSecrets(change.route);
     await tx.insert(routeChanges).values({
       version,
       op: 'put',
-      path: route.path,
-      route,
-      sealedAuthorization: authorization === null ? null : secrets.seal(authorization),
+      path: stored.path,
+      route: stored,
+      sealedAuthorization: sealSecrets(secrets, routeSecrets),
     });
   } else {
     await tx.insert(routeChanges).values({ version, op: 'delete', path: change.path });
@@ -217,15 +218,15 @@ export class RoutePublication {
   }
 
   private withAuthorization(route: StoredRoute, sealed: string | null): Route {
-    let authorization: string | null = null;
+    let routeSecrets: RouteSecrets | null = null;
     if (sealed) {
       try {
-        authorization = this.options.secrets.open<string>(sealed);
+        routeSecrets = openSecrets(this.options.secrets, sealed);
       } catch (err) {
         this.logger.error({ path: route.path, err: (err as Error).message }, 'cannot decrypt a route credential (SECRET_KEY changed?)');
       }
     }
-    return { ...route, authorization };
+    return joinSecrets(route, routeSecrets);
   }
 
   /** All routes and the version they add up to, read consistently. */
@@ -236,15 +237,15 @@ export class RoutePublication {
         const [counter] = await tx.select({ version: routeVersion.version }).from(routeVersion);
         const rows = await tx.select({ route: desktops.route, credentials: desktops.credentials }).from(desktops).where(and(isNotNull(desktops.route)));
         const routes = rows.map(({ route, credentials }) => {
-          let authorization: string | null = null;
+          let routeSecrets: RouteSecrets | null = null;
           if (credentials) {
             try {
-              authorization = secrets.open<DesktopCredentials>(credentials).authorization;
+              routeSecrets = secretsOf(secrets.open<DesktopCredentials>(credentials));
             } catch (err) {
               this.logger.error({ path: route!.path, err: (err as Error).message }, 'cannot decrypt desktop credentials (SECRET_KEY changed?)');
             }
           }
-          return { ...route!, authorization };
+          return joinSecrets(route!, routeSecrets);
         });
         return { version: counter?.version ?? 0, routes };
       },

@@ -7,6 +7,7 @@ import type { Database } from '../db/client.ts';
 import { desktopEvents, desktops, users, type DesktopState } from '../db/schema.ts';
 import { notFound } from '../errors.ts';
 import type { Catalog } from '../catalog.ts';
+import { desktopOrigin, type DesktopOrigins } from '@deskhub/access-token';
 import { deadlines, type ClockName } from './clocks.ts';
 
 /** A clock's deadline as the API shows it (clocks.ts). */
@@ -36,7 +37,13 @@ export interface DesktopView {
   name: string | null;
   owner: string;
   proxyPath: string;
+  /** Where the desktop is: PUBLIC_URL/desktop/<path>/ (or, with DESKTOP_ORIGIN, its own origin) and its entry query. */
   url: string;
+  /**
+   * Where a browser opens it: `url` itself, or with DESKTOP_ORIGIN the hand-off on the UI's origin
+   * that carries a fresh access cookie to the desktop's origin and then loads `url`.
+   */
+  openUrl: string;
   state: DesktopState;
   reason: string | null;
   runtime: string;
@@ -92,12 +99,26 @@ export async function loadDesktop(db: Database, id: string): Promise<DesktopRow 
   return row;
 }
 
+/** The path on the UI's origin that hands a desktop's origin its access cookie (routes/auth.ts). */
+export const HANDOFF_PATH = '/auth/desktop-handoff';
+
+/** Where a desktop is, and where a browser opens it (see DesktopView). */
+export function desktopUrls(publicUrl: string, origins: DesktopOrigins | null, proxyPath: string, entryQuery: string): { url: string; openUrl: string } {
+  const path = `/desktop/${proxyPath}/${entryQuery ? `?${entryQuery}` : ''}`;
+  if (origins === null) return { url: `${publicUrl}${path}`, openUrl: `${publicUrl}${path}` };
+  return {
+    url: `${desktopOrigin(origins, proxyPath)}${path}`,
+    openUrl: `${publicUrl}${HANDOFF_PATH}?desktop=${encodeURIComponent(proxyPath)}&next=${encodeURIComponent(path)}`,
+  };
+}
+
 export class DesktopViews {
   constructor(
     private readonly db: Database,
     private readonly publicUrl: string,
     private readonly catalog: Catalog,
     private readonly connectedWindowMs: number,
+    private readonly desktopOrigins: DesktopOrigins | null = null,
   ) {}
 
   private clocks(row: DesktopRow, now: number): ClocksView {
@@ -118,14 +139,15 @@ export class DesktopViews {
   }
 
   view(row: DesktopRow, ownerName: string): DesktopView {
-    const base = `${this.publicUrl}/desktop/${row.proxyPath}/`;
+    const { url, openUrl } = desktopUrls(this.publicUrl, this.desktopOrigins, row.proxyPath, row.entryQuery);
     return {
       id: row.id,
       type: row.type,
       name: row.label,
       owner: ownerName,
       proxyPath: row.proxyPath,
-      url: row.entryQuery ? `${base}?${row.entryQuery}` : base,
+      url,
+      openUrl,
       state: row.state,
       reason: row.reason,
       runtime: row.runtime,

@@ -12,7 +12,6 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { SESSION_COOKIE } from '../sessions.ts';
 import { applyAdminRole, signInUser } from '../users.ts';
 import { makePathSafe } from '../proxy-path.ts';
 import { errors } from './schemas.ts';
@@ -205,7 +204,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
         // Access tokens already handed out stop working at every proxy, and its desktop WebSockets close.
         app.access.revoke(session.id);
       }
-      reply.clearCookie(SESSION_COOKIE, { path: '/' });
+      reply.clearCookie(app.sessionCookie, { path: '/', secure: app.sessionCookie.startsWith('__Host-') });
       app.access.clearCookie(reply);
       return reply.code(204).send(null);
     },

@@ -10,7 +10,7 @@ import type { KeyObject } from 'node:crypto';
 import { createPublicKey } from 'node:crypto';
 import fp from 'fastify-plugin';
 import type { FastifyReply } from 'fastify';
-import { accessCookie, clearAccessCookie, createSigner, readOrCreatePrivateKeyFile, type Signer } from '@deskhub/access-token';
+import { accessCookie, clearAccessCookie, createSigner, desktopAccessCookie, readOrCreatePrivateKeyFile, type Signer } from '@deskhub/access-token';
 import { createRevocationChannel } from '@deskhub/route-stream';
 import type { User } from '../../users.ts';
 
@@ -26,8 +26,13 @@ declare module 'fastify' {
       signer: Signer;
       /** What proxies verify with. */
       publicKey: KeyObject;
-      /** Mints a token for the session and sets the access cookie on the reply. */
+      /**
+       * Mints a token for the session and sets the access cookie for the UI's origin on the reply
+       * (nothing with DESKTOP_ORIGIN: desktops are not served on the UI's origin then).
+       */
       setCookie(reply: FastifyReply, session: { id: string; user: User }): void;
+      /** Mints a token for one desktop (and the share it is reached with) and sets the `__Host-` cookie of its origin. */
+      setDesktopCookie(reply: FastifyReply, session: { id: string; user: User }, desktop: string, grant: string | null): void;
       clearCookie(reply: FastifyReply): void;
       /** Tells every listener (proxies) that the session's tokens are void. */
       revoke(sessionId: string): void;
@@ -48,8 +53,13 @@ export default fp(
       signer,
       publicKey: createPublicKey(privateKey),
       setCookie(reply: FastifyReply, session: { id: string; user: User }) {
+        if (config.DESKTOP_ORIGIN) return;
         const issued = signer.sign({ userId: session.user.id, username: session.user.username, sessionId: session.id, roles: session.user.roles });
         reply.header('set-cookie', accessCookie(issued, config.PUBLIC_URL));
+      },
+      setDesktopCookie(reply: FastifyReply, session: { id: string; user: User }, desktop: string, grant: string | null) {
+        const subject = { userId: session.user.id, username: session.user.username, sessionId: session.id, desktop, ...(grant === null ? {} : { grant }) };
+        reply.header('set-cookie', desktopAccessCookie(signer.sign(subject)));
       },
       clearCookie(reply: FastifyReply) {
         reply.header('set-cookie', clearAccessCookie(config.PUBLIC_URL));

@@ -31,6 +31,12 @@ export default fp<{ stopDesktopsOnClose: boolean }>(
       replicaWaitMs: config.REPLICA_WAIT_MS,
       // Proxies flush presence every 5 s; it is copied every ACTIVITY_INTERVAL_MS.
       connectedWindowMs: config.ACTIVITY_INTERVAL_MS + 15_000,
+      sharing: {
+        desktopOrigins: config.DESKTOP_ORIGIN ?? null,
+        linkDefaultTtlMs: config.SHARE_LINK_TTL,
+        linkMaxTtlMs: config.SHARE_LINK_MAX_TTL,
+        linkControl: config.SHARE_LINK_CONTROL,
+      },
     });
     const reconciler = new Reconciler({
       db: app.db,

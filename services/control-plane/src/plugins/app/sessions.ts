@@ -8,7 +8,7 @@
  */
 import fp from 'fastify-plugin';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { SESSION_COOKIE, SessionStore, type SessionInfo } from '../../sessions.ts';
+import { sessionCookieName, SessionStore, type SessionInfo } from '../../sessions.ts';
 import { syncAdminRoles, type User } from '../../users.ts';
 import { ApiError, unauthorized } from '../../errors.ts';
 import { ApiTokenStore, type ApiTokenAuth, type Scope } from '../../api-tokens.ts';
@@ -16,6 +16,8 @@ import { ApiTokenStore, type ApiTokenAuth, type Scope } from '../../api-tokens.t
 declare module 'fastify' {
   interface FastifyInstance {
     sessions: SessionStore;
+    /** `__Host-deskhub_session` under https, `deskhub_session` on plain http. */
+    sessionCookie: string;
     apiTokens: ApiTokenStore;
     requireUser: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
     /** The session of the signed `deskhub_session` cookie, or null (no cookie, bad signature, ended or revoked). */
@@ -52,10 +54,12 @@ export default fp(
   async (app) => {
     const store = new SessionStore(app.db, app.config.SESSION_TTL_HOURS * 3600 * 1000);
     const secure = new URL(app.config.PUBLIC_URL).protocol === 'https:';
+    const SESSION_COOKIE = sessionCookieName(app.config.PUBLIC_URL);
     const tokens = new ApiTokenStore(app.db);
     const roles = await syncAdminRoles(app.db, app.config.ADMIN_USERS, app.config.ADMIN_CLAIM !== undefined);
     if (roles.granted + roles.revoked > 0) app.log.info(roles, 'admin roles brought in line with ADMIN_USERS');
     app.decorate('sessions', store);
+    app.decorate('sessionCookie', SESSION_COOKIE);
     app.decorate('apiTokens', tokens);
     app.decorateRequest('user', null);
     app.decorateRequest('session', null);

@@ -5,6 +5,7 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
+import { sharingOf } from './shares.ts';
 import { ApiError } from '../../errors.ts';
 import { DesktopIdParams, errors } from '../schemas.ts';
 import { VolumeIdParams } from './volumes.ts';
@@ -51,6 +52,29 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => app.desktops.exemptFromClocks(ADMIN, request.params.id, request.body.exempt),
+  );
+
+  app.get(
+    '/api/admin/desktops/:id/shares',
+    { config: SCOPE, schema: { tags: ['admin'], summary: "Anyone's desktop's shares and links, and who has it open now", params: DesktopIdParams, response: { 200: Type.Ref('Sharing'), ...errors(401, 403, 404) } } },
+    async (request) => sharingOf(app, ADMIN, request.params.id),
+  );
+
+  app.delete(
+    '/api/admin/desktops/:id/shares/:shareId',
+    {
+      config: SCOPE,
+      schema: {
+        tags: ['admin'],
+        summary: "Revoke a share or link of anyone's desktop (answers once every proxy replica has closed its WebSockets)",
+        params: Type.Object({ id: Type.String({ maxLength: 64 }), shareId: Type.String({ maxLength: 64 }) }),
+        response: { 204: Type.Null(), ...errors(401, 403, 404) },
+      },
+    },
+    async (request, reply) => {
+      await app.desktops.revokeShare(ADMIN, request.params.id, request.params.shareId, `${request.user!.username} (admin)`);
+      return reply.code(204).send(null);
+    },
   );
 
   app.get(

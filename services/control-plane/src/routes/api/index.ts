@@ -10,6 +10,7 @@ import desktops from './desktops.ts';
 import me from './me.ts';
 import tokens from './tokens.ts';
 import volumes from './volumes.ts';
+import shares, { ConnectedSchema, SharedDesktopSchema, ShareSchema, SharingSchema } from './shares.ts';
 
 const api: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('preHandler', app.requireUser);
@@ -27,9 +28,10 @@ const api: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(admin);
   await app.register(tokens);
   await app.register(volumes);
+  await app.register(shares);
 };
 
 /** Shared schemas, registered once at the root so every route (and the OpenAPI document) can refer to them. */
-export const sharedSchemas = [ErrorSchema, UserSchema, DesktopSchema, DesktopEventSchema, CatalogItemSchema, VolumeSchema];
+export const sharedSchemas = [ErrorSchema, UserSchema, DesktopSchema, DesktopEventSchema, CatalogItemSchema, VolumeSchema, ShareSchema, ConnectedSchema, SharingSchema, SharedDesktopSchema];
 
 export default api;
