@@ -11,6 +11,6 @@ export type { EnvSpec, ConfigOf } from './env.ts';
 export { createLogger, loggerOptions, redactPaths, requestIdOptions } from './logger.ts';
 export type { Logger } from './logger.ts';
 export { stopOnSignals } from './shutdown.ts';
-export type { Shutdown } from './shutdown.ts';
+export type { Shutdown, StopOptions } from './shutdown.ts';
 export { allocatorInUse, parseEnvFile } from './allocator.ts';
 export type { Allocator } from './allocator.ts';

@@ -44,3 +44,16 @@ t.test('a close that fails: the error logged, exit 1', async (t) => {
   t.equal(failed.length, 1);
   t.match(failed[0], { err: { message: 'the database would not close' } });
 });
+
+t.test('with onRepeat: a second signal hurries the close chain (exit 0); a third ends the process at once (exit 1)', async (t) => {
+  const twice = await runAndSignal(['repeat'], ['SIGTERM', 'SIGTERM']);
+  t.equal(twice.code, 0);
+  t.same(messages(twice.lines, 'hurried').map((l) => l.signal), ['SIGTERM'], 'onRepeat called once, with the signal');
+  t.equal(messages(twice.lines, 'closing').length, 1, 'the close chain ran once');
+  t.ok(messages(twice.lines, 'stop asked again: hurrying').length === 1);
+
+
+  const stuck = await runAndSignal(['repeat-stuck'], ['SIGTERM', 'SIGTERM', 'SIGTERM']);
+  t.equal(stuck.code, 1, 'a third signal while the chain still runs: exit 1 at once');
+  t.equal(messages(stuck.lines, 'stop asked a third time: exiting at once').length, 1);
+});

@@ -387,6 +387,21 @@ export function withKasmIdleSetting(entryQuery: string, clocks: ClockSettings): 
   return entryQuery === '' ? `idle_disconnect=${minutes}` : `${entryQuery}&idle_disconnect=${minutes}`;
 }
 
+/**
+ * The client in a Kasm type's page connects again by itself after the server closed its WebSocket
+ * only with `reconnect=true` in its query (off by default in KasmVNC 1.5.0's client, on inside an
+ * iframe in later ones; noVNC 1.3, the local `desktop` image's client, has the same option, off by
+ * default, and then reconnects after `reconnect_delay`, 5 s). A proxy replica that restarts closes
+ * its WebSockets with 1001 (a clean close): with it set, the desktop comes back through another
+ * replica, in the UI's iframe and in a tab of its own alike. A close that ends access (4000 held
+ * disconnected, 4001 share revoked) is followed by a refused upgrade, which these clients take as a
+ * failure and stop. A catalog's own `reconnect=` is kept.
+ */
+export function withKasmReconnect(entryQuery: string): string {
+  if (/(^|&)reconnect=/.test(entryQuery)) return entryQuery; // the catalog said it itself
+  return entryQuery === '' ? 'reconnect=true' : `${entryQuery}&reconnect=true`;
+}
+
 function normalize(input: EntryInput, where: string, catalogDir: string, defaultTimeout: number, clockDefaults: ClockDefaults): CatalogEntry {
   if (input.runtime === 'docker') {
     if (!input.image) throw new CatalogError(`${where}, field "image": required for runtime docker`);
@@ -429,7 +444,7 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
     readiness: { path: input.readiness?.path ?? '/', timeoutSeconds: input.readiness?.timeoutSeconds ?? defaultTimeout },
     entryQuery: input.entryQuery ?? '',
   };
-  if (credentials.kind === 'kasm') entry.entryQuery = withKasmIdleSetting(entry.entryQuery, entry.clocks);
+  if (credentials.kind === 'kasm') entry.entryQuery = withKasmReconnect(withKasmIdleSetting(entry.entryQuery, entry.clocks));
   if (input.description !== undefined) entry.description = input.description;
   if (input.image !== undefined) entry.image = input.image;
   if (input.runtime === 'docker') entry.pullPolicy = input.pullPolicy ?? 'if-missing';

@@ -61,6 +61,10 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Runn
     controlPlane.app.access.onRevoke((r) => {
       accessControl.revokeSession(r.sessionId, r.until);
     });
+    // startProxy opens the public port once the proxy holds its first route snapshot: in-process
+    // that is at once; on REDIS_URL it waits for Redis (and says so in the log). Its close() is
+    // the stop here (WebSockets 1001 at a frame boundary, requests in flight up to 5 s): one
+    // process has no other replica to drain towards, so `drain()` would only delay the stop.
     const proxy = await startProxy({
       authorize: accessControl.authorize,
       subscriber: stream.subscriber(),

@@ -137,11 +137,16 @@ t.test('the shipped catalog is valid and has the Kasm family, the local images a
     t.equal(e.verifyTls, false);
     t.equal(e.stripPrefix, true);
     t.same(e.credentials, { kind: 'kasm' });
-    t.equal(e.entryQuery, 'path=desktop/{path}/websockify&idle_disconnect=10080', `${id}: Kasm's client idle timer set past deskhub's clocks`);
+    t.equal(e.entryQuery, 'path=desktop/{path}/websockify&idle_disconnect=10080&reconnect=true', `${id}: Kasm's client idle timer set past deskhub's clocks, and reconnecting by itself`);
     t.same(e.activity, { on: 'input', rfb: 'kasmvnc' }, `${id}: idle on input, in KasmVNC's dialect (the default for Kasm images)`);
     t.same(e.sharing, { enabled: true, viewer: 'kasm_viewer', ownerOnly: ['/api/', '/Downloads/'] }, `${id}: viewers as kasm_viewer; the owner API and Downloads kept to the owner`);
   }
   t.same(catalog.get('desktop')!.activity, { on: 'input', rfb: 'standard' }, 'the x11vnc desktop speaks standard RFB');
+  t.equal(
+    catalog.get('desktop')!.entryQuery,
+    'path=desktop/{path}/websockify&autoconnect=true&resize=remote&reconnect=true&idle_disconnect=10080',
+    "the noVNC desktop: reconnect=true from the catalog, kept once (noVNC 1.3's own option)",
+  );
   t.same(catalog.get('demo')!.activity, { on: 'traffic' }, 'the demo echoes and speaks no RFB');
   t.same(catalog.get('kasm-test')!.activity, { on: 'traffic' });
   t.equal(catalog.get('chrome')!.shmSize, '2g');

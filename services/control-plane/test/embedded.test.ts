@@ -48,7 +48,7 @@ t.test('pnpm start: one process, the demo desktop through the public port, Ctrl-
   const login = await fetch(`${base}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice' }) });
   const cookie = login.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
   const created = (await (await fetch(`${base}/api/desktops`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'demo' }) })).json()) as DesktopJson;
-  t.equal(created.url, `${base}/desktop/alice-demo/?path=desktop/alice-demo/websockify&idle_disconnect=10080`);
+  t.equal(created.url, `${base}/desktop/alice-demo/?path=desktop/alice-demo/websockify&idle_disconnect=10080&reconnect=true`);
   const desktop = await waitFor(
     'the demo desktop to run',
     async () => {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import t from 'tap';
 import { eq } from 'drizzle-orm';
 import { desktops } from '../src/db/schema.ts';
-import { loadCatalog, withKasmIdleSetting } from '../src/catalog.ts';
+import { loadCatalog, withKasmIdleSetting, withKasmReconnect } from '../src/catalog.ts';
 import { clockDefaults, loadControlPlaneConfig } from '../src/config.ts';
 import { deadlines, due, NO_CLOCKS, warnings, type ClockTimes } from '../src/lifecycle/clocks.ts';
 import { describeDuration, parseDuration } from '../src/durations.ts';
@@ -86,10 +86,17 @@ t.test('catalog and environment: per-type clocks, defaults, off, and errors nami
   t.throws(() => loadControlPlaneConfig({ ...testEnv(dir), EXPIRE_ACTION: 'archive' }), /EXPIRE_ACTION/);
 
   // Kasm's client must never disconnect by its own idle timer first.
-  t.match(load('', {}, 'kasm').entryQuery, /(^|&)idle_disconnect=10080$/, 'a Kasm type gets a week');
-  t.match(load('idle: { disconnectAfter: 10d }', {}, 'kasm').entryQuery, /idle_disconnect=14460$/, 'or an hour past a longer idle clock');
+  t.match(load('', {}, 'kasm').entryQuery, /(^|&)idle_disconnect=10080(&|$)/, 'a Kasm type gets a week');
+  t.match(load('idle: { disconnectAfter: 10d }', {}, 'kasm').entryQuery, /(^|&)idle_disconnect=14460(&|$)/, 'or an hour past a longer idle clock');
   t.notMatch(load('').entryQuery, /idle_disconnect/, 'other types are left alone');
   t.equal(withKasmIdleSetting('path=x&idle_disconnect=5', NO_CLOCKS), 'path=x&idle_disconnect=5', 'a catalog that sets it wins');
+
+  // Kasm's client reconnects by itself after a proxy replica's restart (a 1001 close).
+  t.match(load('', {}, 'kasm').entryQuery, /(^|&)reconnect=true$/, 'a Kasm type gets reconnect=true');
+  t.notMatch(load('').entryQuery, /reconnect/, 'other types are left alone');
+  t.equal(withKasmReconnect('path=x&reconnect=false'), 'path=x&reconnect=false', "a catalog's own reconnect= wins");
+  t.equal(withKasmReconnect(''), 'reconnect=true');
+  t.equal(withKasmReconnect('path=x&noreconnect=1'), 'path=x&noreconnect=1&reconnect=true', 'only the key reconnect counts');
 });
 
 t.test('deadlines from stored times', async (t) => {

@@ -84,7 +84,7 @@ t.test('demo desktop: create, reach it through the proxy, stop, start, delete', 
   t.equal(created.status, 201);
   const desktop = (await created.json()) as DesktopJson;
   t.equal(desktop.proxyPath, 'alice-demo');
-  t.equal(desktop.url, 'http://127.0.0.1:8080/desktop/alice-demo/?path=desktop/alice-demo/websockify&idle_disconnect=10080');
+  t.equal(desktop.url, 'http://127.0.0.1:8080/desktop/alice-demo/?path=desktop/alice-demo/websockify&idle_disconnect=10080&reconnect=true');
 
   const events = await followEvents(`${base}/api/desktops/${desktop.id}/events/stream`, cookie, 90_000);
   t.equal(events.at(-1)?.state, 'running', events.at(-1)?.message ?? '');

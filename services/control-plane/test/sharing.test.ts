@@ -68,8 +68,8 @@ for (const choice of databases) {
     };
 
     await t.test('the hand-off gives a desktop origin its own cookie, once per code', async (t) => {
-      t.equal(demo.url, `http://alice-demo.localhost:${port}/desktop/alice-demo/?path=desktop/alice-demo/websockify&idle_disconnect=10080`, "the desktop's URL is on its own origin");
-      t.equal(demo.openUrl, `${uiOrigin}/auth/desktop-handoff?desktop=alice-demo&next=${encodeURIComponent('/desktop/alice-demo/?path=desktop/alice-demo/websockify&idle_disconnect=10080')}`);
+      t.equal(demo.url, `http://alice-demo.localhost:${port}/desktop/alice-demo/?path=desktop/alice-demo/websockify&idle_disconnect=10080&reconnect=true`, "the desktop's URL is on its own origin");
+      t.equal(demo.openUrl, `${uiOrigin}/auth/desktop-handoff?desktop=alice-demo&next=${encodeURIComponent('/desktop/alice-demo/?path=desktop/alice-demo/websockify&idle_disconnect=10080&reconnect=true')}`);
       const first = await api(`/auth/desktop-handoff?desktop=alice-demo&next=${encodeURIComponent('/desktop/alice-demo/')}`, { cookie: alice });
       t.equal(first.status, 302);
       const to = new URL(first.location!);

@@ -494,7 +494,10 @@ export class ClientConnection {
     req.finished = true;
     req.listener = null;
     if (this.queue[0] === req) this.queue.shift();
-    if (!reusable || !req.keepAlive || !req.bodyComplete || this.closed || this.server.closing) {
+    // While draining, a connection closes only after an answer that said so (closeAfter): one
+    // whose answer began before the drain promised keep-alive, so it stays open, idle, and its
+    // next answer says close. Closing it here could race a request the client has just written.
+    if (!reusable || !req.keepAlive || !req.bodyComplete || this.closed || this.server.stopping) {
       this.closed = true;
       this.socket.destroySoon();
       return;
@@ -622,6 +625,11 @@ export class ClientConnection {
   closeIfIdle(): void {
     if (this.queue.length === 0 && this.parsing === null) this.socket.destroy();
   }
+
+  /** Nothing is being received or answered (an idle keep-alive connection, or one never used). */
+  get idle(): boolean {
+    return this.queue.length === 0 && this.parsing === null && this.headStartedAt === 0;
+  }
 }
 
 /**
@@ -632,8 +640,12 @@ export class ClientConnection {
 export class FrontServer {
   readonly server: http.Server;
   readonly connections = new Set<ClientConnection>();
+  /** Draining or stopping: every answer says `Connection: close` and its connection closes after it. */
   closing = false;
+  /** Stopping (close()): idle connections close too, and busy ones after their answer whatever it said. */
+  stopping = false;
   private readonly sweep: NodeJS.Timeout;
+  private closed: Promise<void> | null = null;
 
   constructor(
     readonly settings: FrontSettings,
@@ -649,11 +661,37 @@ export class FrontServer {
     this.sweep.unref();
   }
 
-  /** Stops listening; idle connections close now, busy ones after their response or `graceMs`. */
-  async close(graceMs: number): Promise<void> {
+  /**
+   * The drain: stops listening (a new connection is refused by the kernel) and leaves every
+   * connection open; each answer from now on says `Connection: close` and its connection closes
+   * after it, so an idle keep-alive connection is closed by its next request's answer, never
+   * under a request the client may just have written. Resolves once every connection accepted
+   * has closed, upgraded ones (WebSockets) included: the listener's own count.
+   */
+  drain(): Promise<void> {
     this.closing = true;
+    // Not listening (stopped before the first route snapshot): the callback gets an error, and
+    // there is nothing to wait for.
+    this.closed ??= new Promise<void>((resolve) => this.server.close(() => resolve()));
+    return this.closed;
+  }
+
+  /** HTTP connections with nothing under way (idle keep-alive, or never used). */
+  idleConnections(): number {
+    let n = 0;
+    for (const conn of this.connections) if (conn.idle) n++;
+    return n;
+  }
+
+  /**
+   * Stops listening; idle connections close now, busy ones after their response or `graceMs`.
+   * Resolves when every HTTP connection has closed and the listener has too (it waits for
+   * upgraded sockets as well: whoever hands them over must end them).
+   */
+  async close(graceMs: number): Promise<void> {
+    this.stopping = true;
     clearInterval(this.sweep);
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = this.drain();
     for (const conn of this.connections) conn.closeIfIdle();
     const deadline = setTimeout(() => {
       for (const conn of this.connections) conn.socket.destroy();

@@ -1,12 +1,13 @@
 /**
  * Runs the proxy as a service of its own (`pnpm start:proxy`): configuration from the
- * environment, routes from Redis, graceful stop on SIGTERM/SIGINT.
+ * environment, routes from Redis, the public port opened once the first route snapshot is loaded,
+ * and a drain on SIGTERM/SIGINT (a rolling restart behind nginx drops nothing; README.md).
  */
 import { allocatorInUse, ConfigError, createLogger, env, loadConfig, stopOnSignals, type Logger } from '@deskhub/config';
 import { createRevocationChannel, createRouteStream } from '@deskhub/route-stream';
 import type { KeyObject } from 'node:crypto';
 import { parseDesktopOriginSetting, parsePublicKeysSetting, type DesktopOrigins } from '@deskhub/access-token';
-import { startProxy } from './proxy.ts';
+import { startProxy, type RunningProxy } from './proxy.ts';
 import { createAccessControl } from './access.ts';
 
 const proxyEnv = {
@@ -22,6 +23,8 @@ const proxyEnv = {
   ROUTE_STREAM_PREFIX: env.string('deskhub:'),
   BODY_LIMIT: env.int(10 * 1024 * 1024, 0),
   UPSTREAM_TIMEOUT_MS: env.int(30_000, 1),
+  /** On SIGTERM: how long WebSockets stay up while the drain runs (a second signal: at once). At most an hour. */
+  DRAIN_TIMEOUT_S: env.int(30, 0, 3600),
   AUTH_MODE: env.oneOf(['dev', 'oidc'] as const, 'dev'),
   /** The control plane's access-token public key(s): PEM text or comma-separated files. */
   ACCESS_TOKEN_PUBLIC_KEYS: env.custom<KeyObject[] | undefined>(parsePublicKeysSetting, undefined),
@@ -81,7 +84,24 @@ async function main(): Promise<void> {
     // Logout anywhere: this proxy refuses the session's tokens and closes its desktop WebSockets.
     revocations.subscribe((r) => access.revokeSession(r.sessionId, r.until)).catch((err: unknown) => logger.error({ err }, 'subscribing to session revocations failed'));
   }
-  const proxy = await startProxy({
+  // A signal may come before the public port opens (Redis down at start: the proxy waits for its
+  // first route snapshot). Then there is nothing to drain: the wait is aborted and the process
+  // exits 0. Afterwards a signal drains (RunningProxy.drain), a second one ends the drain at once.
+  const beforeListening = new AbortController();
+  let proxy: RunningProxy | null = null;
+  const drainMs = config.DRAIN_TIMEOUT_S * 1000;
+  const shutdown = stopOnSignals(
+    logger,
+    async () => {
+      beforeListening.abort(); // no effect once the public port is open
+      const running = await starting.catch(() => null);
+      if (running !== null) await running.drain(drainMs);
+      await stream.close();
+      await revocations.close();
+    },
+    { onRepeat: () => void proxy?.close() },
+  );
+  const starting: Promise<RunningProxy | null> = startProxy({
     ...(access ? { authorize: access.authorize } : {}),
     subscriber: stream.subscriber(),
     controlPlaneUrl: config.CONTROL_PLANE_URL,
@@ -95,17 +115,21 @@ async function main(): Promise<void> {
     authMode: config.AUTH_MODE,
     ...(desktopOrigins ? { desktopOrigins } : {}),
     logger,
-  });
-
-  const shutdown = stopOnSignals(logger, async () => {
-    await proxy.close();
-    await stream.close();
-    await revocations.close();
-  });
-  proxy.started.catch(() => {
-    // Already logged by the proxy; a proxy that can never load routes must not linger as "alive".
-    if (!shutdown.stopping) process.exit(1);
-  });
+    signal: beforeListening.signal,
+  }).then(
+    (running) => (proxy = running),
+    (err: unknown) => {
+      // Stopped by a signal while waiting: stopOnSignals finishes the stop (exit 0).
+      if (shutdown.stopping && (err as Error).name === 'AbortError') {
+        logger.info('stopped before the public port opened');
+        return null;
+      }
+      throw err;
+    },
+  );
+  if ((await starting) !== null) {
+    logger.info({ drainTimeoutS: config.DRAIN_TIMEOUT_S }, 'on SIGTERM or SIGINT the proxy drains; a second signal ends the drain at once');
+  }
 }
 
 main().catch((err: unknown) => {

@@ -15,6 +15,8 @@ export class ProxyMetrics {
   readonly upstreamErrors: Record<UpstreamErrorKind, number> = { refused: 0, reset: 0, timeout: 0, tls: 0, protocol: 0 };
   openWebSockets = 0;
   webSocketsOpened = 0;
+  /** Shutting down (RunningProxy.drain): not ready any more. */
+  draining = false;
 
   constructor(subscriber: RouteSubscriber) {
     const self = this;
@@ -74,10 +76,10 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: 'deskhub_proxy_ready',
-      help: '1 once the first route snapshot is loaded',
+      help: '1 once the first route snapshot is loaded; 0 again while draining',
       registers: [this.registry],
       collect() {
-        this.set(subscriber.ready ? 1 : 0);
+        this.set(subscriber.ready && !self.draining ? 1 : 0);
       },
     });
     new Counter({

@@ -305,9 +305,21 @@ export class Router implements FrontHandlers {
 
   // ---- upgrades (WebSocket) -----------------------------------------------------------------
 
+  /**
+   * Set by the drain (RunningProxy.drain): a WebSocket opened now would only be closed again at
+   * the drain's end, so upgrades that still arrive on open connections are answered 503, which
+   * nginx (`proxy_next_upstream http_503`) retries on another replica before the browser sees it.
+   */
+  draining = false;
+
   /** A WebSocket handshake the front accepted (request-rules.ts: GET, HTTP/1.1, Upgrade naming websocket, not CONNECT). */
   upgrade(req: ProxyRequest, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
+    if (this.draining) {
+      this.metrics.countResponse(503);
+      writeRawError(socket, 503, 'deskhub is restarting; reconnect.', wantsHtml(req.accept), 'Retry-After: 1\r\n');
+      return;
+    }
     const url = req.url;
     const unsafe = unsafeTarget(url);
     if (unsafe !== null) {

@@ -112,8 +112,23 @@ export class OpenConnections {
     return closed;
   }
 
-  closeAll(): void {
-    for (const key of [...this.byKey.keys()]) this.close(key);
+  /** Open connections, all keys together. */
+  get size(): number {
+    let n = 0;
+    for (const set of this.byKey.values()) n += set.size;
+    return n;
+  }
+
+  /**
+   * Ends every connection as `close` does (with a code: a close frame at each one's next frame
+   * boundary; without: cut). Returns their sockets, for a caller that bounds how long the close
+   * frames may take to leave (a browser that stopped reading never takes one).
+   */
+  closeAll(code?: number, reason = ''): Duplex[] {
+    const sockets: Duplex[] = [];
+    for (const set of this.byKey.values()) for (const socket of set.keys()) sockets.push(socket);
+    for (const key of [...this.byKey.keys()]) this.close(key, code, reason);
+    return sockets;
   }
 }
 

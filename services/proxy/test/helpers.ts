@@ -1,12 +1,13 @@
 /**
  * What the proxy tests share: routes, a proxy wired to a real route stream (in-process or
- * Redis) with a publisher to change its table, small upstreams, and an HTTP client that returns
- * status, headers and body.
+ * Redis) with a publisher to change its table, small upstreams, an HTTP client that returns
+ * status, headers and body, and a raw-socket one that keeps its connection (the drain's tests).
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import pino from 'pino';
+import { startRedis, type RedisServer } from '@deskhub/testkit/redis';
 import { createRouteStream, type Route, type RoutePublisher, type RouteStream, type RouteSubscriber, type SubscriberOptions } from '@deskhub/route-stream';
 import { startProxy, type ProxyOptions, type RunningProxy } from '../src/index.ts';
 
@@ -215,4 +216,120 @@ export async function closedPort(): Promise<number> {
   const port = (server.address() as AddressInfo).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/** Resolves with the error code of a connection attempt ('connected' if it was accepted). */
+export function tryConnect(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+export interface RawAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** A browser-side connection on a raw socket (drain tests): requests written by hand, answers read by content-length. */
+export class RawClient {
+  readonly socket: net.Socket;
+  readonly closed: Promise<void>;
+  private buffer = Buffer.alloc(0);
+  private waiting: (() => void) | null = null;
+
+  constructor(port: number) {
+    this.socket = net.connect(port, '127.0.0.1');
+    this.socket.on('error', () => undefined);
+    this.socket.on('data', (chunk: Buffer) => {
+      this.buffer = Buffer.concat([this.buffer, chunk]);
+      this.waiting?.();
+    });
+    this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()));
+    void this.closed.then(() => this.waiting?.());
+  }
+
+  connected(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.socket.once('connect', () => resolve());
+      this.socket.once('error', reject);
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.socket.destroyed;
+  }
+
+  write(request: string): void {
+    this.socket.write(request);
+  }
+
+  /** The next whole answer (head and a content-length body). */
+  async answer(timeoutMs = 5000): Promise<RawAnswer> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const end = this.buffer.indexOf('\r\n\r\n');
+      if (end !== -1) {
+        const lines = this.buffer.subarray(0, end).toString('latin1').split('\r\n');
+        const headers: Record<string, string> = {};
+        for (const line of lines.slice(1)) {
+          const colon = line.indexOf(':');
+          headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+        }
+        const length = Number(headers['content-length'] ?? 0);
+        if (this.buffer.length >= end + 4 + length) {
+          const body = this.buffer.subarray(end + 4, end + 4 + length).toString('utf8');
+          this.buffer = this.buffer.subarray(end + 4 + length);
+          return { status: Number(lines[0]!.split(' ')[1]), headers, body };
+        }
+      }
+      if (this.socket.destroyed) throw new Error(`connection closed before a whole answer: ${JSON.stringify(this.buffer.toString('latin1'))}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('no whole answer in time');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiting = () => {
+          clearTimeout(timer);
+          this.waiting = null;
+          resolve();
+        };
+      });
+    }
+  }
+}
+
+export interface RedisDown {
+  redis: RedisServer;
+  keyPrefix: string;
+  /** Starts Redis again (done at teardown otherwise). */
+  up(): Promise<void>;
+}
+
+/**
+ * A private Redis whose route table holds one desktop at `path` answering `body`, then stopped: a
+ * proxy started now finds no route stream (it starts again with `up()`, or at teardown).
+ */
+export async function redisDownWithDesktop(t: Teardown, path: string, body: string): Promise<RedisDown> {
+  const redis = await startRedis();
+  t.teardown(() => redis.close());
+  const desktop = await startUpstream((_req, res) => res.end(body));
+  t.teardown(() => desktop.close());
+  const keyPrefix = `down-${process.pid}-${++stackCount}:`;
+  const stream = createRouteStream({ redisUrl: redis.url, keyPrefix, logger: silentLogger });
+  t.teardown(() => stream.close());
+  await stream.publisher().republish({ version: 1, routes: [makeRoute(path, desktop.url)] });
+  await redis.stop();
+  let down = true;
+  const up = async (): Promise<void> => {
+    if (!down) return;
+    down = false;
+    await redis.start();
+  };
+  t.teardown(up);
+  return { redis, keyPrefix, up };
 }

@@ -10,7 +10,7 @@ import t, { type Test } from 'tap';
 import { startRedis } from '@deskhub/testkit/redis';
 import { createRouteStream, type Route, type RoutePublisher, type RouteSubscriber } from '@deskhub/route-stream';
 import { startProxy, type RunningProxy } from '../src/index.ts';
-import { makeRoute, send, silentLogger, startUpstream, waitForSubscriber, type TestUpstream } from './helpers.ts';
+import { closedPort, makeRoute, send, silentLogger, startUpstream, waitForSubscriber, type TestUpstream } from './helpers.ts';
 
 const WAIT_MS = 15_000;
 
@@ -100,7 +100,7 @@ function neverBackwards(t: Test, replica: Replica): void {
   t.notOk(backwards, `${replica.name} never went back to an older version (${replica.versions.join(',')})`);
 }
 
-t.test('not ready until Redis answers and a snapshot is loaded; healthy all along', async (t) => {
+t.test('not listening until Redis answers and a snapshot is loaded; healthy all along', async (t) => {
   const { routes, keyPrefix, a } = await control(t);
   await routes.put(makeRoute('ada-desk', a.url));
   await redis.stop();
@@ -108,15 +108,29 @@ t.test('not ready until Redis answers and a snapshot is loaded; healthy all alon
   t.teardown(async () => {
     if (!restarted) await redis.start();
   });
-  const replica = await startReplica(t, keyPrefix, 'early');
-  t.equal((await send(`${replica.proxy.url}/healthz`)).status, 200, 'alive while Redis is down');
-  t.equal((await send(`${replica.proxy.url}/readyz`)).status, 503, 'not ready while Redis is down');
-  t.equal((await send(`${replica.proxy.url}/desktop/ada-desk/`)).status, 503, 'desktops: 503 "still loading", not 404');
+  // The public port opens only once the table is loaded (drain.test.ts has the listener's side):
+  // health and readiness are on the metrics port meanwhile.
+  const [port, metricsPort] = [await closedPort(), await closedPort()];
+  const stream = createRouteStream({ redisUrl: redis.url, keyPrefix, logger: silentLogger });
+  t.teardown(() => stream.close());
+  const subscriber = stream.subscriber({ replicaId: 'early', checkIntervalMs: 200, announceTtlMs: 1500 });
+  const starting = startProxy({ subscriber, port, metricsPort, authMode: 'dev', logger: silentLogger });
+  const metricsUrl = `http://127.0.0.1:${metricsPort}`;
+  let healthy = 0;
+  for (let i = 0; i < 100 && healthy !== 200; i++) {
+    healthy = (await send(`${metricsUrl}/healthz`).catch(() => ({ status: 0 }))).status;
+    if (healthy !== 200) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.equal(healthy, 200, 'alive while Redis is down');
+  t.equal((await send(`${metricsUrl}/readyz`)).status, 503, 'not ready while Redis is down');
+  await t.rejects(send(`http://127.0.0.1:${port}/desktop/ada-desk/`), { code: 'ECONNREFUSED' }, 'the public port refuses connections');
   await redis.start();
   restarted = true;
-  await atVersion(replica, 1);
-  t.equal((await send(`${replica.proxy.url}/readyz`)).status, 200, 'ready once the snapshot is loaded');
-  t.equal(await body(replica, 'ada-desk'), 'upstream-a');
+  const proxy = await starting;
+  t.teardown(() => proxy.close());
+  t.equal((await send(`${metricsUrl}/readyz`)).status, 200, 'ready once the snapshot is loaded');
+  t.equal((await send(`${proxy.url}/readyz`)).status, 200, 'on the public port too');
+  t.equal((await send(`${proxy.url}/desktop/ada-desk/`)).text, 'upstream-a');
 });
 
 t.test('two replicas see the same changes; the publisher can wait for both', async (t) => {

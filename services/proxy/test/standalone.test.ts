@@ -2,7 +2,10 @@
  * The proxy as its own process (`src/main.ts`, routes from a real Redis), which is also the
  * only honest way to watch its memory: 1 MiB and 100 MiB bodies both ways and a WebSocket
  * flood towards a reader that stopped reading must not grow the process by anything near their
- * size. Plus start-up errors that name the variable, and a graceful SIGTERM.
+ * size. Plus start-up errors that name the variable, the public port closed until the first
+ * route snapshot (Redis down at start), and the drain on SIGTERM: a new connection refused, an
+ * idle keep-alive connection answered with `Connection: close`, WebSockets closed with 1001 after
+ * DRAIN_TIMEOUT_S (or at once on a second signal), exit 0.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
@@ -12,13 +15,15 @@ import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import t from 'tap';
-import { WebSocketServer } from 'ws';
+import t, { type Test } from 'tap';
+import WebSocket, { WebSocketServer } from 'ws';
 import { startDemoDesktop } from '@deskhub/demo-desktop';
 import { startRedis } from '@deskhub/testkit/redis';
 import { createRouteStream } from '@deskhub/route-stream';
 import { parseEnvFile } from '@deskhub/config';
-import { KASM_AUTH, KASM_PASSWORD, makeRoute, send, silentLogger, startUpstream } from './helpers.ts';
+import { RESTART_CLOSE_REASON } from '../src/index.ts';
+import { closedPort, KASM_AUTH, KASM_PASSWORD, makeRoute, RawClient, redisDownWithDesktop, send, silentLogger, startUpstream, tryConnect } from './helpers.ts';
+import { closeOf, open, startRecordingDesktop } from './ws-helpers.ts';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const MiB = 1024 * 1024;
@@ -29,13 +34,13 @@ interface ChildProxy {
   port: number;
   metricsUrl: string;
   stderr(): string;
-  /** Every JSON log line it printed up to and including "proxy listening". */
+  /** Every JSON log line it printed so far (collected until it exits). */
   logs: Array<Record<string, unknown>>;
 }
 
 function runMain(env: Record<string, string>): ChildProcess {
   const clean: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of ['PORT', 'HOST', 'METRICS_PORT', 'METRICS_HOST', 'CONTROL_PLANE_URL', 'PUBLIC_URL', 'REDIS_URL', 'ROUTE_STREAM_PREFIX', 'BODY_LIMIT', 'UPSTREAM_TIMEOUT_MS', 'AUTH_MODE', 'ACCESS_TOKEN_PUBLIC_KEYS', 'DESKTOP_ORIGIN', 'LOG_LEVEL']) {
+  for (const name of ['PORT', 'HOST', 'METRICS_PORT', 'METRICS_HOST', 'CONTROL_PLANE_URL', 'PUBLIC_URL', 'REDIS_URL', 'ROUTE_STREAM_PREFIX', 'BODY_LIMIT', 'UPSTREAM_TIMEOUT_MS', 'AUTH_MODE', 'ACCESS_TOKEN_PUBLIC_KEYS', 'DESKTOP_ORIGIN', 'DRAIN_TIMEOUT_S', 'LOG_LEVEL']) {
     delete clean[name];
   }
   return spawn(process.execPath, ['--import', 'tsx', 'services/proxy/src/main.ts'], {
@@ -45,41 +50,71 @@ function runMain(env: Record<string, string>): ChildProcess {
   });
 }
 
+/** Resolves with the first log line (JSON, on stdout) `match` accepts; rejects after `timeoutMs`. */
+function logLine(child: ChildProcess, logs: Array<Record<string, unknown>>, match: (l: Record<string, unknown>) => boolean, timeoutMs = 15_000): Promise<Record<string, unknown>> {
+  const seen = logs.find(match);
+  if (seen) return Promise.resolve(seen);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.stdout?.off('data', check);
+      reject(new Error(`no such log line within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const check = (): void => {
+      // The line is parsed by the collector below first (it was attached first).
+      setImmediate(() => {
+        const line = logs.find(match);
+        if (!line) return;
+        clearTimeout(timer);
+        child.stdout?.off('data', check);
+        resolve(line);
+      });
+    };
+    child.stdout?.on('data', check);
+  });
+}
+
+/** Collects main.ts's JSON log lines from its start (startChild waits for "proxy listening" instead). */
+function collectLogs(child: ChildProcess): Array<Record<string, unknown>> {
+  const logs: Array<Record<string, unknown>> = [];
+  let buffered = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) !== -1) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // not a log line of ours
+      }
+    }
+  });
+  return logs;
+}
+
 /** Starts main.ts and resolves once it logged where it listens. */
 function startChild(env: Record<string, string>): Promise<ChildProxy> {
-  const child = runMain({ PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'info', AUTH_MODE: 'dev', ...env });
+  // A short drain, so a SIGTERM with a WebSocket still open does not keep a test waiting 30 s.
+  const child = runMain({ PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'info', AUTH_MODE: 'dev', DRAIN_TIMEOUT_S: '1', ...env });
   let stderr = '';
   child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+  // Lines keep being collected after "proxy listening" (the drain's phases).
+  const logs = collectLogs(child);
   return new Promise((resolve, reject) => {
-    let buffered = '';
-    const logs: Array<Record<string, unknown>> = [];
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`proxy did not start within 30 s: ${stderr}`));
-    }, 30_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`proxy exited with ${code}: ${stderr}`));
-    });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) !== -1) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        try {
-          const entry = JSON.parse(line) as { msg?: string; url?: string; metricsUrl?: string };
-          logs.push(entry);
-          if (entry.msg === 'proxy listening' && entry.url && entry.metricsUrl) {
-            clearTimeout(timer);
-            child.removeAllListeners('exit');
-            resolve({ child, url: entry.url, port: Number(new URL(entry.url).port), metricsUrl: entry.metricsUrl, stderr: () => stderr, logs });
-          }
-        } catch {
-          // not a log line of ours
-        }
-      }
-    });
+    const exited = (code: number | null): void => reject(new Error(`proxy exited with ${code}: ${stderr}`));
+    child.once('exit', exited);
+    logLine(child, logs, (l) => l.msg === 'proxy listening' && typeof l.url === 'string' && typeof l.metricsUrl === 'string', 30_000).then(
+      (entry) => {
+        child.off('exit', exited);
+        const url = entry.url as string;
+        resolve({ child, url, port: Number(new URL(url).port), metricsUrl: entry.metricsUrl as string, stderr: () => stderr, logs });
+      },
+      (err: Error) => {
+        child.kill('SIGKILL');
+        reject(new Error(`proxy did not start: ${err.message}: ${stderr}`));
+      },
+    );
   });
 }
 
@@ -184,6 +219,12 @@ t.test('start-up errors name the variable', async (t) => {
   badOrigin.stderr?.on('data', (c: Buffer) => (err4 += c.toString()));
   t.equal((await exitOf(badOrigin, 30_000)).code, 2);
   t.match(err4, /DESKTOP_ORIGIN: plain http is only possible under localhost/);
+
+  const badDrain = runMain({ REDIS_URL: 'redis://127.0.0.1:1', DRAIN_TIMEOUT_S: 'forever' });
+  let err5 = '';
+  badDrain.stderr?.on('data', (c: Buffer) => (err5 += c.toString()));
+  t.equal((await exitOf(badDrain, 30_000)).code, 2);
+  t.match(err5, /DRAIN_TIMEOUT_S: expected a whole number/);
 
   // oidc mode must never start letting everyone through: without the means to check access
   // (an access hook; main.ts builds it from ACCESS_TOKEN_PUBLIC_KEYS) start-up fails and says why.
@@ -354,27 +395,104 @@ t.test('a standalone proxy: bodies and WebSocket floods stream through without g
   t.pass('open WebSocket closed on shutdown');
 });
 
-t.test('SIGTERM with nothing in flight exits at once, without waiting out the 5 s grace', async (t) => {
+t.test('Redis down at start: the public port stays closed and the log says why; health answers; a signal then exits 0', async (t) => {
+  const { redis, keyPrefix, up } = await redisDownWithDesktop(t, 'early-desk', 'desk');
+  for (const stopWhileWaiting of [true, false]) {
+    const [port, metricsPort] = [await closedPort(), await closedPort()];
+    const child = runMain({ REDIS_URL: redis.url, ROUTE_STREAM_PREFIX: keyPrefix, PORT: String(port), METRICS_PORT: String(metricsPort), LOG_LEVEL: 'info', AUTH_MODE: 'dev' });
+    t.teardown(() => child.kill('SIGKILL'));
+    const logs = collectLogs(child);
+    const waiting = await logLine(child, logs, (l) => /^waiting for the first route snapshot: the public port opens once it is loaded/.test(String(l.msg)));
+    t.equal(waiting.level, 30, 'the log says the public port waits for the route snapshot');
+    t.equal((await send(`http://127.0.0.1:${metricsPort}/healthz`)).status, 200, 'health on the metrics port');
+    t.equal((await send(`http://127.0.0.1:${metricsPort}/readyz`)).status, 503, 'not ready');
+    t.equal(await tryConnect(port), 'ECONNREFUSED', 'the public port refuses connections');
+    if (stopWhileWaiting) {
+      child.kill('SIGTERM');
+      t.same(await exitOf(child), { code: 0, signal: null }, 'SIGTERM while waiting: exit 0');
+      t.ok(logs.some((l) => l.msg === 'stopped before the public port opened'), 'and the log says it never opened');
+      continue;
+    }
+    await up();
+    const listening = await logLine(child, logs, (l) => l.msg === 'proxy listening');
+    t.equal(listening.url, `http://127.0.0.1:${port}`, 'once Redis answers it listens, on the port asked for');
+    t.equal((await send(`http://127.0.0.1:${port}/desktop/early-desk/`)).text, 'desk', 'serving the snapshot');
+    child.kill('SIGTERM');
+    t.same(await exitOf(child), { code: 0, signal: null }, 'SIGTERM with nothing open: exit 0');
+  }
+});
+
+t.test('SIGTERM with nothing open exits at once', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.close());
-  const proxy = await startChild({ REDIS_URL: redis.url });
+  const proxy = await startChild({ REDIS_URL: redis.url, DRAIN_TIMEOUT_S: '30' });
   t.teardown(() => proxy.child.kill('SIGKILL'));
-  // Connections a browser leaves behind: one kept alive after its answer, one never used.
-  const kept = net.connect(proxy.port, '127.0.0.1');
-  const answered = new Promise<void>((resolve) => kept.once('data', () => resolve()));
-  kept.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
-  await answered;
-  const unused = net.connect(proxy.port, '127.0.0.1');
-  await new Promise((resolve) => unused.once('connect', resolve));
-  const closed = Promise.all([kept, unused].map((s) => new Promise<void>((resolve) => s.once('close', () => resolve()))));
-  kept.on('error', () => undefined);
-  unused.on('error', () => undefined);
+  t.equal((await send(`${proxy.url}/healthz`)).status, 200);
   const t0 = Date.now();
   proxy.child.kill('SIGTERM');
   const exit = await exitOf(proxy.child);
   const took = Date.now() - t0;
   t.same(exit, { code: 0, signal: null }, 'clean exit');
-  t.ok(took < 4000, `exited before the grace ran out (${took} ms)`);
-  await closed;
-  t.pass('both idle connections were closed');
+  t.ok(took < 3000, `exited without waiting out DRAIN_TIMEOUT_S (${took} ms)`);
+});
+
+/** A route stream on a private Redis with one WebSocket desktop, and main.ts over it. */
+async function drainSetup(t: Test, env: Record<string, string>): Promise<{ proxy: ChildProxy; ws: WebSocket; closed: Promise<{ code: number; reason: string }> }> {
+  const redis = await startRedis();
+  t.teardown(() => redis.close());
+  const keyPrefix = `standalone-${randomUUID().slice(0, 8)}:`;
+  const stream = createRouteStream({ redisUrl: redis.url, keyPrefix, logger: silentLogger });
+  t.teardown(() => stream.close());
+  const desktop = await startRecordingDesktop();
+  t.teardown(() => desktop.close());
+  await stream.publisher().republish({ version: 1, routes: [makeRoute('drain-vnc', desktop.url)] });
+  const proxy = await startChild({ REDIS_URL: redis.url, ROUTE_STREAM_PREFIX: keyPrefix, ...env });
+  t.teardown(() => proxy.child.kill('SIGKILL'));
+  const ws = await open(`${proxy.url.replace(/^http/, 'ws')}/desktop/drain-vnc/websockify`);
+  t.teardown(() => ws.terminate());
+  return { proxy, ws, closed: closeOf(ws) };
+}
+
+t.test('SIGTERM drains: new connections refused, an idle connection answered with Connection: close, WebSockets 1001 after DRAIN_TIMEOUT_S, exit 0', async (t) => {
+  const { proxy, ws, closed } = await drainSetup(t, { DRAIN_TIMEOUT_S: '2' });
+  const idle = new RawClient(proxy.port);
+  await idle.connected();
+  idle.write('GET /desktop/drain-vnc/ HTTP/1.1\r\nHost: x\r\n\r\n');
+  t.equal((await idle.answer()).headers.connection, undefined, 'keep-alive before the signal');
+  let closedAt = 0;
+  void closed.then(() => (closedAt = Date.now()));
+  const exited = exitOf(proxy.child, 20_000);
+
+  const t0 = Date.now();
+  proxy.child.kill('SIGTERM');
+  await logLine(proxy.child, proxy.logs, (l) => /^draining: the public port is closed/.test(String(l.msg)));
+  t.equal(await tryConnect(proxy.port), 'ECONNREFUSED', 'a new connection is refused');
+  t.notOk(idle.isClosed, 'the idle keep-alive connection stays open');
+  idle.write('POST /desktop/drain-vnc/form HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi');
+  const answer = await idle.answer();
+  t.same([answer.status, answer.body, answer.headers.connection], [200, 'page', 'close'], 'its next request, a POST, is answered by the desktop, with Connection: close');
+  await idle.closed;
+  t.pass('then it closes');
+  await new Promise((r) => setTimeout(r, Math.max(0, t0 + 1500 - Date.now())));
+  t.equal(ws.readyState, WebSocket.OPEN, 'the WebSocket is still open 1.5 s into the drain');
+  t.same(await closed, { code: 1001, reason: RESTART_CLOSE_REASON }, 'then closed with 1001');
+  t.ok(closedAt - t0 >= 2000, `after DRAIN_TIMEOUT_S (${closedAt - t0} ms)`);
+  t.same(await exited, { code: 0, signal: null }, 'exit 0');
+  const said = proxy.logs.map((l) => String(l.msg));
+  for (const phase of ['stopping', 'drain timeout reached', 'proxy closed']) t.ok(said.some((m) => m.startsWith(phase)), `logged: ${phase}`);
+});
+
+t.test('a second SIGTERM ends the drain at once: WebSockets 1001, exit 0', async (t) => {
+  const { proxy, ws, closed } = await drainSetup(t, { DRAIN_TIMEOUT_S: '30' });
+  const exited = exitOf(proxy.child, 20_000);
+  proxy.child.kill('SIGTERM');
+  await logLine(proxy.child, proxy.logs, (l) => /^draining: the public port is closed/.test(String(l.msg)));
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(ws.readyState, WebSocket.OPEN, 'open while the drain waits');
+  const t0 = Date.now();
+  proxy.child.kill('SIGTERM');
+  t.same(await closed, { code: 1001, reason: RESTART_CLOSE_REASON }, 'closed with 1001');
+  t.same(await exited, { code: 0, signal: null }, 'exit 0');
+  t.ok(Date.now() - t0 < 5000, `at once, not after 30 s (${Date.now() - t0} ms)`);
+  t.ok(proxy.logs.some((l) => l.msg === 'drain ended early: stop asked again'), 'the log says why');
 });

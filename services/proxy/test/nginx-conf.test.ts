@@ -1,0 +1,94 @@
+/**
+ * The shipped deploy/nginx/deskhub.conf loads: `nginx -t` on the nginx this machine has (what
+ * scripts/ensure-services.sh installs: Debian 12's nginx-light 1.22.1), through a temporary
+ * nginx.conf that includes it as conf.d would, with a self-signed certificate made here in place
+ * of the two certificate paths. Skipped, saying why, only when there is no nginx binary.
+ */
+import { execFile } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { makeSelfSignedCertificate } from '@deskhub/demo-desktop';
+
+const shipped = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'deploy', 'nginx', 'deskhub.conf');
+
+/** $NGINX, else `nginx` on PATH, else where Debian and source builds put it. */
+function findNginx(): string | null {
+  const candidates = [
+    ...(process.env.NGINX ? [process.env.NGINX] : []),
+    ...(process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'nginx')),
+    '/usr/sbin/nginx',
+    '/usr/local/sbin/nginx',
+    '/usr/local/nginx/sbin/nginx',
+  ];
+  for (const file of candidates) {
+    try {
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {
+      // not there
+    }
+  }
+  return null;
+}
+
+function run(file: string, args: string[]): Promise<{ code: number; output: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { timeout: 30_000 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+      resolve({ code, output: `${stdout}${stderr}` });
+    });
+  });
+}
+
+const nginx = findNginx();
+
+t.test('deploy/nginx/deskhub.conf passes nginx -t', { skip: nginx === null ? 'no nginx binary ($NGINX, PATH, /usr/sbin, /usr/local)' : false }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'deskhub-nginx-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const { key, cert } = await makeSelfSignedCertificate('desktops.example.com');
+  await writeFile(join(dir, 'fullchain.pem'), cert);
+  await writeFile(join(dir, 'privkey.pem'), key, { mode: 0o600 });
+
+  const text = await readFile(shipped, 'utf8');
+  for (const path of ['/etc/ssl/deskhub/fullchain.pem', '/etc/ssl/deskhub/privkey.pem']) {
+    t.equal(text.split(path).length - 1, 1, `the shipped file names ${path} once (replaced by the test's certificate)`);
+  }
+  const conf = text.replace('/etc/ssl/deskhub/fullchain.pem', join(dir, 'fullchain.pem')).replace('/etc/ssl/deskhub/privkey.pem', join(dir, 'privkey.pem'));
+  await writeFile(join(dir, 'deskhub.conf'), conf);
+  // As /etc/nginx/nginx.conf would have it (the shipped file goes inside http), with
+  // worker_shutdown_timeout in the main context as the shipped file's comment suggests, and
+  // everything nginx writes kept in the temporary directory.
+  await writeFile(
+    join(dir, 'nginx.conf'),
+    [
+      `pid ${dir}/nginx.pid;`,
+      `error_log ${dir}/error.log;`,
+      'worker_shutdown_timeout 1h;',
+      'events {}',
+      'http {',
+      '  access_log off;',
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((name) => `  ${name}_temp_path ${dir}/${name};`),
+      `  include ${dir}/deskhub.conf;`,
+      '}',
+      '',
+    ].join('\n'),
+  );
+
+  const version = await run(nginx!, ['-v']);
+  t.comment(version.output.trim());
+  const tested = await run(nginx!, ['-t', '-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')]);
+  t.equal(tested.code, 0, `nginx -t: ${tested.output.trim()}`);
+  t.match(tested.output, /test is successful/);
+
+  // What a rolling restart relies on (README "Deploy"), as the file says it.
+  t.match(text, /^\s*listen 443 ssl http2;/m, 'HTTP/2 towards browsers in the form nginx 1.22 knows');
+  t.match(text, /^\s*proxy_next_upstream error timeout http_502 http_503;/m, 'another replica on a refused connection, a timeout, a 502 or a 503');
+  t.match(text, /^\s*proxy_next_upstream_tries \d+;/m);
+  t.match(text, /^\s*keepalive \d+;/m, 'keep-alive connections to the replicas');
+  const idle = /^\s*keepalive_timeout (\d+)s;/m.exec(text);
+  t.ok(idle !== null && Number(idle[1]) < 30, "nginx drops idle replica connections before the proxy's default 30 s drain ends");
+});
