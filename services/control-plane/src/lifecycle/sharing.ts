@@ -269,8 +269,8 @@ export class Sharing {
     return sharedDesktop(found.desktop, found.owner, found.share, 'link');
   }
 
-  /** The desktops shared with `user`, by name or through links they opened, with the best share of each. */
-  async sharedWith(user: Owner): Promise<SharedDesktop[]> {
+  /** The desktops shared with `user` (or just `desktopId`), by name or through links they opened, with the best share of each. */
+  async sharedWith(user: Owner, desktopId?: string): Promise<SharedDesktop[]> {
     const now = new Date();
     const visited = this.options.db.select({ id: shareLinkVisitors.shareId }).from(shareLinkVisitors).where(eq(shareLinkVisitors.userId, user.id));
     const rows = await this.options.db
@@ -278,7 +278,7 @@ export class Sharing {
       .from(desktopShares)
       .innerJoin(desktops, eq(desktops.id, desktopShares.desktopId))
       .innerJoin(users, eq(users.id, desktops.ownerId))
-      .where(and(liveShare(now), or(eq(desktopShares.userId, user.id), inArray(desktopShares.id, visited))))
+      .where(and(liveShare(now), desktopId === undefined ? undefined : eq(desktopShares.desktopId, desktopId), or(eq(desktopShares.userId, user.id), inArray(desktopShares.id, visited))))
       .orderBy(asc(desktops.proxyPath), asc(desktopShares.createdAt));
     const best = new Map<string, SharedDesktop>();
     for (const { share, desktop, owner } of rows) {
@@ -298,7 +298,8 @@ export class Sharing {
     if (!desktop || desktop.ownerId === null) return null;
     if (desktop.ownerId === user.id) return { desktopId: desktop.id, proxyPath, ownerId: desktop.ownerId, grantId: null, mode: 'owner' };
     if (this.unavailable(desktop) !== null) return null;
-    const shared = (await this.sharedWith(user)).find((s) => s.desktopId === desktop.id);
+    // Only this desktop's shares: the hand-off asks at every renewal of an open desktop.
+    const [shared] = await this.sharedWith(user, desktop.id);
     return shared ? { desktopId: desktop.id, proxyPath, ownerId: desktop.ownerId, grantId: shared.shareId, mode: shared.mode } : null;
   }
 }
