@@ -27,9 +27,14 @@ import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
 const run = promisify(execFile);
 export const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
 
-/** Builds (or finds up to date) one image from deploy/images; serialised across test files. */
-export async function buildImage(target: 'kasm-test' | 'desktop'): Promise<void> {
-  await run('flock', ['/tmp/deskhub-image-build.lock', 'bash', 'deploy/images/build.sh', target], {
+/**
+ * Builds (or finds up to date) one image from deploy/images (`stack`: docker-compose.yml's three);
+ * serialised across test files. The stack has a lock of its own: its images share nothing with
+ * the desktop images but the debootstrap tarball, which build.sh makes once under a lock of its own.
+ */
+export async function buildImage(target: 'kasm-test' | 'desktop' | 'stack'): Promise<void> {
+  const lock = target === 'stack' ? '/tmp/deskhub-image-build-stack.lock' : '/tmp/deskhub-image-build.lock';
+  await run('flock', [lock, 'bash', 'deploy/images/build.sh', target], {
     cwd: repoRoot,
     timeout: 15 * 60_000,
     maxBuffer: 16 * 1024 * 1024,
