@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (Debian packages) and starts what the test suite talks to for real:
-# PostgreSQL, Redis (tests start their own redis-server processes), Docker Engine, Chromium,
-# Firefox ESR, nginx and wrk (benchmark harness). Idempotent: does nothing that is already done.
+# PostgreSQL, Redis (tests start their own redis-server processes), Docker Engine and
+# docker-compose, Chromium, Firefox ESR, nginx and wrk (benchmark harness). Idempotent: does nothing that is already done.
 # Needs root on Debian 12. The caller (scripts/test.sh) sets TEST_DATABASE_URL; this script makes it valid.
 set -euo pipefail
 
@@ -16,6 +16,8 @@ command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# docker-compose.yml is brought up for real (deploy/test/compose.test.ts) with Debian's Compose 1.29.
+command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
 # The proxy runs on jemalloc as deployed (deploy/allocator.env): the benchmark and a test start it so.
