@@ -350,21 +350,27 @@ export async function startDockerDeskhub(t: Test, label: string, env: Record<str
     deskhub,
     runtime,
     base,
-    async signIn(username) {
-      const res = await fetch(`${base}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json', origin: base }, body: JSON.stringify({ username }) });
-      if (res.status >= 300) throw new Error(`dev-login answered ${res.status}: ${await res.text()}`);
-      const cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
-      if (!cookie) throw new Error('dev-login set no cookie');
-      return cookie;
-    },
-    async api<T>(cookie: string, method: string, path: string, body?: unknown) {
-      const res = await fetch(`${base}${path}`, {
-        method,
-        headers: { cookie, origin: base, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-      const text = await res.text();
-      return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
-    },
+    signIn: (username) => devSignIn(base, username),
+    api: (cookie, method, path, body) => apiCall(base, cookie, method, path, body),
   };
+}
+
+/** Signs in through dev-login at `base` (deskhub's public origin); the Cookie header value. */
+export async function devSignIn(base: string, username: string): Promise<string> {
+  const res = await fetch(`${base}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json', origin: base }, body: JSON.stringify({ username }) });
+  if (res.status >= 300) throw new Error(`dev-login answered ${res.status}: ${await res.text()}`);
+  const cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  if (!cookie) throw new Error('dev-login set no cookie');
+  return cookie;
+}
+
+/** An API call at `base` with the cookie and the Origin a browser would send; the parsed JSON answer. */
+export async function apiCall<T>(base: string, cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { cookie, origin: base, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
 }
