@@ -1,10 +1,11 @@
 // docker-compose.yml for real, with Debian's docker-compose 1.29 (scripts/ensure-services.sh
 // installs it) and the images build.sh makes without a registry: `docker-compose config` on the
 // production defaults, then the stack brought up under a project name, an installation label,
-// a desktop network and host ports of this test's own, and the newcomer's flow through the
-// public port: dev sign-in, the kasm-test desktop launched through the API, its page and a
-// WebSocket echo through both proxy replicas, what the desktop cannot reach (Postgres, Redis,
-// the control plane, the host), delete, `docker-compose down -v`. Everything the test made
+// a desktop network and host ports of this test's own, a third proxy replica added by an
+// override file as deploy/README.md says, and the newcomer's flow through the public port: dev
+// sign-in, the kasm-test desktop launched through the API, its page and a WebSocket echo
+// through every replica, what the desktop cannot reach (Postgres, Redis, the control plane, the
+// host), delete, `docker-compose down -v`. Everything the test made
 // (containers, volumes, networks, desktops, the host guard's rule) is removed even on failure.
 import t from 'tap';
 import { execFile } from 'node:child_process';
@@ -50,12 +51,9 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 // test's own through DESKHUB_CATALOG.
 const catalog = join(dir, 'catalog.yaml');
 copyFileSync(join(repoRoot, 'services/control-plane/catalog.yaml'), catalog);
-// No sign-in providers (dev sign-in); an empty env file for compose itself, so a .env beside
-// docker-compose.yml on this machine changes nothing here.
+// No sign-in providers: dev sign-in.
 const providers = join(dir, 'deskhub.env');
 writeFileSync(providers, '');
-const composeEnv = join(dir, 'compose.env');
-writeFileSync(composeEnv, '');
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519');
 const secrets = {
@@ -65,13 +63,44 @@ const secrets = {
   ACCESS_TOKEN_PUBLIC_KEYS: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
   DESKHUB_ENV_FILE: providers,
 };
+
+/**
+ * The settings as an env file for compose's ${...}, written as deploy/README.md says to write
+ * `.env` (a PEM key on one line, its newlines as \n); passed with --env-file, so a .env beside
+ * docker-compose.yml on this machine changes nothing here.
+ */
+let envFiles = 0;
+function envFile(settings: Record<string, string>): string {
+  const file = join(dir, `compose-${++envFiles}.env`);
+  writeFileSync(file, Object.entries(settings).map(([key, value]) => `${key}=${value.trim().replace(/\n/g, '\\n')}\n`).join(''), { mode: 0o600 });
+  return file;
+}
 // Only what compose needs from this process's environment: nothing else reaches its ${...}.
 const base: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, ...(process.env.DOCKER_HOST ? { DOCKER_HOST: process.env.DOCKER_HOST } : {}) };
-const compose = (env: NodeJS.ProcessEnv, ...args: string[]) => run('docker-compose', ['--env-file', composeEnv, '-p', project, ...args], env);
+/** docker-compose with the settings file, named compose files (none other: no override file of this machine's) and args. */
+const compose = (settings: string, files: string[], ...args: string[]) =>
+  run('docker-compose', ['--env-file', settings, '-p', project, ...files.flatMap((file) => ['-f', file]), ...args], base);
+const composeFile = join(repoRoot, 'docker-compose.yml');
+
+// A third replica, added the way deploy/README.md says ("Add a replica"), but with the main
+// file named by its full path (this override lives in a temporary folder).
+const override = join(dir, 'docker-compose.override.yml');
+writeFileSync(
+  override,
+  `services:
+  proxy-c:
+    extends: { file: ${composeFile}, service: proxy-b }
+    environment:
+      PORT: \${PROXY_C_PORT:-8083}
+      METRICS_PORT: \${PROXY_C_METRICS_PORT:-9093}
+    healthcheck:
+      test: ["CMD", "node", "-e", "fetch('http://127.0.0.1:\${PROXY_C_METRICS_PORT:-9093}/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+`,
+);
 
 t.test('docker-compose config: valid, the production defaults, a missing secret named', async (t) => {
-  const production = { ...base, ...secrets, PUBLIC_URL: 'https://desktops.example.com' };
-  const config = await compose(production, 'config');
+  const production = { ...secrets, PUBLIC_URL: 'https://desktops.example.com' };
+  const config = await compose(envFile(production), [composeFile], 'config');
   t.equal(config.code, 0, `docker-compose config: ${config.stderr}`);
   const out = config.stdout;
   for (const [what, pattern] of [
@@ -91,7 +120,7 @@ t.test('docker-compose config: valid, the production defaults, a missing secret 
   t.ok(drains.every((d) => graces.length >= 3 && Math.min(...graces) > d + 10), `stop_grace_period (${graces.join(', ')} s) exceeds every drain (${drains.join(', ')} s) by more than 10 s`);
 
   const { SECRET_KEY: _, ...withoutSecretKey } = production;
-  const missing = await compose(withoutSecretKey, 'config');
+  const missing = await compose(envFile(withoutSecretKey), [composeFile], 'config');
   t.not(missing.code, 0, 'a missing SECRET_KEY stops compose');
   t.match(missing.stderr, /set SECRET_KEY/, `the message names the setting: ${missing.stderr.trim().split('\n').pop()}`);
 });
@@ -106,10 +135,11 @@ t.test('the newcomer flow against the compose stack', async (t) => {
     PROXY_A_METRICS_PORT: await freePort(),
     PROXY_B_PORT: await freePort(),
     PROXY_B_METRICS_PORT: await freePort(),
+    PROXY_C_PORT: await freePort(),
+    PROXY_C_METRICS_PORT: await freePort(),
   };
   const publicUrl = `http://127.0.0.1:${ports.PROXY_A_PORT}`;
-  const env: NodeJS.ProcessEnv = {
-    ...base,
+  const settings = envFile({
     ...secrets,
     ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])),
     // A loopback PUBLIC_URL allows dev sign-in, as a newcomer trying deskhub on their machine.
@@ -119,7 +149,8 @@ t.test('the newcomer flow against the compose stack', async (t) => {
     DESKHUB_INSTANCE: instance,
     DOCKER_NETWORK: network,
     DRAIN_TIMEOUT_S: '5',
-  };
+  });
+  const stack = (...args: string[]) => compose(settings, [composeFile, override], ...args);
 
   // What deskhub made outside compose (desktops, their network, the host guard's rule) and
   // compose's own, removed whatever happens; compose's logs first when something failed.
@@ -128,23 +159,23 @@ t.test('the newcomer flow against the compose stack', async (t) => {
   const diagnose = async () => {
     if (t.passing() || diagnosed) return;
     diagnosed = true;
-    const logs = await compose(env, 'logs', '--no-color', '--tail', '60');
+    const logs = await stack('logs', '--no-color', '--tail', '60');
     t.comment(`docker-compose logs:\n${logs.stdout}${logs.stderr}`);
   };
   t.teardown(async () => {
     await diagnose();
-    const down = await compose(env, 'down', '-v', '--remove-orphans', '--timeout', '20');
+    const down = await stack('down', '-v', '--remove-orphans', '--timeout', '20');
     if (down.code !== 0) t.comment(`docker-compose down: ${down.stderr}`);
     await cleanup();
   });
 
   const started = Date.now();
-  const up = await compose(env, 'up', '-d', '--no-build');
+  const up = await stack('up', '-d', '--no-build');
   t.equal(up.code, 0, up.code === 0 ? 'docker-compose up -d' : `docker-compose up -d: ${up.stderr}`);
   if (up.code !== 0) return;
 
-  const containers = (await compose(env, 'ps', '-q')).stdout.split('\n').filter(Boolean);
-  t.equal(containers.length, 5, 'postgres, redis, the control plane and two proxies');
+  const containers = (await stack('ps', '-q')).stdout.split('\n').filter(Boolean);
+  t.equal(containers.length, 6, 'postgres, redis, the control plane, two proxies and the one the override file adds');
   const health = async () => (await run('docker', ['inspect', '-f', '{{.Name}} {{.State.Health.Status}}', ...containers], base)).stdout.trim().split('\n');
   const healthy = await waitFor('every service healthy', async () => {
     const states = await health();
@@ -152,7 +183,7 @@ t.test('the newcomer flow against the compose stack', async (t) => {
   }, 180_000, 1000).catch(async (err: Error) => {
     throw new Error(`${err.message}: ${(await health()).join(', ')}`);
   });
-  t.equal(healthy.length, 5, `healthy: ${healthy.join(', ')}`);
+  t.equal(healthy.length, 6, `healthy: ${healthy.join(', ')}`);
   t.comment(`docker-compose up -d: every service healthy ${((Date.now() - started) / 1000).toFixed(1)} s after the command`);
 
   // Signing in through the public port (proxy A), as the sign-in page does.
@@ -183,7 +214,7 @@ t.test('the newcomer flow against the compose stack', async (t) => {
 
   // Its page (at the address the API gave, on proxy A's port) and a WebSocket echo, through each
   // replica (the cookie holds for both).
-  for (const [replica, port] of [['proxy A', ports.PROXY_A_PORT], ['proxy B', ports.PROXY_B_PORT]] as const) {
+  for (const [replica, port] of [['proxy A', ports.PROXY_A_PORT], ['proxy B', ports.PROXY_B_PORT], ['proxy C (the override file)', ports.PROXY_C_PORT]] as const) {
     const page = await fetch(view.url.replace(publicUrl, `http://127.0.0.1:${port}`), { headers: { cookie } });
     t.equal(page.status, 200, `the desktop's page through ${replica}`);
     t.match(await page.text(), /<h1>Demo desktop/);
@@ -207,7 +238,7 @@ t.test('the newcomer flow against the compose stack', async (t) => {
     JSON.parse((await run('docker', ['inspect', container], base)).stdout)[0] as { NetworkSettings: { Networks: Record<string, { IPAddress: string; Gateway: string }> } };
   const desktopNet = (await inspect(desktop!.runtimeId)).NetworkSettings.Networks[network]!;
   const serviceIp = async (service: string) => {
-    const [container] = (await compose(env, 'ps', '-q', service)).stdout.split('\n').filter(Boolean);
+    const [container] = (await stack('ps', '-q', service)).stdout.split('\n').filter(Boolean);
     return Object.values((await inspect(container!)).NetworkSettings.Networks)[0]!.IPAddress;
   };
   const probes: Array<[string, string, number]> = [
@@ -227,7 +258,7 @@ t.test('the newcomer flow against the compose stack', async (t) => {
   await waitFor('the desktop container to go', async () => ((await runtime.list()).length === 0 ? true : undefined), 30_000, 250);
 
   await diagnose();
-  const down = await compose(env, 'down', '-v');
+  const down = await stack('down', '-v');
   t.equal(down.code, 0, down.code === 0 ? 'docker-compose down -v' : `docker-compose down -v: ${down.stderr}`);
   const left = await run('docker', ['ps', '-aq', '--filter', `label=com.docker.compose.project=${project}`], base);
   t.equal(left.stdout.trim(), '', "no container of the project is left");
