@@ -354,13 +354,14 @@ build_redis() {
 # The deskhub image (control plane and proxy; the command picks one), what deploy/Dockerfile
 # builds where a registry can be reached: the host's node (Debian's own nodejs is 18, too old),
 # tini, CA certificates, jemalloc (deploy/allocator.env) and iptables (the Docker runtime's host
-# guard), and the app under /opt/deskhub: the sources git tracks minus tests, the built web UI,
-# and a production install of the lockfile's dependencies (from pnpm's store when it holds them,
-# else from the npm registry; no install scripts: the only native builds are ssh2's optional
-# ones, for ssh:// DOCKER_HOST).
+# guard), and the app under /opt/deskhub: the sources git tracks minus tests and docs (so an
+# edited README does not rebuild it), the built web UI, and a production install of the
+# lockfile's dependencies (from pnpm's store when it holds them, else from the npm registry; no
+# install scripts: the only native builds are ssh2's optional ones, for ssh:// DOCKER_HOST).
 deskhub_packages=(tini ca-certificates libjemalloc2 iptables)
 deskhub_sources=(package.json pnpm-lock.yaml pnpm-workspace.yaml tsconfig.base.json tsconfig.json migrations services packages
-  ':!:services/*/test/**' ':!:packages/*/test/**' ':!:packages/testkit/**' ':!:packages/web-ui/client/**' ':!:packages/web-ui/public/**')
+  ':!:services/*/test/**' ':!:packages/*/test/**' ':!:packages/testkit/**' ':!:packages/web-ui/client/**' ':!:packages/web-ui/public/**'
+  ':!:*.md')
 
 deskhub_post() {
   chroot "$1" useradd --uid 1000 --user-group --no-create-home --home-dir /opt/deskhub --shell /usr/sbin/nologin deskhub
