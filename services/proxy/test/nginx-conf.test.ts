@@ -47,4 +47,6 @@ t.test('deploy/nginx/deskhub.conf passes nginx -t', { skip: nginx === null ? 'no
   t.match(text, /^\s*keepalive \d+;/m, 'keep-alive connections to the replicas');
   const idle = /^\s*keepalive_timeout (\d+)s;/m.exec(text);
   t.ok(idle !== null && Number(idle[1]) < 30, "nginx drops idle replica connections before the proxy's default 30 s drain ends");
+  const servers = [...text.matchAll(/^\s*#?\s*server 127\.0\.0\.1:\d+([^;]*);/gm)];
+  t.ok(servers.length > 0 && servers.every((s) => /\bmax_fails=0\b/.test(s[1]!)), 'every replica line, the example too, says max_fails=0 (no replica taken out of rotation: no "no live upstreams" during a rolling restart)');
 });
