@@ -2,7 +2,8 @@
  * The shipped deploy/nginx/deskhub.conf loads: `nginx -t` on the nginx this machine has (what
  * scripts/ensure-services.sh installs: Debian 12's nginx-light 1.22.1), through a temporary
  * nginx.conf that includes it as conf.d would, with a self-signed certificate made here in place
- * of the two certificate paths. Skipped, saying why, only when there is no nginx binary.
+ * of the two certificate paths. Skipped, saying why, only when there is no nginx binary. The file
+ * run for real, TLS in front of two replicas: deploy/test/deploy-tls.test.ts.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
