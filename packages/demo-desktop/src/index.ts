@@ -44,8 +44,15 @@ export interface DemoDesktop {
   close(): Promise<void>;
 }
 
-export async function makeSelfSignedCertificate(commonName = 'localhost'): Promise<{ key: string; cert: string }> {
-  const pems = await selfsigned.generate([{ name: 'commonName', value: commonName }], {
+/**
+ * A self-signed certificate for `commonName` (subjectAltName: that name, and 127.0.0.1 for
+ * localhost). `organization` tells two certificates of one name apart: a client trusting both
+ * finds the one that signed by its subject, so two with the same subject would be confused
+ * (no commas in it: they are lost on the way into the certificate's name).
+ */
+export async function makeSelfSignedCertificate(commonName = 'localhost', organization?: string): Promise<{ key: string; cert: string }> {
+  const subject = [{ name: 'commonName', value: commonName }, ...(organization ? [{ name: 'organizationName', value: organization }] : [])];
+  const pems = await selfsigned.generate(subject, {
     keyType: 'ec',
     algorithm: 'sha256',
     notAfterDate: new Date(Date.now() + 30 * 24 * 3600 * 1000),

@@ -134,14 +134,15 @@ export async function startDeskhub(options: StartOptions = {}): Promise<Embedded
 /**
  * A person's browser: Debian's Chromium, headless, a fresh profile (removed at teardown), and
  * every request to anything but `allowed` failed and recorded in `errors` (CDN, fonts, telemetry
- * would be defects: the machines are offline).
+ * would be defects: the machines are offline). `extraArgs` go on Chromium's command line (e.g.
+ * which self-signed certificate to accept).
  */
-export async function launchChromium(t: Test, name: string, allowed: RegExp, waitMs: number): Promise<{ context: BrowserContext; page: Page; errors: string[] }> {
+export async function launchChromium(t: Test, name: string, allowed: RegExp, waitMs: number, extraArgs: string[] = []): Promise<{ context: BrowserContext; page: Page; errors: string[] }> {
   const profile = await mkdtemp(join(tmpdir(), `deskhub-chromium-${name}-`));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', ...extraArgs],
     viewport: { width: 1280, height: 900 },
   });
   t.teardown(async () => {

@@ -2,47 +2,15 @@
  * The shipped deploy/nginx/deskhub.conf loads: `nginx -t` on the nginx this machine has (what
  * scripts/ensure-services.sh installs: Debian 12's nginx-light 1.22.1), through a temporary
  * nginx.conf that includes it as conf.d would, with a self-signed certificate made here in place
- * of the two certificate paths. Skipped, saying why, only when there is no nginx binary.
+ * of the two certificate paths. Skipped, saying why, only when there is no nginx binary. The file
+ * run for real, TLS in front of two replicas: deploy/test/deploy-tls.test.ts.
  */
-import { execFile } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import t from 'tap';
 import { makeSelfSignedCertificate } from '@deskhub/demo-desktop';
-
-const shipped = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'deploy', 'nginx', 'deskhub.conf');
-
-/** $NGINX, else `nginx` on PATH, else where Debian and source builds put it. */
-function findNginx(): string | null {
-  const candidates = [
-    ...(process.env.NGINX ? [process.env.NGINX] : []),
-    ...(process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'nginx')),
-    '/usr/sbin/nginx',
-    '/usr/local/sbin/nginx',
-    '/usr/local/nginx/sbin/nginx',
-  ];
-  for (const file of candidates) {
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not there
-    }
-  }
-  return null;
-}
-
-function run(file: string, args: string[]): Promise<{ code: number; output: string }> {
-  return new Promise((resolve) => {
-    execFile(file, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
-      resolve({ code, output: `${stdout}${stderr}` });
-    });
-  });
-}
+import { findNginx, nginxArgs, nginxMainConf, occurrences, replaceEachOnce, runNginx, shippedNginxConf } from '@deskhub/testkit/nginx';
 
 const nginx = findNginx();
 
@@ -53,34 +21,23 @@ t.test('deploy/nginx/deskhub.conf passes nginx -t', { skip: nginx === null ? 'no
   await writeFile(join(dir, 'fullchain.pem'), cert);
   await writeFile(join(dir, 'privkey.pem'), key, { mode: 0o600 });
 
-  const text = await readFile(shipped, 'utf8');
+  const text = await readFile(shippedNginxConf, 'utf8');
   for (const path of ['/etc/ssl/deskhub/fullchain.pem', '/etc/ssl/deskhub/privkey.pem']) {
-    t.equal(text.split(path).length - 1, 1, `the shipped file names ${path} once (replaced by the test's certificate)`);
+    t.equal(occurrences(text, path), 1, `the shipped file names ${path} once (replaced by the test's certificate)`);
   }
-  const conf = text.replace('/etc/ssl/deskhub/fullchain.pem', join(dir, 'fullchain.pem')).replace('/etc/ssl/deskhub/privkey.pem', join(dir, 'privkey.pem'));
+  const conf = replaceEachOnce(text, [
+    ['/etc/ssl/deskhub/fullchain.pem', join(dir, 'fullchain.pem')],
+    ['/etc/ssl/deskhub/privkey.pem', join(dir, 'privkey.pem')],
+  ]);
   await writeFile(join(dir, 'deskhub.conf'), conf);
   // As /etc/nginx/nginx.conf would have it (the shipped file goes inside http), with
   // worker_shutdown_timeout in the main context as the shipped file's comment suggests, and
   // everything nginx writes kept in the temporary directory.
-  await writeFile(
-    join(dir, 'nginx.conf'),
-    [
-      `pid ${dir}/nginx.pid;`,
-      `error_log ${dir}/error.log;`,
-      'worker_shutdown_timeout 1h;',
-      'events {}',
-      'http {',
-      '  access_log off;',
-      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((name) => `  ${name}_temp_path ${dir}/${name};`),
-      `  include ${dir}/deskhub.conf;`,
-      '}',
-      '',
-    ].join('\n'),
-  );
+  await writeFile(join(dir, 'nginx.conf'), nginxMainConf({ dir, site: join(dir, 'deskhub.conf'), main: ['worker_shutdown_timeout 1h;'] }));
 
-  const version = await run(nginx!, ['-v']);
+  const version = await runNginx(nginx!, ['-v']);
   t.comment(version.output.trim());
-  const tested = await run(nginx!, ['-t', '-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')]);
+  const tested = await runNginx(nginx!, ['-t', ...nginxArgs(dir)]);
   t.equal(tested.code, 0, `nginx -t: ${tested.output.trim()}`);
   t.match(tested.output, /test is successful/);
 
@@ -91,4 +48,6 @@ t.test('deploy/nginx/deskhub.conf passes nginx -t', { skip: nginx === null ? 'no
   t.match(text, /^\s*keepalive \d+;/m, 'keep-alive connections to the replicas');
   const idle = /^\s*keepalive_timeout (\d+)s;/m.exec(text);
   t.ok(idle !== null && Number(idle[1]) < 30, "nginx drops idle replica connections before the proxy's default 30 s drain ends");
+  const servers = [...text.matchAll(/^\s*#?\s*server 127\.0\.0\.1:\d+([^;]*);/gm)];
+  t.ok(servers.length > 0 && servers.every((s) => /\bmax_fails=0\b/.test(s[1]!)), 'every replica line, the example too, says max_fails=0 (no replica taken out of rotation: no "no live upstreams" during a rolling restart)');
 });
