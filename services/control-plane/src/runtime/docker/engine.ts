@@ -170,11 +170,13 @@ export function demultiplex(buffer: Buffer): string {
   while (offset + 8 <= buffer.length) {
     const stream = buffer[offset];
     const size = buffer.readUInt32BE(offset + 4);
-    if (stream === undefined || stream > 2 || buffer[offset + 1] !== 0 || offset + 8 + size > buffer.length) {
+    // Streams 0-2 are stdin, stdout, stderr; 3 is the engine's own error ("systemerr"), which a
+    // swarm service's logs carry when a node cannot be reached.
+    if (stream === undefined || stream > 3 || buffer[offset + 1] !== 0 || offset + 8 + size > buffer.length) {
       // Not multiplexed (a TTY container): the bytes are the output.
       return buffer.toString('utf8');
     }
-    parts.push(buffer.subarray(offset + 8, offset + 8 + size));
+    if (stream !== 3) parts.push(buffer.subarray(offset + 8, offset + 8 + size)); // 3: the engine's, not the desktop's
     offset += 8 + size;
   }
   return Buffer.concat(parts).toString('utf8');
