@@ -16,7 +16,8 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -118,7 +119,8 @@ export async function startSwarm(options: StartSwarmOptions): Promise<TestSwarm>
   const x = await claimIndex();
   const bridge = `dhsw${x}`;
   const hostAddress = `10.231.${x}.1`;
-  const root = `/tmp/deskhub-swarm-${x}`;
+  // A folder of its own each time: an earlier run's engine state (a swarm it joined) never returns.
+  const root = await mkdtemp(join(tmpdir(), `deskhub-swarm-${x}-`));
   const namespaces: string[] = [];
   const nodes: (SwarmNode & { child: ChildProcess | null; namespace: string; dir: string })[] = [];
   let closed = false;
@@ -139,9 +141,12 @@ export async function startSwarm(options: StartSwarmOptions): Promise<TestSwarm>
     await quiet('iptables', ['-w', '5', '-D', 'FORWARD', '-i', bridge, '-o', bridge, '-j', 'ACCEPT']);
     for (const ns of namespaces) await quiet('ip', ['netns', 'del', ns]);
     await quiet('ip', ['link', 'del', bridge]);
-    // dockerd unmounts its layers when it stops; anything still mounted is left, not deleted through.
-    const mounts = await sh('findmnt', ['-rn', '-o', 'TARGET']).catch(() => '');
-    if (!mounts.split('\n').some((m) => m.startsWith(`${root}/`))) await rm(root, { recursive: true, force: true });
+    // dockerd leaves the network namespaces of overlay networks mounted under its exec-root:
+    // unmount whatever is still mounted under this swarm's folder (deepest first), then delete
+    // it; a mount that will not go keeps the folder (never an rm -rf through a mount).
+    const under = async () => (await sh('findmnt', ['-rn', '-o', 'TARGET']).catch(() => '')).split('\n').filter((m) => m.startsWith(`${root}/`));
+    for (const mount of (await under()).sort((a, b) => b.length - a.length)) await quiet('umount', ['-l', mount]);
+    if ((await under()).length === 0) await rm(root, { recursive: true, force: true });
   };
 
   try {
@@ -150,7 +155,6 @@ export async function startSwarm(options: StartSwarmOptions): Promise<TestSwarm>
     // Docker sets the host's FORWARD policy to DROP and br_netfilter sends bridged frames through
     // it: let the nodes talk to each other across the test bridge.
     await sh('iptables', ['-w', '5', '-I', 'FORWARD', '-i', bridge, '-o', bridge, '-j', 'ACCEPT']);
-    await mkdir(root, { recursive: true });
 
     for (let i = 1; i <= options.nodes; i++) {
       const name = `node${i}`;
