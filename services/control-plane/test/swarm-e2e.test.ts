@@ -56,7 +56,7 @@ t.test('set-up: a one-node swarm and deskhub on it', async () => {
   t.teardown(() => swarm.close());
   await swarm.loadImage('deskhub/kasm-test:local');
   hub = await startDeskhubOn(t, 'swarm-e2e', () => {
-    const runtime = new SwarmRuntime({ docker: new Docker({ socketPath: swarm.manager.dockerHost.replace(/^unix:\/\//, '') }), instance: `e2e-${Date.now().toString(36)}`, pollMs: 500 });
+    const runtime = new SwarmRuntime({ docker: new Docker({ socketPath: swarm.manager.dockerHost.replace(/^unix:\/\//, '') }), instance: `e2e-${Date.now().toString(36)}`, pollMs: 500, guard: 'off' });
     t.teardown(() => runtime.close());
     return runtime;
   }, { RUNTIME: 'swarm', CATALOG: catalog });

@@ -46,7 +46,7 @@ t.test('set-up: three engines, one swarm, deskhub on its manager', async (setup)
   await swarm.label(swarm.nodes[1]!, 'zone', 'a');
   await swarm.label(swarm.nodes[2]!, 'zone', 'b');
   hub = await startDeskhubOn(t, 'swarm-nodes', () => {
-    const runtime = new SwarmRuntime({ docker: new Docker({ socketPath: swarm.manager.dockerHost.replace(/^unix:\/\//, '') }), instance: `nodes-${Date.now().toString(36)}`, pollMs: 500 });
+    const runtime = new SwarmRuntime({ docker: new Docker({ socketPath: swarm.manager.dockerHost.replace(/^unix:\/\//, '') }), instance: `nodes-${Date.now().toString(36)}`, pollMs: 500, guard: 'off' });
     t.teardown(() => runtime.close());
     return runtime;
   }, { RUNTIME: 'swarm', CATALOG: catalog });

@@ -21,7 +21,7 @@ const socketOf = (dockerHost: string) => dockerHost.replace(/^unix:\/\//, '');
 t.before(async () => {
   swarm = await startSwarm({ nodes: 1 });
   await swarm.loadImage('deskhub/kasm-test:local');
-  runtime = new SwarmRuntime({ docker: new Docker({ socketPath: socketOf(swarm.manager.dockerHost) }), instance, pollMs: 300 });
+  runtime = new SwarmRuntime({ docker: new Docker({ socketPath: socketOf(swarm.manager.dockerHost) }), instance, pollMs: 300, guard: 'off' });
 });
 t.teardown(async () => {
   await runtime?.close();
@@ -37,7 +37,7 @@ async function containerOf(serviceId: string): Promise<string> {
 
 runtimeContractSuite(t, 'swarm', async () => ({
   runtime,
-  freshRuntime: () => new SwarmRuntime({ docker: runtime.docker, instance, pollMs: 300 }),
+  freshRuntime: () => new SwarmRuntime({ docker: runtime.docker, instance, pollMs: 300, guard: 'off' }),
   watching: (r) => (r as SwarmRuntime).watching(),
   desktop: () => specFor(swarmType()),
   answers: async (created, spec) => (await httpsGet(created.upstream.host, created.upstream.port, '/', basicAuth(spec.env.VNC_PW!))).status === 200,
@@ -102,6 +102,14 @@ t.test('settings: bad SWARM_PORTS or SWARM_HOST name the variable', async (t) =>
   t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_PORTS: '40000-30000' }), /SWARM_PORTS/);
   t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_HOST: 'ftp://x' }), /SWARM_HOST: expected unix:\/\/ or tcp:\/\//);
   t.match(swarmRuntimeOptionsFromEnv({ SWARM_PORTS: '31000-31009' }), { ports: { first: 31000, last: 31009 } });
+});
+
+t.test('without the node guard (SWARM_GUARD=nodes, the default) the runtime is unavailable and says why', async (t) => {
+  const guarded = new SwarmRuntime({ docker: runtime.docker, instance });
+  t.teardown(() => guarded.close());
+  t.match(await guarded.available(), { ok: false, reason: /node guard .* is not part of this deskhub yet; set SWARM_GUARD=off/ });
+  t.match(swarmRuntimeOptionsFromEnv({}), { guard: 'nodes' });
+  t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_GUARD: 'maybe' }), /SWARM_GUARD/);
 });
 
 t.test('a worker engine or an engine outside any swarm is refused with the reason', async (t) => {

@@ -56,6 +56,13 @@ export interface SwarmRuntimeOptions {
   startTimeoutMs?: number;
   /** Encrypt each desktop's overlay network (IPsec between nodes). */
   encrypted?: boolean;
+  /**
+   * `nodes` (default): desktops run only where a guard on every node keeps them off the nodes'
+   * own services and limits their ports to the proxies. That guard is not built yet, so with
+   * `nodes` the runtime reports itself unavailable and says why. `off`: run without it, on nodes
+   * and a network you trust (the tests' own swarm).
+   */
+  guard?: 'nodes' | 'off';
   logger?: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
 }
 
@@ -71,6 +78,7 @@ export const swarmEnvSpec = {
   SWARM_HOST: env.string(),
   SWARM_PORTS: env.custom((raw, name) => parsePorts(raw, name), { first: 30000, last: 32767 }),
   SWARM_ENCRYPT: env.bool(false),
+  SWARM_GUARD: env.oneOf(['nodes', 'off'] as const, 'nodes'),
   DESKHUB_INSTANCE: instanceSetting,
 };
 
@@ -86,7 +94,7 @@ export function swarmRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.e
   } else {
     docker = dockerClientFor(source);
   }
-  return { ...(docker ? { docker } : {}), instance: config.DESKHUB_INSTANCE, ports: config.SWARM_PORTS, encrypted: config.SWARM_ENCRYPT };
+  return { ...(docker ? { docker } : {}), instance: config.DESKHUB_INSTANCE, ports: config.SWARM_PORTS, encrypted: config.SWARM_ENCRYPT, guard: config.SWARM_GUARD };
 }
 
 /** A task as the manager reports it (the fields read here). */
@@ -195,6 +203,7 @@ export class SwarmRuntime implements DesktopRuntime {
   private readonly pollMs: number;
   private readonly startTimeoutMs: number;
   private readonly encrypted: boolean;
+  private readonly guard: 'nodes' | 'off';
   private readonly log: SwarmRuntimeOptions['logger'];
   /** Desktops deskhub itself is stopping or removing: their ends are not news. */
   private readonly expected = new ExpectedEnds();
@@ -207,6 +216,7 @@ export class SwarmRuntime implements DesktopRuntime {
     this.pollMs = options.pollMs ?? 2000;
     this.startTimeoutMs = options.startTimeoutMs ?? 120_000;
     this.encrypted = options.encrypted ?? false;
+    this.guard = options.guard ?? 'nodes';
     this.log = options.logger;
   }
 
@@ -223,6 +233,14 @@ export class SwarmRuntime implements DesktopRuntime {
     }
     if (info.Swarm?.LocalNodeState !== 'active') return { ok: false, reason: `the engine at ${engineAddress(this.docker)} is not part of a swarm (docker swarm init)` };
     if (!info.Swarm.ControlAvailable) return { ok: false, reason: `the engine at ${engineAddress(this.docker)} is a swarm worker; SWARM_HOST must name a manager` };
+    if (this.guard === 'nodes') {
+      return {
+        ok: false,
+        reason:
+          "the swarm's node guard (desktops kept off the nodes' own services and each other, their ports open to the proxies only) is not part of this deskhub yet; " +
+          'set SWARM_GUARD=off to run swarm desktops without it, on nodes and a network you trust',
+      };
+    }
     return { ok: true };
   }
 
