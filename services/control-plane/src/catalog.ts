@@ -11,6 +11,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { runtimeNames, type RuntimeName } from './runtime/index.ts';
+import { swarmGaps } from './runtime/docker/swarm-runtime.ts';
 import { PLACEHOLDERS, substitute } from './placeholders.ts';
 import { isSafePathSegment } from './proxy-path.ts';
 import { SIZE } from './sizes.ts';
@@ -75,6 +76,8 @@ export interface CatalogEntry {
   /** A hash of what a desktop is made from (image, command, env, limits...): a pool member made from other settings is recycled. */
   settingsHash: string;
   quota?: { perUser?: number; total?: number };
+  /** swarm: where the scheduler may place the type's desktops (constraints) and how it spreads them. */
+  placement?: { constraints: string[]; spread: string[] };
 }
 
 /**
@@ -158,6 +161,15 @@ const EntrySchema = Type.Object(
       ),
       env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String())),
       shmSize: Type.Optional(Size),
+      placement: Type.Optional(
+        Type.Object(
+          {
+            constraints: Type.Optional(Type.Array(Type.String({ pattern: '^\\S+\\s*(==|!=)\\s*\\S+$', description: 'a swarm placement constraint: node.labels.gpu==true' }))),
+            spread: Type.Optional(Type.Array(Type.String({ pattern: '^node\\.labels\\.[A-Za-z0-9_.-]+$', description: 'spread over the values of a node label: node.labels.zone' }))),
+          },
+          { additionalProperties: false, description: 'swarm only: where desktops of the type may run' },
+        ),
+      ),
       memory: Type.Optional(Size),
       cpus: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1024 })),
       pids: Type.Optional(Type.Integer({ minimum: 1 })),
@@ -327,8 +339,8 @@ function sharingOf(input: EntryInput, credentials: CatalogEntry['credentials'], 
 
 /** What a desktop of the type is made from, hashed: names, descriptions, clocks and pool size left out. */
 function settingsHash(entry: CatalogEntry): string {
-  const { runtime, image, command, workingDir, port, scheme, verifyTls, stripPrefix, credentials, env, shmSize, memory, cpus, pids, readiness } = entry;
-  const made = { runtime, image, command, workingDir, port, scheme, verifyTls, stripPrefix, credentials, env, shmSize, memory, cpus, pids, readiness };
+  const { runtime, image, command, workingDir, port, scheme, verifyTls, stripPrefix, credentials, env, shmSize, memory, cpus, pids, readiness, placement } = entry;
+  const made = { runtime, image, command, workingDir, port, scheme, verifyTls, stripPrefix, credentials, env, shmSize, memory, cpus, pids, readiness, placement };
   return createHash('sha256').update(JSON.stringify(made)).digest('hex').slice(0, 16);
 }
 
@@ -403,13 +415,19 @@ export function withKasmReconnect(entryQuery: string): string {
 }
 
 function normalize(input: EntryInput, where: string, catalogDir: string, defaultTimeout: number, clockDefaults: ClockDefaults): CatalogEntry {
-  if (input.runtime === 'docker') {
-    if (!input.image) throw new CatalogError(`${where}, field "image": required for runtime docker`);
+  if (input.runtime !== 'process') {
+    if (!input.image) throw new CatalogError(`${where}, field "image": required for runtime ${input.runtime}`);
     if (input.command) throw new CatalogError(`${where}, field "command": only for runtime process`);
     if (input.workingDir) throw new CatalogError(`${where}, field "workingDir": only for runtime process`);
   } else {
     if (!input.command) throw new CatalogError(`${where}, field "command": required for runtime process`);
-    if (input.image) throw new CatalogError(`${where}, field "image": only for runtime docker`);
+    if (input.image) throw new CatalogError(`${where}, field "image": only for runtimes docker and swarm`);
+  }
+  if (input.placement && input.runtime !== 'swarm') throw new CatalogError(`${where}, field "placement": only for runtime swarm (the swarm's scheduler places desktops)`);
+  if (input.runtime === 'swarm') {
+    // A service is not a container: what it cannot honour is refused here, never dropped.
+    const gap = swarmGaps({ pullPolicy: input.pullPolicy ?? 'if-missing', home: input.home as CatalogEntry['home'] })[0];
+    if (gap) throw new CatalogError(`${where}, field "${gap.field}": ${gap.why}`);
   }
   const envAllowed = ['prefix', 'path', ...(input.runtime === 'process' ? ['port'] : [])];
   for (const [name, value] of Object.entries(input.env ?? {})) checkPlaceholders(value, envAllowed, `${where}, field "env.${name}"`);
@@ -447,7 +465,8 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
   if (credentials.kind === 'kasm') entry.entryQuery = withKasmReconnect(withKasmIdleSetting(entry.entryQuery, entry.clocks));
   if (input.description !== undefined) entry.description = input.description;
   if (input.image !== undefined) entry.image = input.image;
-  if (input.runtime === 'docker') entry.pullPolicy = input.pullPolicy ?? 'if-missing';
+  if (input.runtime !== 'process') entry.pullPolicy = input.pullPolicy ?? 'if-missing';
+  if (input.placement) entry.placement = { constraints: input.placement.constraints ?? [], spread: input.placement.spread ?? [] };
   if (command) {
     entry.command = command;
     entry.workingDir = path.resolve(catalogDir, input.workingDir ?? '.');

@@ -19,7 +19,7 @@ import { DockerRuntime, type DockerRuntimeOptions } from '../src/runtime/docker/
 import { removeHostGuard } from '../src/runtime/docker/host-guard.ts';
 import { NO_CLOCKS } from '../src/lifecycle/clocks.ts';
 import { KASM_SHARING, type CatalogEntry } from '../src/catalog.ts';
-import type { DesktopSpec, RuntimeInstance } from '../src/runtime/types.ts';
+import type { DesktopRuntime, DesktopSpec, RuntimeInstance } from '../src/runtime/types.ts';
 import type { Test } from 'tap';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
@@ -303,10 +303,10 @@ export async function desktopDiagnostics(docker: Docker, containerId: string): P
 import { freePort } from '@deskhub/testkit/net';
 export { freePort };
 
-/** The whole of deskhub in this process on the Docker runtime, with HTTP helpers through its public port. */
-export interface DockerDeskhub {
+/** The whole of deskhub in this process on one runtime, with HTTP helpers through its public port. */
+export interface DockerDeskhub<R extends DesktopRuntime = DockerRuntime> {
   deskhub: RunningDeskhub;
-  runtime: DockerRuntime;
+  runtime: R;
   /** The proxy's origin, which is PUBLIC_URL. */
   base: string;
   /** Signs in through dev-login; the Cookie header value. */
@@ -315,18 +315,28 @@ export interface DockerDeskhub {
   api<T>(cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
 }
 
+type DeskhubEnv = Record<string, string> | ((port: number) => Record<string, string>);
+
 /**
  * Starts deskhub (control plane + proxy + route stream) on a new test database, a temporary
  * DATA_DIR and its own Docker runtime, at a known port so PUBLIC_URL is where the proxy really
  * is; everything is removed at the test's end. `env` adds or overrides settings.
  */
-export async function startDockerDeskhub(t: Test, label: string, env: Record<string, string> | ((port: number) => Record<string, string>) = {}): Promise<DockerDeskhub> {
+export async function startDockerDeskhub(t: Test, label: string, env: DeskhubEnv = {}): Promise<DockerDeskhub> {
+  return startDeskhubOn(t, label, () => {
+    const { runtime, cleanup } = testRuntime();
+    t.teardown(cleanup);
+    return runtime;
+  }, { RUNTIME: 'docker', ...(typeof env === 'function' ? {} : env) }, typeof env === 'function' ? env : undefined);
+}
+
+/** The same on a runtime the test made (the Swarm runtime on its test swarm); `makeRuntime` registers its own cleanup. */
+export async function startDeskhubOn<R extends DesktopRuntime>(t: Test, label: string, makeRuntime: () => R, env: Record<string, string>, envForPort?: (port: number) => Record<string, string>): Promise<DockerDeskhub<R>> {
   const db = await createTestDatabase(label.replace(/-/g, '_'));
   t.teardown(() => db.drop());
   const dataDir = mkdtempSync(join(tmpdir(), `deskhub-${label}-`));
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
-  const { runtime, cleanup } = testRuntime();
-  t.teardown(cleanup);
+  const runtime = makeRuntime();
   const port = await freePort();
   const deskhub = await startEmbedded({
     env: {
@@ -335,12 +345,12 @@ export async function startDockerDeskhub(t: Test, label: string, env: Record<str
       METRICS_PORT: '0',
       DATA_DIR: dataDir,
       DATABASE_URL: db.url,
-      RUNTIME: 'docker',
       AUTH_MODE: 'dev',
       LOG_LEVEL: 'warn',
       RECONCILE_INTERVAL_MS: '1000',
       SECRET_KEY: randomBytes(32).toString('base64'),
-      ...(typeof env === 'function' ? env(port) : env),
+      ...env,
+      ...(envForPort ? envForPort(port) : {}),
     },
     runtimes: [runtime],
   });

@@ -35,7 +35,7 @@ export function tempDir(label: string): { dir: string; cleanup(): void } {
  * - limited: like web, at most 1 per user and 2 in total (catalog quota)
  * - demo: the demo desktop (HTTPS, kasm credentials, WebSocket echo)
  * - late: answers only after `lateSeconds` (a create that can be interrupted)
- * - crash: exits at once with a message
+ * - crash: exits at once with a message (with a terminal escape and a NUL in it, as real output has)
  * - kasm-test: a docker type, for "cannot run here"
  */
 export function writeTestCatalog(dir: string, options: { lateSeconds?: number; readyTimeoutSeconds?: number } = {}): string {
@@ -81,7 +81,7 @@ ${web('web')}${web('desktop')}${web('ubuntu-desktop')}${web('limited', '\n    qu
   - id: crash
     name: Crashing desktop
     runtime: process
-    command: ["sh", "-c", "echo 'cannot open display: no such thing' >&2; exit 3"]
+    command: ["sh", "-c", "printf 'cannot open \\\\033[1mdisplay\\\\033[0m: no such thing\\\\000\\\\n' >&2; exit 3"]
     env: { ${mark} }
     port: 80
     readiness: { path: /, timeoutSeconds: 30 }

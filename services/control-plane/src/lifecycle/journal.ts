@@ -31,7 +31,7 @@ export class DesktopJournal {
   async record(q: Queryable, desktopId: string, kind: string, message: string, progress?: number, state?: DesktopState): Promise<void> {
     const [row] = await q
       .insert(desktopEvents)
-      .values({ desktopId, kind, message, progress: progress ?? null, state: state ?? null })
+      .values({ desktopId, kind, message: storableText(message), progress: progress ?? null, state: state ?? null })
       .returning();
     if (row) this.emitter.emit('event', desktopId, eventView(row));
   }
@@ -52,11 +52,23 @@ export class DesktopJournal {
 
   /** The state change inside the caller's transaction; the caller calls changed(id) after commit. */
   async setStateIn(q: Queryable, id: string, state: DesktopState, reason: string | null, extra: Partial<typeof desktops.$inferInsert> = {}): Promise<void> {
-    await q.update(desktops).set({ state, reason, updatedAt: new Date(), ...extra }).where(eq(desktops.id, id));
+    await q.update(desktops).set({ state, reason: reason === null ? null : storableText(reason), updatedAt: new Date(), ...extra }).where(eq(desktops.id, id));
     await this.record(q, id, 'state', reason ?? STATE_TEXT[state], undefined, state);
   }
 
   changed(id: string): void {
     this.emitter.emit('change', id);
   }
+}
+
+/**
+ * Text fit for a Postgres text column and a person: reasons and events quote a desktop's own
+ * output, which may hold any bytes. NUL cannot be stored at all (Postgres refuses the whole
+ * update, so a desktop that printed one could never be marked failed), and other control
+ * characters (terminal escapes, Docker's stream headers) only garble what people read: both go,
+ * tabs and line breaks stay.
+ */
+export function storableText(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/\u001b\[[0-9;?]*[ -/]*[@-~]/g, '').replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, '');
 }

@@ -10,6 +10,7 @@ import type { Logger } from '@deskhub/config';
 import type { Catalog, CatalogEntry } from '../catalog.ts';
 import { ProcessRuntime } from './process.ts';
 import { DockerRuntime, dockerRuntimeOptionsFromEnv } from './docker/docker-runtime.ts';
+import { SwarmRuntime, swarmRuntimeOptionsFromEnv } from './docker/swarm-runtime.ts';
 import type { Availability, DesktopRuntime } from './types.ts';
 
 /** What a runtime factory gets: shared settings, plus the environment for its own variables. */
@@ -33,6 +34,8 @@ export const runtimeFactories = {
   process: (context: RuntimeContext) => new ProcessRuntime({ dataDir: context.dataDir, logger: context.logger, stopOnClose: context.stopDesktopsOnClose }),
   // Settings: DOCKER_HOST, DOCKER_NETWORK_MODE, DOCKER_NETWORK, DOCKER_HOST_GUARD, DESKHUB_INSTANCE (docker/docker-runtime.ts).
   docker: (context: RuntimeContext) => new DockerRuntime({ ...dockerRuntimeOptionsFromEnv(context.env), logger: context.logger }),
+  // Settings: SWARM_HOST (a manager; default DOCKER_HOST), SWARM_PORTS, SWARM_ENCRYPT, DESKHUB_INSTANCE (docker/swarm-runtime.ts).
+  swarm: (context: RuntimeContext) => new SwarmRuntime({ ...swarmRuntimeOptionsFromEnv(context.env), logger: context.logger }),
 };
 
 export type RuntimeName = keyof typeof runtimeFactories;

@@ -37,11 +37,16 @@ import {
   desktopLabels,
   dockerClientFor,
   engineStatus,
+  ensureHomeVolume,
+  ExpectedEnds,
+  instanceSetting,
   errorText,
   exitReason,
   factsFromInspect,
   factsFromListing,
   labelFilters,
+  listHomeVolumes,
+  removeHomeVolume,
   upstreamOf,
   upstreamSettingsFromLabels,
   unreachableMessage,
@@ -78,10 +83,7 @@ export const dockerEnvSpec = {
     return raw;
   }, DEFAULT_NETWORK),
   DOCKER_HOST_GUARD: env.oneOf(['iptables', 'off'] as const, 'iptables'),
-  DESKHUB_INSTANCE: env.custom((raw, name) => {
-    if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(raw)) throw new ConfigError(name, `expected lowercase letters, digits and -, got "${raw}"`);
-    return raw;
-  }, 'default'),
+  DESKHUB_INSTANCE: instanceSetting,
 };
 
 /** Reads the runtime's settings; throws a ConfigError naming the variable on a bad value. */
@@ -107,8 +109,8 @@ export class DockerRuntime implements DesktopRuntime {
   private readonly stopTimeout: number;
   private readonly log: DockerRuntimeOptions['logger'];
   private prepared: Promise<{ bridge: string; networkId: string }> | null = null;
-  /** Containers deskhub itself is stopping or removing: their die/destroy events are not news. */
-  private readonly expected = new Map<string, number>();
+  /** Desktops deskhub itself is stopping or removing: their ends are not news. */
+  private readonly expected = new ExpectedEnds();
   private readonly watchers = new Set<EventWatcher>();
 
   constructor(options: DockerRuntimeOptions = {}) {
@@ -278,7 +280,7 @@ export class DockerRuntime implements DesktopRuntime {
     if (spec.home) {
       // A named volume: Docker copies the image's directory (its files and owner, uid 1000 in a
       // Kasm image) into it when it is first mounted, so a new home is the user's to write.
-      const volume = await this.ensureHomeVolume(spec);
+      const volume = await ensureHomeVolume(this.docker, spec, this.instance);
       options.HostConfig!.Mounts = [{ Type: 'volume', Source: volume, Target: spec.home.path }];
     }
 
@@ -308,7 +310,7 @@ export class DockerRuntime implements DesktopRuntime {
     if (existing.Config.Labels?.['deskhub.desktop'] !== desktopId || existing.Config.Labels?.['deskhub.instance'] !== this.instance) {
       throw new Error(`a container named ${name} exists and does not belong to desktop ${desktopId}`);
     }
-    this.expect(existing.Id);
+    this.expected.expect(existing.Id);
     await this.docker.getContainer(existing.Id).remove({ force: true });
   }
 
@@ -326,7 +328,7 @@ export class DockerRuntime implements DesktopRuntime {
   }
 
   async start(runtimeId: string): Promise<RuntimeInstance> {
-    this.expected.delete(runtimeId);
+    this.expected.forget(runtimeId);
     try {
       await this.docker.getContainer(runtimeId).start();
     } catch (err) {
@@ -337,7 +339,7 @@ export class DockerRuntime implements DesktopRuntime {
   }
 
   async stop(runtimeId: string): Promise<void> {
-    this.expect(runtimeId);
+    this.expected.expect(runtimeId);
     try {
       await this.docker.getContainer(runtimeId).stop({ t: this.stopTimeout });
     } catch (err) {
@@ -348,7 +350,7 @@ export class DockerRuntime implements DesktopRuntime {
   }
 
   async remove(runtimeId: string): Promise<void> {
-    this.expect(runtimeId);
+    this.expected.expect(runtimeId);
     try {
       await this.docker.getContainer(runtimeId).remove({ force: true, v: true });
     } catch (err) {
@@ -358,45 +360,12 @@ export class DockerRuntime implements DesktopRuntime {
     }
   }
 
-  private homeVolumeName(homeId: string): string {
-    return `deskhub-home-${homeId}`;
-  }
-
-  /** The home's volume, made on first use with labels naming deskhub, this installation, the home and its owner. */
-  private async ensureHomeVolume(spec: DesktopSpec): Promise<string> {
-    const name = this.homeVolumeName(spec.home!.id);
-    const labels = { deskhub: '1', 'deskhub.instance': this.instance, 'deskhub.home': spec.home!.id, 'deskhub.owner': spec.ownerId };
-    // Creating a volume that exists returns it (same driver): idempotent across retries and restarts.
-    await this.docker.createVolume({ Name: name, Labels: labels });
-    return name;
-  }
-
   async listHomes(): Promise<HomeStatus[]> {
-    try {
-      const listed = await this.docker.listVolumes({ filters: { label: [...this.labelFilters, 'deskhub.home'] } });
-      const volumes = listed.Volumes ?? [];
-      if (volumes.length === 0) return [];
-      // Sizes come from the engine's disk usage report (one call for every volume).
-      const usage = await this.docker.df().catch(() => null) as { Volumes?: Array<{ Name: string; UsageData?: { Size?: number } }> } | null;
-      const sizes = new Map((usage?.Volumes ?? []).map((v) => [v.Name, v.UsageData?.Size ?? -1]));
-      return volumes.map((v) => {
-        const size = sizes.get(v.Name);
-        return { homeId: v.Labels?.['deskhub.home'] ?? '', sizeBytes: size !== undefined && size >= 0 ? size : null };
-      });
-    } catch (err) {
-      throw asEngineError(this.docker, err);
-    }
+    return listHomeVolumes(this.docker, this.labelFilters);
   }
 
   async removeHome(homeId: string): Promise<void> {
-    try {
-      await this.docker.getVolume(this.homeVolumeName(homeId)).remove();
-    } catch (err) {
-      const code = engineStatus(err);
-      if (code === 404) return;
-      if (code === 409) throw new Error(`home ${homeId} is in use by a container: ${errorText(err)}`);
-      throw asEngineError(this.docker, err);
-    }
+    await removeHomeVolume(this.docker, homeId);
   }
 
   async inspect(runtimeId: string): Promise<RuntimeStatus | null> {
@@ -438,7 +407,7 @@ export class DockerRuntime implements DesktopRuntime {
       docker: this.docker,
       labels: this.labelFilters,
       onStatus: (status) => {
-        if (this.isExpected(status.runtimeId)) return;
+        if (this.expected.has(status.runtimeId)) return;
         onExit(status);
       },
       onError: (err) => this.log?.warn({ err: err.message }, 'docker event stream failed; reopening'),
@@ -453,21 +422,6 @@ export class DockerRuntime implements DesktopRuntime {
   /** Resolves once every watch() stream is open (tests use it to know no event is missed). */
   async watching(): Promise<void> {
     await Promise.all([...this.watchers].map((w) => w.ready));
-  }
-
-  private expect(runtimeId: string): void {
-    // Events for a container arrive within a second or two of the action; a minute is plenty.
-    this.expected.set(runtimeId, Date.now() + 60_000);
-    for (const [id, until] of this.expected) if (until < Date.now()) this.expected.delete(id);
-  }
-
-  private isExpected(runtimeId: string): boolean {
-    // Both sides are full container ids: deskhub stores the id Docker returned, events carry it too.
-    const until = this.expected.get(runtimeId);
-    if (until === undefined) return false;
-    if (until >= Date.now()) return true;
-    this.expected.delete(runtimeId);
-    return false;
   }
 
   async logs(runtimeId: string, lines: number): Promise<string> {

@@ -4,9 +4,9 @@
  * deskhub's desktops, reading a container's facts back, and finding its upstream from them.
  */
 import Docker from 'dockerode';
-import { ConfigError } from '@deskhub/config';
+import { ConfigError, env } from '@deskhub/config';
 import type { Upstream } from '@deskhub/route-stream';
-import type { DesktopSpec } from '../types.ts';
+import type { DesktopSpec, HomeStatus } from '../types.ts';
 
 /** `bridge`: the proxy reaches a desktop at its network address; `published`: at a port published on 127.0.0.1. */
 export type DockerNetworkMode = 'bridge' | 'published';
@@ -62,6 +62,12 @@ export function asEngineError(docker: Docker, err: unknown): unknown {
 export function engineStatus(err: unknown): number | undefined {
   return (err as { statusCode?: number } | undefined)?.statusCode;
 }
+
+/** DESKHUB_INSTANCE: separates several deskhub installations (or test runs) on one engine or swarm. */
+export const instanceSetting = env.custom((raw, name) => {
+  if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(raw)) throw new ConfigError(name, `expected lowercase letters, digits and -, got "${raw}"`);
+  return raw;
+}, 'default');
 
 /** Label filters that select one installation's desktops. */
 export function labelFilters(instance: string): string[] {
@@ -164,12 +170,89 @@ export function demultiplex(buffer: Buffer): string {
   while (offset + 8 <= buffer.length) {
     const stream = buffer[offset];
     const size = buffer.readUInt32BE(offset + 4);
-    if (stream === undefined || stream > 2 || buffer[offset + 1] !== 0 || offset + 8 + size > buffer.length) {
+    // Streams 0-2 are stdin, stdout, stderr; 3 is the engine's own error ("systemerr"), which a
+    // swarm service's logs carry when a node cannot be reached.
+    if (stream === undefined || stream > 3 || buffer[offset + 1] !== 0 || offset + 8 + size > buffer.length) {
       // Not multiplexed (a TTY container): the bytes are the output.
       return buffer.toString('utf8');
     }
-    parts.push(buffer.subarray(offset + 8, offset + 8 + size));
+    if (stream !== 3) parts.push(buffer.subarray(offset + 8, offset + 8 + size)); // 3: the engine's, not the desktop's
     offset += 8 + size;
   }
   return Buffer.concat(parts).toString('utf8');
+}
+
+/** A home's named volume. */
+export function homeVolumeName(homeId: string): string {
+  return `deskhub-home-${homeId}`;
+}
+
+/**
+ * The home's volume, made on first use with labels naming deskhub, the installation, the home
+ * and its owner. Docker copies the image's directory (its files and owner, uid 1000 in a Kasm
+ * image) into it when it is first mounted, so a new home is the user's to write.
+ */
+export async function ensureHomeVolume(docker: Docker, spec: DesktopSpec, instance: string): Promise<string> {
+  const name = homeVolumeName(spec.home!.id);
+  const labels = { deskhub: '1', 'deskhub.instance': instance, 'deskhub.home': spec.home!.id, 'deskhub.owner': spec.ownerId };
+  // Creating a volume that exists returns it (same driver): idempotent across retries and restarts.
+  await docker.createVolume({ Name: name, Labels: labels });
+  return name;
+}
+
+/** The engine's home volumes of one installation, with sizes from its disk usage report. */
+export async function listHomeVolumes(docker: Docker, filters: string[]): Promise<HomeStatus[]> {
+  try {
+    const listed = await docker.listVolumes({ filters: { label: [...filters, 'deskhub.home'] } });
+    const volumes = listed.Volumes ?? [];
+    if (volumes.length === 0) return [];
+    // One call for every volume's size.
+    const usage = (await docker.df().catch(() => null)) as { Volumes?: Array<{ Name: string; UsageData?: { Size?: number } }> } | null;
+    const sizes = new Map((usage?.Volumes ?? []).map((v) => [v.Name, v.UsageData?.Size ?? -1]));
+    return volumes.map((v) => {
+      const size = sizes.get(v.Name);
+      return { homeId: v.Labels?.['deskhub.home'] ?? '', sizeBytes: size !== undefined && size >= 0 ? size : null };
+    });
+  } catch (err) {
+    throw asEngineError(docker, err);
+  }
+}
+
+/** Deletes a home's volume: a missing one is fine, one a container mounts is refused. */
+export async function removeHomeVolume(docker: Docker, homeId: string): Promise<void> {
+  try {
+    await docker.getVolume(homeVolumeName(homeId)).remove();
+  } catch (err) {
+    const code = engineStatus(err);
+    if (code === 404) return;
+    if (code === 409) throw new Error(`home ${homeId} is in use by a container: ${errorText(err)}`);
+    throw asEngineError(docker, err);
+  }
+}
+
+/**
+ * Desktops deskhub itself is stopping or removing: their ends, reported a moment later (engine
+ * events, task states), are not news. An entry lasts a minute, plenty for either report.
+ */
+export class ExpectedEnds {
+  private readonly until = new Map<string, number>();
+
+  expect(runtimeId: string): void {
+    this.until.set(runtimeId, Date.now() + 60_000);
+    for (const [id, time] of this.until) if (time < Date.now()) this.until.delete(id);
+  }
+
+  /** Forgets it (the desktop is started again: its next end is news). */
+  forget(runtimeId: string): void {
+    this.until.delete(runtimeId);
+  }
+
+  /** Both sides are full ids: deskhub stores the id the engine returned, reports carry it too. */
+  has(runtimeId: string): boolean {
+    const time = this.until.get(runtimeId);
+    if (time === undefined) return false;
+    if (time >= Date.now()) return true;
+    this.until.delete(runtimeId);
+    return false;
+  }
 }
