@@ -13,16 +13,9 @@ import WebSocket from 'ws';
 import { startSwarm, type TestSwarm } from '@deskhub/testkit/swarm';
 import { SwarmRuntime } from '../src/runtime/docker/swarm-runtime.ts';
 import { buildImage, startDeskhubOn, type DockerDeskhub } from './docker-helpers.ts';
-import { waitFor } from './helpers.ts';
+import { waitFor, type DesktopJson } from './helpers.ts';
 
-interface DesktopView {
-  id: string;
-  type: string;
-  proxyPath: string;
-  url: string;
-  state: string;
-  reason?: string | null;
-}
+type DesktopView = DesktopJson;
 
 const catalogDir = mkdtempSync(join(tmpdir(), 'deskhub-swarm-e2e-'));
 t.teardown(() => rmSync(catalogDir, { recursive: true, force: true }));
