@@ -57,7 +57,7 @@ runtimeContractSuite(t, 'process', async () => ({
   answers: async (instance) => (await answers(instance.upstream.port)) === 200,
   createEvents: ['start'],
   stoppedReason: /^stopped$/,
-  crashing: { spec: () => spec(catalog.get('crash')!), reason: /exited with code 3/, output: /cannot open display/ },
+  crashing: { spec: () => spec(catalog.get('crash')!), reason: /exited with code 3/, output: /cannot open \u001b\[1mdisplay\u001b\[0m: no such thing/ }, // its output as printed, escapes and all
   kill: async (runtimeId) => {
     process.kill(recordOf(runtimeId).pid as number, 'SIGKILL');
   },
