@@ -12,21 +12,22 @@ import type { DesktopSpec, HomeStatus } from '../types.ts';
 export type DockerNetworkMode = 'bridge' | 'published';
 
 /**
- * A dockerode client for DOCKER_HOST as given in `source`. dockerode reads DOCKER_HOST (and the
- * TLS variables) from process.env by itself; only a different environment needs parsing here.
+ * A dockerode client for DOCKER_HOST (or another variable naming an engine, such as SWARM_HOST)
+ * as given in `source`. dockerode reads DOCKER_HOST (and the TLS variables) from process.env by
+ * itself; only a different address needs parsing here. A bad value names `variable`.
  */
-export function dockerClientFor(source: NodeJS.ProcessEnv): Docker | undefined {
-  const host = source.DOCKER_HOST?.trim();
+export function dockerClientFor(source: NodeJS.ProcessEnv, variable = 'DOCKER_HOST'): Docker | undefined {
+  const host = source[variable]?.trim();
   if (!host || host === process.env.DOCKER_HOST?.trim()) return undefined;
   let url: URL;
   try {
     url = new URL(host);
   } catch {
-    throw new ConfigError('DOCKER_HOST', `expected unix:///path/to/docker.sock or tcp://host:port, got "${host}"`);
+    throw new ConfigError(variable, `expected unix:///path/to/docker.sock or tcp://host:port, got "${host}"`);
   }
   if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname });
   if (url.protocol === 'tcp:' || url.protocol === 'http:') return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http' });
-  throw new ConfigError('DOCKER_HOST', `expected unix:// or tcp://, got "${url.protocol}//"`);
+  throw new ConfigError(variable, `expected unix:// or tcp://, got "${url.protocol}//"`);
 }
 
 /** Where the client talks to, for messages a person reads when the engine does not answer. */

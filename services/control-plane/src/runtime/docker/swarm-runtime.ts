@@ -84,16 +84,7 @@ export const swarmEnvSpec = {
 
 export function swarmRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.env): SwarmRuntimeOptions {
   const config = loadConfig(swarmEnvSpec, source);
-  let docker: Docker | undefined;
-  if (config.SWARM_HOST) {
-    try {
-      docker = dockerClientFor({ DOCKER_HOST: config.SWARM_HOST }) ?? new Docker();
-    } catch (err) {
-      throw new ConfigError('SWARM_HOST', (err as ConfigError).message.replace(/^DOCKER_HOST: /, ''));
-    }
-  } else {
-    docker = dockerClientFor(source);
-  }
+  const docker = dockerClientFor(source, config.SWARM_HOST ? 'SWARM_HOST' : 'DOCKER_HOST');
   return { ...(docker ? { docker } : {}), instance: config.DESKHUB_INSTANCE, ports: config.SWARM_PORTS, encrypted: config.SWARM_ENCRYPT, guard: config.SWARM_GUARD };
 }
 
@@ -396,13 +387,8 @@ export class SwarmRuntime implements DesktopRuntime {
   }
 
   private async nodeName(nodeId: string | undefined): Promise<string> {
-    if (!nodeId) return 'no node';
-    try {
-      const node = (await this.docker.getNode(nodeId).inspect()) as SwarmNode;
-      return describeNode(node);
-    } catch {
-      return `node ${nodeId.slice(0, 12)}`;
-    }
+    const node = nodeId ? ((await this.docker.getNode(nodeId).inspect().catch(() => undefined)) as SwarmNode | undefined) : undefined;
+    return whereRan(nodeId, node);
   }
 
   /**
@@ -426,22 +412,13 @@ export class SwarmRuntime implements DesktopRuntime {
           onEvent?.({ kind: 'start', message: `placed on ${await this.nodeName(task.NodeID)}: preparing and starting` });
         }
         if (state === 'running') return this.instanceOf(serviceId);
-        if (ENDED.has(state)) throw new Error(await this.taskReason(task));
+        if (ENDED.has(state)) throw new Error(endedReason(task, await this.nodeName(task.NodeID)));
         // Unschedulable (no node fits): it would wait forever.
         if (state === 'pending' && task.Status.Err && Date.now() - started > 10_000) throw new Error(`no node can run it: ${task.Status.Err}`);
       }
       await new Promise((r) => setTimeout(r, 250));
     }
     throw new Error(`its task was not running after ${Math.round(this.startTimeoutMs / 1000)} s (state ${last || 'none'})`);
-  }
-
-  private async taskReason(task: SwarmTask): Promise<string> {
-    const where = await this.nodeName(task.NodeID);
-    const why = task.Status.Err || task.Status.Message || task.Status.State;
-    const code = task.Status.ContainerStatus?.ExitCode;
-    if (task.Status.State === 'failed' && code !== undefined && /non-zero exit/.test(why)) return `exited with code ${code} on ${where}`;
-    if (task.Status.State === 'complete') return `exited with code ${code ?? 0} on ${where}`;
-    return `task ${task.Status.State} on ${where}: ${why}`;
   }
 
   private async instanceOf(serviceId: string): Promise<RuntimeInstance> {
@@ -525,7 +502,7 @@ export class SwarmRuntime implements DesktopRuntime {
       return status;
     }
     const node = task.NodeID ? nodes.get(task.NodeID) : undefined;
-    const where = node ? describeNode(node) : task.NodeID ? `node ${task.NodeID.slice(0, 12)}` : 'no node';
+    const where = whereRan(task.NodeID, node);
     if (node && node.Status.State !== 'ready' && !ENDED.has(task.Status.State)) {
       // A lost node's tasks keep their last state for a while: the node's state is the news.
       status.reason = `node ${where} is ${node.Status.State}${node.Status.Message ? ` (${node.Status.Message})` : ''}`;
@@ -540,11 +517,7 @@ export class SwarmRuntime implements DesktopRuntime {
       return status;
     }
     if (ENDED.has(task.Status.State)) {
-      const why = task.Status.Err || task.Status.Message || task.Status.State;
-      const code = task.Status.ContainerStatus?.ExitCode;
-      status.reason = code !== undefined && (task.Status.State === 'failed' || task.Status.State === 'complete' || task.Status.State === 'shutdown') && (/exit/.test(why) || task.Status.State !== 'failed')
-        ? `exited with code ${code} on ${where}`
-        : `task ${task.Status.State} on ${where}: ${why}`;
+      status.reason = endedReason(task, where);
       return status;
     }
     status.reason = `task ${task.Status.State} on ${where}`;
@@ -640,6 +613,22 @@ export class SwarmRuntime implements DesktopRuntime {
     for (const watcher of this.watchers) clearInterval(watcher.timer);
     this.watchers.clear();
   }
+}
+
+/** Where a task ran, for reasons: the node as people tell it apart, or its id when it is not known. */
+function whereRan(nodeId: string | undefined, node: SwarmNode | undefined): string {
+  if (node) return describeNode(node);
+  return nodeId ? `node ${nodeId.slice(0, 12)}` : 'no node';
+}
+
+/** The one wording of why a task ended, for a create that waited on it and for inspect and list alike. */
+function endedReason(task: SwarmTask, where: string): string {
+  const { State: state, ContainerStatus } = task.Status;
+  const why = task.Status.Err || task.Status.Message || state;
+  const code = ContainerStatus?.ExitCode;
+  // A container that exited (a failed task says "non-zero exit"); a rejected or orphaned task never ran one.
+  const exited = code !== undefined && (state === 'complete' || state === 'shutdown' || (state === 'failed' && /exit/.test(why)));
+  return exited ? `exited with code ${code} on ${where}` : `task ${state} on ${where}: ${why}`;
 }
 
 /** A node as people tell nodes apart (hostnames repeat: the test swarm's engines share one). */
