@@ -426,7 +426,7 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
   if (input.placement && input.runtime !== 'swarm') throw new CatalogError(`${where}, field "placement": only for runtime swarm (the swarm's scheduler places desktops)`);
   if (input.runtime === 'swarm') {
     // A service is not a container: what it cannot honour is refused here, never dropped.
-    const gap = swarmGaps({ pullPolicy: input.pullPolicy ?? 'if-missing', home: input.home as CatalogEntry['home'] })[0];
+    const gap = swarmGaps({ home: input.home as CatalogEntry['home'] })[0];
     if (gap) throw new CatalogError(`${where}, field "${gap.field}": ${gap.why}`);
   }
   const envAllowed = ['prefix', 'path', ...(input.runtime === 'process' ? ['port'] : [])];

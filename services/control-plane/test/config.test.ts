@@ -174,8 +174,6 @@ t.test('catalog errors name the file, the entry and the field', async (t) => {
     [entry('    runtime: swarm\n    port: 6901\n'), /entry "bad", field "image": required for runtime swarm/],
     [entry('    runtime: docker\n    image: x\n    port: 6901\n    placement: { constraints: [node.labels.gpu==true] }\n'), /entry "bad", field "placement": only for runtime swarm/],
     [entry('    runtime: swarm\n    image: x\n    port: 6901\n    placement: { constraints: [gpu] }\n'), /entry "bad", field "placement.constraints.0": Expected string to match/],
-    [entry('    runtime: swarm\n    image: x\n    port: 6901\n    pullPolicy: always\n'), /entry "bad", field "pullPolicy": a swarm task pulls only a missing image/],
-    [entry('    runtime: swarm\n    image: x\n    port: 6901\n    pullPolicy: never\n'), /entry "bad", field "pullPolicy": a swarm engine pulls an image that its node lacks/],
     [entry('    runtime: swarm\n    image: x\n    port: 6901\n    home: { path: /home/kasm-user }\n'), /entry "bad", field "home": homes of swarm desktops are not kept yet/],
     [entry('    runtime: process\n    command: [x]\n    port: 99999\n'), /entry "bad", field "port": Expected integer to be less or equal to 65535/],
     [entry('    runtime: process\n    command: [x]\n    port: 80\n    colour: red\n'), /entry "bad", field "colour"/],
@@ -197,6 +195,11 @@ t.test('catalog errors name the file, the entry and the field', async (t) => {
     t.throws(() => loadCatalog(file), { message: new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`) }, 'starts with the file name');
   }
   t.throws(() => loadCatalog(path.join(dir, 'missing.yaml')), { message: /CATALOG: cannot read .*missing\.yaml/ });
+  // Every pull policy holds on swarm: the manager's engine pulls, and the service names the image pinned.
+  for (const policy of ['always', 'never', 'if-missing']) {
+    writeFileSync(file, entry(`    runtime: swarm\n    image: x\n    port: 6901\n    pullPolicy: ${policy}\n`));
+    t.equal(loadCatalog(file).get('bad')?.pullPolicy, policy, `swarm with pullPolicy ${policy}`);
+  }
 });
 
 t.test('secrets: key formats, the embedded key file, sealing', async (t) => {

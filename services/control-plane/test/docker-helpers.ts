@@ -4,7 +4,7 @@
  * runtime scoped to one test file (its own instance label and network, removed at the end),
  * catalog entries for the local images, and a TCP reachability probe run inside a container.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
@@ -28,12 +28,13 @@ const run = promisify(execFile);
 export const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
 
 /**
- * Builds (or finds up to date) one image from deploy/images (`stack`: docker-compose.yml's three);
+ * Builds (or finds up to date) one image from deploy/images (`stack`: docker-compose.yml's three;
+ * `deskhub`: the one of them the Swarm runtime's node guard runs);
  * serialised across test files. The stack has a lock of its own: its images share nothing with
  * the desktop images but the debootstrap tarball, which build.sh makes once under a lock of its own.
  */
-export async function buildImage(target: 'kasm-test' | 'desktop' | 'stack'): Promise<void> {
-  const lock = target === 'stack' ? '/tmp/deskhub-image-build-stack.lock' : '/tmp/deskhub-image-build.lock';
+export async function buildImage(target: 'kasm-test' | 'desktop' | 'stack' | 'deskhub'): Promise<void> {
+  const lock = target === 'stack' || target === 'deskhub' ? '/tmp/deskhub-image-build-stack.lock' : '/tmp/deskhub-image-build.lock';
   await run('flock', [lock, 'bash', 'deploy/images/build.sh', target], {
     cwd: repoRoot,
     timeout: 15 * 60_000,
@@ -185,8 +186,8 @@ export async function waitForHttps(host: string, port: number, timeoutMs = 60_00
  * Tries a TCP connection from inside a container (the kasm-test image's node) and says how it
  * went: "connected", "refused", "timeout", or "error:<code>".
  */
-export async function connectFrom(docker: Docker, containerId: string, host: string, port: number, timeoutMs = 3000): Promise<string> {
-  const code = `
+/** A TCP probe for `node -e PROBE host port ms`: prints connected, refused, timeout or error:CODE. */
+export const TCP_PROBE = `
     const net = require('net');
     const [host, port, ms] = process.argv.slice(1);
     const s = net.connect({ host, port: Number(port) });
@@ -195,8 +196,10 @@ export async function connectFrom(docker: Docker, containerId: string, host: str
     s.on('connect', () => done('connected'));
     s.on('error', (e) => done(e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' ? 'refused' : 'error:' + e.code));
   `;
+
+export async function connectFrom(docker: Docker, containerId: string, host: string, port: number, timeoutMs = 3000): Promise<string> {
   const exec = await docker.getContainer(containerId).exec({
-    Cmd: ['/usr/local/bin/node', '-e', code, host, String(port), String(timeoutMs)],
+    Cmd: ['/usr/local/bin/node', '-e', TCP_PROBE, host, String(port), String(timeoutMs)],
     AttachStdout: true,
     AttachStderr: true,
   });
@@ -383,4 +386,77 @@ export async function apiCall<T>(base: string, cookie: string, method: string, p
   });
   const text = await res.text();
   return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+}
+
+/** Dev sign-in the way scripts do (the CSRF header, no Origin): for a deskhub listening on another port than its PUBLIC_URL. */
+export async function csrfSignIn(base: string, username: string): Promise<string> {
+  const res = await fetch(`${base}/auth/dev-login`, {
+    method: 'POST',
+    // The second deskhub listens on another port than PUBLIC_URL names, so say "not cross-site"
+    // the way scripts do (the CSRF header) rather than with an Origin it would refuse.
+    headers: { 'content-type': 'application/json', 'x-deskhub-csrf': '1' },
+    body: JSON.stringify({ username }),
+  });
+  if (res.status >= 300) throw new Error(`dev-login answered ${res.status}`);
+  return res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+}
+
+export async function csrfApi<T>(base: string, cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { cookie, 'x-deskhub-csrf': '1', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+}
+
+/** Starts deskhub (`pnpm start`'s entry) as a child process with these settings; resolves once it says it is running. */
+export async function startDeskhubProcess(env: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'services/control-plane/src/embedded.ts'], {
+    cwd: repoRoot,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`deskhub did not start: ${output}`)), 60_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('deskhub is running.')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`deskhub exited with ${code}: ${output}`));
+    });
+  });
+  return child;
+}
+
+/**
+ * A catalog file of kasm-test types that run on the swarm, removed when the test ends: each type
+ * as the swarm tests use it, with `extra` fields (YAML lines such as `cpus: 0.5`) added or
+ * replacing the defaults of the same name.
+ */
+export function swarmCatalog(t: Test, types: Array<{ id: string; name: string; extra?: string[] }>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'deskhub-swarm-catalog-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'catalog.yaml');
+  const entry = ({ id, name, extra = [] }: { id: string; name: string; extra?: string[] }) => {
+    const fields = new Map(
+      [
+        `id: ${id}`, `name: ${name}`, 'runtime: swarm', 'image: deskhub/kasm-test:local', 'port: 6901', 'scheme: https', 'verifyTls: false',
+        'credentials: { kind: kasm }', 'activity: traffic', 'memory: 256m', 'readiness: { path: /, timeoutSeconds: 60 }', 'entryQuery: path=desktop/{path}/websockify',
+        ...extra,
+      ].map((line) => [line.split(':')[0]!, line] as const),
+    );
+    return [...fields.values()].map((line, i) => `${i === 0 ? '  - ' : '    '}${line}`).join('\n');
+  };
+  writeFileSync(file, `types:\n${types.map(entry).join('\n')}\n`);
+  return file;
 }

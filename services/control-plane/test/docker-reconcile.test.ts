@@ -4,7 +4,6 @@
 // database and engine must leave no desktop stuck in creating/starting and no container
 // that the database does not know (orphans removed), and a new desktop must then work.
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +11,7 @@ import { join } from 'node:path';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded } from '../src/embedded-start.ts';
 import { DockerRuntime } from '../src/runtime/docker/docker-runtime.ts';
-import { buildImage, freePort, repoRoot, testRuntime } from './docker-helpers.ts';
+import { buildImage, csrfApi, csrfSignIn, freePort, startDeskhubProcess, testRuntime } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
 
 await buildImage('desktop');
@@ -47,59 +46,10 @@ interface DesktopView {
   url: string;
 }
 
-async function signIn(base: string, username: string): Promise<string> {
-  const res = await fetch(`${base}/auth/dev-login`, {
-    method: 'POST',
-    // The second deskhub listens on another port than PUBLIC_URL names, so say "not cross-site"
-    // the way scripts do (the CSRF header) rather than with an Origin it would refuse.
-    headers: { 'content-type': 'application/json', 'x-deskhub-csrf': '1' },
-    body: JSON.stringify({ username }),
-  });
-  if (res.status >= 300) throw new Error(`dev-login answered ${res.status}`);
-  return res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
-}
-
-async function api<T>(base: string, cookie: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: { cookie, 'x-deskhub-csrf': '1', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
-}
-
-/** Starts deskhub as a child process and resolves once it says it is running. */
-async function startChild(port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'services/control-plane/src/embedded.ts'], {
-    cwd: repoRoot,
-    env: { ...process.env, ...sharedEnv, PORT: String(port) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`deskhub did not start: ${output}`)), 60_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('deskhub is running.')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`deskhub exited with ${code}: ${output}`));
-    });
-  });
-  return child;
-}
-
 t.test('killed mid-create: the next deskhub leaves nothing stuck and no orphan container', async (t) => {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const child = await startChild(port);
+  const child = await startDeskhubProcess({ ...sharedEnv, PORT: String(port) });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -118,8 +68,8 @@ t.test('killed mid-create: the next deskhub leaves nothing stuck and no orphan c
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
-  const cookie = await signIn(base, 'carol');
-  const launched = await api<DesktopView>(base, cookie, 'POST', '/api/desktops', { type: 'desktop' });
+  const cookie = await csrfSignIn(base, 'carol');
+  const launched = await csrfApi<DesktopView>(base, cookie, 'POST', '/api/desktops', { type: 'desktop' });
   t.equal(launched.status, 201);
   const containerId = await created;
   child.kill('SIGKILL');
@@ -136,9 +86,9 @@ t.test('killed mid-create: the next deskhub leaves nothing stuck and no orphan c
   });
   t.teardown(() => second.close());
   const base2 = second.proxyUrl;
-  const cookie2 = await signIn(base2, 'carol');
+  const cookie2 = await csrfSignIn(base2, 'carol');
 
-  const current = async () => (await api<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${launched.body.id}`)).body;
+  const current = async () => (await csrfApi<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${launched.body.id}`)).body;
   // Settled: failed with its container gone, or running with exactly one. If it never settles,
   // the assertions below say in what state it stayed.
   const view = await waitFor('the crashed desktop to settle', async () => {
@@ -156,15 +106,15 @@ t.test('killed mid-create: the next deskhub leaves nothing stuck and no orphan c
   }
   // Every container of this instance belongs to a desktop the database knows.
   const known = new Set(
-    (await api<DesktopView[]>(base2, cookie2, 'GET', '/api/desktops')).body.map((d) => d.id),
+    (await csrfApi<DesktopView[]>(base2, cookie2, 'GET', '/api/desktops')).body.map((d) => d.id),
   );
   t.same((await runtime.list()).filter((s) => !known.has(s.desktopId)), [], 'no orphan containers');
 
   // And the second deskhub runs new desktops normally.
-  const fresh = await api<DesktopView>(base2, cookie2, 'POST', '/api/desktops', { type: 'kasm-test', name: 'again' });
+  const fresh = await csrfApi<DesktopView>(base2, cookie2, 'POST', '/api/desktops', { type: 'kasm-test', name: 'again' });
   t.equal(fresh.status, 201, JSON.stringify(fresh.body));
   const state = await waitFor('the new desktop to run', async () => {
-    const s = (await api<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${fresh.body.id}`)).body.state;
+    const s = (await csrfApi<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${fresh.body.id}`)).body.state;
     return s === 'running' || s === 'failed' ? s : undefined;
   }, 60_000, 250);
   t.equal(state, 'running', 'a new desktop runs after the recovery');

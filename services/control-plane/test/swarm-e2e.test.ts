@@ -5,51 +5,29 @@
 // and started through the API it runs again; a task killed or a service removed behind
 // deskhub's back makes the desktop failed with the node named, and its route is withdrawn.
 import t from 'tap';
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import Docker from 'dockerode';
 import WebSocket from 'ws';
 import { startSwarm, type TestSwarm } from '@deskhub/testkit/swarm';
 import { SwarmRuntime } from '../src/runtime/docker/swarm-runtime.ts';
-import { buildImage, startDeskhubOn, type DockerDeskhub } from './docker-helpers.ts';
+import { buildImage, startDeskhubOn, swarmCatalog, type DockerDeskhub } from './docker-helpers.ts';
 import { waitFor, type DesktopJson } from './helpers.ts';
 
 type DesktopView = DesktopJson;
 
-const catalogDir = mkdtempSync(join(tmpdir(), 'deskhub-swarm-e2e-'));
-t.teardown(() => rmSync(catalogDir, { recursive: true, force: true }));
-const catalog = join(catalogDir, 'catalog.yaml');
-writeFileSync(
-  catalog,
-  `types:
-  - id: kasm-swarm
-    name: Kasm test desktop on the swarm
-    runtime: swarm
-    image: deskhub/kasm-test:local
-    pullPolicy: if-missing
-    port: 6901
-    scheme: https
-    verifyTls: false
-    credentials: { kind: kasm }
-    activity: traffic
-    memory: 256m
-    cpus: 0.5
-    readiness: { path: /, timeoutSeconds: 60 }
-    entryQuery: path=desktop/{path}/websockify
-`,
-);
+const catalog = swarmCatalog(t, [{ id: 'kasm-swarm', name: 'Kasm test desktop on the swarm', extra: ['cpus: 0.5'] }]);
 
 let swarm: TestSwarm;
 let hub: DockerDeskhub<SwarmRuntime>;
 
 t.test('set-up: a one-node swarm and deskhub on it', async () => {
   await buildImage('kasm-test');
+  await buildImage('deskhub');
   swarm = await startSwarm({ nodes: 1 });
   t.teardown(() => swarm.close());
   await swarm.loadImage('deskhub/kasm-test:local');
+  await swarm.loadImage('deskhub/deskhub:local');
   hub = await startDeskhubOn(t, 'swarm-e2e', () => {
-    const runtime = new SwarmRuntime({ docker: new Docker({ socketPath: swarm.manager.dockerHost.replace(/^unix:\/\//, '') }), instance: `e2e-${Date.now().toString(36)}`, pollMs: 500, guard: 'off' });
+    const runtime = new SwarmRuntime({ docker: new Docker({ socketPath: swarm.manager.dockerHost.replace(/^unix:\/\//, '') }), instance: `e2e-${Date.now().toString(36)}`, pollMs: 500, proxies: [`${swarm.hostAddress}/32`] });
     t.teardown(() => runtime.close());
     return runtime;
   }, { RUNTIME: 'swarm', CATALOG: catalog });

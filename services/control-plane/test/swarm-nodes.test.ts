@@ -3,50 +3,39 @@
 // own). Desktops of two types land on the nodes their placement constraints name (node labels),
 // are reached through the proxy at their nodes' addresses, and a node that goes down has its
 // desktops marked failed with the node named and their routes withdrawn, while the other node's
-// desktop keeps running.
+// desktop keeps running. Every node runs the node guard: from inside a desktop, neither its own
+// node, nor the manager, nor the other desktop's port, nor the host where deskhub runs can be
+// reached, and a node that is not a proxy cannot open a desktop's port.
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { createServer, connect, type AddressInfo } from 'node:net';
 import Docker from 'dockerode';
 import { startSwarm, type TestSwarm } from '@deskhub/testkit/swarm';
 import { SwarmRuntime } from '../src/runtime/docker/swarm-runtime.ts';
-import { buildImage, startDeskhubOn, type DockerDeskhub } from './docker-helpers.ts';
+import { buildImage, connectFrom, startDeskhubOn, swarmCatalog, TCP_PROBE, type DockerDeskhub } from './docker-helpers.ts';
 import { waitFor, type DesktopJson } from './helpers.ts';
 
-const catalogDir = mkdtempSync(join(tmpdir(), 'deskhub-swarm-nodes-'));
-t.teardown(() => rmSync(catalogDir, { recursive: true, force: true }));
-const catalog = join(catalogDir, 'catalog.yaml');
-const type = (id: string, zone: string) => `
-  - id: ${id}
-    name: Kasm test desktop in zone ${zone}
-    runtime: swarm
-    image: deskhub/kasm-test:local
-    port: 6901
-    scheme: https
-    verifyTls: false
-    credentials: { kind: kasm }
-    activity: traffic
-    memory: 128m
-    placement: { constraints: [node.labels.zone==${zone}] }
-    readiness: { path: /, timeoutSeconds: 60 }
-    entryQuery: path=desktop/{path}/websockify
-`;
-writeFileSync(catalog, `types:${type('in-a', 'a')}${type('in-b', 'b')}`);
+const inZone = (id: string, zone: string) => ({ id, name: `Kasm test desktop in zone ${zone}`, extra: ['memory: 128m', `placement: { constraints: [node.labels.zone==${zone}] }`] });
+const catalog = swarmCatalog(t, [inZone('in-a', 'a'), inZone('in-b', 'b')]);
 
 let swarm: TestSwarm;
 let hub: DockerDeskhub<SwarmRuntime>;
 
 t.test('set-up: three engines, one swarm, deskhub on its manager', async (setup) => {
   await buildImage('kasm-test');
+  await buildImage('deskhub');
   const started = Date.now();
   swarm = await startSwarm({ nodes: 3 });
   setup.comment(`swarm of 3 formed in ${Date.now() - started} ms`);
-  await swarm.loadImage('deskhub/kasm-test:local', swarm.nodes.slice(1));
+  // Every node: the manager's engine holds each type's image (the service names it by its ID),
+  // and the guard runs on every node.
+  const loading = Date.now();
+  await swarm.loadImage('deskhub/kasm-test:local');
+  await swarm.loadImage('deskhub/deskhub:local');
+  setup.comment(`kasm-test and the guard's image loaded on 3 nodes in ${Date.now() - loading} ms`);
   await swarm.label(swarm.nodes[1]!, 'zone', 'a');
   await swarm.label(swarm.nodes[2]!, 'zone', 'b');
   hub = await startDeskhubOn(t, 'swarm-nodes', () => {
-    const runtime = new SwarmRuntime({ docker: new Docker({ socketPath: swarm.manager.dockerHost.replace(/^unix:\/\//, '') }), instance: `nodes-${Date.now().toString(36)}`, pollMs: 500, guard: 'off' });
+    const runtime = new SwarmRuntime({ docker: new Docker({ socketPath: swarm.manager.dockerHost.replace(/^unix:\/\//, '') }), instance: `nodes-${Date.now().toString(36)}`, pollMs: 500, proxies: [`${swarm.hostAddress}/32`] });
     t.teardown(() => runtime.close());
     return runtime;
   }, { RUNTIME: 'swarm', CATALOG: catalog });
@@ -79,6 +68,33 @@ t.test('desktops land on the nodes their types name, are reached there, and fail
     t.equal(page.status, 200, `${typeId} answers through the proxy`);
   }
 
+  // The node guard on every node, seen from inside desktop A (on node A).
+  const statuses = await hub.runtime.list();
+  const [atA, atB] = ['in-a', 'in-b'].map((id) => statuses.find((s) => s.desktopId === ids[id])!);
+  const engineA = new Docker({ socketPath: nodeA.dockerHost.replace(/^unix:\/\//, '') });
+  const containerA = (await nodeA.docker(['ps', '-q', '--filter', `label=com.docker.swarm.service.id=${atA!.runtimeId}`])).trim();
+  const listener = createServer((socket) => socket.destroy());
+  await new Promise<void>((resolve) => listener.listen(0, swarm.hostAddress, resolve));
+  t.teardown(() => new Promise<void>((resolve) => listener.close(() => resolve())));
+  let accepted = 0;
+  listener.on('connection', () => accepted++);
+  t.equal(await connectFrom(engineA, containerA, '127.0.0.1', 6901), 'connected', 'the probe works from inside the desktop (its own port)');
+  const probes: [string, number, string][] = [
+    [nodeA.address, 7946, 'its own node (swarm gossip port)'],
+    [swarm.manager.address, 2377, "the manager's swarm port"],
+    [nodeB.address, atB!.upstream!.port, "the other desktop's port on node B"],
+    [swarm.hostAddress, (listener.address() as AddressInfo).port, 'a service on the host where deskhub runs'],
+  ];
+  for (const [host, port, what] of probes) t.equal(await connectFrom(engineA, containerA, host, port), 'refused', `desktop A cannot reach ${what} (${host}:${port})`);
+  t.equal(accepted, 0, 'the host never saw a connection');
+  // The proxies' address opens desktop ports; the manager's (not a proxy) does not.
+  const fromHost = await new Promise<string>((resolve) => {
+    const s = connect({ host: nodeA.address, port: atA!.upstream!.port }, () => (s.destroy(), resolve('connected')));
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+  });
+  t.equal(fromHost, 'connected', 'the proxies (this host) reach desktop A');
+  t.equal((await swarm.manager.exec(process.execPath, ['-e', TCP_PROBE, nodeA.address, String(atA!.upstream!.port), '3000'])).trim(), 'refused', 'the manager node, not a proxy, is refused at desktop A');
+
   // Node B goes down (its engine stops): its desktop fails with the node named, its route goes.
   const urlB = (await view(cookie, ids['in-b']!)).url;
   const stoppedAt = Date.now();
@@ -92,7 +108,15 @@ t.test('desktops land on the nodes their types name, are reached there, and fail
   t.equal(a.state, 'running', 'the desktop on the other node keeps running');
   t.equal((await fetch(a.url, { headers: { cookie } })).status, 200);
 
+  // A node that is down loses the guard label (its rules may not survive it), and gets it back
+  // only once its guard task runs again: no desktop is placed there unguarded in between.
+  const guardLabel = async () => JSON.parse(await swarm.manager.docker(['node', 'inspect', nodeB.id, '--format', '{{json .Spec.Labels}}']))[hub.runtime.guardLabel];
+  await waitFor('the lost node to lose its guard label', async () => ((await guardLabel()) === undefined ? true : undefined), 30_000, 250);
+  t.pass('the lost node lost its guard label');
+
   // Node B back (it rejoins by itself), then both desktops deleted.
   await nodeB.startEngine();
+  await waitFor('node B to be labelled again once its guard runs', async () => ((await guardLabel()) === 'on' ? true : undefined), 90_000, 500);
+  t.pass('node B is labelled again once its guard runs');
   for (const id of Object.values(ids)) t.equal((await hub.api(cookie, 'DELETE', `/api/desktops/${id}`)).status, 204);
 });

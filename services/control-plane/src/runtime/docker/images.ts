@@ -107,3 +107,22 @@ export async function ensureImage(docker: Docker, type: CatalogEntry, onEvent?: 
   await pullImage(docker, image, onEvent);
   return image;
 }
+
+/**
+ * The image as a reference no registry can change, for engines other than the one that holds it
+ * (the nodes of a swarm): `name@sha256:…` when the image came from a registry (a node that lacks
+ * it pulls exactly that), else its image ID (a node that lacks it fails the task, naming the
+ * image; it never pulls a same-named image instead). Docker's swarm executor skips its pull for
+ * both (moby daemon/cluster/executor/container/adapter.go, pullImage: an image ID is never
+ * pulled, a canonical reference only when absent), whatever DOCKER_SERVICE_PREFER_OFFLINE_IMAGE says.
+ */
+export async function pinnedImage(docker: Docker, image: string): Promise<string> {
+  const inspected = (await docker.getImage(image).inspect()) as { Id: string; RepoDigests?: string[] };
+  const repository = image.replace(/@.*$/, '').replace(/:[^/:]+$/, '');
+  const same = (digest: string) => {
+    const name = digest.split('@')[0]!;
+    // The engine writes docker.io/library/x as x and docker.io/owner/x as owner/x.
+    return name === repository || `docker.io/${name}` === repository || `docker.io/library/${name}` === repository;
+  };
+  return inspected.RepoDigests?.find(same) ?? inspected.Id;
+}

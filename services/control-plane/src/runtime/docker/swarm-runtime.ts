@@ -21,11 +21,15 @@
  * Task state stands in for container state: running, or ended with the task's own error and
  * the node it ran on. Exits are found by polling the manager (task changes are not events).
  */
+import { createHash } from 'node:crypto';
+import { isIPv4 } from 'node:net';
 import Docker from 'dockerode';
 import { ConfigError, env, loadConfig } from '@deskhub/config';
 import type { Logger } from 'pino';
 import type { CatalogEntry } from '../../catalog.ts';
 import { parseSize } from '../../sizes.ts';
+import { ensureImage, pinnedImage } from './images.ts';
+import { HEALTH_FILE, parseCidrs } from './node-guard.ts';
 import type { Availability, DesktopRuntime, DesktopSpec, HomeStatus, RuntimeEvent, RuntimeInstance, RuntimeStatus } from '../types.ts';
 import {
   asEngineError,
@@ -57,12 +61,19 @@ export interface SwarmRuntimeOptions {
   /** Encrypt each desktop's overlay network (IPsec between nodes). */
   encrypted?: boolean;
   /**
-   * `nodes` (default): desktops run only where a guard on every node keeps them off the nodes'
-   * own services and limits their ports to the proxies. That guard is not built yet, so with
-   * `nodes` the runtime reports itself unavailable and says why. `off`: run without it, on nodes
-   * and a network you trust (the tests' own swarm).
+   * `nodes` (default): desktops run only on nodes where the node guard (node-guard.ts, a global
+   * service this runtime keeps) has put its rules in place. `off`: run without it, on nodes and a
+   * network you trust.
    */
   guard?: 'nodes' | 'off';
+  /** The networks the proxies connect to desktops from (SWARM_PROXIES); needed with the guard. */
+  proxies?: string[];
+  /** Networks desktops may not reach besides the nodes and the proxies (SWARM_PROTECT). */
+  protect?: string[];
+  /** The image the node guard runs (deskhub's own; it needs node, tsx and iptables). */
+  guardImage?: string;
+  /** A desktop network with no service this long after it was made is a crash's leftover, removed by watch(). */
+  orphanNetworkAfterMs?: number;
   logger?: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
 }
 
@@ -79,13 +90,33 @@ export const swarmEnvSpec = {
   SWARM_PORTS: env.custom((raw, name) => parsePorts(raw, name), { first: 30000, last: 32767 }),
   SWARM_ENCRYPT: env.bool(false),
   SWARM_GUARD: env.oneOf(['nodes', 'off'] as const, 'nodes'),
+  SWARM_PROXIES: env.custom((raw, name) => cidrSetting(raw, name), [] as string[]),
+  SWARM_PROTECT: env.custom((raw, name) => cidrSetting(raw, name), ['169.254.0.0/16']),
+  SWARM_GUARD_IMAGE: env.string('deskhub/deskhub:local'),
   DESKHUB_INSTANCE: instanceSetting,
 };
+
+function cidrSetting(raw: string, name: string): string[] {
+  try {
+    return parseCidrs(raw);
+  } catch (err) {
+    throw new ConfigError(name, `${(err as Error).message}; expected a comma-separated list of IPv4 addresses or CIDRs`);
+  }
+}
 
 export function swarmRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.env): SwarmRuntimeOptions {
   const config = loadConfig(swarmEnvSpec, source);
   const docker = dockerClientFor(source, config.SWARM_HOST ? 'SWARM_HOST' : 'DOCKER_HOST');
-  return { ...(docker ? { docker } : {}), instance: config.DESKHUB_INSTANCE, ports: config.SWARM_PORTS, encrypted: config.SWARM_ENCRYPT, guard: config.SWARM_GUARD };
+  return {
+    ...(docker ? { docker } : {}),
+    instance: config.DESKHUB_INSTANCE,
+    ports: config.SWARM_PORTS,
+    encrypted: config.SWARM_ENCRYPT,
+    guard: config.SWARM_GUARD,
+    proxies: config.SWARM_PROXIES,
+    protect: config.SWARM_PROTECT,
+    guardImage: config.SWARM_GUARD_IMAGE,
+  };
 }
 
 /** A task as the manager reports it (the fields read here). */
@@ -107,10 +138,22 @@ interface SwarmService {
 
 interface SwarmNode {
   ID: string;
+  Version?: { Index: number };
   Description?: { Hostname?: string };
-  Spec?: { Labels?: Record<string, string>; Availability?: string };
+  Spec?: { Labels?: Record<string, string>; Availability?: string; Role?: string };
   Status: { State: string; Addr?: string; Message?: string };
+  ManagerStatus?: { Addr?: string };
 }
+
+/** Where a node answers: its address, or its manager address where the engine reports 0.0.0.0 (moby#45526). */
+function nodeAddress(node: SwarmNode | undefined): string | undefined {
+  const addr = node?.Status.Addr;
+  if (addr && addr !== '0.0.0.0') return addr;
+  return node?.ManagerStatus?.Addr?.replace(/:\d+$/, '');
+}
+
+/** What the node guard's state is, as create() and available() need it. */
+type GuardState = { ok: true; constraints: string[] } | { ok: false; reason: string; starting?: true };
 
 /** Task states, in the order a task moves through them (docker/swarmkit api/types.proto). */
 const ENDED = new Set(['complete', 'shutdown', 'failed', 'rejected', 'orphaned', 'remove']);
@@ -124,7 +167,7 @@ function serviceName(spec: DesktopSpec, instance: string): string {
 }
 
 /** How a type's fields become a service: every field is named here; swarmGaps() lists the ones that cannot be. */
-export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; instance: string; network: string; publishedPort: number; image: string; homeVolume?: string }): Record<string, unknown> {
+export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; instance: string; network: string; publishedPort: number; image: string; homeVolume?: string; constraints?: string[] }): Record<string, unknown> {
   const type = spec.type;
   const memory = type.memory ? parseSize(type.memory, `${type.id}.memory`) : undefined;
   const nanoCpus = type.cpus ? Math.round(type.cpus * 1e9) : undefined;
@@ -156,7 +199,8 @@ export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; ins
       // Never rescheduled: a desktop that ends is failed, and its owner starts it again.
       RestartPolicy: { Condition: 'none', MaxAttempts: 0 },
       Placement: {
-        Constraints: type.placement?.constraints ?? [],
+        // The type's own, and deskhub's: only on nodes its guard holds.
+        Constraints: [...(type.placement?.constraints ?? []), ...(options.constraints ?? [])],
         Preferences: (type.placement?.spread ?? []).map((descriptor) => ({ Spread: { SpreadDescriptor: descriptor } })),
       },
       Networks: [{ Target: options.network }],
@@ -172,14 +216,8 @@ export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; ins
 }
 
 /** Catalog fields a swarm service cannot honour, as `field: why` (catalog.ts refuses the type with them). */
-export function swarmGaps(type: Pick<CatalogEntry, 'pullPolicy' | 'home'>): { field: string; why: string }[] {
+export function swarmGaps(type: Pick<CatalogEntry, 'home'>): { field: string; why: string }[] {
   const gaps: { field: string; why: string }[] = [];
-  if (type.pullPolicy === 'always') {
-    gaps.push({ field: 'pullPolicy', why: 'a swarm task pulls only a missing image on engines with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1, which deskhub requires; use if-missing' });
-  }
-  if (type.pullPolicy === 'never') {
-    gaps.push({ field: 'pullPolicy', why: 'a swarm engine pulls an image that its node lacks whatever the service says; put the image on every node and use if-missing' });
-  }
   if (type.home) {
     gaps.push({ field: 'home', why: 'homes of swarm desktops are not kept yet: a volume lives on one node and Swarm may place the next desktop elsewhere' });
   }
@@ -195,6 +233,14 @@ export class SwarmRuntime implements DesktopRuntime {
   private readonly startTimeoutMs: number;
   private readonly encrypted: boolean;
   private readonly guard: 'nodes' | 'off';
+  private readonly proxies: string[];
+  private readonly protect: string[];
+  private readonly guardImage: string;
+  private guardRead?: { at: number; state: Promise<GuardState> };
+  private readonly orphanNetworkAfterMs: number;
+  /** Networks this process is creating a desktop on (never swept), and when the last sweep ran. */
+  private readonly creating = new Set<string>();
+  private sweptAt = 0;
   private readonly log: SwarmRuntimeOptions['logger'];
   /** Desktops deskhub itself is stopping or removing: their ends are not news. */
   private readonly expected = new ExpectedEnds();
@@ -208,6 +254,10 @@ export class SwarmRuntime implements DesktopRuntime {
     this.startTimeoutMs = options.startTimeoutMs ?? 120_000;
     this.encrypted = options.encrypted ?? false;
     this.guard = options.guard ?? 'nodes';
+    this.proxies = options.proxies ?? [];
+    this.protect = options.protect ?? ['169.254.0.0/16'];
+    this.guardImage = options.guardImage ?? 'deskhub/deskhub:local';
+    this.orphanNetworkAfterMs = options.orphanNetworkAfterMs ?? 120_000;
     this.log = options.logger;
   }
 
@@ -224,15 +274,133 @@ export class SwarmRuntime implements DesktopRuntime {
     }
     if (info.Swarm?.LocalNodeState !== 'active') return { ok: false, reason: `the engine at ${engineAddress(this.docker)} is not part of a swarm (docker swarm init)` };
     if (!info.Swarm.ControlAvailable) return { ok: false, reason: `the engine at ${engineAddress(this.docker)} is a swarm worker; SWARM_HOST must name a manager` };
-    if (this.guard === 'nodes') {
-      return {
-        ok: false,
-        reason:
-          "the swarm's node guard (desktops kept off the nodes' own services and each other, their ports open to the proxies only) is not part of this deskhub yet; " +
-          'set SWARM_GUARD=off to run swarm desktops without it, on nodes and a network you trust',
-      };
+    // A guard that is still starting (its first seconds) is waited for by create().
+    const guard = await this.guardState();
+    return guard.ok || guard.starting ? { ok: true } : { ok: false, reason: guard.reason };
+  }
+
+  /** The node guard's service name (one per deskhub installation). */
+  get guardName(): string {
+    return this.instance === 'default' ? 'deskhub-node-guard' : `deskhub-node-guard-${this.instance}`.slice(0, 63);
+  }
+
+  /** The node label that says this installation's guard holds a node; desktops are constrained to it. */
+  get guardLabel(): string {
+    return `deskhub.guard.${this.instance}`;
+  }
+
+  /** The guard's state, read at most once a second however many callers ask. */
+  private guardState(): Promise<GuardState> {
+    if (this.guardRead && Date.now() - this.guardRead.at < 1000) return this.guardRead.state;
+    const state = this.syncGuard().catch((err: unknown): GuardState => ({ ok: false, reason: `the node guard could not be checked: ${errorText(err)}` }));
+    this.guardRead = { at: Date.now(), state };
+    return state;
+  }
+
+  /**
+   * Keeps the node guard current and the node labels true: the guard's global service exists
+   * with today's settings (every node's address among the protected networks), a node whose
+   * guard task runs (healthy, so its rules are in place) gets the label, and a node that is down
+   * loses it (its rules may not survive; its desktops have failed). A label is never taken from
+   * a node that is up: swarm's constraint enforcer would stop the desktops on it, and a guard
+   * that stops leaves its rules in place.
+   */
+  private async syncGuard(): Promise<GuardState> {
+    if (this.guard === 'off') return { ok: true, constraints: [] };
+    if (this.proxies.length === 0) {
+      return { ok: false, reason: 'SWARM_PROXIES is not set: the node guard opens desktops\' ports to the proxies\' addresses only (or set SWARM_GUARD=off, on nodes and a network you trust)' };
     }
-    return { ok: true };
+    const nodes = await this.nodes();
+    const addresses = nodes.map(nodeAddress).filter((a): a is string => !!a && isIPv4(a));
+    const protect = [...new Set([...addresses.map((a) => `${a}/32`), ...this.protect, ...this.proxies])].sort();
+    let image: string;
+    try {
+      await ensureImage(this.docker, { id: 'node guard', image: this.guardImage, pullPolicy: 'if-missing' } as CatalogEntry);
+      image = await pinnedImage(this.docker, this.guardImage);
+    } catch (err) {
+      return { ok: false, reason: `the node guard's image (SWARM_GUARD_IMAGE): ${errorText(err)}` };
+    }
+    const env = [`GUARD_PROTECT=${protect.join(',')}`, `GUARD_PROXIES=${this.proxies.join(',')}`, `GUARD_PORTS=${this.ports.first}:${this.ports.last}`];
+    const hash = createHash('sha256').update(JSON.stringify([image, env])).digest('hex').slice(0, 16);
+    const spec = {
+      Name: this.guardName,
+      Labels: { 'deskhub.node-guard': this.instance, 'deskhub.guard-hash': hash },
+      TaskTemplate: {
+        ContainerSpec: {
+          Image: image,
+          // Args, not Command: the image's entrypoint (tini) stays.
+          Args: ['node', '--import', 'tsx', 'services/control-plane/src/runtime/docker/node-guard.ts', 'run'],
+          User: 'root',
+          Env: env,
+          CapabilityAdd: ['CAP_NET_ADMIN'],
+          Labels: { 'deskhub.node-guard': this.instance },
+          // Healthy while the loop finds its rules in place (it touches the file every 5 s);
+          // swarm reports the task running only once it is healthy.
+          Healthcheck: { Test: ['CMD-SHELL', `test -n "$(find ${HEALTH_FILE} -newermt '-20 seconds' 2>/dev/null)"`], Interval: 1e9, Timeout: 5e9, Retries: 3, StartPeriod: 60e9 },
+        },
+        Networks: [{ Target: 'host' }],
+        RestartPolicy: { Condition: 'any', Delay: 2e9 },
+        Resources: { Limits: { MemoryBytes: 256 * 1024 * 1024 } },
+        LogDriver: { Name: 'json-file', Options: { 'max-size': '1m', 'max-file': '2' } },
+      },
+      Mode: { Global: {} },
+      // The new task runs before the old one stops: a node is never without a guard task.
+      UpdateConfig: { Parallelism: 0, Order: 'start-first', FailureAction: 'continue' },
+    };
+    const existing = await this.serviceByName(this.guardName);
+    if (!existing) {
+      await this.docker.createService(spec as unknown as Docker.CreateServiceOptions).catch((err: unknown) => {
+        if (engineStatus(err) !== 409) throw err;
+      });
+    } else if (existing.Spec.Labels?.['deskhub.guard-hash'] !== hash) {
+      await this.docker.getService(existing.ID).update({ version: existing.Version.Index, ...spec } as unknown as Record<string, unknown>);
+    }
+    const service = existing ?? (await this.serviceByName(this.guardName));
+    const tasks = service ? ((await this.docker.listTasks({ filters: { service: [service.ID], 'desired-state': ['running'] } })) as SwarmTask[]) : [];
+    const guarded = new Set(tasks.filter((t) => t.Status.State === 'running' && t.NodeID).map((t) => t.NodeID!));
+    let held = 0;
+    for (const node of nodes) {
+      const up = node.Status.State === 'ready';
+      const labelled = node.Spec?.Labels?.[this.guardLabel] === 'on';
+      if (up && (labelled || guarded.has(node.ID))) held++;
+      if (!labelled && up && guarded.has(node.ID)) await this.labelNode(node, 'on');
+      else if (labelled && !up) await this.labelNode(node, undefined);
+    }
+    if (held === 0) {
+      // Starting, unless one of its tasks already failed (a node without the image, say).
+      const all = service ? ((await this.docker.listTasks({ filters: { service: [service.ID] } })) as SwarmTask[]) : [];
+      const failed = all.find((t) => t.Status.State === 'failed' || t.Status.State === 'rejected');
+      const why = failed ? `${failed.Status.Err || failed.Status.Message} on ${await this.nodeName(failed.NodeID)}` : all.map((t) => t.Status.Message).find(Boolean);
+      return { ok: false, ...(failed ? {} : { starting: true as const }), reason: `the node guard (service ${this.guardName}) runs on no node yet${why ? `: ${why}` : ''}` };
+    }
+    return { ok: true, constraints: [`node.labels.${this.guardLabel}==on`] };
+  }
+
+  /** The guard's state once it holds a node: a guard still starting (its first minute) is waited for. */
+  private async guardReady(onEvent?: (event: RuntimeEvent) => void): Promise<{ constraints: string[] }> {
+    const deadline = Date.now() + 60_000;
+    let said = false;
+    for (;;) {
+      const guard = await this.guardState();
+      if (guard.ok) return guard;
+      if (!guard.starting || Date.now() > deadline) throw new Error(guard.reason);
+      if (!said) onEvent?.({ kind: 'create', message: 'waiting for the node guard to start on the swarm\'s nodes' });
+      said = true;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+
+  private async labelNode(node: SwarmNode, value: string | undefined): Promise<void> {
+    const labels = { ...(node.Spec?.Labels ?? {}) };
+    if (value === undefined) delete labels[this.guardLabel];
+    else labels[this.guardLabel] = value;
+    try {
+      await this.docker.getNode(node.ID).update({ version: node.Version?.Index, ...node.Spec, Labels: labels } as never);
+      this.log?.info({ node: describeNode(node), label: this.guardLabel, value: value ?? null }, value ? 'node guard in place: node labelled for desktops' : 'node down: guard label removed');
+    } catch (err) {
+      // Another control plane updated it first: the next read sees its version.
+      this.log?.warn({ node: node.ID, err: errorText(err) }, 'could not update the node guard label; trying again later');
+    }
   }
 
   async availableFor(type: CatalogEntry): Promise<Availability> {
@@ -283,10 +451,35 @@ export class SwarmRuntime implements DesktopRuntime {
   }
 
   async create(spec: DesktopSpec, onEvent?: (event: RuntimeEvent) => void): Promise<RuntimeInstance> {
+    const name = serviceName(spec, this.instance);
+    this.creating.add(name);
     try {
       return await this.createService(spec, onEvent);
     } catch (err) {
       throw asEngineError(this.docker, err);
+    } finally {
+      this.creating.delete(name);
+    }
+  }
+
+  /**
+   * Removes desktop networks that no service uses: a control plane stopped between making a
+   * desktop's network and its service leaves one (list() sees services only, so the reconciler
+   * never hears of it). Old enough that no create still in flight elsewhere made it.
+   */
+  private async sweepNetworks(services: SwarmService[]): Promise<void> {
+    if (Date.now() - this.sweptAt < Math.min(30_000, this.orphanNetworkAfterMs)) return;
+    this.sweptAt = Date.now();
+    const used = new Set(services.map((s) => s.Spec.Labels?.['deskhub.network']));
+    const networks = (await this.docker.listNetworks({ filters: { label: this.labelFilters, driver: ['overlay'] } })) as Array<{ Name: string; Created: string }>;
+    for (const network of networks) {
+      if (used.has(network.Name) || this.creating.has(network.Name) || Date.now() - Date.parse(network.Created) < this.orphanNetworkAfterMs) continue;
+      try {
+        await this.docker.getNetwork(network.Name).remove();
+        this.log?.info({ network: network.Name }, 'removed a desktop network that no service uses (left by an interrupted create)');
+      } catch (err) {
+        if (engineStatus(err) !== 404) this.log?.warn({ network: network.Name, err: errorText(err) }, 'could not remove a leftover desktop network');
+      }
     }
   }
 
@@ -300,14 +493,19 @@ export class SwarmRuntime implements DesktopRuntime {
       }
       await this.remove(leftover.ID);
     }
+    const guard = await this.guardReady(onEvent);
+    // The manager's engine holds the image (pulled there as the pull policy says, with progress)
+    // and the service names it so no registry can change it (pinnedImage).
+    await ensureImage(this.docker, spec.type, onEvent);
+    const image = spec.type.pullPolicy === 'never' ? ((await this.docker.getImage(spec.type.image!).inspect()) as { Id: string }).Id : await pinnedImage(this.docker, spec.type.image!);
     const network = await this.ensureNetwork(name, spec);
     const homeVolume = spec.home ? await ensureHomeVolume(this.docker, spec, this.instance) : undefined;
-    onEvent?.({ kind: 'create', message: `creating swarm service from ${spec.type.image}` });
+    onEvent?.({ kind: 'create', message: `creating swarm service from ${spec.type.image} (${image.replace(/^(.*@)?sha256:/, '$1').slice(0, 24)})` });
     let service: SwarmService | undefined;
     for (let attempt = 0; attempt < 5 && !service; attempt++) {
       const publishedPort = await this.freePort();
       try {
-        const created = await this.docker.createService(swarmServiceSpec(spec, { name, instance: this.instance, network, publishedPort, image: spec.type.image!, ...(homeVolume ? { homeVolume } : {}) }) as unknown as Docker.CreateServiceOptions);
+        const created = await this.docker.createService(swarmServiceSpec(spec, { name, instance: this.instance, network, publishedPort, image, constraints: guard.constraints, ...(homeVolume ? { homeVolume } : {}) }) as unknown as Docker.CreateServiceOptions);
         service = { ID: (created as unknown as { id: string }).id } as SwarmService;
       } catch (err) {
         // 409: another create took the port (or the name) in the meantime; pick again.
@@ -552,7 +750,10 @@ export class SwarmRuntime implements DesktopRuntime {
       if (busy) return;
       busy = true;
       try {
+        // Keeps the node labels true (a node that went down loses its label) between creates.
+        if (this.guard === 'nodes') await this.guardState();
         const statuses = await this.list();
+        await this.sweepNetworks(await this.services());
         const seen = new Set<string>();
         for (const status of statuses) {
           seen.add(status.runtimeId);
