@@ -11,7 +11,6 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { runtimeNames, type RuntimeName } from './runtime/index.ts';
-import { swarmGaps } from './runtime/docker/swarm-runtime.ts';
 import { PLACEHOLDERS, substitute } from './placeholders.ts';
 import { isSafePathSegment } from './proxy-path.ts';
 import { SIZE } from './sizes.ts';
@@ -424,11 +423,6 @@ function normalize(input: EntryInput, where: string, catalogDir: string, default
     if (input.image) throw new CatalogError(`${where}, field "image": only for runtimes docker and swarm`);
   }
   if (input.placement && input.runtime !== 'swarm') throw new CatalogError(`${where}, field "placement": only for runtime swarm (the swarm's scheduler places desktops)`);
-  if (input.runtime === 'swarm') {
-    // A service is not a container: what it cannot honour is refused here, never dropped.
-    const gap = swarmGaps({ home: input.home as CatalogEntry['home'] })[0];
-    if (gap) throw new CatalogError(`${where}, field "${gap.field}": ${gap.why}`);
-  }
   const envAllowed = ['prefix', 'path', ...(input.runtime === 'process' ? ['port'] : [])];
   for (const [name, value] of Object.entries(input.env ?? {})) checkPlaceholders(value, envAllowed, `${where}, field "env.${name}"`);
   checkPlaceholders(input.entryQuery ?? '', ['prefix', 'path'], `${where}, field "entryQuery"`);

@@ -174,7 +174,6 @@ t.test('catalog errors name the file, the entry and the field', async (t) => {
     [entry('    runtime: swarm\n    port: 6901\n'), /entry "bad", field "image": required for runtime swarm/],
     [entry('    runtime: docker\n    image: x\n    port: 6901\n    placement: { constraints: [node.labels.gpu==true] }\n'), /entry "bad", field "placement": only for runtime swarm/],
     [entry('    runtime: swarm\n    image: x\n    port: 6901\n    placement: { constraints: [gpu] }\n'), /entry "bad", field "placement.constraints.0": Expected string to match/],
-    [entry('    runtime: swarm\n    image: x\n    port: 6901\n    home: { path: /home/kasm-user }\n'), /entry "bad", field "home": homes of swarm desktops are not kept yet/],
     [entry('    runtime: process\n    command: [x]\n    port: 99999\n'), /entry "bad", field "port": Expected integer to be less or equal to 65535/],
     [entry('    runtime: process\n    command: [x]\n    port: 80\n    colour: red\n'), /entry "bad", field "colour"/],
     [entry('    runtime: process\n    command: [x]\n    port: 80\n    scheme: ftp\n'), /entry "bad", field "scheme"/],

@@ -12,6 +12,9 @@ import { SwarmRuntime } from '../src/runtime/docker/swarm-runtime.ts';
 import { buildImage, startDeskhubOn, swarmCatalog, type DockerDeskhub } from './docker-helpers.ts';
 import { waitFor, type DesktopJson } from './helpers.ts';
 
+// Image builds, a swarm of its own, and every step through real engines: minutes, more under load.
+t.setTimeout(900_000);
+
 type DesktopView = DesktopJson;
 
 const catalog = swarmCatalog(t, [{ id: 'kasm-swarm', name: 'Kasm test desktop on the swarm', extra: ['cpus: 0.5'] }]);

@@ -6,16 +6,32 @@
 // desktop keeps running. Every node runs the node guard: from inside a desktop, neither its own
 // node, nor the manager, nor the other desktop's port, nor the host where deskhub runs can be
 // reached, and a node that is not a proxy cannot open a desktop's port.
-import t from 'tap';
+//
+// Homes on several nodes, each node's own engine reached as SWARM_NODE_ENGINES says: alice writes
+// a file in her home; her desktop is deleted; her next desktop lands on the same node and sees
+// the file. With that node's engine stopped, creating her desktop fails naming the node and the
+// home, and no empty home appears on another node. An admin moves the home to the other worker:
+// the file is there (owner kept), the old volume is gone, and her next desktop runs there.
+import t, { type Test } from 'tap';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import Docker from 'dockerode';
-import { startSwarm, type TestSwarm } from '@deskhub/testkit/swarm';
-import { SwarmRuntime } from '../src/runtime/docker/swarm-runtime.ts';
-import { buildImage, connectFrom, startDeskhubOn, swarmCatalog, TCP_PROBE, type DockerDeskhub } from './docker-helpers.ts';
+import { startSwarm, type SwarmNode, type TestSwarm } from '@deskhub/testkit/swarm';
+import { nodeEnginesFrom, SwarmRuntime } from '../src/runtime/docker/swarm-runtime.ts';
+import { buildImage, connectFrom, execIn, startDeskhubOn, swarmCatalog, TCP_PROBE, type DockerDeskhub } from './docker-helpers.ts';
 import { waitFor, type DesktopJson } from './helpers.ts';
 
+t.setTimeout(900_000);
+
 const inZone = (id: string, zone: string) => ({ id, name: `Kasm test desktop in zone ${zone}`, extra: ['memory: 128m', `placement: { constraints: [node.labels.zone==${zone}] }`] });
-const catalog = swarmCatalog(t, [inZone('in-a', 'a'), inZone('in-b', 'b')]);
+// With a home: on workers only, since the manager's engine does not stop in this test (a swarm without its manager has no API).
+const withHome = { id: 'with-home', name: 'Kasm test desktop with a home', extra: ['home: { path: /home/kasm-user, scope: user, name: home }', 'placement: { constraints: [node.role==worker] }'] };
+const catalog = swarmCatalog(t, [inZone('in-a', 'a'), inZone('in-b', 'b'), withHome]);
+const engineOf = (node: SwarmNode) => new Docker({ socketPath: node.dockerHost.replace(/^unix:\/\//, '') });
+
+interface VolumeJson {
+  id: string;
+  node: { id: string; name: string } | null;
+}
 
 let swarm: TestSwarm;
 let hub: DockerDeskhub<SwarmRuntime>;
@@ -34,11 +50,18 @@ t.test('set-up: three engines, one swarm, deskhub on its manager', async (setup)
   setup.comment(`kasm-test and the guard's image loaded on 3 nodes in ${Date.now() - loading} ms`);
   await swarm.label(swarm.nodes[1]!, 'zone', 'a');
   await swarm.label(swarm.nodes[2]!, 'zone', 'b');
+  const engines = new Map(swarm.nodes.map((n) => [n.id, n.dockerHost]));
   hub = await startDeskhubOn(t, 'swarm-nodes', () => {
-    const runtime = new SwarmRuntime({ docker: new Docker({ socketPath: swarm.manager.dockerHost.replace(/^unix:\/\//, '') }), instance: `nodes-${Date.now().toString(36)}`, pollMs: 500, proxies: [`${swarm.hostAddress}/32`] });
+    const runtime = new SwarmRuntime({
+      docker: engineOf(swarm.manager),
+      instance: `nodes-${Date.now().toString(36)}`,
+      pollMs: 500,
+      proxies: [`${swarm.hostAddress}/32`],
+      nodeEngines: nodeEnginesFrom({ byNode: engines }),
+    });
     t.teardown(() => runtime.close());
     return runtime;
-  }, { RUNTIME: 'swarm', CATALOG: catalog });
+  }, { RUNTIME: 'swarm', CATALOG: catalog, ADMIN_USERS: 'root' });
 });
 t.teardown(() => swarm?.close());
 
@@ -119,4 +142,79 @@ t.test('desktops land on the nodes their types name, are reached there, and fail
   await waitFor('node B to be labelled again once its guard runs', async () => ((await guardLabel()) === 'on' ? true : undefined), 90_000, 500);
   t.pass('node B is labelled again once its guard runs');
   for (const id of Object.values(ids)) t.equal((await hub.api(cookie, 'DELETE', `/api/desktops/${id}`)).status, 204);
+});
+
+const settled = (cookie: string, id: string) =>
+  waitFor('the desktop to settle', async () => {
+    const v = await view(cookie, id);
+    return v.state === 'running' || v.state === 'failed' ? v : undefined;
+  }, 120_000, 250);
+
+/** Creates alice's desktop and waits; the node it runs on, and its container there. */
+async function launch(t: Test, cookie: string): Promise<{ desktop: DesktopJson; node?: SwarmNode; container?: string }> {
+  const created = await hub.api<DesktopJson>(cookie, 'POST', '/api/desktops', { type: 'with-home' });
+  t.equal(created.status, 201, JSON.stringify(created.body));
+  const desktop = await settled(cookie, created.body.id);
+  if (desktop.state !== 'running') return { desktop };
+  const [status] = (await hub.runtime.list()).filter((s) => s.desktopId === desktop.id);
+  const node = swarm.nodes.find((n) => n.address === status?.upstream?.host)!;
+  const container = (await node.docker(['ps', '-q', '--filter', `label=com.docker.swarm.service.id=${status!.runtimeId}`])).trim();
+  return { desktop, node, container };
+}
+
+const volumeOn = (node: SwarmNode, homeId: string) => engineOf(node).getVolume(`deskhub-home-${homeId}`).inspect().then(() => true, () => false);
+
+t.test("a home stays on its node: kept, refused while the node is down, moved by an admin", async (t) => {
+  const alice = await hub.signIn('alice');
+  const root = await hub.signIn('root');
+
+  const first = await launch(t, alice);
+  t.equal(first.desktop.state, 'running', first.desktop.reason ?? '');
+  const home = (first.desktop as DesktopJson & { homeId: string }).homeId;
+  const nodeX = first.node!;
+  t.not(nodeX.id, swarm.manager.id, 'on a worker');
+  await execIn(engineOf(nodeX), first.container!, ['node', '-e', "require('fs').writeFileSync('/home/kasm-user/proof.txt', 'written on the first desktop')"]);
+  const [listed] = (await hub.api<VolumeJson[]>(alice, 'GET', '/api/volumes')).body;
+  t.match(listed, { id: home, node: { id: nodeX.id, name: new RegExp(nodeX.id.slice(0, 12)) } }, 'GET /api/volumes names the node that holds it');
+
+  t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${first.desktop.id}`)).status, 204);
+  t.ok(await volumeOn(nodeX, home), 'deleting the desktop keeps the home on its node');
+  const second = await launch(t, alice);
+  t.equal(second.desktop.state, 'running', second.desktop.reason ?? '');
+  t.equal(second.node?.id, nodeX.id, 'the next desktop lands on the same node');
+  const service = JSON.parse(await swarm.manager.docker(['service', 'inspect', (await hub.runtime.list()).find((s) => s.desktopId === second.desktop.id)!.runtimeId, '--format', '{{json .Spec.TaskTemplate.Placement.Constraints}}']));
+  t.ok(service.includes(`node.id==${nodeX.id}`), 'placed there by a constraint, not by chance');
+  t.equal(await execIn(engineOf(nodeX), second.container!, ['node', '-e', "process.stdout.write(require('fs').readFileSync('/home/kasm-user/proof.txt','utf8'))"]), 'written on the first desktop', 'and sees the file');
+  t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${second.desktop.id}`)).status, 204);
+
+  // Its node's engine stops: no empty home elsewhere, a reason that names both.
+  await nodeX.stopEngine();
+  await waitFor('the manager to see the node down', async () => ((await swarm.manager.docker(['node', 'inspect', nodeX.id, '--format', '{{.Status.State}}'])).trim() === 'down' ? true : undefined), 60_000, 500);
+  const refused = await launch(t, alice);
+  t.equal(refused.desktop.state, 'failed');
+  t.match(refused.desktop.reason, new RegExp(`home "home" of alice lives on node .*${nodeX.id.slice(0, 12)}.*, which is down`), `the reason names the home and its node (${refused.desktop.reason})`);
+  for (const node of swarm.nodes.filter((n) => n !== nodeX)) t.notOk(await volumeOn(node, home), `no empty home was made on ${node.name}`);
+  t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${refused.desktop.id}`)).status, 204);
+  await nodeX.startEngine();
+  await waitFor('the node to be back', async () => ((await swarm.manager.docker(['node', 'inspect', nodeX.id, '--format', '{{.Status.State}}'])).trim() === 'ready' ? true : undefined), 90_000, 500);
+
+  // An admin moves it to the other worker.
+  const nodeY = swarm.nodes.find((n) => n !== nodeX && n !== swarm.manager)!;
+  t.equal((await hub.api(alice, 'POST', `/api/admin/volumes/${home}/move`, { node: nodeY.id })).status, 403, 'only admins move homes');
+  const moved = await hub.api<VolumeJson>(root, 'POST', `/api/admin/volumes/${home}/move`, { node: nodeY.id });
+  t.equal(moved.status, 200, JSON.stringify(moved.body));
+  t.equal(moved.body.node?.id, nodeY.id, 'the home is on the other worker now');
+  t.notOk(await volumeOn(nodeX, home), 'the old volume is gone');
+  const third = await launch(t, alice);
+  t.equal(third.desktop.state, 'running', third.desktop.reason ?? '');
+  t.equal(third.node?.id, nodeY.id, "alice's next desktop runs on the home's new node");
+  t.equal(
+    await execIn(engineOf(nodeY), third.container!, ['node', '-e', "const fs=require('fs');process.stdout.write(fs.readFileSync('/home/kasm-user/proof.txt','utf8')+' '+fs.statSync('/home/kasm-user/proof.txt').uid)"]),
+    'written on the first desktop 1000',
+    'the file moved with it, owner kept',
+  );
+  t.equal((await hub.api(root, 'POST', `/api/admin/volumes/${home}/move`, { node: nodeX.id })).status, 409, 'not while a desktop runs with it');
+  t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${third.desktop.id}`)).status, 204);
+  t.equal((await hub.api(alice, 'DELETE', `/api/volumes/${home}`)).status, 204, 'deleting the home is its own request');
+  for (const node of swarm.nodes) t.notOk(await volumeOn(node, home), `and leaves no volume on ${node.name}`);
 });

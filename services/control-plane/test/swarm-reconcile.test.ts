@@ -17,6 +17,9 @@ import { SwarmRuntime } from '../src/runtime/docker/swarm-runtime.ts';
 import { buildImage, csrfApi, csrfSignIn, freePort, startDeskhubProcess, swarmCatalog } from './docker-helpers.ts';
 import { waitFor, type DesktopJson } from './helpers.ts';
 
+// Image builds, a swarm of its own, and every step through real engines: minutes, more under load.
+t.setTimeout(900_000);
+
 await buildImage('kasm-test');
 await buildImage('deskhub');
 

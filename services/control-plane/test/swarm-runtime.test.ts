@@ -11,10 +11,13 @@ import { createServer, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { startSwarm, type TestSwarm } from '@deskhub/testkit/swarm';
-import { SwarmRuntime, swarmRuntimeOptionsFromEnv } from '../src/runtime/docker/swarm-runtime.ts';
+import { nodeEnginesFrom, SwarmRuntime, swarmRuntimeOptionsFromEnv } from '../src/runtime/docker/swarm-runtime.ts';
 import { basicAuth, buildImage, connectFrom, httpsGet, kasmTestType, specFor } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
 import { runtimeContractSuite } from './runtime-suite.ts';
+
+// Image builds, a swarm of its own, and every step through real engines: minutes, more under load.
+t.setTimeout(900_000);
 
 const run = async (file: string, args: string[]) => (await promisify(execFile)(file, args)).stdout;
 
@@ -28,7 +31,13 @@ const swarmType = (overrides: Parameters<typeof kasmTestType>[0] = {}) => kasmTe
 const socketOf = (dockerHost: string) => dockerHost.replace(/^unix:\/\//, '');
 /** The runtime as deployed: behind the node guard, the proxies (this process) at the host's bridge address. */
 const guardedRuntime = () =>
-  new SwarmRuntime({ docker: new Docker({ socketPath: socketOf(swarm.manager.dockerHost) }), instance, pollMs: 300, proxies: [`${swarm.hostAddress}/32`] });
+  new SwarmRuntime({
+    docker: new Docker({ socketPath: socketOf(swarm.manager.dockerHost) }),
+    instance,
+    pollMs: 300,
+    proxies: [`${swarm.hostAddress}/32`],
+    nodeEngines: nodeEnginesFrom({ template: swarm.manager.dockerHost }),
+  });
 
 t.before(async () => {
   swarm = await startSwarm({ nodes: 1 });
@@ -188,6 +197,14 @@ t.test('without SWARM_PROXIES, or without its image, the guarded runtime is unav
   t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_PROXIES: '10.0.0.0/33' }), /SWARM_PROXIES: "10.0.0.0\/33" is not an IPv4 address or CIDR/);
   t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_PROTECT: 'example.net' }), /SWARM_PROTECT/);
   t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_GUARD: 'maybe' }), /SWARM_GUARD/);
+  t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_NODE_ENGINES: 'node1' }), /SWARM_NODE_ENGINES: expected tcp:\/\/\{address\}:2376 or node=address pairs/);
+  t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_NODE_ENGINES: 'node1=ftp://x' }), /SWARM_NODE_ENGINES: expected unix:\/\/ or tcp:\/\/ addresses/);
+  t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_NODE_ENGINES: 'tcp://{address}:2376', SWARM_NODE_CERT_PATH: '/nonexistent' }), /SWARM_NODE_CERT_PATH: cannot read \/nonexistent\/ca\.pem/);
+  const engines = swarmRuntimeOptionsFromEnv({ SWARM_NODE_ENGINES: 'worker-2=unix:///run/w2.sock, abcdefabcdef=tcp://10.0.0.3:2375' }).nodeEngines!;
+  t.ok(engines({ ID: 'x', Spec: { Labels: { 'deskhub.name': 'worker-2' } }, Status: {} }), 'a node found by its deskhub.name label');
+  t.ok(engines({ ID: 'abcdefabcdef0123456789', Status: {} }), 'and by the first 12 characters of its id');
+  t.notOk(engines({ ID: 'other', Status: {} }), 'a node not named has no engine');
+  t.same(await new SwarmRuntime({ docker: runtime.docker, instance, guard: 'off' }).availableFor(swarmType({ home: { path: '/home/kasm-user', scope: 'user', name: 'h' } })), { ok: false, reason: 'desktop type kasm-test keeps a home, and homes on a swarm live on one node: set SWARM_NODE_ENGINES so deskhub can find, size, move and delete them on each node' });
 });
 
 t.test('a worker engine or an engine outside any swarm is refused with the reason', async (t) => {

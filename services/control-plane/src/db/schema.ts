@@ -85,6 +85,11 @@ export const homes = pgTable(
     /** The desktop name it belongs to (scope desktop), '' for scope user. */
     desktopName: text('desktop_name').notNull().default(''),
     runtime: text('runtime').$type<RuntimeName>().notNull(),
+    /**
+     * Where the runtime said its storage lives, recorded when a desktop first ran with it (the
+     * Swarm runtime: the node's id). A home with a location is placed there, never elsewhere.
+     */
+    location: text('location'),
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
     lastUsedAt: timestamp('last_used_at', { withTimezone: true, mode: 'date' }),
   },

@@ -8,7 +8,9 @@ import { eq } from 'drizzle-orm';
 import type { Logger } from '@deskhub/config';
 import type { Route, Upstream } from '@deskhub/route-stream';
 import { substitute } from '../placeholders.ts';
-import { desktops, users, type DesktopCredentials } from '../db/schema.ts';
+import { desktops, homes, users, type DesktopCredentials } from '../db/schema.ts';
+import type { CatalogEntry } from '../catalog.ts';
+import type { HomeMount } from '../runtime/types.ts';
 import { joinSecrets, secretsOf } from './route-secrets.ts';
 import { routeShares } from './sharing.ts';
 import { Aborted } from './desktop-queue.ts';
@@ -64,6 +66,7 @@ export class BringUp {
       if (!runtime) throw new Error(`the ${row.runtime} runtime is not enabled here`);
       const credentials = this.options.secrets.open<DesktopCredentials>(row.credentials!);
       let upstream = row.upstream;
+      const home = await this.homeMount(row.homeId, type);
       if (mode === 'create' || (mode === 'start' && !runtimeId)) {
         if (row.state !== 'creating') await journal.setState(id, 'creating', null);
         await journal.note(id, 'create', `creating on the ${runtime.name} runtime`);
@@ -74,19 +77,21 @@ export class BringUp {
         // A pool member has no owner yet (and no home: the catalog refuses pooled types with one).
         const [ownerRow] = row.ownerId ? await this.options.db.select({ username: users.username }).from(users).where(eq(users.id, row.ownerId)) : [];
         const instance = await runtime.create(
-          { desktopId: id, ownerId: row.ownerId ?? '', ownerName: ownerRow?.username ?? '', proxyPath: row.proxyPath, type, env, ...(row.homeId && type.home ? { home: { id: row.homeId, path: type.home.path } } : {}) },
+          { desktopId: id, ownerId: row.ownerId ?? '', ownerName: ownerRow?.username ?? '', proxyPath: row.proxyPath, type, env, ...(home ? { home } : {}) },
           (event) => void journal.note(id, event.kind, event.message, event.progress),
         );
         runtimeId = instance.runtimeId;
         upstream = instance.upstream;
+        await this.recordHomeLocation(home, instance.homeLocation);
         // Saved before anything else can go wrong, so whoever comes next can remove it.
         await this.options.db.update(desktops).set({ runtimeId, upstream, updatedAt: new Date() }).where(eq(desktops.id, id));
         if (signal.aborted) throw new Aborted();
         await journal.setState(id, 'starting', null);
       } else if (mode === 'start') {
         if (row.state !== 'starting') await journal.setState(id, 'starting', null);
-        const instance = await runtime.start(runtimeId!);
+        const instance = await runtime.start(runtimeId!, home);
         upstream = instance.upstream;
+        await this.recordHomeLocation(home, instance.homeLocation);
         await this.options.db.update(desktops).set({ upstream, updatedAt: new Date() }).where(eq(desktops.id, id));
         await journal.note(id, 'start', 'started');
       } else {
@@ -121,6 +126,20 @@ export class BringUp {
    * The last step of every bring-up, and all a claimed pool member needs: its route published
    * and confirmed by every replica, then `running`. Runs inside the queue; throws on failure.
    */
+  /** The desktop's home as the runtime mounts it: with its name and where it was last recorded to live. */
+  private async homeMount(homeId: string | null, type: CatalogEntry | undefined): Promise<HomeMount | undefined> {
+    if (!homeId || !type?.home) return undefined;
+    const [home] = await this.options.db.select({ name: homes.name, location: homes.location }).from(homes).where(eq(homes.id, homeId));
+    return { id: homeId, path: type.home.path, name: home?.name ?? type.home.name, location: home?.location ?? null };
+  }
+
+  /** Records where the runtime put the home (its first desktop, or a move): from then on it is placed there. */
+  private async recordHomeLocation(home: HomeMount | undefined, location: string | undefined): Promise<void> {
+    if (!home || !location || home.location === location) return;
+    await this.options.db.update(homes).set({ location }).where(eq(homes.id, home.id));
+    home.location = location;
+  }
+
   async publishAndRun(id: string, mode: BringUpMode | 'claim', signal: AbortSignal, startedAt: number): Promise<void> {
     const { journal } = this;
     const row = await loadDesktop(this.options.db, id);

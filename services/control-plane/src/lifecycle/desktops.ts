@@ -306,6 +306,11 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     return this.homes.delete(scope, id);
   }
 
+  /** Admins: moves a home to another swarm node; 409 while a desktop runs with it. */
+  moveHome(id: string, node: string, by: string): Promise<HomeView> {
+    return this.homes.move(id, node, by);
+  }
+
   // ---------------------------------------------------------------- reconciliation, activity, shutdown
 
   /**

@@ -11,6 +11,7 @@ import type { CatalogEntry } from '../catalog.ts';
 import type { Queryable, Transaction } from '../db/client.ts';
 import { activeStates, desktops, homes, users } from '../db/schema.ts';
 import { conflict, notFound } from '../errors.ts';
+import type { HomeStatus } from '../runtime/types.ts';
 import type { LifecycleOptions } from './options.ts';
 import { isUuid, type Owner, type Scope } from './views.ts';
 
@@ -31,6 +32,8 @@ export interface HomeView {
   lastUsedAt: string | null;
   /** Bytes used, when the runtime can tell. */
   sizeBytes: number | null;
+  /** Swarm: the node that holds it. */
+  node: { id: string; name: string } | null;
   /** The desktops that mount it (any state): it cannot be deleted while there are any. */
   usedBy: Array<{ id: string; proxyPath: string; state: string }>;
 }
@@ -95,10 +98,10 @@ export class Homes {
       .select({ id: desktops.id, proxyPath: desktops.proxyPath, state: desktops.state, homeId: desktops.homeId })
       .from(desktops)
       .where(inArray(desktops.homeId, rows.map((r) => r.home.id)));
-    const sizes = new Map<string, number | null>();
+    const stored = new Map<string, HomeStatus>();
     for (const runtime of new Set(rows.map((r) => r.home.runtime))) {
       const listed = await this.options.runtimes.get(runtime)?.listHomes().catch(() => []);
-      for (const h of listed ?? []) sizes.set(h.homeId, h.sizeBytes);
+      for (const h of listed ?? []) stored.set(h.homeId, h);
     }
     return rows.map(({ home, ownerName }) => ({
       id: home.id,
@@ -109,9 +112,39 @@ export class Homes {
       runtime: home.runtime,
       createdAt: home.createdAt.toISOString(),
       lastUsedAt: home.lastUsedAt?.toISOString() ?? null,
-      sizeBytes: sizes.get(home.id) ?? null,
+      sizeBytes: stored.get(home.id)?.sizeBytes ?? null,
+      node: stored.get(home.id)?.node ?? null,
       usedBy: mounting.filter((d) => d.homeId === home.id).map(({ id, proxyPath, state }) => ({ id, proxyPath, state })),
     }));
+  }
+
+  /**
+   * Moves a home to another node (Swarm; 409 on a runtime whose homes every desktop sees): while
+   * no desktop runs with it, under the home lock, so none takes it meanwhile. The new node is
+   * recorded: the home's desktops, started again, run there.
+   */
+  async move(id: string, node: string, by: string): Promise<HomeView> {
+    const { db } = this.options;
+    const row = await db.transaction(async (tx) => {
+      await lockHomes(tx);
+      const [home] = isUuid(id) ? await tx.select().from(homes).where(eq(homes.id, id)) : [];
+      if (!home) throw notFound(`no home ${id}`);
+      const holder = await homeHolder(tx, home.id);
+      if (holder) throw conflict(`the home "${home.name}" is in use by the desktop at /desktop/${holder.proxyPath}/: stop it first, then move the home`);
+      const runtime = this.options.runtimes.get(home.runtime);
+      if (!runtime?.moveHome) throw conflict(`the home "${home.name}" is on the ${home.runtime} runtime, whose homes do not live on one node: nothing to move`);
+      let location: string;
+      try {
+        location = await runtime.moveHome(home.id, node);
+      } catch (err) {
+        throw conflict(`could not move the home "${home.name}": ${(err as Error).message}`);
+      }
+      await tx.update(homes).set({ location }).where(eq(homes.id, home.id));
+      return home;
+    });
+    this.options.logger.info({ homeId: row.id, owner: row.ownerId, name: row.name, node, by }, 'home moved');
+    const [view] = (await this.list({ admin: true })).filter((h) => h.id === row.id);
+    return view!;
   }
 
   /** Deletes the home and its storage; 409 while any desktop (in any state) mounts it. */

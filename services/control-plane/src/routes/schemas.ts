@@ -81,6 +81,12 @@ export const VolumeSchema = Type.Object(
     createdAt: Type.String({ format: 'date-time' }),
     lastUsedAt: Nullable(Type.String({ format: 'date-time', description: 'when a desktop last took it' })),
     sizeBytes: Nullable(Type.Integer({ description: 'bytes used, when the runtime can tell' })),
+    node: Nullable(
+      Type.Object(
+        { id: Type.String({ description: 'the swarm node id' }), name: Type.String({ description: 'how people tell it apart: its deskhub.name label or hostname, id prefix and address' }) },
+        { description: 'swarm: the node that holds it (its desktops run there); null elsewhere, or when no node that answers has it' },
+      ),
+    ),
     usedBy: Type.Array(Type.Object({ id: Type.String({ format: 'uuid' }), proxyPath: Type.String(), state: DesktopStateSchema }), {
       description: 'desktops that mount it, in any state: it cannot be deleted while there are any',
     }),

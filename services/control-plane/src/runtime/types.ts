@@ -25,12 +25,18 @@ export interface HomeMount {
   id: string;
   /** Where it appears inside the desktop (the process runtime sets HOME to its directory instead). */
   path: string;
+  /** Its name and owner, for reasons ("home "home" of alice lives on node …"). */
+  name?: string;
+  /** Where the runtime said its storage lives (RuntimeInstance.homeLocation), once a desktop has run with it; null before. */
+  location?: string | null;
 }
 
 export interface HomeStatus {
   homeId: string;
   /** Bytes used, when the runtime can tell. */
   sizeBytes: number | null;
+  /** The node that holds it, on a runtime of several nodes (Swarm): its id and how people tell it apart. */
+  node?: { id: string; name: string };
 }
 
 export interface RuntimeInstance {
@@ -38,6 +44,8 @@ export interface RuntimeInstance {
   runtimeId: string;
   /** Where the proxy reaches it. */
   upstream: Upstream;
+  /** Where its home's storage lives, on a runtime whose storage is not everywhere (Swarm: the node id); recorded with the home. */
+  homeLocation?: string;
 }
 
 export interface RuntimeStatus {
@@ -68,7 +76,7 @@ export interface DesktopRuntime {
   /** Creates and starts the desktop (pulling its image if needed); resolves once started, not yet ready. */
   create(spec: DesktopSpec, onEvent?: (event: RuntimeEvent) => void): Promise<RuntimeInstance>;
   /** Starts a stopped desktop again; the upstream may change. */
-  start(runtimeId: string): Promise<RuntimeInstance>;
+  start(runtimeId: string, home?: HomeMount): Promise<RuntimeInstance>;
   stop(runtimeId: string): Promise<void>;
   /** Removes it; a missing desktop is not an error. */
   remove(runtimeId: string): Promise<void>;
@@ -82,6 +90,11 @@ export interface DesktopRuntime {
   listHomes(): Promise<HomeStatus[]>;
   /** Deletes a home's storage; a missing one is not an error; one an existing desktop mounts is refused. */
   removeHome(homeId: string): Promise<void>;
+  /**
+   * Only where storage lives on one node of several (Swarm): copies the home to `node`, checks
+   * the copy, removes the original, and resolves with the new location. Never while a desktop runs with it.
+   */
+  moveHome?(homeId: string, node: string): Promise<string>;
   /** Last lines of the desktop's output, for failure reasons. */
   logs(runtimeId: string, lines: number): Promise<string>;
   close(): Promise<void>;

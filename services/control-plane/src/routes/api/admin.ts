@@ -83,6 +83,21 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
     async () => app.desktops.listHomes(ADMIN),
   );
 
+  app.post(
+    '/api/admin/volumes/:id/move',
+    {
+      config: SCOPE,
+      schema: {
+        tags: ['admin'],
+        summary: 'Move a home to another swarm node (copied, checked by a checksum of its tree, then the original removed); 409 while a desktop runs with it',
+        params: VolumeIdParams,
+        body: Type.Object({ node: Type.String({ minLength: 1, maxLength: 128, description: "the target node: its id, a 12-character id prefix, or its deskhub.name label" }) }, { additionalProperties: false }),
+        response: { 200: Type.Ref('Volume'), ...errors(400, 401, 403, 404, 409) },
+      },
+    },
+    async (request) => app.desktops.moveHome(request.params.id, request.body.node, request.user!.username),
+  );
+
   app.delete(
     '/api/admin/volumes/:id',
     { config: SCOPE, schema: { tags: ['admin'], summary: "Delete anyone's home; 409 while a desktop mounts it", params: VolumeIdParams, response: { 204: Type.Null(), ...errors(401, 403, 404, 409) } } },

@@ -1,8 +1,10 @@
 /**
- * What every runtime on Docker Engine shares (the Docker runtime now, a Swarm runtime next, as
+ * What every runtime on Docker Engine shares (the Docker and Swarm runtimes, as
  * Traefik's docker and swarm providers share one file): the engine client, the labels that mark
  * deskhub's desktops, reading a container's facts back, and finding its upstream from them.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import Docker from 'dockerode';
 import { ConfigError, env } from '@deskhub/config';
 import type { Upstream } from '@deskhub/route-stream';
@@ -19,6 +21,32 @@ export type DockerNetworkMode = 'bridge' | 'published';
 export function dockerClientFor(source: NodeJS.ProcessEnv, variable = 'DOCKER_HOST'): Docker | undefined {
   const host = source[variable]?.trim();
   if (!host || host === process.env.DOCKER_HOST?.trim()) return undefined;
+  return dockerClientAt(host, variable, source.DOCKER_CERT_PATH ? engineCerts(source.DOCKER_CERT_PATH, 'DOCKER_CERT_PATH') : undefined);
+}
+
+export interface EngineCerts {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** A folder of client certificates as the docker CLI's DOCKER_CERT_PATH holds them (ca.pem, cert.pem, key.pem); throws naming `variable`. */
+export function engineCerts(folder: string, variable: string): EngineCerts {
+  const read = (file: string) => {
+    try {
+      return readFileSync(join(folder, file));
+    } catch (err) {
+      throw new ConfigError(variable, `cannot read ${join(folder, file)}: ${(err as Error).message}`);
+    }
+  };
+  return { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem') };
+}
+
+/**
+ * A client for one engine address (unix:// or tcp://). With `certs`, tcp:// is TLS with the
+ * engine's certificate checked against their CA, and port 2376 by default. Throws naming `variable`.
+ */
+export function dockerClientAt(host: string, variable: string, certs?: EngineCerts): Docker {
   let url: URL;
   try {
     url = new URL(host);
@@ -26,8 +54,9 @@ export function dockerClientFor(source: NodeJS.ProcessEnv, variable = 'DOCKER_HO
     throw new ConfigError(variable, `expected unix:///path/to/docker.sock or tcp://host:port, got "${host}"`);
   }
   if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname });
-  if (url.protocol === 'tcp:' || url.protocol === 'http:') return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http' });
-  throw new ConfigError(variable, `expected unix:// or tcp://, got "${url.protocol}//"`);
+  if (url.protocol !== 'tcp:' && url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(variable, `expected unix:// or tcp://, got "${url.protocol}//"`);
+  if (!certs) return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http' });
+  return new Docker({ host: url.hostname, port: Number(url.port || 2376), protocol: 'https', ...certs });
 }
 
 /** Where the client talks to, for messages a person reads when the engine does not answer. */
@@ -188,6 +217,11 @@ export function homeVolumeName(homeId: string): string {
   return `deskhub-home-${homeId}`;
 }
 
+/** The labels of a home's volume: deskhub, the installation, the home and its owner. */
+export function homeVolumeLabels(spec: DesktopSpec, instance: string): Record<string, string> {
+  return { deskhub: '1', 'deskhub.instance': instance, 'deskhub.home': spec.home!.id, 'deskhub.owner': spec.ownerId };
+}
+
 /**
  * The home's volume, made on first use with labels naming deskhub, the installation, the home
  * and its owner. Docker copies the image's directory (its files and owner, uid 1000 in a Kasm
@@ -195,7 +229,7 @@ export function homeVolumeName(homeId: string): string {
  */
 export async function ensureHomeVolume(docker: Docker, spec: DesktopSpec, instance: string): Promise<string> {
   const name = homeVolumeName(spec.home!.id);
-  const labels = { deskhub: '1', 'deskhub.instance': instance, 'deskhub.home': spec.home!.id, 'deskhub.owner': spec.ownerId };
+  const labels = homeVolumeLabels(spec, instance);
   // Creating a volume that exists returns it (same driver): idempotent across retries and restarts.
   await docker.createVolume({ Name: name, Labels: labels });
   return name;

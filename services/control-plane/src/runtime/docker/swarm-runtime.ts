@@ -4,8 +4,8 @@
  * reservations as well as limits). The engine it talks to (SWARM_HOST, else DOCKER_HOST) must
  * be a swarm manager; a type runs here only when its catalog entry says `runtime: swarm`.
  *
- * A service is not a container, so every catalog field is mapped explicitly (swarmServiceSpec);
- * what a service cannot do is refused when the catalog loads (catalog.ts, swarmGaps):
+ * A service is not a container, so every catalog field is mapped explicitly (swarmServiceSpec),
+ * and every one of them has a meaning here:
  *   - restart condition `none`: Swarm never reschedules a desktop. A task that ends, or a node
  *     that goes down, makes the desktop failed with the node and the reason named; the owner
  *     starts it again, on any node that fits.
@@ -17,6 +17,9 @@
  *   - shm_size: a tmpfs at /dev/shm of the type's size. No memory-swap setting exists for
  *     services (the engine's default applies: as much swap as memory, where the node has swap),
  *     no no-new-privileges (API 1.41), no devices.
+ *   - images pinned (images.ts, pinnedImage), so no node pulls a tag.
+ *   - a home lives on the node whose engine made its volume, and its desktops are placed there
+ *     (homeNode); each node's own engine (SWARM_NODE_ENGINES) finds, sizes, moves and deletes it.
  *
  * Task state stands in for container state: running, or ended with the task's own error and
  * the node it ran on. Exits are found by polling the manager (task changes are not events).
@@ -30,15 +33,19 @@ import type { CatalogEntry } from '../../catalog.ts';
 import { parseSize } from '../../sizes.ts';
 import { ensureImage, pinnedImage } from './images.ts';
 import { HEALTH_FILE, parseCidrs } from './node-guard.ts';
-import type { Availability, DesktopRuntime, DesktopSpec, HomeStatus, RuntimeEvent, RuntimeInstance, RuntimeStatus } from '../types.ts';
+import type { Availability, DesktopRuntime, DesktopSpec, HomeMount, HomeStatus, RuntimeEvent, RuntimeInstance, RuntimeStatus } from '../types.ts';
 import {
   asEngineError,
   demultiplex,
   desktopLabels,
+  dockerClientAt,
   dockerClientFor,
+  engineCerts,
+  type EngineCerts,
   engineAddress,
   engineStatus,
-  ensureHomeVolume,
+  homeVolumeLabels,
+  homeVolumeName,
   ExpectedEnds,
   instanceSetting,
   errorText,
@@ -74,6 +81,12 @@ export interface SwarmRuntimeOptions {
   guardImage?: string;
   /** A desktop network with no service this long after it was made is a crash's leftover, removed by watch(). */
   orphanNetworkAfterMs?: number;
+  /**
+   * How the control plane reaches each node's own engine, where homes live (SWARM_NODE_ENGINES):
+   * a swarm manager's API neither lists, sizes nor removes another node's volumes. Without it,
+   * types with a home cannot run here.
+   */
+  nodeEngines?: NodeEngines;
   logger?: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
 }
 
@@ -93,8 +106,54 @@ export const swarmEnvSpec = {
   SWARM_PROXIES: env.custom((raw, name) => cidrSetting(raw, name), [] as string[]),
   SWARM_PROTECT: env.custom((raw, name) => cidrSetting(raw, name), ['169.254.0.0/16']),
   SWARM_GUARD_IMAGE: env.string('deskhub/deskhub:local'),
+  SWARM_NODE_ENGINES: env.custom((raw, name) => parseNodeEngines(raw, name), undefined as NodeEngineSetting | undefined),
+  SWARM_NODE_CERT_PATH: env.string(),
   DESKHUB_INSTANCE: instanceSetting,
 };
+
+/** SWARM_NODE_ENGINES: one address for every node with `{address}` in it, or `node=address,…` per node. */
+type NodeEngineSetting = { template: string } | { byNode: Map<string, string> };
+
+/** Finds a node's own engine client (undefined: not reachable this way). */
+export type NodeEngines = (node: { ID: string; Description?: { Hostname?: string }; Spec?: { Labels?: Record<string, string> }; Status: { Addr?: string } }) => Docker | undefined;
+
+function parseNodeEngines(raw: string, name: string): NodeEngineSetting {
+  const check = (address: string) => {
+    if (!/^(unix|tcp):\/\/\S+$/.test(address)) throw new ConfigError(name, `expected unix:// or tcp:// addresses, got "${address}"`);
+    return address;
+  };
+  if (raw.includes('{address}')) return { template: check(raw.trim()) };
+  const byNode = new Map<string, string>();
+  for (const entry of raw.split(',').map((e) => e.trim()).filter(Boolean)) {
+    const at = entry.indexOf('=');
+    if (at <= 0) throw new ConfigError(name, `expected tcp://{address}:2376 or node=address pairs (node: its id, its deskhub.name label or its hostname), got "${entry}"`);
+    byNode.set(entry.slice(0, at), check(entry.slice(at + 1)));
+  }
+  if (byNode.size === 0) throw new ConfigError(name, 'is empty');
+  return { byNode };
+}
+
+/** The node-engine finder for a setting: by template, or by the node's id (or a 12-character prefix), deskhub.name label or hostname. */
+export function nodeEnginesFrom(setting: NodeEngineSetting, certs?: EngineCerts): NodeEngines {
+  const clients = new Map<string, Docker>();
+  const client = (address: string) => {
+    let docker = clients.get(address);
+    if (!docker) clients.set(address, (docker = dockerClientAt(address, 'SWARM_NODE_ENGINES', certs)));
+    return docker;
+  };
+  return (node) => {
+    if ('template' in setting) return node.Status.Addr ? client(setting.template.replaceAll('{address}', node.Status.Addr)) : undefined;
+    const keys = [node.ID, node.ID.slice(0, 12), node.Spec?.Labels?.['deskhub.name'], node.Description?.Hostname];
+    const address = keys.map((k) => (k ? setting.byNode.get(k) : undefined)).find(Boolean);
+    return address ? client(address) : undefined;
+  };
+}
+
+/** The node engines' client certificates, read at start-up: SWARM_NODE_CERT_PATH, else DOCKER_CERT_PATH, else none (plain tcp:// or unix://). */
+function nodeCerts(own: string | undefined, source: NodeJS.ProcessEnv): EngineCerts | undefined {
+  if (own) return engineCerts(own, 'SWARM_NODE_CERT_PATH');
+  return source.DOCKER_CERT_PATH ? engineCerts(source.DOCKER_CERT_PATH, 'DOCKER_CERT_PATH') : undefined;
+}
 
 function cidrSetting(raw: string, name: string): string[] {
   try {
@@ -116,6 +175,7 @@ export function swarmRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.e
     proxies: config.SWARM_PROXIES,
     protect: config.SWARM_PROTECT,
     guardImage: config.SWARM_GUARD_IMAGE,
+    ...(config.SWARM_NODE_ENGINES ? { nodeEngines: nodeEnginesFrom(config.SWARM_NODE_ENGINES, nodeCerts(config.SWARM_NODE_CERT_PATH, source)) } : {}),
   };
 }
 
@@ -166,8 +226,8 @@ function serviceName(spec: DesktopSpec, instance: string): string {
   return `deskhub-${scope}${spec.proxyPath}-${id}`.replace(/[^a-zA-Z0-9-]/g, '-').slice(0, 63).replace(/-+$/, '');
 }
 
-/** How a type's fields become a service: every field is named here; swarmGaps() lists the ones that cannot be. */
-export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; instance: string; network: string; publishedPort: number; image: string; homeVolume?: string; constraints?: string[] }): Record<string, unknown> {
+/** How a type's fields become a service: every field is named here. */
+export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; instance: string; network: string; publishedPort: number; image: string; constraints?: string[] }): Record<string, unknown> {
   const type = spec.type;
   const memory = type.memory ? parseSize(type.memory, `${type.id}.memory`) : undefined;
   const nanoCpus = type.cpus ? Math.round(type.cpus * 1e9) : undefined;
@@ -176,7 +236,11 @@ export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; ins
     // Services have no shm_size: a tmpfs of that size at /dev/shm does the same.
     mounts.push({ Type: 'tmpfs', Target: '/dev/shm', TmpfsOptions: { SizeBytes: parseSize(type.shmSize, `${type.id}.shmSize`), Mode: 0o1777 } });
   }
-  if (options.homeVolume && spec.home) mounts.push({ Type: 'volume', Source: options.homeVolume, Target: spec.home.path });
+  if (spec.home) {
+    // Made by the engine of the node the task lands on, at its first start, with these labels:
+    // the home's node is where its volume is (homeCopies finds it there).
+    mounts.push({ Type: 'volume', Source: homeVolumeName(spec.home.id), Target: spec.home.path, VolumeOptions: { Labels: homeVolumeLabels(spec, options.instance) } });
+  }
   const labels = desktopLabels(spec, options.instance);
   return {
     Name: options.name,
@@ -215,15 +279,6 @@ export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; ins
   };
 }
 
-/** Catalog fields a swarm service cannot honour, as `field: why` (catalog.ts refuses the type with them). */
-export function swarmGaps(type: Pick<CatalogEntry, 'home'>): { field: string; why: string }[] {
-  const gaps: { field: string; why: string }[] = [];
-  if (type.home) {
-    gaps.push({ field: 'home', why: 'homes of swarm desktops are not kept yet: a volume lives on one node and Swarm may place the next desktop elsewhere' });
-  }
-  return gaps;
-}
-
 export class SwarmRuntime implements DesktopRuntime {
   readonly name = 'swarm' as const;
   readonly docker: Docker;
@@ -238,6 +293,7 @@ export class SwarmRuntime implements DesktopRuntime {
   private readonly guardImage: string;
   private guardRead?: { at: number; state: Promise<GuardState> };
   private readonly orphanNetworkAfterMs: number;
+  private readonly nodeEngines: NodeEngines | undefined;
   /** Networks this process is creating a desktop on (never swept), and when the last sweep ran. */
   private readonly creating = new Set<string>();
   private sweptAt = 0;
@@ -258,6 +314,7 @@ export class SwarmRuntime implements DesktopRuntime {
     this.protect = options.protect ?? ['169.254.0.0/16'];
     this.guardImage = options.guardImage ?? 'deskhub/deskhub:local';
     this.orphanNetworkAfterMs = options.orphanNetworkAfterMs ?? 120_000;
+    this.nodeEngines = options.nodeEngines;
     this.log = options.logger;
   }
 
@@ -407,6 +464,9 @@ export class SwarmRuntime implements DesktopRuntime {
     const swarm = await this.available();
     if (!swarm.ok) return swarm;
     if (!type.image) return { ok: false, reason: `desktop type ${type.id} has no image` };
+    if (type.home && !this.nodeEngines) {
+      return { ok: false, reason: `desktop type ${type.id} keeps a home, and homes on a swarm live on one node: set SWARM_NODE_ENGINES so deskhub can find, size, move and delete them on each node` };
+    }
     const ready = (await this.nodes()).filter((n) => n.Status.State === 'ready' && (n.Spec?.Availability ?? 'active') === 'active');
     if (ready.length === 0) return { ok: false, reason: 'no swarm node is ready and active' };
     return { ok: true };
@@ -498,14 +558,16 @@ export class SwarmRuntime implements DesktopRuntime {
     // and the service names it so no registry can change it (pinnedImage).
     await ensureImage(this.docker, spec.type, onEvent);
     const image = spec.type.pullPolicy === 'never' ? ((await this.docker.getImage(spec.type.image!).inspect()) as { Id: string }).Id : await pinnedImage(this.docker, spec.type.image!);
+    // A home that lives on a node is placed there, or the create fails saying why: never an empty home elsewhere.
+    const homeNode = spec.home ? await this.homeNode(spec.home, spec.ownerName) : undefined;
+    const constraints = [...guard.constraints, ...(homeNode ? [`node.id==${homeNode.ID}`] : [])];
     const network = await this.ensureNetwork(name, spec);
-    const homeVolume = spec.home ? await ensureHomeVolume(this.docker, spec, this.instance) : undefined;
     onEvent?.({ kind: 'create', message: `creating swarm service from ${spec.type.image} (${image.replace(/^(.*@)?sha256:/, '$1').slice(0, 24)})` });
     let service: SwarmService | undefined;
     for (let attempt = 0; attempt < 5 && !service; attempt++) {
       const publishedPort = await this.freePort();
       try {
-        const created = await this.docker.createService(swarmServiceSpec(spec, { name, instance: this.instance, network, publishedPort, image, constraints: guard.constraints, ...(homeVolume ? { homeVolume } : {}) }) as unknown as Docker.CreateServiceOptions);
+        const created = await this.docker.createService(swarmServiceSpec(spec, { name, instance: this.instance, network, publishedPort, image, constraints }) as unknown as Docker.CreateServiceOptions);
         service = { ID: (created as unknown as { id: string }).id } as SwarmService;
       } catch (err) {
         // 409: another create took the port (or the name) in the meantime; pick again.
@@ -516,7 +578,8 @@ export class SwarmRuntime implements DesktopRuntime {
       }
     }
     try {
-      return await this.waitForTask(service!.ID, onEvent);
+      const { node, ...instance } = await this.waitForTask(service!.ID, onEvent);
+      return spec.home && node ? { ...instance, homeLocation: node } : instance;
     } catch (err) {
       const logs = await this.logs(service!.ID, 20).catch(() => '');
       await this.remove(service!.ID).catch(() => undefined);
@@ -574,10 +637,12 @@ export class SwarmRuntime implements DesktopRuntime {
     while (Date.now() < deadline) {
       const [tasks, nodes] = await Promise.all([this.tasksOf(serviceId), this.nodeMap()]);
       if (tasks.every((t) => !t.NodeID || nodes.get(t.NodeID)?.Status.State !== 'ready')) {
-        // The manager forgets a task a moment before its node has removed the container; the
-        // manager's own engine (where a one-node swarm runs everything) is asked directly.
-        const local = await this.docker.listContainers({ all: true, filters: { label: [`com.docker.swarm.service.id=${serviceId}`] } });
-        if (local.length === 0) return;
+        // The manager forgets a task a moment before its node has removed the container (and let
+        // go of the home's volume): the engines are asked directly, the manager's own (where a
+        // one-node swarm runs everything) and every node's that SWARM_NODE_ENGINES reaches.
+        const engines = new Set([this.docker, ...[...nodes.values()].filter((n) => n.Status.State === 'ready').map((n) => this.nodeEngines?.(n)).filter((e): e is Docker => !!e)]);
+        const left = await Promise.all([...engines].map((engine) => withTimeout(engine.listContainers({ all: true, filters: { label: [`com.docker.swarm.service.id=${serviceId}`] } }), 10_000).catch(() => [])));
+        if (left.every((containers) => containers.length === 0)) return;
       }
       await new Promise((r) => setTimeout(r, 250));
     }
@@ -593,7 +658,7 @@ export class SwarmRuntime implements DesktopRuntime {
    * Waits until the service's newest task runs (its upstream), or ended (why, on which node).
    * `older`: tasks from before a restart, never the one waited for.
    */
-  private async waitForTask(serviceId: string, onEvent?: (event: RuntimeEvent) => void, older: Set<string> = new Set()): Promise<RuntimeInstance> {
+  private async waitForTask(serviceId: string, onEvent?: (event: RuntimeEvent) => void, older: Set<string> = new Set()): Promise<RuntimeInstance & { node?: string }> {
     const deadline = Date.now() + this.startTimeoutMs;
     const started = Date.now();
     let last = '';
@@ -609,7 +674,7 @@ export class SwarmRuntime implements DesktopRuntime {
           placed = true;
           onEvent?.({ kind: 'start', message: `placed on ${await this.nodeName(task.NodeID)}: preparing and starting` });
         }
-        if (state === 'running') return this.instanceOf(serviceId);
+        if (state === 'running') return { ...(await this.instanceOf(serviceId)), ...(task.NodeID ? { node: task.NodeID } : {}) };
         if (ENDED.has(state)) throw new Error(endedReason(task, await this.nodeName(task.NodeID)));
         // Unschedulable (no node fits): it would wait forever.
         if (state === 'pending' && task.Status.Err && Date.now() - started > 10_000) throw new Error(`no node can run it: ${task.Status.Err}`);
@@ -625,26 +690,39 @@ export class SwarmRuntime implements DesktopRuntime {
     return { runtimeId: serviceId, upstream: status.upstream };
   }
 
-  async start(runtimeId: string): Promise<RuntimeInstance> {
+  async start(runtimeId: string, home?: HomeMount): Promise<RuntimeInstance> {
     this.expected.forget(runtimeId);
     try {
       const service = (await this.docker.getService(runtimeId).inspect()) as SwarmService;
       const [task] = await this.tasksOf(runtimeId);
-      if ((service.Spec.Mode?.Replicated?.Replicas ?? 0) === 1 && task && !ENDED.has(task.Status.State)) return await this.waitForTask(runtimeId);
+      const located = (instance: RuntimeInstance & { node?: string }): RuntimeInstance => {
+        const { node, ...rest } = instance;
+        return home && node ? { ...rest, homeLocation: node } : rest;
+      };
+      if ((service.Spec.Mode?.Replicated?.Replicas ?? 0) === 1 && task && !ENDED.has(task.Status.State)) return located(await this.waitForTask(runtimeId));
       // A task that ended is never restarted: the service goes to no task, then to a new one,
       // placed anew. (Scaled up while its ended task is still there, the orchestrator counts that
       // task's slot as taken and makes none.)
       await this.scaleToNone(runtimeId);
-      await this.scale((await this.docker.getService(runtimeId).inspect()) as SwarmService, 1);
-      return await this.waitForTask(runtimeId);
+      const current = (await this.docker.getService(runtimeId).inspect()) as SwarmService;
+      // Placed where its home lives now (it may have been moved while the desktop was stopped).
+      const homeNode = home ? await this.homeNode(home) : undefined;
+      await this.scale(current, 1, homeNode?.ID);
+      return located(await this.waitForTask(runtimeId));
     } catch (err) {
       if (engineStatus(err) === 404) throw new Error(`swarm service ${runtimeId.slice(0, 12)} no longer exists`);
       throw asEngineError(this.docker, err);
     }
   }
 
-  private async scale(service: SwarmService, replicas: number): Promise<void> {
-    const spec = { ...service.Spec, Mode: { Replicated: { Replicas: replicas } } };
+  /** Scales the service; with `homeNode`, its placement's home constraint becomes that node. */
+  private async scale(service: SwarmService, replicas: number, homeNode?: string): Promise<void> {
+    const spec: SwarmService['Spec'] = { ...service.Spec, Mode: { Replicated: { Replicas: replicas } } };
+    if (homeNode) {
+      const template = spec.TaskTemplate as { Placement?: { Constraints?: string[] } };
+      const others = (template.Placement?.Constraints ?? []).filter((c) => !c.startsWith('node.id=='));
+      spec.TaskTemplate = { ...template, Placement: { ...template.Placement, Constraints: [...others, `node.id==${homeNode}`] } } as SwarmService['Spec']['TaskTemplate'];
+    }
     await this.docker.getService(service.ID).update({ version: service.Version.Index, ...spec } as unknown as Record<string, unknown>);
   }
 
@@ -789,15 +867,144 @@ export class SwarmRuntime implements DesktopRuntime {
     await Promise.all([...this.watchers].map((w) => w.read));
   }
 
-  // Homes are named volumes as on a single engine, seen through the manager's own engine: right
-  // on a one-node swarm. On several nodes a volume lives where it was made, so the catalog
-  // refuses homes on swarm types (swarmGaps) until homes follow their user across nodes.
+  // Homes: a named volume lives on the node whose engine made it (at its first desktop's start),
+  // and a swarm manager's API does not see other nodes' volumes. Each node's own engine
+  // (SWARM_NODE_ENGINES) is asked: that is where homes are found, sized, deleted and moved.
+
+  /** Where a home's volume is, node by node: found, absent, or the node cannot be asked (down, no engine address, no answer). */
+  private async homeCopies(homeId: string, nodes?: SwarmNode[]): Promise<Array<{ node: SwarmNode; state: 'found' | 'absent' | 'unreachable' }>> {
+    const all = nodes ?? (await this.nodes());
+    return Promise.all(
+      all.map(async (node) => {
+        const engine = this.nodeEngines?.(node);
+        if (!engine || node.Status.State !== 'ready') return { node, state: 'unreachable' as const };
+        try {
+          await withTimeout(engine.getVolume(homeVolumeName(homeId)).inspect(), 10_000);
+          return { node, state: 'found' as const };
+        } catch (err) {
+          return { node, state: engineStatus(err) === 404 ? ('absent' as const) : ('unreachable' as const) };
+        }
+      }),
+    );
+  }
+
+  /**
+   * The node a desktop with this home must run on: where its volume is (or was last recorded to
+   * be); undefined for a home that never ran anywhere (the scheduler places it, and its first
+   * node keeps it). Throws, naming the node and the home, when that node cannot run it now.
+   */
+  private async homeNode(home: HomeMount, owner?: string): Promise<SwarmNode | undefined> {
+    const nodes = await this.nodes();
+    const copies = await this.homeCopies(home.id, nodes);
+    const which = `home "${home.name ?? home.id}"${owner ? ` of ${owner}` : ''}`;
+    const holders = copies.filter((c) => c.state === 'found').map((c) => c.node);
+    if (holders.length > 1) {
+      throw new Error(`${which} is on ${holders.length} nodes (${holders.map(describeNode).join(', ')}): delete the copy that is not wanted (docker volume rm ${homeVolumeName(home.id)} on that node)`);
+    }
+    const recorded = home.location ? nodes.find((n) => n.ID === home.location) : undefined;
+    const node = holders[0] ?? recorded;
+    if (!node) {
+      if (home.location) throw new Error(`${which} lives on node ${home.location.slice(0, 12)}, which has left the swarm`);
+      return undefined;
+    }
+    const availability = node.Spec?.Availability ?? 'active';
+    if (node.Status.State !== 'ready') throw new Error(`${which} lives on node ${describeNode(node)}, which is ${node.Status.State}`);
+    if (availability !== 'active') throw new Error(`${which} lives on node ${describeNode(node)}, which is ${availability === 'drain' ? 'drained' : availability}`);
+    if (!holders[0]) {
+      const copy = copies.find((c) => c.node.ID === node.ID);
+      if (copy?.state === 'unreachable') throw new Error(`${which} lives on node ${describeNode(node)}, whose engine does not answer (SWARM_NODE_ENGINES)`);
+      throw new Error(`${which} should be on node ${describeNode(node)}, which does not have it (its volume ${homeVolumeName(home.id)} was removed outside deskhub)`);
+    }
+    return node;
+  }
+
   async listHomes(): Promise<HomeStatus[]> {
-    return listHomeVolumes(this.docker, this.labelFilters);
+    if (!this.nodeEngines) return [];
+    const nodes = (await this.nodes()).filter((n) => n.Status.State === 'ready');
+    const listed = await Promise.all(
+      nodes.map(async (node) => {
+        const engine = this.nodeEngines!(node);
+        if (!engine) return [];
+        const homes = await withTimeout(listHomeVolumes(engine, this.labelFilters), 10_000).catch((err: unknown) => {
+          this.log?.warn({ node: describeNode(node), err: errorText(err) }, "could not list a node's homes");
+          return [] as HomeStatus[];
+        });
+        return homes.map((h) => ({ ...h, node: { id: node.ID, name: describeNode(node) } }));
+      }),
+    );
+    return listed.flat();
   }
 
   async removeHome(homeId: string): Promise<void> {
-    await removeHomeVolume(this.docker, homeId);
+    const copies = await this.homeCopies(homeId);
+    const found = copies.filter((c) => c.state === 'found');
+    for (const { node } of found) await removeHomeVolume(this.nodeEngines!(node)!, homeId);
+    const unsure = copies.filter((c) => c.state === 'unreachable');
+    if (found.length === 0 && unsure.length > 0) {
+      throw new Error(`it may live on ${unsure.map((c) => `node ${describeNode(c.node)}`).join(', ')}, which cannot be asked now (down, or not in SWARM_NODE_ENGINES); delete it once the node is back`);
+    }
+  }
+
+  /**
+   * Moves a home to another node while no desktop runs with it: a helper container on each
+   * node (the guard's image, pinned), the tree streamed from one engine's archive API to the
+   * other's (owners, modes and times kept), the two trees' checksums compared, then the
+   * original removed. Resolves with the new node's id.
+   */
+  async moveHome(homeId: string, to: string): Promise<string> {
+    const nodes = await this.nodes();
+    const target = nodes.find((n) => n.ID === to || n.ID.slice(0, 12) === to || n.Spec?.Labels?.['deskhub.name'] === to);
+    if (!target) throw new Error(`no node ${to} in this swarm`);
+    if (target.Status.State !== 'ready' || (target.Spec?.Availability ?? 'active') !== 'active') throw new Error(`node ${describeNode(target)} is ${target.Status.State}/${target.Spec?.Availability}: it cannot take a home now`);
+    const copies = await this.homeCopies(homeId, nodes);
+    const holders = copies.filter((c) => c.state === 'found');
+    if (holders.length !== 1) throw new Error(holders.length === 0 ? 'its volume is on no node that answers' : `its volume is on ${holders.length} nodes`);
+    const source = holders[0]!.node;
+    if (source.ID === target.ID) return target.ID;
+    const from = this.nodeEngines!(source)!;
+    const into = this.nodeEngines!(target);
+    if (!into) throw new Error(`node ${describeNode(target)} has no engine address in SWARM_NODE_ENGINES`);
+    const volume = homeVolumeName(homeId);
+    const labels = ((await from.getVolume(volume).inspect()) as { Labels?: Record<string, string> }).Labels ?? {};
+    const image = await pinnedImage(this.docker, this.guardImage);
+    const helper = async (engine: Docker, mount: string, readOnly: boolean, script: string, env: string[] = []) =>
+      engine.createContainer({
+        Image: image,
+        User: 'root',
+        Entrypoint: ['sh', '-c'],
+        Cmd: [script],
+        Env: env,
+        WorkingDir: '/home-tree',
+        Labels: { deskhub: '1', 'deskhub.instance': this.instance, 'deskhub.home-move': homeId },
+        HostConfig: { NetworkMode: 'none', Mounts: [{ Type: 'volume', Source: mount, Target: '/home-tree', ReadOnly: readOnly }] },
+      });
+    const made: Docker.Container[] = [];
+    let copied = false;
+    try {
+      // The source's tree sum, and its top folder's owner and mode (an archive's "./" does not set them on the folder it lands in).
+      const src = await helper(from, volume, true, `stat -c '%u:%g %a' . && ${TREE_SUM}`);
+      made.push(src);
+      const [top = '', before = ''] = (await runToOutput(src)).split('\n');
+      const [owner, mode] = top.split(' ');
+      const exists = await into.getVolume(volume).inspect().then(() => true, () => false);
+      if (exists) throw new Error(`node ${describeNode(target)} already has a volume ${volume}`);
+      await into.createVolume({ Name: volume, Labels: labels });
+      copied = true;
+      const dst = await helper(into, volume, false, `chown "$TOP_OWNER" . && chmod "$TOP_MODE" . && ${TREE_SUM}`, [`TOP_OWNER=${owner}`, `TOP_MODE=${mode}`]);
+      made.push(dst);
+      const tree = (await src.getArchive({ path: '/home-tree/.' })) as unknown as NodeJS.ReadableStream;
+      await dst.putArchive(tree, { path: '/home-tree' });
+      const after = await runToOutput(dst);
+      if (!/^[0-9a-f]{64}$/.test(before) || before !== after) throw new Error(`the copy on ${describeNode(target)} does not match (checksums ${before.slice(0, 16)} and ${after.slice(0, 16)})`);
+      for (const container of made.splice(0)) await container.remove({ force: true }).catch(() => undefined);
+      await removeHomeVolume(from, homeId);
+      this.log?.info({ home: homeId, from: describeNode(source), to: describeNode(target), checksum: before.slice(0, 16) }, 'home moved');
+      return target.ID;
+    } catch (err) {
+      for (const container of made) await container.remove({ force: true }).catch(() => undefined);
+      if (copied) await into.getVolume(volume).remove().catch(() => undefined);
+      throw new Error(`moving home ${homeId} from ${describeNode(source)} to ${describeNode(target)} failed: ${errorText(err)}`);
+    }
   }
 
   async logs(runtimeId: string, lines: number): Promise<string> {
@@ -837,4 +1044,25 @@ export function describeNode(node: SwarmNode): string {
   const label = node.Spec?.Labels?.['deskhub.name'];
   const host = node.Description?.Hostname;
   return `${label ?? host ?? 'node'} (${node.ID.slice(0, 12)}${node.Status.Addr ? `, ${node.Status.Addr}` : ''})`;
+}
+
+/**
+ * The checksum of a home's tree, run in the move's helpers: every entry's path, type, mode,
+ * owner and link target, then every file's content, in one sha256 (folder sizes differ between
+ * filesystems, so they are left out).
+ */
+const TREE_SUM = "{ find . -printf '%p %y %m %U %G %l\\n' | LC_ALL=C sort; find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum; } | sha256sum | cut -c1-64";
+
+/** Starts a helper container, waits for it, and resolves with its output (trimmed); rejects on a non-zero exit. */
+async function runToOutput(container: Docker.Container): Promise<string> {
+  await container.start();
+  const { StatusCode } = (await container.wait()) as { StatusCode: number };
+  const output = demultiplex((await container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer).trim();
+  if (StatusCode !== 0) throw new Error(`helper exited with ${StatusCode}: ${output}`);
+  return output;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer!: NodeJS.Timeout;
+  return Promise.race([promise, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms)))]).finally(() => clearTimeout(timer));
 }
