@@ -83,6 +83,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // desktop without its name; now a 400 naming "nmae" (bodies say additionalProperties: false).
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
     schemaErrorFormatter: validationMessage,
+    // The first reconciliation pass runs before the app is ready (plugins/app/desktops.ts) and
+    // may remove what a dead control plane left: a swarm service is gone only once its task has
+    // stopped (10 s grace) and its node let go of it. Fastify's 10 s would stop such a start-up.
+    pluginTimeout: 120_000,
   }).withTypeProvider<TypeBoxTypeProvider>();
   for (const schema of sharedSchemas) app.addSchema(schema);
 
