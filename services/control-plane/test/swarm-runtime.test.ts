@@ -201,9 +201,9 @@ t.test('without SWARM_PROXIES, or without its image, the guarded runtime is unav
   t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_NODE_ENGINES: 'node1=ftp://x' }), /SWARM_NODE_ENGINES: expected unix:\/\/ or tcp:\/\/ addresses/);
   t.throws(() => swarmRuntimeOptionsFromEnv({ SWARM_NODE_ENGINES: 'tcp://{address}:2376', SWARM_NODE_CERT_PATH: '/nonexistent' }), /SWARM_NODE_CERT_PATH: cannot read \/nonexistent\/ca\.pem/);
   const engines = swarmRuntimeOptionsFromEnv({ SWARM_NODE_ENGINES: 'worker-2=unix:///run/w2.sock, abcdefabcdef=tcp://10.0.0.3:2375' }).nodeEngines!;
-  t.ok(engines({ ID: 'x', Spec: { Labels: { 'deskhub.name': 'worker-2' } }, Status: {} }), 'a node found by its deskhub.name label');
-  t.ok(engines({ ID: 'abcdefabcdef0123456789', Status: {} }), 'and by the first 12 characters of its id');
-  t.notOk(engines({ ID: 'other', Status: {} }), 'a node not named has no engine');
+  t.ok(engines({ ID: 'x', Spec: { Labels: { 'deskhub.name': 'worker-2' } }, Status: { State: 'ready' } }), 'a node found by its deskhub.name label');
+  t.ok(engines({ ID: 'abcdefabcdef0123456789', Status: { State: 'ready' } }), 'and by the first 12 characters of its id');
+  t.notOk(engines({ ID: 'other', Status: { State: 'ready' } }), 'a node not named has no engine');
   t.same(await new SwarmRuntime({ docker: runtime.docker, instance, guard: 'off' }).availableFor(swarmType({ home: { path: '/home/kasm-user', scope: 'user', name: 'h' } })), { ok: false, reason: 'desktop type kasm-test keeps a home, and homes on a swarm live on one node: set SWARM_NODE_ENGINES so deskhub can find, size, move and delete them on each node' });
 });
 

@@ -42,6 +42,7 @@ import { isIPv4 } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { ConfigError } from '@deskhub/config';
 import { hostGuardInstalled, installHostGuard } from './host-guard.ts';
 
 const run = promisify(execFile);
@@ -75,6 +76,15 @@ export function parseCidrs(raw: string): string[] {
     out.push(`${[24, 16, 8, 0].map((shift) => Math.floor(network / 2 ** shift) % 256).join('.')}/${bits}`);
   }
   return out;
+}
+
+/** A port range like 30000-32767 (SWARM_PORTS, and GUARD_PORTS as the runtime passes it on); throws naming `name`. */
+export function parsePortRange(raw: string, name: string): { first: number; last: number } {
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(raw.trim());
+  const first = Number(m?.[1]);
+  const last = Number(m?.[2]);
+  if (!m || first < 1024 || last > 65535 || first > last) throw new ConfigError(name, `expected a port range like 30000-32767 (ports 1024-65535), got "${raw}"`);
+  return { first, last };
 }
 
 /** The guard's own chains and their rules, in the form `iptables -S` prints them back. */
@@ -156,9 +166,7 @@ export function nodeGuardSettingsFromEnv(source: NodeJS.ProcessEnv): NodeGuardSe
   const protect = read('GUARD_PROTECT', parseCidrs);
   const proxies = read('GUARD_PROXIES', parseCidrs);
   if (proxies.length === 0) throw new Error('GUARD_PROXIES: at least one network is needed (the proxies\' addresses)');
-  const m = /^(\d{1,5}):(\d{1,5})$/.exec(source.GUARD_PORTS ?? '');
-  if (!m || Number(m[1]) > Number(m[2]) || Number(m[2]) > 65535) throw new Error(`GUARD_PORTS: expected first:last, got "${source.GUARD_PORTS ?? ''}"`);
-  return { protect, proxies, ports: { first: Number(m[1]), last: Number(m[2]) } };
+  return { protect, proxies, ports: parsePortRange(source.GUARD_PORTS ?? '', 'GUARD_PORTS') };
 }
 
 /** The guard container's main loop: keep the rules in place, say so in HEALTH_FILE, log as JSON lines. */

@@ -32,7 +32,7 @@ import type { Logger } from 'pino';
 import type { CatalogEntry } from '../../catalog.ts';
 import { parseSize } from '../../sizes.ts';
 import { ensureImage, pinnedImage } from './images.ts';
-import { HEALTH_FILE, parseCidrs } from './node-guard.ts';
+import { HEALTH_FILE, parseCidrs, parsePortRange } from './node-guard.ts';
 import type { Availability, DesktopRuntime, DesktopSpec, HomeMount, HomeStatus, RuntimeEvent, RuntimeInstance, RuntimeStatus } from '../types.ts';
 import {
   asEngineError,
@@ -90,17 +90,9 @@ export interface SwarmRuntimeOptions {
   logger?: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
 }
 
-function parsePorts(raw: string, name: string): { first: number; last: number } {
-  const m = /^(\d{1,5})-(\d{1,5})$/.exec(raw.trim());
-  const first = Number(m?.[1]);
-  const last = Number(m?.[2]);
-  if (!m || first < 1024 || last > 65535 || first > last) throw new ConfigError(name, `expected a port range like 30000-32767 (ports 1024-65535), got "${raw}"`);
-  return { first, last };
-}
-
 export const swarmEnvSpec = {
   SWARM_HOST: env.string(),
-  SWARM_PORTS: env.custom((raw, name) => parsePorts(raw, name), { first: 30000, last: 32767 }),
+  SWARM_PORTS: env.custom((raw, name) => parsePortRange(raw, name), { first: 30000, last: 32767 }),
   SWARM_ENCRYPT: env.bool(false),
   SWARM_GUARD: env.oneOf(['nodes', 'off'] as const, 'nodes'),
   SWARM_PROXIES: env.custom((raw, name) => cidrSetting(raw, name), [] as string[]),
@@ -115,7 +107,7 @@ export const swarmEnvSpec = {
 type NodeEngineSetting = { template: string } | { byNode: Map<string, string> };
 
 /** Finds a node's own engine client (undefined: not reachable this way). */
-export type NodeEngines = (node: { ID: string; Description?: { Hostname?: string }; Spec?: { Labels?: Record<string, string> }; Status: { Addr?: string } }) => Docker | undefined;
+export type NodeEngines = (node: Pick<SwarmNode, 'ID' | 'Description' | 'Spec' | 'Status' | 'ManagerStatus'>) => Docker | undefined;
 
 function parseNodeEngines(raw: string, name: string): NodeEngineSetting {
   const check = (address: string) => {
@@ -142,7 +134,10 @@ export function nodeEnginesFrom(setting: NodeEngineSetting, certs?: EngineCerts)
     return docker;
   };
   return (node) => {
-    if ('template' in setting) return node.Status.Addr ? client(setting.template.replaceAll('{address}', node.Status.Addr)) : undefined;
+    if ('template' in setting) {
+      const address = nodeAddress(node);
+      return address ? client(setting.template.replaceAll('{address}', address)) : undefined;
+    }
     const keys = [node.ID, node.ID.slice(0, 12), node.Spec?.Labels?.['deskhub.name'], node.Description?.Hostname];
     const address = keys.map((k) => (k ? setting.byNode.get(k) : undefined)).find(Boolean);
     return address ? client(address) : undefined;
@@ -196,7 +191,7 @@ interface SwarmService {
   Spec: { Name: string; Labels?: Record<string, string>; Mode?: { Replicated?: { Replicas?: number } }; EndpointSpec?: { Ports?: Array<{ PublishedPort?: number; TargetPort?: number }> }; TaskTemplate?: { Networks?: Array<{ Target: string }> } } & Record<string, unknown>;
 }
 
-interface SwarmNode {
+export interface SwarmNode {
   ID: string;
   Version?: { Index: number };
   Description?: { Hostname?: string };
@@ -206,7 +201,7 @@ interface SwarmNode {
 }
 
 /** Where a node answers: its address, or its manager address where the engine reports 0.0.0.0 (moby#45526). */
-function nodeAddress(node: SwarmNode | undefined): string | undefined {
+function nodeAddress(node: Pick<SwarmNode, 'Status' | 'ManagerStatus'> | undefined): string | undefined {
   const addr = node?.Status.Addr;
   if (addr && addr !== '0.0.0.0') return addr;
   return node?.ManagerStatus?.Addr?.replace(/:\d+$/, '');
@@ -377,7 +372,7 @@ export class SwarmRuntime implements DesktopRuntime {
     } catch (err) {
       return { ok: false, reason: `the node guard's image (SWARM_GUARD_IMAGE): ${errorText(err)}` };
     }
-    const env = [`GUARD_PROTECT=${protect.join(',')}`, `GUARD_PROXIES=${this.proxies.join(',')}`, `GUARD_PORTS=${this.ports.first}:${this.ports.last}`];
+    const env = [`GUARD_PROTECT=${protect.join(',')}`, `GUARD_PROXIES=${this.proxies.join(',')}`, `GUARD_PORTS=${this.ports.first}-${this.ports.last}`];
     const hash = createHash('sha256').update(JSON.stringify([image, env])).digest('hex').slice(0, 16);
     const spec = {
       Name: this.guardName,
@@ -413,8 +408,8 @@ export class SwarmRuntime implements DesktopRuntime {
       await this.docker.getService(existing.ID).update({ version: existing.Version.Index, ...spec } as unknown as Record<string, unknown>);
     }
     const service = existing ?? (await this.serviceByName(this.guardName));
-    const tasks = service ? ((await this.docker.listTasks({ filters: { service: [service.ID], 'desired-state': ['running'] } })) as SwarmTask[]) : [];
-    const guarded = new Set(tasks.filter((t) => t.Status.State === 'running' && t.NodeID).map((t) => t.NodeID!));
+    const tasks = service ? ((await this.docker.listTasks({ filters: { service: [service.ID] } })) as SwarmTask[]) : [];
+    const guarded = new Set(tasks.filter((t) => t.DesiredState === 'running' && t.Status.State === 'running' && t.NodeID).map((t) => t.NodeID!));
     let held = 0;
     for (const node of nodes) {
       const up = node.Status.State === 'ready';
@@ -425,9 +420,8 @@ export class SwarmRuntime implements DesktopRuntime {
     }
     if (held === 0) {
       // Starting, unless one of its tasks already failed (a node without the image, say).
-      const all = service ? ((await this.docker.listTasks({ filters: { service: [service.ID] } })) as SwarmTask[]) : [];
-      const failed = all.find((t) => t.Status.State === 'failed' || t.Status.State === 'rejected');
-      const why = failed ? `${failed.Status.Err || failed.Status.Message} on ${await this.nodeName(failed.NodeID)}` : all.map((t) => t.Status.Message).find(Boolean);
+      const failed = tasks.find((t) => t.Status.State === 'failed' || t.Status.State === 'rejected');
+      const why = failed ? `${failed.Status.Err || failed.Status.Message} on ${await this.nodeName(failed.NodeID)}` : tasks.map((t) => t.Status.Message).find(Boolean);
       return { ok: false, ...(failed ? {} : { starting: true as const }), reason: `the node guard (service ${this.guardName}) runs on no node yet${why ? `: ${why}` : ''}` };
     }
     return { ok: true, constraints: [`node.labels.${this.guardLabel}==on`] };
@@ -527,10 +521,10 @@ export class SwarmRuntime implements DesktopRuntime {
    * desktop's network and its service leaves one (list() sees services only, so the reconciler
    * never hears of it). Old enough that no create still in flight elsewhere made it.
    */
-  private async sweepNetworks(services: SwarmService[]): Promise<void> {
+  private async sweepNetworks(): Promise<void> {
     if (Date.now() - this.sweptAt < Math.min(30_000, this.orphanNetworkAfterMs)) return;
     this.sweptAt = Date.now();
-    const used = new Set(services.map((s) => s.Spec.Labels?.['deskhub.network']));
+    const used = new Set((await this.services()).map((s) => s.Spec.Labels?.['deskhub.network']));
     const networks = (await this.docker.listNetworks({ filters: { label: this.labelFilters, driver: ['overlay'] } })) as Array<{ Name: string; Created: string }>;
     for (const network of networks) {
       if (used.has(network.Name) || this.creating.has(network.Name) || Date.now() - Date.parse(network.Created) < this.orphanNetworkAfterMs) continue;
@@ -578,8 +572,7 @@ export class SwarmRuntime implements DesktopRuntime {
       }
     }
     try {
-      const { node, ...instance } = await this.waitForTask(service!.ID, onEvent);
-      return spec.home && node ? { ...instance, homeLocation: node } : instance;
+      return await this.waitForTask(service!.ID, onEvent, !!spec.home);
     } catch (err) {
       const logs = await this.logs(service!.ID, 20).catch(() => '');
       await this.remove(service!.ID).catch(() => undefined);
@@ -656,15 +649,15 @@ export class SwarmRuntime implements DesktopRuntime {
 
   /**
    * Waits until the service's newest task runs (its upstream), or ended (why, on which node).
-   * `older`: tasks from before a restart, never the one waited for.
+   * `withHome`: the desktop mounts a home, whose location (the task's node) comes back with it.
    */
-  private async waitForTask(serviceId: string, onEvent?: (event: RuntimeEvent) => void, older: Set<string> = new Set()): Promise<RuntimeInstance & { node?: string }> {
+  private async waitForTask(serviceId: string, onEvent?: (event: RuntimeEvent) => void, withHome = false): Promise<RuntimeInstance> {
     const deadline = Date.now() + this.startTimeoutMs;
     const started = Date.now();
     let last = '';
     let placed = false;
     while (Date.now() < deadline) {
-      const task = (await this.tasksOf(serviceId)).find((t) => !older.has(t.ID));
+      const [task] = await this.tasksOf(serviceId);
       if (task) {
         const state = task.Status.State;
         last = state;
@@ -674,7 +667,8 @@ export class SwarmRuntime implements DesktopRuntime {
           placed = true;
           onEvent?.({ kind: 'start', message: `placed on ${await this.nodeName(task.NodeID)}: preparing and starting` });
         }
-        if (state === 'running') return { ...(await this.instanceOf(serviceId)), ...(task.NodeID ? { node: task.NodeID } : {}) };
+        // A home's volume is on the node its task runs on: that is the home's location.
+        if (state === 'running') return { ...(await this.instanceOf(serviceId)), ...(withHome && task.NodeID ? { homeLocation: task.NodeID } : {}) };
         if (ENDED.has(state)) throw new Error(endedReason(task, await this.nodeName(task.NodeID)));
         // Unschedulable (no node fits): it would wait forever.
         if (state === 'pending' && task.Status.Err && Date.now() - started > 10_000) throw new Error(`no node can run it: ${task.Status.Err}`);
@@ -695,11 +689,7 @@ export class SwarmRuntime implements DesktopRuntime {
     try {
       const service = (await this.docker.getService(runtimeId).inspect()) as SwarmService;
       const [task] = await this.tasksOf(runtimeId);
-      const located = (instance: RuntimeInstance & { node?: string }): RuntimeInstance => {
-        const { node, ...rest } = instance;
-        return home && node ? { ...rest, homeLocation: node } : rest;
-      };
-      if ((service.Spec.Mode?.Replicated?.Replicas ?? 0) === 1 && task && !ENDED.has(task.Status.State)) return located(await this.waitForTask(runtimeId));
+      if ((service.Spec.Mode?.Replicated?.Replicas ?? 0) === 1 && task && !ENDED.has(task.Status.State)) return await this.waitForTask(runtimeId, undefined, !!home);
       // A task that ended is never restarted: the service goes to no task, then to a new one,
       // placed anew. (Scaled up while its ended task is still there, the orchestrator counts that
       // task's slot as taken and makes none.)
@@ -708,7 +698,7 @@ export class SwarmRuntime implements DesktopRuntime {
       // Placed where its home lives now (it may have been moved while the desktop was stopped).
       const homeNode = home ? await this.homeNode(home) : undefined;
       await this.scale(current, 1, homeNode?.ID);
-      return located(await this.waitForTask(runtimeId));
+      return await this.waitForTask(runtimeId, undefined, !!home);
     } catch (err) {
       if (engineStatus(err) === 404) throw new Error(`swarm service ${runtimeId.slice(0, 12)} no longer exists`);
       throw asEngineError(this.docker, err);
@@ -788,7 +778,7 @@ export class SwarmRuntime implements DesktopRuntime {
       status.running = true;
       const settings = upstreamSettingsFromLabels(labels, undefined);
       const published = task.Status.PortStatus?.Ports?.find((p) => p.TargetPort === settings.port)?.PublishedPort ?? Number(labels['deskhub.published-port']);
-      const host = node?.Status.Addr;
+      const host = nodeAddress(node);
       if (host && published) status.upstream = { scheme: settings.scheme, host, port: published, verifyTls: settings.verifyTls };
       return status;
     }
@@ -831,7 +821,7 @@ export class SwarmRuntime implements DesktopRuntime {
         // Keeps the node labels true (a node that went down loses its label) between creates.
         if (this.guard === 'nodes') await this.guardState();
         const statuses = await this.list();
-        await this.sweepNetworks(await this.services());
+        await this.sweepNetworks();
         const seen = new Set<string>();
         for (const status of statuses) {
           seen.add(status.runtimeId);
@@ -1043,7 +1033,8 @@ function endedReason(task: SwarmTask, where: string): string {
 export function describeNode(node: SwarmNode): string {
   const label = node.Spec?.Labels?.['deskhub.name'];
   const host = node.Description?.Hostname;
-  return `${label ?? host ?? 'node'} (${node.ID.slice(0, 12)}${node.Status.Addr ? `, ${node.Status.Addr}` : ''})`;
+  const address = nodeAddress(node);
+  return `${label ?? host ?? 'node'} (${node.ID.slice(0, 12)}${address ? `, ${address}` : ''})`;
 }
 
 /**
