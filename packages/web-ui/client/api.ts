@@ -56,10 +56,26 @@ export interface Desktop {
   clocks?: ClocksView;
   /** Its home (GET /api/volumes) when its type keeps one, else null; missing from an older control plane. */
   homeId?: string | null;
+  /**
+   * Set when it failed because the node that holds its home is lost: it starts again once the node
+   * is back; with offerNewHome (HOME_NODE_LOST=offer-new-home) it may start with a stand-in home.
+   */
+  homeLost?: { offerNewHome: boolean } | null;
   /** When it last became ready (a warm pool member: since when it waits to be claimed). */
   readyAt?: string | null;
   /** A warm pool member nobody has claimed yet (admin list only): `owner` is "", it has no route. */
   pool?: boolean;
+}
+
+/** A node homes can live on (Swarm), as GET /api/admin/nodes lists it. */
+export interface HomeNode {
+  runtime: string;
+  id: string;
+  name: string;
+  state: string;
+  availability: string;
+  /** Ready, active and reachable: a home can be moved there now. */
+  takesHomes: boolean;
 }
 
 /** A home (catalog `home`): a user's files kept across their desktops' lives, as GET /api/volumes lists it. */
@@ -76,6 +92,8 @@ export interface Home {
   lastUsedAt: string | null;
   /** Bytes used, when the runtime can tell. */
   sizeBytes: number | null;
+  /** Swarm: the node that holds it (its desktops run there); null elsewhere. Missing from an older control plane. */
+  node?: { id: string; name: string } | null;
   /** The desktops that mount it, in any state: it cannot be deleted while there are any. */
   usedBy: { id: string; proxyPath: string; state: DesktopState }[];
 }
@@ -191,6 +209,8 @@ export const api = {
   start: (id: string) => call<unknown>('POST', `/api/desktops/${encodeURIComponent(id)}/start`, {}),
   remove: (id: string) => call<void>('DELETE', `/api/desktops/${encodeURIComponent(id)}`),
   /** Pushes the idle and expire deadlines out by one period and re-arms streams held disconnected; 409 unless running. */
+  /** Starts a desktop whose home's node is lost with a stand-in home; only after the owner confirmed (403 where not allowed). */
+  startWithNewHome: (id: string) => call<Desktop>('POST', `/api/desktops/${encodeURIComponent(id)}/new-home`, { confirm: true }),
   keepAlive: (id: string) => call<Desktop>('POST', `/api/desktops/${encodeURIComponent(id)}/keepalive`, {}),
   adminDesktops: () => call<Desktop[]>('GET', '/api/admin/desktops'),
   adminStop: (id: string) => call<unknown>('POST', `/api/admin/desktops/${encodeURIComponent(id)}/stop`, {}),
@@ -203,6 +223,10 @@ export const api = {
   removeHome: (id: string) => call<void>('DELETE', `/api/volumes/${encodeURIComponent(id)}`),
   adminHomes: () => call<Home[]>('GET', '/api/admin/volumes'),
   adminRemoveHome: (id: string) => call<void>('DELETE', `/api/admin/volumes/${encodeURIComponent(id)}`),
+  /** The nodes homes can live on (Swarm); empty elsewhere. */
+  adminNodes: () => call<HomeNode[]>('GET', '/api/admin/nodes'),
+  /** Copies the home to the node, checks the copy, removes the original; 409 while a desktop runs with it. */
+  adminMoveHome: (id: string, node: string) => call<Home>('POST', `/api/admin/volumes/${encodeURIComponent(id)}/move`, { node }),
   tokens: () => call<ApiToken[]>('GET', '/api/tokens'),
   createToken: (body: { name: string; scopes: string[]; expiresInDays?: number }) => call<NewApiToken>('POST', '/api/tokens', body),
   revokeToken: (id: string) => call<void>('DELETE', `/api/tokens/${encodeURIComponent(id)}`),

@@ -50,6 +50,12 @@ const spec = {
   MAX_DESKTOPS_PER_USER: env.int(5, 0, 100_000),
   MAX_DESKTOPS_TOTAL: env.int(100, 0, 1_000_000),
   MAX_HOMES_PER_USER: env.int(10, 0, 100_000),
+  /**
+   * When a desktop cannot start because the node holding its home is lost (Swarm): `wait` (the
+   * owner starts it again once the node is back), or `offer-new-home` (the owner may also start it
+   * with a new, empty home after confirming; the old home is kept under another name).
+   */
+  HOME_NODE_LOST: env.oneOf(['wait', 'offer-new-home'] as const, 'wait'),
   READY_TIMEOUT_S: env.int(120, 1, 3600),
   REPLICA_WAIT_MS: env.int(5000, 0, 600_000),
   RECONCILE_INTERVAL_MS: env.int(5000, 100, 3_600_000),

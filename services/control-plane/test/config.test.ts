@@ -34,6 +34,8 @@ t.test('configuration: defaults, and errors that name the variable', async (t) =
   refuse({ AUTH_MODE: 'oidc', PUBLIC_URL: 'https://desktops.example.com' }, /^OIDC_PROVIDERS: AUTH_MODE=oidc needs at least one sign-in provider/);
   refuse({ DATABASE_URL: 'postgres://u:p@127.0.0.1/db' }, /^SECRET_KEY: required when DATABASE_URL is set/);
   refuse({ MAX_DESKTOPS_PER_USER: '-1' }, /^MAX_DESKTOPS_PER_USER/);
+  refuse({ HOME_NODE_LOST: 'new-home' }, /^HOME_NODE_LOST: expected one of wait, offer-new-home/);
+  t.equal(config.HOME_NODE_LOST, 'wait', 'a lost node means waiting unless the operator allows a stand-in home');
   // Desktops on origins of their own (sharing).
   refuse({ DESKTOP_ORIGIN: 'https://desktops.example.net' }, /^DESKTOP_ORIGIN: expected a wildcard origin such as https:\/\/\*\.desktops\.example\.net/);
   refuse({ DESKTOP_ORIGIN: 'http://*.desktops.example.net' }, /^DESKTOP_ORIGIN: plain http is only possible under localhost/);

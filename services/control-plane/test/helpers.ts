@@ -181,6 +181,8 @@ export interface DesktopJson {
   state: string;
   reason: string | null;
   activity?: 'input' | 'traffic' | null;
+  /** Set when it failed because its home's node is lost. */
+  homeLost?: { offerNewHome: boolean } | null;
 }
 
 /** Waits until the desktop reaches one of `states` (through the API). */

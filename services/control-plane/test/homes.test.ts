@@ -167,3 +167,26 @@ t.test('after a control-plane restart, the same home comes back with its files',
   t.equal(notes(home.id).length, lines + 1, 'with every file written before the restart');
   await call(alice, 'DELETE', `/api/desktops/${d.id}`);
 });
+
+t.test("a stand-in home is offered only for a desktop whose home's node is lost, and only where allowed", async (t) => {
+  const d = await created(alice, 'notes');
+  t.equal(d.homeLost, null, 'a running desktop has no lost home');
+  const offer = (cookie: string, payload: unknown) => call(cookie, 'POST', `/api/desktops/${d.id}/new-home`, payload);
+  const waiting = await offer(alice, { confirm: true });
+  t.equal(waiting.statusCode, 403, 'HOME_NODE_LOST=wait (the default): never');
+  t.match(waiting.json().message, /HOME_NODE_LOST=wait/);
+  // The same control plane with the operator's permission: still only for such a failure.
+  await running.close();
+  running = await startApp({ ...env, HOME_NODE_LOST: 'offer-new-home' });
+  app = running.app;
+  alice = await signIn(app, 'alice');
+  t.equal((await offer(alice, {})).statusCode, 400, 'only with {"confirm": true}');
+  t.equal((await offer(alice, { confirm: 'yes' })).statusCode, 400);
+  const refused = await offer(alice, { confirm: true });
+  t.equal(refused.statusCode, 409, 'a desktop that did not fail for its home');
+  t.match(refused.json().message, /only a desktop that failed because its home's node is lost/);
+  t.equal((await call(await signIn(app, 'bob'), 'POST', `/api/desktops/${d.id}/new-home`, { confirm: true })).statusCode, 404, "nor anyone else's");
+  t.same((await call(alice, 'GET', '/api/admin/nodes')).statusCode, 403, 'the nodes are for admins');
+  t.same((await call(await signIn(app, 'root'), 'GET', '/api/admin/nodes')).json(), [], 'the process runtime has no nodes homes live on');
+  await call(alice, 'DELETE', `/api/desktops/${d.id}`);
+});

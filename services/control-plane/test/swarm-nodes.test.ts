@@ -10,15 +10,24 @@
 // Homes on several nodes, each node's own engine reached as SWARM_NODE_ENGINES says: alice writes
 // a file in her home; her desktop is deleted; her next desktop lands on the same node and sees
 // the file. With that node's engine stopped, creating her desktop fails naming the node and the
-// home, and no empty home appears on another node. An admin moves the home to the other worker:
+// home, and no empty home appears on another node; in Chromium, alice sees why and, after
+// confirming, starts that desktop with a stand-in home (recorded as an event), while her home
+// keeps its name and its node. An admin moves the home to the other worker:
 // the file is there (owner kept), the old volume is gone, and her next desktop runs there.
+//
+// Homes on shared storage (a runtime with HOME_VOLUME_DRIVER=local, a folder per home bound from
+// one tree every node of this machine sees): not pinned; with the first desktop's node drained,
+// the next desktop runs on another node and sees the same files; deleting the home deletes its
+// folder and its volume objects on every node.
 import t, { type Test } from 'tap';
 import { createServer, connect, type AddressInfo } from 'node:net';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import Docker from 'dockerode';
 import { startSwarm, type SwarmNode, type TestSwarm } from '@deskhub/testkit/swarm';
 import { nodeEnginesFrom, SwarmRuntime } from '../src/runtime/docker/swarm-runtime.ts';
-import { buildImage, connectFrom, execIn, startDeskhubOn, swarmCatalog, TCP_PROBE, type DockerDeskhub } from './docker-helpers.ts';
+import { buildImage, connectFrom, execIn, kasmTestType, specFor, startDeskhubOn, swarmCatalog, TCP_PROBE, type DockerDeskhub } from './docker-helpers.ts';
 import { waitFor, type DesktopJson } from './helpers.ts';
+import { launchChromium } from './docker-browser.ts';
 
 t.setTimeout(900_000);
 
@@ -61,7 +70,7 @@ t.test('set-up: three engines, one swarm, deskhub on its manager', async (setup)
     });
     t.teardown(() => runtime.close());
     return runtime;
-  }, { RUNTIME: 'swarm', CATALOG: catalog, ADMIN_USERS: 'root' });
+  }, { RUNTIME: 'swarm', CATALOG: catalog, ADMIN_USERS: 'root', HOME_NODE_LOST: 'offer-new-home' });
 });
 t.teardown(() => swarm?.close());
 
@@ -194,16 +203,59 @@ t.test("a home stays on its node: kept, refused while the node is down, moved by
   t.equal(refused.desktop.state, 'failed');
   t.match(refused.desktop.reason, new RegExp(`home "home" of alice lives on node .*${nodeX.id.slice(0, 12)}.*, which is down`), `the reason names the home and its node (${refused.desktop.reason})`);
   for (const node of swarm.nodes.filter((n) => n !== nodeX)) t.notOk(await volumeOn(node, home), `no empty home was made on ${node.name}`);
+  t.same(refused.desktop.homeLost, { offerNewHome: true }, 'the desktop says its home is lost, and that the operator allows a stand-in (HOME_NODE_LOST)');
+
+  // In the browser: alice sees why, and starts it with a stand-in home once she has confirmed.
+  const browser = await launchChromium();
+  t.teardown(() => browser.close());
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${hub.base}/`);
+  t.ok((await page.request.post(`${hub.base}/auth/dev-login`, { data: { username: 'alice' }, headers: { origin: hub.base } })).ok(), 'alice signs in');
+  await page.goto(`${hub.base}/`);
+  const card = page.locator(`[data-desktop-id="${refused.desktop.id}"]`);
+  await card.locator('[data-home-lost]').waitFor({ timeout: 30_000 });
+  t.match(await card.locator('.reason').textContent(), new RegExp(`lives on node .*${nodeX.id.slice(0, 12)}`), 'her card says which node holds her home');
+  await card.getByRole('button', { name: /Start with a new empty home/ }).click();
+  const dialog = page.getByRole('dialog');
+  t.match(await dialog.textContent(), /stays on its node with all its files/, 'a confirmation says what stays where');
+  await dialog.getByRole('button', { name: 'Start with a new empty home' }).click();
+  await card.locator('[data-state="running"]').waitFor({ timeout: 120_000 });
+  t.pass('the desktop runs, shown live on her card');
+  const standIn = await view(alice, refused.desktop.id);
+  const standInHome = (standIn as DesktopJson & { homeId: string }).homeId;
+  t.not(standInHome, home, 'with a home of its own');
+  const homes = (await hub.api<Array<VolumeJson & { name: string }>>(alice, 'GET', '/api/volumes')).body;
+  t.match(homes.find((h) => h.id === home), { name: 'home' }, 'her home keeps its name, for new desktops once its node is back');
+  t.match(homes.find((h) => h.id === standInHome), { name: `home (stand-in for node ${nodeX.id.slice(0, 12)})` }, 'the stand-in is named for the node it stands in for');
+  const events = (await hub.api<Array<{ kind: string; message: string }>>(alice, 'GET', `/api/desktops/${refused.desktop.id}/events`)).body;
+  t.ok(events.some((e) => e.kind === 'home' && /^alice confirmed starting with the stand-in home/.test(e.message)), 'her confirmation is recorded as an event');
+  const [task] = (await hub.runtime.list()).filter((s) => s.desktopId === refused.desktop.id);
+  t.not(swarm.nodes.find((n) => n.address === task?.upstream?.host)?.id, nodeX.id, 'it runs on another node');
   t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${refused.desktop.id}`)).status, 204);
+  t.equal((await hub.api(alice, 'DELETE', `/api/volumes/${standInHome}`)).status, 204, 'and the stand-in is deleted like any home');
   await nodeX.startEngine();
   await waitFor('the node to be back', async () => ((await swarm.manager.docker(['node', 'inspect', nodeX.id, '--format', '{{.Status.State}}'])).trim() === 'ready' ? true : undefined), 90_000, 500);
 
   // An admin moves it to the other worker.
   const nodeY = swarm.nodes.find((n) => n !== nodeX && n !== swarm.manager)!;
   t.equal((await hub.api(alice, 'POST', `/api/admin/volumes/${home}/move`, { node: nodeY.id })).status, 403, 'only admins move homes');
-  const moved = await hub.api<VolumeJson>(root, 'POST', `/api/admin/volumes/${home}/move`, { node: nodeY.id });
-  t.equal(moved.status, 200, JSON.stringify(moved.body));
-  t.equal(moved.body.node?.id, nodeY.id, 'the home is on the other worker now');
+  // In the admin view: the home's card names its node; Move to the other worker, confirmed.
+  const adminPage = await (await browser.newContext()).newPage();
+  await adminPage.goto(`${hub.base}/`);
+  t.ok((await adminPage.request.post(`${hub.base}/auth/dev-login`, { data: { username: 'root' }, headers: { origin: hub.base } })).ok(), 'root signs in');
+  await adminPage.goto(`${hub.base}/admin`);
+  const homeCard = adminPage.locator(`#home-${home}`);
+  await homeCard.locator(`[data-node-id="${nodeX.id}"]`).waitFor({ timeout: 30_000 });
+  t.pass("the admin view shows the home's node");
+  await homeCard.getByLabel('Move to').selectOption(nodeY.id);
+  await homeCard.getByRole('button', { name: /^Move home/ }).click();
+  const moveDialog = adminPage.getByRole('dialog');
+  t.match(await moveDialog.textContent(), /copied to .* and checked there, then removed from/, 'a confirmation says what a move does');
+  await moveDialog.getByRole('button', { name: 'Move home' }).click();
+  await homeCard.locator(`[data-node-id="${nodeY.id}"]`).waitFor({ timeout: 120_000 });
+  t.pass('the card names the new node once the move is done');
+  const [moved] = (await hub.api<VolumeJson[]>(root, 'GET', '/api/admin/volumes')).body.filter((v) => v.id === home);
+  t.equal(moved?.node?.id, nodeY.id, 'the home is on the other worker now');
   t.notOk(await volumeOn(nodeX, home), 'the old volume is gone');
   const third = await launch(t, alice);
   t.equal(third.desktop.state, 'running', third.desktop.reason ?? '');
@@ -217,4 +269,57 @@ t.test("a home stays on its node: kept, refused while the node is down, moved by
   t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${third.desktop.id}`)).status, 204);
   t.equal((await hub.api(alice, 'DELETE', `/api/volumes/${home}`)).status, 204, 'deleting the home is its own request');
   for (const node of swarm.nodes) t.notOk(await volumeOn(node, home), `and leaves no volume on ${node.name}`);
+});
+
+t.test('homes on shared storage are pinned to no node: a desktop on another node sees the same files', async (t) => {
+  const root = await mkdtemp('/tmp/deskhub-swarm-homes-');
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const runtime = new SwarmRuntime({
+    docker: engineOf(swarm.manager),
+    instance: `shared-${Date.now().toString(36)}`,
+    pollMs: 500,
+    // This runtime's own desktops are only exec'd into, never reached: no second guard beside the hub's.
+    guard: 'off',
+    homeStorage: { driver: 'local', options: { type: 'none', o: 'bind', device: `${root}/{home}` } },
+    nodeEngines: nodeEnginesFrom({ byNode: new Map(swarm.nodes.map((n) => [n.id, n.dockerHost])) }),
+  });
+  const type = kasmTestType({ runtime: 'swarm', memory: '128m', home: { path: '/home/kasm-user', scope: 'user', name: 'home' }, placement: { constraints: ['node.role==worker'], spread: [] } });
+  const homeId = crypto.randomUUID();
+  const spec = () => ({ ...specFor(type), ownerId: 'u-carol', ownerName: 'carol', home: { id: homeId, path: '/home/kasm-user', name: 'home', location: null } });
+  const started: string[] = [];
+  t.teardown(async () => {
+    for (const id of started) await runtime.remove(id).catch(() => undefined);
+    await runtime.close();
+  });
+  const where = async (serviceId: string) => {
+    const [task] = (await engineOf(swarm.manager).listTasks({ filters: { service: [serviceId], 'desired-state': ['running'] } })) as Array<{ NodeID: string; Status: { ContainerStatus?: { ContainerID?: string } } }>;
+    return { node: swarm.nodes.find((n) => n.id === task!.NodeID)!, container: task!.Status.ContainerStatus!.ContainerID! };
+  };
+  t.same(await runtime.availableFor(type), { ok: true }, 'a type with a home can run without a node to pin it to');
+
+  const first = await runtime.create(spec());
+  started.push(first.runtimeId);
+  t.equal(first.homeLocation, undefined, 'no location is recorded for a shared home');
+  const a = await where(first.runtimeId);
+  await execIn(engineOf(a.node), a.container, ['node', '-e', "require('fs').writeFileSync('/home/kasm-user/shared.txt', 'written on ' + process.argv[1])", a.node.name]);
+  await runtime.remove(first.runtimeId);
+
+  // The first node drained: the scheduler must place the next desktop elsewhere, home or not.
+  await swarm.manager.docker(['node', 'update', '--availability', 'drain', a.node.id]);
+  t.teardown(() => swarm.manager.docker(['node', 'update', '--availability', 'active', a.node.id]).catch(() => undefined));
+  const second = await runtime.create(spec());
+  started.push(second.runtimeId);
+  const b = await where(second.runtimeId);
+  t.not(b.node.id, a.node.id, `the next desktop runs on another node (${b.node.name}, the first was ${a.node.name})`);
+  t.equal(await execIn(engineOf(b.node), b.container, ['node', '-e', "const fs=require('fs');const f='/home/kasm-user/shared.txt';process.stdout.write(fs.readFileSync(f,'utf8')+' '+fs.statSync(f).uid)"]), `written on ${a.node.name} 1000`, 'and sees the same files');
+  await swarm.manager.docker(['node', 'update', '--availability', 'active', a.node.id]);
+
+  const [listed] = (await runtime.listHomes()).filter((h) => h.homeId === homeId);
+  t.ok(listed && listed.sizeBytes !== null && listed.node === undefined, `listed with its size (${listed?.sizeBytes} bytes) and no node`);
+  await t.rejects(runtime.moveHome(homeId, a.node.id), /shared storage .* nothing to move/, 'a shared home is not moved');
+  await runtime.remove(second.runtimeId);
+  t.ok((await volumeOn(a.node, homeId)) && (await volumeOn(b.node, homeId)), 'both nodes made a volume object naming it');
+  await runtime.removeHome(homeId);
+  t.same(await readdir(root), [], 'deleting the home deletes its folder');
+  for (const node of swarm.nodes) t.notOk(await volumeOn(node, homeId), `and its volume object on ${node.name}`);
 });

@@ -31,6 +31,8 @@ export interface DesktopActions {
   settled?(d: Desktop): void;
   /** "Keep it running" and "Reconnect" (POST .../keepalive); the owner's list only. */
   keepAlive?(d: Desktop): Promise<void>;
+  /** Start it with a stand-in home (its home's node is lost and the operator allows it); asks for confirmation first. The owner's list only. */
+  newHome?(d: Desktop): void;
   /** Exempt it from the idle clocks or put it back under them; the admin view only. */
   setExempt?(d: Desktop, exempt: boolean): Promise<void>;
 }
@@ -140,6 +142,13 @@ export function DesktopCard({ desktop, actions, admin = false, homeName }: { des
       ) : desktop.reason && desktop.state === 'stopped' ? (
         <p class="note">{desktop.reason}</p>
       ) : null}
+      {desktop.state === 'failed' && desktop.homeLost ? (
+        <p class="note" data-home-lost>
+          {desktop.homeLost.offerNewHome
+            ? 'Your files are safe on that node. Start the desktop again once the node is back, or start it now with a new, empty home.'
+            : 'Your files are safe on that node. Start the desktop again once the node is back, or ask an admin to move the home.'}
+        </p>
+      ) : null}
       {desktop.state === 'running' ? (
         <ClockNotice
           desktop={desktop}
@@ -179,6 +188,11 @@ export function DesktopCard({ desktop, actions, admin = false, homeName }: { des
           <button type="button" disabled={busy !== null} onClick={() => run('start', () => actions.start!(desktop))}>
             {busy === 'start' ? 'Starting…' : 'Start'}
             <Hidden>{` ${label}`}</Hidden>
+          </button>
+        ) : null}
+        {actions.newHome && desktop.state === 'failed' && desktop.homeLost?.offerNewHome ? (
+          <button type="button" disabled={busy !== null} onClick={() => actions.newHome!(desktop)}>
+            Start with a new empty home<Hidden>{` for ${label}`}</Hidden>
           </button>
         ) : null}
         {admin && actions.setExempt && desktop.clocks ? (

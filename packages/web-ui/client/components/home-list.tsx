@@ -3,11 +3,13 @@
  * desktops mounting it, and Delete behind a confirmation. The control plane decides whether a
  * delete may happen (409 while any desktop, even a stopped one, mounts it): the card shows its
  * message. Used by the Homes view (the user's own) and the admin view (everyone's, owner shown).
+ * On a swarm a home lives on one node, shown on its card; the admin view can move it to another
+ * (GET /api/admin/nodes lists where), while no desktop runs with it.
  * Lists are read on load, on request and when the tab becomes visible again — not polled, since
  * every read measures the homes' sizes on the runtime.
  */
 import { useCallback, useEffect, useState } from 'preact/hooks';
-import { api, type Home } from '../api.ts';
+import { api, type Home, type HomeNode } from '../api.ts';
 import { formatBytes, homeScope } from '../homes.ts';
 import { linkTo } from '../router.ts';
 import type { ConfirmRequest } from './confirm.tsx';
@@ -18,7 +20,40 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function HomeCard({ home, admin, error, onDelete }: { home: Home; admin: boolean; error: string | null; onDelete: (h: Home) => void }) {
+/** The admin's move control: a node that can take the home now, and Move. */
+function MoveControl({ home, nodes, onMove }: { home: Home; nodes: HomeNode[]; onMove: (h: Home, node: HomeNode) => void }) {
+  const targets = nodes.filter((n) => n.runtime === home.runtime && n.id !== home.node?.id);
+  const [chosen, setChosen] = useState('');
+  const selectId = `home-${home.id}-move-to`;
+  if (!home.node || targets.length === 0) return null;
+  const target = targets.find((n) => n.id === chosen);
+  const running = home.usedBy.some((d) => d.state !== 'stopped' && d.state !== 'failed');
+  return (
+    <form
+      class="move-home"
+      onSubmit={(e) => {
+        e.preventDefault();
+        if (target) onMove(home, target);
+      }}
+    >
+      <label for={selectId}>Move to</label>
+      <select id={selectId} value={chosen} onChange={(e) => setChosen((e.target as HTMLSelectElement).value)}>
+        <option value="">Choose a node…</option>
+        {targets.map((n) => (
+          <option key={n.id} value={n.id} disabled={!n.takesHomes}>
+            {n.name}
+            {n.takesHomes ? '' : ` (${n.state}, ${n.availability})`}
+          </option>
+        ))}
+      </select>
+      <button type="submit" disabled={!target || running} title={running ? 'Stop the desktop that uses it first' : undefined}>
+        Move home<span class="visually-hidden"> {home.name} of {home.owner}</span>
+      </button>
+    </form>
+  );
+}
+
+function HomeCard({ home, admin, nodes, error, onDelete, onMove }: { home: Home; admin: boolean; nodes: HomeNode[]; error: string | null; onDelete: (h: Home) => void; onMove: (h: Home, node: HomeNode) => void }) {
   const headingId = `home-${home.id}-title`;
   return (
     <li class="card home" id={`home-${home.id}`} aria-labelledby={headingId} data-home-id={home.id}>
@@ -42,6 +77,14 @@ function HomeCard({ home, admin, error, onDelete }: { home: Home; admin: boolean
             {formatBytes(home.sizeBytes)}
           </dd>
         </div>
+        {home.node ? (
+          <div>
+            <dt>Node</dt>
+            <dd data-node-id={home.node.id} title={`Its desktops run on this node (${home.node.id})`}>
+              {home.node.name}
+            </dd>
+          </div>
+        ) : null}
         <div>
           <dt>Last used</dt>
           <dd title={exact(home.lastUsedAt)}>{home.lastUsedAt ? ago(home.lastUsedAt) : 'Never'}</dd>
@@ -85,6 +128,7 @@ function HomeCard({ home, admin, error, onDelete }: { home: Home; admin: boolean
         </p>
       ) : null}
       <div class="actions">
+        {admin ? <MoveControl home={home} nodes={nodes} onMove={onMove} /> : null}
         <button type="button" class="danger" onClick={() => onDelete(home)}>
           Delete home<span class="visually-hidden"> {home.name}{admin ? ` of ${home.owner}` : ''}</span>
         </button>
@@ -115,6 +159,7 @@ export function HomeList({
   const [homes, setHomes] = useState<Home[] | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const [errors, setErrors] = useState<Record<string, string>>({});
+  const [nodes, setNodes] = useState<HomeNode[]>([]);
 
   const refresh = useCallback(async () => {
     try {
@@ -128,6 +173,10 @@ export function HomeList({
   }, [admin, onLoaded]);
 
   useEffect(() => void refresh(), [refresh, reloadKey]);
+  useEffect(() => {
+    // Where homes can be moved (Swarm); read with the list, empty on other runtimes.
+    if (admin) api.adminNodes().then(setNodes, () => setNodes([]));
+  }, [admin, reloadKey]);
   useEffect(() => {
     const onVisible = () => document.visibilityState === 'visible' && void refresh();
     document.addEventListener('visibilitychange', onVisible);
@@ -166,6 +215,28 @@ export function HomeList({
     });
   };
 
+  const move = (home: Home, node: HomeNode) => {
+    confirm({
+      title: `Move the home ${home.name} of ${home.owner} to ${node.name}?`,
+      body: `Its files (${formatBytes(home.sizeBytes)}) are copied to ${node.name} and checked there, then removed from ${home.node?.name ?? 'its node'}. Its desktops run on ${node.name} from then on. No desktop may use it meanwhile.`,
+      confirmLabel: 'Move home',
+      onConfirm: () => {
+        setError(home.id, null);
+        announce(`Moving the home ${home.name} of ${home.owner} to ${node.name}…`);
+        api
+          .adminMoveHome(home.id, node.id)
+          .then((moved) => {
+            setHomes((list) => (list ?? []).map((x) => (x.id === moved.id ? moved : x)));
+            announce(`The home ${home.name} of ${home.owner} is on ${node.name} now.`);
+          })
+          .catch((err) => {
+            setError(home.id, `Could not move the home ${home.name}: ${message(err)}`);
+            void refresh();
+          });
+      },
+    });
+  };
+
   return (
     <>
       {loadError ? (
@@ -182,7 +253,7 @@ export function HomeList({
       ) : (
         <ul class="cards" id={admin ? 'all-homes' : 'my-homes'}>
           {homes.map((h) => (
-            <HomeCard key={h.id} home={h} admin={admin} error={errors[h.id] ?? null} onDelete={remove} />
+            <HomeCard key={h.id} home={h} admin={admin} nodes={nodes} error={errors[h.id] ?? null} onDelete={remove} onMove={move} />
           ))}
         </ul>
       )}

@@ -192,6 +192,22 @@ export function Dashboard() {
             .catch((err) => setAnnouncement(`Could not delete ${desktopLabel(d)}: ${err instanceof Error ? err.message : String(err)}`));
         },
       }),
+    newHome: (d: Desktop) =>
+      setConfirm({
+        title: `Start ${desktopLabel(d)} with a new, empty home?`,
+        body:
+          "Your home stays on its node with all its files, and new desktops use it again once that node is back. This desktop starts with a stand-in home that is empty, and keeps it. Your choice is recorded in the desktop's history.",
+        confirmLabel: 'Start with a new empty home',
+        onConfirm: () => {
+          api
+            .startWithNewHome(d.id)
+            .then((started) => {
+              replace(started);
+              setAnnouncement(`Starting ${desktopLabel(d)} with a new, empty home.`);
+            })
+            .catch((err) => setAnnouncement(`Could not start ${desktopLabel(d)} with a new home: ${err instanceof Error ? err.message : String(err)}`));
+        },
+      }),
     keepAlive: async (d: Desktop) => {
       const held = Boolean(d.clocks?.disconnected);
       replace(await api.keepAlive(d.id));

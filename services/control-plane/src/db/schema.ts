@@ -96,6 +96,9 @@ export const homes = pgTable(
   (t) => [uniqueIndex('homes_identity_key').on(t.ownerId, t.runtime, t.name, t.desktopName), check('homes_scope_check', sql`${t.scope} in ('user', 'desktop')`)],
 );
 
+/** Kinds of failure the owner is offered a way out of (desktops.failure). */
+export type DesktopFailure = 'home-unreachable';
+
 export const desktopStates = ['creating', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const;
 export type DesktopState = (typeof desktopStates)[number];
 /** The states in which a desktop has (or is getting, or is giving up) a runtime instance that runs. */
@@ -123,6 +126,11 @@ export const desktops = pgTable(
     proxyPath: text('proxy_path').notNull(),
     state: text('state').$type<DesktopState>().notNull(),
     reason: text('reason'),
+    /**
+     * What kind of failure `reason` describes, where the owner has a choice to offer:
+     * `home-unreachable` (its home's node is lost; HOME_NODE_LOST). Cleared by every state change.
+     */
+    failure: text('failure').$type<DesktopFailure>(),
     runtime: text('runtime').$type<RuntimeName>().notNull(),
     runtimeId: text('runtime_id'),
     upstream: jsonb('upstream').$type<Upstream>(),

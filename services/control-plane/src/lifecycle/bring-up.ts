@@ -8,7 +8,7 @@ import { eq } from 'drizzle-orm';
 import type { Logger } from '@deskhub/config';
 import type { Route, Upstream } from '@deskhub/route-stream';
 import { substitute } from '../placeholders.ts';
-import { desktops, homes, users, type DesktopCredentials } from '../db/schema.ts';
+import { desktops, homes, users, type DesktopCredentials, type DesktopFailure } from '../db/schema.ts';
 import type { CatalogEntry } from '../catalog.ts';
 import type { HomeMount } from '../runtime/types.ts';
 import { joinSecrets, secretsOf } from './route-secrets.ts';
@@ -118,7 +118,8 @@ export class BringUp {
       }
       const reason = (err as Error).message;
       this.logger.warn({ desktopId: id, reason }, 'desktop failed');
-      await this.fail(id, reason, mode === 'create' ? 'remove' : 'stop', type?.id ?? row.type);
+      const failure = (err as { code?: unknown }).code === 'home-unreachable' ? ('home-unreachable' as const) : undefined;
+      await this.fail(id, reason, mode === 'create' ? 'remove' : 'stop', type?.id ?? row.type, failure);
     }
   }
 
@@ -177,7 +178,7 @@ export class BringUp {
   }
 
   /** Marks the desktop failed: route withdrawn, its instance removed, stopped or kept. Never throws. */
-  async fail(id: string, reason: string, instance: 'remove' | 'stop' | 'keep', typeId: string): Promise<void> {
+  async fail(id: string, reason: string, instance: 'remove' | 'stop' | 'keep', typeId: string, failure?: DesktopFailure): Promise<void> {
     try {
       await this.routes.withdraw(id);
       const row = await loadDesktop(this.options.db, id);
@@ -190,7 +191,7 @@ export class BringUp {
           await runtime.stop(row.runtimeId).catch((err: Error) => this.logger.warn({ desktopId: id, err: err.message }, 'could not stop a failed desktop'));
         }
       }
-      await this.journal.setState(id, 'failed', reason, instance === 'remove' ? { runtimeId: null, upstream: null } : {});
+      await this.journal.setState(id, 'failed', reason, { ...(instance === 'remove' ? { runtimeId: null, upstream: null } : {}), ...(failure ? { failure } : {}) });
       this.options.metrics?.failures.inc({ type: typeId });
     } catch (err) {
       this.logger.error({ desktopId: id, err }, 'could not record a desktop failure');

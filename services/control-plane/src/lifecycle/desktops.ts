@@ -16,10 +16,10 @@ import { randomUUID } from 'node:crypto';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Logger } from '@deskhub/config';
 import { activeStates, desktops } from '../db/schema.ts';
-import { conflict } from '../errors.ts';
-import type { DesktopRuntime } from '../runtime/types.ts';
+import { conflict, forbidden } from '../errors.ts';
+import type { DesktopRuntime, NodeView } from '../runtime/types.ts';
 import { recordActivity, type Seen } from './activity.ts';
-import { homeHolder, Homes, inUse, lockHomes, type HomeView } from './homes.ts';
+import { homeHolder, Homes, inUse, lockHomes, standInHome, type HomeView } from './homes.ts';
 import { ClockState } from './clock-state.ts';
 import { Sharing, type DesktopAccess, type ShareMode, type SharedDesktop, type ShareView, type SharingView } from './sharing.ts';
 import type { Deadline } from './clocks.ts';
@@ -63,7 +63,7 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     // One listener per open event stream (the UI follows each launching desktop).
     this.setMaxListeners(0);
     const logger = (this.logger = options.logger.child({ component: 'lifecycle' }));
-    this.views = new DesktopViews(options.db, options.publicUrl, options.catalog, options.connectedWindowMs, options.sharing?.desktopOrigins ?? null);
+    this.views = new DesktopViews(options.db, options.publicUrl, options.catalog, options.connectedWindowMs, options.sharing?.desktopOrigins ?? null, options.homeNodeLost);
     this.journal = new DesktopJournal(options.db, logger, this);
     this.routes = new DesktopRoutes(options, this.journal, logger);
     this.admission = new Admission(options, this.journal);
@@ -252,6 +252,34 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   }
 
   /**
+   * Starts a desktop that failed because its home's node is lost with a stand-in home instead, new
+   * and empty (HOME_NODE_LOST=offer-new-home; 403 otherwise), once its owner has confirmed
+   * (homes.ts standInHome). The choice is recorded as one of the desktop's events (who, which
+   * home, which node). 409 for any other desktop.
+   */
+  async startWithNewHome(scope: Scope, id: string, by: string): Promise<DesktopView> {
+    if ((this.options.homeNodeLost ?? 'wait') !== 'offer-new-home') {
+      throw forbidden("starting with a new, empty home is not allowed here (HOME_NODE_LOST=wait): start the desktop again once its home's node is back, or ask an admin to move the home");
+    }
+    const { row, ownerName } = await this.views.owned(scope, id);
+    const lost = (r: DesktopRow) => r.state === 'failed' && r.failure === 'home-unreachable' && r.homeId !== null && r.ownerId !== null;
+    if (!lost(row)) throw conflict(`only a desktop that failed because its home's node is lost can start with a new home; this one is ${row.state}`);
+    const replaced = await this.queue.run(id, async () =>
+      this.options.db.transaction(async (tx) => {
+        await lockHomes(tx);
+        const current = await loadDesktop(tx, id);
+        if (!current || !lost(current)) throw conflict('the desktop changed meanwhile: it is no longer failed for its home');
+        const swap = await standInHome(tx, this.options, { id: current.ownerId!, username: ownerName }, id, current.homeId!);
+        const where = swap.location ? ` on node ${swap.location.slice(0, 12)}` : '';
+        await this.journal.record(tx, id, 'home', `${by} confirmed starting with the stand-in home "${swap.standIn}": the home "${swap.name}" stays${where} with its files, and new desktops take it again once that node is back`);
+        return swap;
+      }),
+    );
+    this.logger.info({ desktopId: id, owner: row.ownerId, by, home: replaced.name, standIn: replaced.standIn, node: replaced.location }, 'desktop given a stand-in home in place of one on a lost node');
+    return this.start(scope, id);
+  }
+
+  /**
    * Marks the desktop `starting`; with a home, only if no other active desktop holds it (checked
    * and marked under the home lock, so two starts never share one). Returns the 409 if held.
    */
@@ -309,6 +337,11 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
   /** Admins: moves a home to another swarm node; 409 while a desktop runs with it. */
   moveHome(id: string, node: string, by: string): Promise<HomeView> {
     return this.homes.move(id, node, by);
+  }
+
+  /** Admins: the nodes homes can live on (Swarm without shared storage), per runtime. */
+  listNodes(): Promise<Array<NodeView & { runtime: string }>> {
+    return this.homes.nodes();
   }
 
   // ---------------------------------------------------------------- reconciliation, activity, shutdown

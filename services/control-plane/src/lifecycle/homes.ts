@@ -11,7 +11,7 @@ import type { CatalogEntry } from '../catalog.ts';
 import type { Queryable, Transaction } from '../db/client.ts';
 import { activeStates, desktops, homes, users } from '../db/schema.ts';
 import { conflict, notFound } from '../errors.ts';
-import type { HomeStatus } from '../runtime/types.ts';
+import type { HomeStatus, NodeView } from '../runtime/types.ts';
 import type { LifecycleOptions } from './options.ts';
 import { isUuid, type Owner, type Scope } from './views.ts';
 
@@ -67,19 +67,47 @@ export async function takeHome(tx: Transaction, options: LifecycleOptions, owner
   const where = and(eq(homes.ownerId, key.ownerId), eq(homes.runtime, key.runtime), eq(homes.name, key.name), eq(homes.desktopName, key.desktopName));
   let [row] = await tx.select().from(homes).where(where);
   if (!row) {
-    const limit = options.homesPerUser;
-    if (limit > 0) {
-      const [counted] = await tx.select({ n: sql<number>`count(*)`.mapWith(Number) }).from(homes).where(eq(homes.ownerId, owner.id));
-      if ((counted?.n ?? 0) >= limit) {
-        throw conflict(`quota reached: at most ${limit} homes per user (MAX_HOMES_PER_USER); ${owner.username} has ${counted!.n}. Delete one under Homes first.`);
-      }
-    }
+    await checkHomeQuota(tx, options, owner);
     [row] = await tx.insert(homes).values({ ...key, scope: home.scope }).returning();
   }
   const holder = await homeHolder(tx, row!.id);
   if (holder) throw inUse(home.name, holder);
   await tx.update(homes).set({ lastUsedAt: new Date() }).where(eq(homes.id, row!.id));
   return row!.id;
+}
+
+/** 409 when the owner has MAX_HOMES_PER_USER homes already. */
+async function checkHomeQuota(tx: Transaction, options: LifecycleOptions, owner: Owner): Promise<void> {
+  const limit = options.homesPerUser;
+  if (limit <= 0) return;
+  const [counted] = await tx.select({ n: sql<number>`count(*)`.mapWith(Number) }).from(homes).where(eq(homes.ownerId, owner.id));
+  if ((counted?.n ?? 0) >= limit) {
+    throw conflict(`quota reached: at most ${limit} homes per user (MAX_HOMES_PER_USER); ${owner.username} has ${counted!.n}. Delete one under Homes first.`);
+  }
+}
+
+/**
+ * Gives the desktop a stand-in home in place of one whose node is lost (HOME_NODE_LOST=
+ * offer-new-home, after its owner confirmed): "home (stand-in for node abc123def456)", new and
+ * empty the first time, the same one again if an earlier desktop used it. The home itself keeps
+ * its name and its files on its node, so new desktops take it again once that node is back; this
+ * desktop keeps its stand-in. A new stand-in counts against MAX_HOMES_PER_USER. Call under lockHomes.
+ */
+export async function standInHome(tx: Transaction, options: LifecycleOptions, owner: Owner, desktopId: string, homeId: string): Promise<{ name: string; standIn: string; location: string | null }> {
+  const [home] = await tx.select().from(homes).where(eq(homes.id, homeId));
+  if (!home) throw notFound(`no home ${homeId}`);
+  const key = { ownerId: home.ownerId, runtime: home.runtime, name: `${home.name} (stand-in for node ${home.location?.slice(0, 12) ?? 'unknown'})`, desktopName: home.desktopName };
+  let [row] = await tx.select().from(homes).where(and(eq(homes.ownerId, key.ownerId), eq(homes.runtime, key.runtime), eq(homes.name, key.name), eq(homes.desktopName, key.desktopName)));
+  if (row) {
+    const holder = await homeHolder(tx, row.id, desktopId);
+    if (holder) throw inUse(row.name, holder);
+  } else {
+    await checkHomeQuota(tx, options, owner);
+    [row] = await tx.insert(homes).values({ ...key, scope: home.scope }).returning();
+  }
+  await tx.update(homes).set({ lastUsedAt: new Date() }).where(eq(homes.id, row!.id));
+  await tx.update(desktops).set({ homeId: row!.id }).where(eq(desktops.id, desktopId));
+  return { name: home.name, standIn: row!.name, location: home.location };
 }
 
 /** Homes in scope, with who uses them and their sizes (from the runtimes). */
@@ -145,6 +173,20 @@ export class Homes {
     this.options.logger.info({ homeId: row.id, owner: row.ownerId, name: row.name, node, by }, 'home moved');
     const [view] = (await this.list({ admin: true })).filter((h) => h.id === row.id);
     return view!;
+  }
+
+  /** The nodes of every runtime whose homes live on one node (Swarm), for the admin's move control. */
+  async nodes(): Promise<Array<NodeView & { runtime: string }>> {
+    const listed = await Promise.all(
+      this.options.runtimes.all.map(async (runtime) => {
+        if (!runtime.homeNodes) return [];
+        const nodes = await runtime.homeNodes().catch((err: unknown) => {
+          throw conflict(`the ${runtime.name} runtime did not list its nodes: ${(err as Error).message}`);
+        });
+        return nodes.map((n) => ({ ...n, runtime: runtime.name }));
+      }),
+    );
+    return listed.flat();
   }
 
   /** Deletes the home and its storage; 409 while any desktop (in any state) mounts it. */

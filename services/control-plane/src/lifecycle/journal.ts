@@ -52,7 +52,7 @@ export class DesktopJournal {
 
   /** The state change inside the caller's transaction; the caller calls changed(id) after commit. */
   async setStateIn(q: Queryable, id: string, state: DesktopState, reason: string | null, extra: Partial<typeof desktops.$inferInsert> = {}): Promise<void> {
-    await q.update(desktops).set({ state, reason: reason === null ? null : storableText(reason), updatedAt: new Date(), ...extra }).where(eq(desktops.id, id));
+    await q.update(desktops).set({ state, reason: reason === null ? null : storableText(reason), failure: null, updatedAt: new Date(), ...extra }).where(eq(desktops.id, id));
     await this.record(q, id, 'state', reason ?? STATE_TEXT[state], undefined, state);
   }
 

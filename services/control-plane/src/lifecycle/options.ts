@@ -22,6 +22,8 @@ export interface LifecycleOptions {
   quotas: { perUser: number; total: number };
   /** At most this many homes per user (MAX_HOMES_PER_USER); 0: no limit. */
   homesPerUser: number;
+  /** What the owner of a desktop whose home's node is lost may do besides waiting (HOME_NODE_LOST); default wait. */
+  homeNodeLost?: 'wait' | 'offer-new-home';
   /** How long to wait for every live proxy replica to hold a route change. */
   replicaWaitMs: number;
   /** How long to wait for the route store to take a change. */

@@ -58,6 +58,11 @@ export interface DesktopView {
   clocks: ClocksView;
   /** Its home (GET /api/volumes), if its type keeps one. */
   homeId: string | null;
+  /**
+   * Set when it failed because the node that holds its home is lost: it can be started again once
+   * the node is back, and, where the operator allows (HOME_NODE_LOST=offer-new-home), with a new, empty home.
+   */
+  homeLost: { offerNewHome: boolean } | null;
   /** A warm pool member nobody has claimed yet (admins only see these; `owner` is ""). */
   pool: boolean;
 }
@@ -119,6 +124,7 @@ export class DesktopViews {
     private readonly catalog: Catalog,
     private readonly connectedWindowMs: number,
     private readonly desktopOrigins: DesktopOrigins | null = null,
+    private readonly homeNodeLost: 'wait' | 'offer-new-home' = 'wait',
   ) {}
 
   private clocks(row: DesktopRow, now: number): ClocksView {
@@ -159,6 +165,7 @@ export class DesktopViews {
       lastConnectedAt: row.lastConnectedAt?.toISOString() ?? null,
       clocks: this.clocks(row, Date.now()),
       homeId: row.homeId,
+      homeLost: row.state === 'failed' && row.failure === 'home-unreachable' ? { offerNewHome: this.homeNodeLost === 'offer-new-home' } : null,
       pool: row.pool,
     };
   }

@@ -65,6 +65,12 @@ export const DesktopSchema = Type.Object(
       { description: 'the idle clocks (README: Idle desktops)' },
     ),
     homeId: Nullable(Type.String({ format: 'uuid', description: 'its home (GET /api/volumes), if its type keeps one' })),
+    homeLost: Nullable(
+      Type.Object(
+        { offerNewHome: Type.Boolean({ description: 'HOME_NODE_LOST=offer-new-home: POST /api/desktops/{id}/new-home may start it with a new, empty home' }) },
+        { description: "set when it failed because the node that holds its home is down, drained, gone or not answering: start it again once the node is back" },
+      ),
+    ),
     pool: Type.Boolean({ description: 'a warm pool member nobody has claimed yet (admin API only; owner is "")' }),
   },
   { $id: 'Desktop' },
@@ -92,6 +98,18 @@ export const VolumeSchema = Type.Object(
     }),
   },
   { $id: 'Volume', description: "a home: a user's files kept across desktops (a Docker volume, or a directory for the process runtime)" },
+);
+
+export const NodeSchema = Type.Object(
+  {
+    runtime: Type.String(),
+    id: Type.String({ description: 'the swarm node id' }),
+    name: Type.String({ description: 'how people tell it apart: its deskhub.name label or hostname, id prefix and address' }),
+    state: Type.String({ description: 'ready, down, unknown or disconnected' }),
+    availability: Type.String({ description: 'active, pause or drain' }),
+    takesHomes: Type.Boolean({ description: 'ready, active and its engine reachable (SWARM_NODE_ENGINES): a home can be moved there now' }),
+  },
+  { $id: 'Node', description: 'a node homes can live on (Swarm runtime without shared home storage)' },
 );
 
 export const DesktopEventSchema = Type.Object(

@@ -39,6 +39,19 @@ export interface HomeStatus {
   node?: { id: string; name: string };
 }
 
+/** A node of a runtime of several (Swarm), as the admin view shows it. */
+export interface NodeView {
+  id: string;
+  /** How people tell it apart: its deskhub.name label or hostname, id prefix and address. */
+  name: string;
+  /** ready, down, unknown, disconnected. */
+  state: string;
+  /** active, pause, drain. */
+  availability: string;
+  /** Ready, active and its engine reachable (SWARM_NODE_ENGINES): a home can be moved there now. */
+  takesHomes: boolean;
+}
+
 export interface RuntimeInstance {
   /** Container id, or the process runtime's own id. Stored in the database. */
   runtimeId: string;
@@ -63,6 +76,15 @@ export interface RuntimeEvent {
   message: string;
   /** 0..100 when known (image pull). */
   progress?: number;
+}
+
+/**
+ * A desktop cannot start because the node that holds its home is down, drained, gone or not
+ * answering (a runtime whose homes live on one node, Swarm). The lifecycle records this kind of
+ * failure, so the owner can be offered what the operator allows (HOME_NODE_LOST).
+ */
+export class HomeUnreachable extends Error {
+  readonly code = 'home-unreachable';
 }
 
 export type Availability = { ok: true } | { ok: false; reason: string };
@@ -95,6 +117,8 @@ export interface DesktopRuntime {
    * the copy, removes the original, and resolves with the new location. Never while a desktop runs with it.
    */
   moveHome?(homeId: string, node: string): Promise<string>;
+  /** Only where homes live on one node of several (Swarm, without shared storage): the nodes, and whether each can take a home now. */
+  homeNodes?(): Promise<NodeView[]>;
   /** Last lines of the desktop's output, for failure reasons. */
   logs(runtimeId: string, lines: number): Promise<string>;
   close(): Promise<void>;

@@ -28,6 +28,7 @@ export default fp<{ stopDesktopsOnClose: boolean }>(
       publicUrl: config.PUBLIC_URL,
       quotas: { perUser: config.MAX_DESKTOPS_PER_USER, total: config.MAX_DESKTOPS_TOTAL },
       homesPerUser: config.MAX_HOMES_PER_USER,
+      homeNodeLost: config.HOME_NODE_LOST,
       replicaWaitMs: config.REPLICA_WAIT_MS,
       // Proxies flush presence every 5 s; it is copied every ACTIVITY_INTERVAL_MS.
       connectedWindowMs: config.ACTIVITY_INTERVAL_MS + 15_000,

@@ -83,6 +83,15 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
     async () => app.desktops.listHomes(ADMIN),
   );
 
+  app.get(
+    '/api/admin/nodes',
+    {
+      config: SCOPE,
+      schema: { tags: ['admin'], summary: 'The nodes homes can live on and be moved to (Swarm without shared home storage; empty elsewhere)', response: { 200: Type.Array(Type.Ref('Node')), ...errors(401, 403, 409) } },
+    },
+    async () => app.desktops.listNodes(),
+  );
+
   app.post(
     '/api/admin/volumes/:id/move',
     {

@@ -95,6 +95,23 @@ const desktops: FastifyPluginAsyncTypebox = async (app) => {
   );
 
   app.post(
+    '/api/desktops/:id/new-home',
+    {
+      config: WRITE,
+      schema: {
+        tags: ['desktops'],
+        summary: "Start a desktop whose home's node is lost with a new, empty home (HOME_NODE_LOST=offer-new-home)",
+        description:
+          'Only for a desktop whose `homeLost` is set, and only with `{"confirm": true}`. The desktop gets the stand-in home "<name> (stand-in for node <id>)", new and empty the first time; the home itself keeps its name and its files on its node, and new desktops take it again once that node is back. The choice is recorded as one of the desktop\'s events. 403 where the operator has not allowed it.',
+        params: DesktopIdParams,
+        body: Type.Object({ confirm: Type.Literal(true, { description: 'the owner confirmed: the old files stay behind on the lost node' }) }, { additionalProperties: false }),
+        response: { 200: Type.Ref('Desktop'), ...errors(400, 401, 403, 404, 409) },
+      },
+    },
+    async (request) => app.desktops.startWithNewHome(owner(request), request.params.id, request.user!.username),
+  );
+
+  app.post(
     '/api/desktops/:id/keepalive',
     {
       config: WRITE,

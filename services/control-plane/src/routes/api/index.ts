@@ -3,7 +3,7 @@
  * either, 403 for a token lacking the scope: plugins/app/sessions.ts); the docs at /api/docs stay public.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { CatalogItemSchema, DesktopEventSchema, DesktopSchema, ErrorSchema, UserSchema, VolumeSchema } from '../schemas.ts';
+import { CatalogItemSchema, DesktopEventSchema, DesktopSchema, ErrorSchema, NodeSchema, UserSchema, VolumeSchema } from '../schemas.ts';
 import admin from './admin.ts';
 import catalog from './catalog.ts';
 import desktops from './desktops.ts';
@@ -32,6 +32,6 @@ const api: FastifyPluginAsyncTypebox = async (app) => {
 };
 
 /** Shared schemas, registered once at the root so every route (and the OpenAPI document) can refer to them. */
-export const sharedSchemas = [ErrorSchema, UserSchema, DesktopSchema, DesktopEventSchema, CatalogItemSchema, VolumeSchema, ShareSchema, ConnectedSchema, SharingSchema, SharedDesktopSchema];
+export const sharedSchemas = [ErrorSchema, UserSchema, DesktopSchema, DesktopEventSchema, CatalogItemSchema, VolumeSchema, NodeSchema, ShareSchema, ConnectedSchema, SharingSchema, SharedDesktopSchema];
 
 export default api;

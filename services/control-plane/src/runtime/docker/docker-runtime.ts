@@ -31,6 +31,7 @@ import type {
 import { EventWatcher } from './events.ts';
 import { ensureImage, imagePresent, missingImageMessage } from './images.ts';
 import { installHostGuard } from './host-guard.ts';
+import { DEFAULT_HELPER_IMAGE, homeStorageEnvSpec, optionalHomeStorage, SharedHomes, type HomeStorage } from './shared-homes.ts';
 import {
   asEngineError,
   demultiplex,
@@ -70,6 +71,10 @@ export interface DockerRuntimeOptions {
   instance?: string;
   /** Seconds a desktop gets to exit on stop before it is killed. */
   stopTimeoutSeconds?: number;
+  /** Homes on storage of this driver and options (HOME_VOLUME_DRIVER, shared-homes.ts); else local volumes. */
+  homeStorage?: HomeStorage;
+  /** The image of the helpers that make, size and delete homes' folders on shared storage (HOME_HELPER_IMAGE). */
+  homeHelperImage?: string;
   logger?: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
 }
 
@@ -84,6 +89,7 @@ export const dockerEnvSpec = {
   }, DEFAULT_NETWORK),
   DOCKER_HOST_GUARD: env.oneOf(['iptables', 'off'] as const, 'iptables'),
   DESKHUB_INSTANCE: instanceSetting,
+  ...homeStorageEnvSpec,
 };
 
 /** Reads the runtime's settings; throws a ConfigError naming the variable on a bad value. */
@@ -96,6 +102,7 @@ export function dockerRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.
     networkName: config.DOCKER_NETWORK,
     hostGuard: config.DOCKER_HOST_GUARD,
     instance: config.DESKHUB_INSTANCE,
+    ...optionalHomeStorage(config),
   };
 }
 
@@ -112,6 +119,8 @@ export class DockerRuntime implements DesktopRuntime {
   /** Desktops deskhub itself is stopping or removing: their ends are not news. */
   private readonly expected = new ExpectedEnds();
   private readonly watchers = new Set<EventWatcher>();
+  /** Homes on shared storage, when HOME_VOLUME_DRIVER says so. */
+  private readonly shared: SharedHomes | undefined;
 
   constructor(options: DockerRuntimeOptions = {}) {
     this.docker = options.docker ?? new Docker();
@@ -121,6 +130,7 @@ export class DockerRuntime implements DesktopRuntime {
     this.hostGuard = options.hostGuard ?? 'iptables';
     this.stopTimeout = options.stopTimeoutSeconds ?? 10;
     this.log = options.logger;
+    this.shared = options.homeStorage ? new SharedHomes(options.homeStorage, { docker: this.docker, image: options.homeHelperImage ?? DEFAULT_HELPER_IMAGE, instance: this.instance }) : undefined;
   }
 
   /** Label filters that select this installation's desktops. */
@@ -146,6 +156,10 @@ export class DockerRuntime implements DesktopRuntime {
     const engine = await this.available();
     if (!engine.ok) return engine;
     if (!type.image) return { ok: false, reason: `desktop type ${type.id} has no image` };
+    if (type.home && this.shared) {
+      const problem = await this.shared.problem().catch((err: unknown) => `the homes' storage could not be checked: ${errorText(err)}`);
+      if (problem) return { ok: false, reason: `desktop type ${type.id} keeps a home: ${problem}` };
+    }
     if ((type.pullPolicy ?? 'if-missing') !== 'never') return { ok: true };
     try {
       if (await imagePresent(this.docker, type.image)) return { ok: true };
@@ -280,7 +294,9 @@ export class DockerRuntime implements DesktopRuntime {
     if (spec.home) {
       // A named volume: Docker copies the image's directory (its files and owner, uid 1000 in a
       // Kasm image) into it when it is first mounted, so a new home is the user's to write.
-      const volume = await ensureHomeVolume(this.docker, spec, this.instance);
+      // On shared storage (HOME_VOLUME_DRIVER), a volume of that driver naming the home's own folder.
+      await this.shared?.prepare(spec.home.id);
+      const volume = await ensureHomeVolume(this.docker, spec, this.instance, this.shared?.driverConfig(spec.home.id));
       options.HostConfig!.Mounts = [{ Type: 'volume', Source: volume, Target: spec.home.path }];
     }
 
@@ -361,10 +377,12 @@ export class DockerRuntime implements DesktopRuntime {
   }
 
   async listHomes(): Promise<HomeStatus[]> {
+    if (this.shared) return this.shared.list(this.labelFilters);
     return listHomeVolumes(this.docker, this.labelFilters);
   }
 
   async removeHome(homeId: string): Promise<void> {
+    if (this.shared) return this.shared.remove(homeId, [this.docker]);
     await removeHomeVolume(this.docker, homeId);
   }
 

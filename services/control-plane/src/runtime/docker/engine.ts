@@ -227,11 +227,15 @@ export function homeVolumeLabels(spec: DesktopSpec, instance: string): Record<st
  * and its owner. Docker copies the image's directory (its files and owner, uid 1000 in a Kasm
  * image) into it when it is first mounted, so a new home is the user's to write.
  */
-export async function ensureHomeVolume(docker: Docker, spec: DesktopSpec, instance: string): Promise<string> {
+export async function ensureHomeVolume(docker: Docker, spec: DesktopSpec, instance: string, driver?: { Name: string; Options: Record<string, string> }): Promise<string> {
   const name = homeVolumeName(spec.home!.id);
   const labels = homeVolumeLabels(spec, instance);
   // Creating a volume that exists returns it (same driver): idempotent across retries and restarts.
-  await docker.createVolume({ Name: name, Labels: labels });
+  try {
+    await docker.createVolume({ Name: name, Labels: labels, ...(driver ? { Driver: driver.Name, DriverOpts: driver.Options } : {}) });
+  } catch (err) {
+    throw new Error(`could not make the home's volume ${name}: ${errorText(err)}`);
+  }
   return name;
 }
 
@@ -263,6 +267,15 @@ export async function removeHomeVolume(docker: Docker, homeId: string): Promise<
     if (code === 409) throw new Error(`home ${homeId} is in use by a container: ${errorText(err)}`);
     throw asEngineError(docker, err);
   }
+}
+
+/** Starts a helper container, waits for it, and resolves with its output (trimmed); rejects on a non-zero exit. */
+export async function runToOutput(container: Docker.Container): Promise<string> {
+  await container.start();
+  const { StatusCode } = (await container.wait()) as { StatusCode: number };
+  const output = demultiplex((await container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer).trim();
+  if (StatusCode !== 0) throw new Error(`helper exited with ${StatusCode}: ${output}`);
+  return output;
 }
 
 /**

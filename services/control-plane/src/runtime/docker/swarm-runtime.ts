@@ -33,7 +33,8 @@ import type { CatalogEntry } from '../../catalog.ts';
 import { parseSize } from '../../sizes.ts';
 import { ensureImage, pinnedImage } from './images.ts';
 import { HEALTH_FILE, parseCidrs, parsePortRange } from './node-guard.ts';
-import type { Availability, DesktopRuntime, DesktopSpec, HomeMount, HomeStatus, RuntimeEvent, RuntimeInstance, RuntimeStatus } from '../types.ts';
+import { DEFAULT_HELPER_IMAGE, homeStorageEnvSpec, optionalHomeStorage, SharedHomes, type HomeStorage } from './shared-homes.ts';
+import { HomeUnreachable, type NodeView, type Availability, type DesktopRuntime, type DesktopSpec, type HomeMount, type HomeStatus, type RuntimeEvent, type RuntimeInstance, type RuntimeStatus } from '../types.ts';
 import {
   asEngineError,
   demultiplex,
@@ -52,6 +53,7 @@ import {
   labelFilters,
   listHomeVolumes,
   removeHomeVolume,
+  runToOutput,
   unreachableMessage,
   upstreamSettingsFromLabels,
 } from './engine.ts';
@@ -87,6 +89,10 @@ export interface SwarmRuntimeOptions {
    * types with a home cannot run here.
    */
   nodeEngines?: NodeEngines;
+  /** Homes on storage every node reaches (HOME_VOLUME_DRIVER, shared-homes.ts): not pinned to a node. */
+  homeStorage?: HomeStorage;
+  /** The image of the helpers that make, size and delete homes' folders there, run on the manager's engine (HOME_HELPER_IMAGE). */
+  homeHelperImage?: string;
   logger?: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
 }
 
@@ -101,6 +107,7 @@ export const swarmEnvSpec = {
   SWARM_NODE_ENGINES: env.custom((raw, name) => parseNodeEngines(raw, name), undefined as NodeEngineSetting | undefined),
   SWARM_NODE_CERT_PATH: env.string(),
   DESKHUB_INSTANCE: instanceSetting,
+  ...homeStorageEnvSpec,
 };
 
 /** SWARM_NODE_ENGINES: one address for every node with `{address}` in it, or `node=address,…` per node. */
@@ -170,6 +177,7 @@ export function swarmRuntimeOptionsFromEnv(source: NodeJS.ProcessEnv = process.e
     proxies: config.SWARM_PROXIES,
     protect: config.SWARM_PROTECT,
     guardImage: config.SWARM_GUARD_IMAGE,
+    ...optionalHomeStorage(config),
     ...(config.SWARM_NODE_ENGINES ? { nodeEngines: nodeEnginesFrom(config.SWARM_NODE_ENGINES, nodeCerts(config.SWARM_NODE_CERT_PATH, source)) } : {}),
   };
 }
@@ -222,7 +230,7 @@ function serviceName(spec: DesktopSpec, instance: string): string {
 }
 
 /** How a type's fields become a service: every field is named here. */
-export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; instance: string; network: string; publishedPort: number; image: string; constraints?: string[] }): Record<string, unknown> {
+export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; instance: string; network: string; publishedPort: number; image: string; constraints?: string[]; homeDriver?: { Name: string; Options: Record<string, string> } }): Record<string, unknown> {
   const type = spec.type;
   const memory = type.memory ? parseSize(type.memory, `${type.id}.memory`) : undefined;
   const nanoCpus = type.cpus ? Math.round(type.cpus * 1e9) : undefined;
@@ -233,8 +241,10 @@ export function swarmServiceSpec(spec: DesktopSpec, options: { name: string; ins
   }
   if (spec.home) {
     // Made by the engine of the node the task lands on, at its first start, with these labels:
-    // the home's node is where its volume is (homeCopies finds it there).
-    mounts.push({ Type: 'volume', Source: homeVolumeName(spec.home.id), Target: spec.home.path, VolumeOptions: { Labels: homeVolumeLabels(spec, options.instance) } });
+    // a local volume's node is where the home is (homeCopies finds it there); a shared driver's
+    // volume on every node names the same storage.
+    const volumeOptions = { Labels: homeVolumeLabels(spec, options.instance), ...(options.homeDriver ? { DriverConfig: options.homeDriver } : {}) };
+    mounts.push({ Type: 'volume', Source: homeVolumeName(spec.home.id), Target: spec.home.path, VolumeOptions: volumeOptions });
   }
   const labels = desktopLabels(spec, options.instance);
   return {
@@ -296,6 +306,7 @@ export class SwarmRuntime implements DesktopRuntime {
   /** Desktops deskhub itself is stopping or removing: their ends are not news. */
   private readonly expected = new ExpectedEnds();
   private readonly watchers = new Set<{ timer: NodeJS.Timeout; read: Promise<void> }>();
+  private readonly shared: SharedHomes | undefined;
 
   constructor(options: SwarmRuntimeOptions = {}) {
     this.docker = options.docker ?? new Docker();
@@ -311,6 +322,12 @@ export class SwarmRuntime implements DesktopRuntime {
     this.orphanNetworkAfterMs = options.orphanNetworkAfterMs ?? 120_000;
     this.nodeEngines = options.nodeEngines;
     this.log = options.logger;
+    this.shared = options.homeStorage ? new SharedHomes(options.homeStorage, { docker: this.docker, image: options.homeHelperImage ?? DEFAULT_HELPER_IMAGE, instance: this.instance }) : undefined;
+  }
+
+  /** Whether this home lives on one node (a local volume), so its desktops are placed there. */
+  private pinned(home: HomeMount | undefined): home is HomeMount {
+    return !!home && !this.shared;
   }
 
   get labelFilters(): string[] {
@@ -458,7 +475,10 @@ export class SwarmRuntime implements DesktopRuntime {
     const swarm = await this.available();
     if (!swarm.ok) return swarm;
     if (!type.image) return { ok: false, reason: `desktop type ${type.id} has no image` };
-    if (type.home && !this.nodeEngines) {
+    if (type.home && this.shared) {
+      const problem = await this.shared.problem().catch((err: unknown) => `the homes' storage could not be checked: ${errorText(err)}`);
+      if (problem) return { ok: false, reason: `desktop type ${type.id} keeps a home: ${problem}` };
+    } else if (type.home && !this.nodeEngines) {
       return { ok: false, reason: `desktop type ${type.id} keeps a home, and homes on a swarm live on one node: set SWARM_NODE_ENGINES so deskhub can find, size, move and delete them on each node` };
     }
     const ready = (await this.nodes()).filter((n) => n.Status.State === 'ready' && (n.Spec?.Availability ?? 'active') === 'active');
@@ -553,7 +573,8 @@ export class SwarmRuntime implements DesktopRuntime {
     await ensureImage(this.docker, spec.type, onEvent);
     const image = spec.type.pullPolicy === 'never' ? ((await this.docker.getImage(spec.type.image!).inspect()) as { Id: string }).Id : await pinnedImage(this.docker, spec.type.image!);
     // A home that lives on a node is placed there, or the create fails saying why: never an empty home elsewhere.
-    const homeNode = spec.home ? await this.homeNode(spec.home, spec.ownerName) : undefined;
+    const homeNode = this.pinned(spec.home) ? await this.homeNode(spec.home, spec.ownerName) : undefined;
+    if (spec.home) await this.shared?.prepare(spec.home.id);
     const constraints = [...guard.constraints, ...(homeNode ? [`node.id==${homeNode.ID}`] : [])];
     const network = await this.ensureNetwork(name, spec);
     onEvent?.({ kind: 'create', message: `creating swarm service from ${spec.type.image} (${image.replace(/^(.*@)?sha256:/, '$1').slice(0, 24)})` });
@@ -561,7 +582,7 @@ export class SwarmRuntime implements DesktopRuntime {
     for (let attempt = 0; attempt < 5 && !service; attempt++) {
       const publishedPort = await this.freePort();
       try {
-        const created = await this.docker.createService(swarmServiceSpec(spec, { name, instance: this.instance, network, publishedPort, image, constraints }) as unknown as Docker.CreateServiceOptions);
+        const created = await this.docker.createService(swarmServiceSpec(spec, { name, instance: this.instance, network, publishedPort, image, constraints, ...(spec.home && this.shared ? { homeDriver: this.shared.driverConfig(spec.home.id) } : {}) }) as unknown as Docker.CreateServiceOptions);
         service = { ID: (created as unknown as { id: string }).id } as SwarmService;
       } catch (err) {
         // 409: another create took the port (or the name) in the meantime; pick again.
@@ -572,7 +593,7 @@ export class SwarmRuntime implements DesktopRuntime {
       }
     }
     try {
-      return await this.waitForTask(service!.ID, onEvent, !!spec.home);
+      return await this.waitForTask(service!.ID, onEvent, this.pinned(spec.home));
     } catch (err) {
       const logs = await this.logs(service!.ID, 20).catch(() => '');
       await this.remove(service!.ID).catch(() => undefined);
@@ -689,16 +710,16 @@ export class SwarmRuntime implements DesktopRuntime {
     try {
       const service = (await this.docker.getService(runtimeId).inspect()) as SwarmService;
       const [task] = await this.tasksOf(runtimeId);
-      if ((service.Spec.Mode?.Replicated?.Replicas ?? 0) === 1 && task && !ENDED.has(task.Status.State)) return await this.waitForTask(runtimeId, undefined, !!home);
+      if ((service.Spec.Mode?.Replicated?.Replicas ?? 0) === 1 && task && !ENDED.has(task.Status.State)) return await this.waitForTask(runtimeId, undefined, this.pinned(home));
       // A task that ended is never restarted: the service goes to no task, then to a new one,
       // placed anew. (Scaled up while its ended task is still there, the orchestrator counts that
       // task's slot as taken and makes none.)
       await this.scaleToNone(runtimeId);
       const current = (await this.docker.getService(runtimeId).inspect()) as SwarmService;
       // Placed where its home lives now (it may have been moved while the desktop was stopped).
-      const homeNode = home ? await this.homeNode(home) : undefined;
+      const homeNode = this.pinned(home) ? await this.homeNode(home) : undefined;
       await this.scale(current, 1, homeNode?.ID);
-      return await this.waitForTask(runtimeId, undefined, !!home);
+      return await this.waitForTask(runtimeId, undefined, this.pinned(home));
     } catch (err) {
       if (engineStatus(err) === 404) throw new Error(`swarm service ${runtimeId.slice(0, 12)} no longer exists`);
       throw asEngineError(this.docker, err);
@@ -894,21 +915,22 @@ export class SwarmRuntime implements DesktopRuntime {
     const recorded = home.location ? nodes.find((n) => n.ID === home.location) : undefined;
     const node = holders[0] ?? recorded;
     if (!node) {
-      if (home.location) throw new Error(`${which} lives on node ${home.location.slice(0, 12)}, which has left the swarm`);
+      if (home.location) throw new HomeUnreachable(`${which} lives on node ${home.location.slice(0, 12)}, which has left the swarm`);
       return undefined;
     }
     const availability = node.Spec?.Availability ?? 'active';
-    if (node.Status.State !== 'ready') throw new Error(`${which} lives on node ${describeNode(node)}, which is ${node.Status.State}`);
-    if (availability !== 'active') throw new Error(`${which} lives on node ${describeNode(node)}, which is ${availability === 'drain' ? 'drained' : availability}`);
+    if (node.Status.State !== 'ready') throw new HomeUnreachable(`${which} lives on node ${describeNode(node)}, which is ${node.Status.State}`);
+    if (availability !== 'active') throw new HomeUnreachable(`${which} lives on node ${describeNode(node)}, which is ${availability === 'drain' ? 'drained' : availability}`);
     if (!holders[0]) {
       const copy = copies.find((c) => c.node.ID === node.ID);
-      if (copy?.state === 'unreachable') throw new Error(`${which} lives on node ${describeNode(node)}, whose engine does not answer (SWARM_NODE_ENGINES)`);
+      if (copy?.state === 'unreachable') throw new HomeUnreachable(`${which} lives on node ${describeNode(node)}, whose engine does not answer (SWARM_NODE_ENGINES)`);
       throw new Error(`${which} should be on node ${describeNode(node)}, which does not have it (its volume ${homeVolumeName(home.id)} was removed outside deskhub)`);
     }
     return node;
   }
 
   async listHomes(): Promise<HomeStatus[]> {
+    if (this.shared) return this.shared.list(this.labelFilters);
     if (!this.nodeEngines) return [];
     const nodes = (await this.nodes()).filter((n) => n.Status.State === 'ready');
     const listed = await Promise.all(
@@ -925,7 +947,23 @@ export class SwarmRuntime implements DesktopRuntime {
     return listed.flat();
   }
 
+  async homeNodes(): Promise<NodeView[]> {
+    if (this.shared) return [];
+    return (await this.nodes()).map((node) => {
+      const state = node.Status.State;
+      const availability = node.Spec?.Availability ?? 'active';
+      return { id: node.ID, name: describeNode(node), state, availability, takesHomes: state === 'ready' && availability === 'active' && !!this.nodeEngines?.(node) };
+    });
+  }
+
   async removeHome(homeId: string): Promise<void> {
+    if (this.shared) {
+      // Every node that ran one of its desktops has a volume object naming the storage: each is
+      // removed where its engine can be asked (SWARM_NODE_ENGINES), the manager's always.
+      const nodes = this.nodeEngines ? (await this.nodes()).filter((n) => n.Status.State === 'ready') : [];
+      const engines = new Set([this.docker, ...nodes.map((n) => this.nodeEngines!(n)).filter((e): e is Docker => !!e)]);
+      return this.shared.remove(homeId, [...engines]);
+    }
     const copies = await this.homeCopies(homeId);
     const found = copies.filter((c) => c.state === 'found');
     for (const { node } of found) await removeHomeVolume(this.nodeEngines!(node)!, homeId);
@@ -942,6 +980,7 @@ export class SwarmRuntime implements DesktopRuntime {
    * original removed. Resolves with the new node's id.
    */
   async moveHome(homeId: string, to: string): Promise<string> {
+    if (this.shared) throw new Error('homes here are on shared storage (HOME_VOLUME_DRIVER), which every node reaches: there is nothing to move');
     const nodes = await this.nodes();
     const target = nodes.find((n) => n.ID === to || n.ID.slice(0, 12) === to || n.Spec?.Labels?.['deskhub.name'] === to);
     if (!target) throw new Error(`no node ${to} in this swarm`);
@@ -1043,15 +1082,6 @@ export function describeNode(node: SwarmNode): string {
  * filesystems, so they are left out).
  */
 const TREE_SUM = "{ find . -printf '%p %y %m %U %G %l\\n' | LC_ALL=C sort; find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum; } | sha256sum | cut -c1-64";
-
-/** Starts a helper container, waits for it, and resolves with its output (trimmed); rejects on a non-zero exit. */
-async function runToOutput(container: Docker.Container): Promise<string> {
-  await container.start();
-  const { StatusCode } = (await container.wait()) as { StatusCode: number };
-  const output = demultiplex((await container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer).trim();
-  if (StatusCode !== 0) throw new Error(`helper exited with ${StatusCode}: ${output}`);
-  return output;
-}
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer!: NodeJS.Timeout;
