@@ -34,7 +34,9 @@ t.setTimeout(900_000);
 const inZone = (id: string, zone: string) => ({ id, name: `Kasm test desktop in zone ${zone}`, extra: ['memory: 128m', `placement: { constraints: [node.labels.zone==${zone}] }`] });
 // With a home: on workers only, since the manager's engine does not stop in this test (a swarm without its manager has no API).
 const withHome = { id: 'with-home', name: 'Kasm test desktop with a home', extra: ['home: { path: /home/kasm-user, scope: user, name: home }', 'placement: { constraints: [node.role==worker] }'] };
-const catalog = swarmCatalog(t, [inZone('in-a', 'a'), inZone('in-b', 'b'), withHome]);
+// The same home, and more memory than any node has: its home's node cannot run it.
+const withHomeBig = { id: 'with-home-big', name: 'Kasm test desktop with a home, too big', extra: ['memory: 64g', 'home: { path: /home/kasm-user, scope: user, name: home }', 'placement: { constraints: [node.role==worker] }'] };
+const catalog = swarmCatalog(t, [inZone('in-a', 'a'), inZone('in-b', 'b'), withHome, withHomeBig]);
 const engineOf = (node: SwarmNode) => new Docker({ socketPath: node.dockerHost.replace(/^unix:\/\//, '') });
 
 interface VolumeJson {
@@ -160,8 +162,8 @@ const settled = (cookie: string, id: string) =>
   }, 120_000, 250);
 
 /** Creates alice's desktop and waits; the node it runs on, and its container there. */
-async function launch(t: Test, cookie: string): Promise<{ desktop: DesktopJson; node?: SwarmNode; container?: string }> {
-  const created = await hub.api<DesktopJson>(cookie, 'POST', '/api/desktops', { type: 'with-home' });
+async function launch(t: Test, cookie: string, type = 'with-home'): Promise<{ desktop: DesktopJson; node?: SwarmNode; container?: string }> {
+  const created = await hub.api<DesktopJson>(cookie, 'POST', '/api/desktops', { type });
   t.equal(created.status, 201, JSON.stringify(created.body));
   const desktop = await settled(cookie, created.body.id);
   if (desktop.state !== 'running') return { desktop };
@@ -194,7 +196,16 @@ t.test("a home stays on its node: kept, refused while the node is down, moved by
   const service = JSON.parse(await swarm.manager.docker(['service', 'inspect', (await hub.runtime.list()).find((s) => s.desktopId === second.desktop.id)!.runtimeId, '--format', '{{json .Spec.TaskTemplate.Placement.Constraints}}']));
   t.ok(service.includes(`node.id==${nodeX.id}`), 'placed there by a constraint, not by chance');
   t.equal(await execIn(engineOf(nodeX), second.container!, ['node', '-e', "process.stdout.write(require('fs').readFileSync('/home/kasm-user/proof.txt','utf8'))"]), 'written on the first desktop', 'and sees the file');
-  t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${second.desktop.id}`)).status, 204);
+  t.equal((await hub.api(alice, 'POST', `/api/desktops/${second.desktop.id}/stop`, {})).status, 200);
+  await until(alice, second.desktop.id, 'the desktop to stop', (v) => v.state === 'stopped');
+
+  // Its node full (a type naming the same home that needs more memory than any node has): it
+  // waits for nothing, the reason names the home and its node.
+  const full = await launch(t, alice, 'with-home-big');
+  t.equal(full.desktop.state, 'failed');
+  t.match(full.desktop.reason, new RegExp(`home "home" of alice lives on node .*${nodeX.id.slice(0, 12)}.*, which cannot run it now: .*insufficient resources`), `a node that cannot run it is named (${full.desktop.reason})`);
+  t.same(full.desktop.homeLost, { offerNewHome: true }, 'and counts as its home being out of reach');
+  t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${full.desktop.id}`)).status, 204);
 
   // Its node's engine stops: no empty home elsewhere, a reason that names both.
   await nodeX.stopEngine();
@@ -204,6 +215,12 @@ t.test("a home stays on its node: kept, refused while the node is down, moved by
   t.match(refused.desktop.reason, new RegExp(`home "home" of alice lives on node .*${nodeX.id.slice(0, 12)}.*, which is down`), `the reason names the home and its node (${refused.desktop.reason})`);
   for (const node of swarm.nodes.filter((n) => n !== nodeX)) t.notOk(await volumeOn(node, home), `no empty home was made on ${node.name}`);
   t.same(refused.desktop.homeLost, { offerNewHome: true }, 'the desktop says its home is lost, and that the operator allows a stand-in (HOME_NODE_LOST)');
+  t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${refused.desktop.id}`)).status, 204);
+  // Starting her stopped desktop fails the same way (its service is kept, stopped).
+  t.equal((await hub.api(alice, 'POST', `/api/desktops/${second.desktop.id}/start`, {})).status, 200);
+  const lost = await until(alice, second.desktop.id, 'the start to fail', (v) => v.state === 'failed');
+  t.match(lost.reason, /lives on node .*, which is down/);
+  t.same(lost.homeLost, { offerNewHome: true });
 
   // In the browser: alice sees why, and starts it with a stand-in home once she has confirmed.
   const browser = await launchChromium();
@@ -212,7 +229,7 @@ t.test("a home stays on its node: kept, refused while the node is down, moved by
   await page.goto(`${hub.base}/`);
   t.ok((await page.request.post(`${hub.base}/auth/dev-login`, { data: { username: 'alice' }, headers: { origin: hub.base } })).ok(), 'alice signs in');
   await page.goto(`${hub.base}/`);
-  const card = page.locator(`[data-desktop-id="${refused.desktop.id}"]`);
+  const card = page.locator(`[data-desktop-id="${second.desktop.id}"]`);
   await card.locator('[data-home-lost]').waitFor({ timeout: 30_000 });
   t.match(await card.locator('.reason').textContent(), new RegExp(`lives on node .*${nodeX.id.slice(0, 12)}`), 'her card says which node holds her home');
   await card.getByRole('button', { name: /Start with a new empty home/ }).click();
@@ -221,17 +238,17 @@ t.test("a home stays on its node: kept, refused while the node is down, moved by
   await dialog.getByRole('button', { name: 'Start with a new empty home' }).click();
   await card.locator('[data-state="running"]').waitFor({ timeout: 120_000 });
   t.pass('the desktop runs, shown live on her card');
-  const standIn = await view(alice, refused.desktop.id);
+  const standIn = await view(alice, second.desktop.id);
   const standInHome = (standIn as DesktopJson & { homeId: string }).homeId;
   t.not(standInHome, home, 'with a home of its own');
   const homes = (await hub.api<Array<VolumeJson & { name: string }>>(alice, 'GET', '/api/volumes')).body;
   t.match(homes.find((h) => h.id === home), { name: 'home' }, 'her home keeps its name, for new desktops once its node is back');
   t.match(homes.find((h) => h.id === standInHome), { name: `home (stand-in for node ${nodeX.id.slice(0, 12)})` }, 'the stand-in is named for the node it stands in for');
-  const events = (await hub.api<Array<{ kind: string; message: string }>>(alice, 'GET', `/api/desktops/${refused.desktop.id}/events`)).body;
+  const events = (await hub.api<Array<{ kind: string; message: string }>>(alice, 'GET', `/api/desktops/${second.desktop.id}/events`)).body;
   t.ok(events.some((e) => e.kind === 'home' && /^alice confirmed starting with the stand-in home/.test(e.message)), 'her confirmation is recorded as an event');
-  const [task] = (await hub.runtime.list()).filter((s) => s.desktopId === refused.desktop.id);
-  t.not(swarm.nodes.find((n) => n.address === task?.upstream?.host)?.id, nodeX.id, 'it runs on another node');
-  t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${refused.desktop.id}`)).status, 204);
+  const [task] = (await hub.runtime.list()).filter((s) => s.desktopId === second.desktop.id);
+  t.not(swarm.nodes.find((n) => n.address === task?.upstream?.host)?.id, nodeX.id, 'it runs on another node (a new service: the stopped one mounted the old home)');
+  t.equal((await hub.api(alice, 'DELETE', `/api/desktops/${second.desktop.id}`)).status, 204);
   t.equal((await hub.api(alice, 'DELETE', `/api/volumes/${standInHome}`)).status, 204, 'and the stand-in is deleted like any home');
   await nodeX.startEngine();
   await waitFor('the node to be back', async () => ((await swarm.manager.docker(['node', 'inspect', nodeX.id, '--format', '{{.Status.State}}'])).trim() === 'ready' ? true : undefined), 90_000, 500);

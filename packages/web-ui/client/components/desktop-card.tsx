@@ -144,9 +144,11 @@ export function DesktopCard({ desktop, actions, admin = false, homeName }: { des
       ) : null}
       {desktop.state === 'failed' && desktop.homeLost ? (
         <p class="note" data-home-lost>
-          {desktop.homeLost.offerNewHome
-            ? 'Your files are safe on that node. Start the desktop again once the node is back, or start it now with a new, empty home.'
-            : 'Your files are safe on that node. Start the desktop again once the node is back, or ask an admin to move the home.'}
+          {admin
+            ? "Its home's files are safe on that node: start it again once the node is back, or move the home to another node under Homes."
+            : desktop.homeLost.offerNewHome
+              ? 'Your files are safe on that node. Start the desktop again once the node is back, or start it now with a new, empty home.'
+              : 'Your files are safe on that node. Start the desktop again once the node is back, or ask an admin to move the home.'}
         </p>
       ) : null}
       {desktop.state === 'running' ? (

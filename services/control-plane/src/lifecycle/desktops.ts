@@ -264,17 +264,25 @@ export class DesktopLifecycle extends EventEmitter<LifecycleEvents> {
     const { row, ownerName } = await this.views.owned(scope, id);
     const lost = (r: DesktopRow) => r.state === 'failed' && r.failure === 'home-unreachable' && r.homeId !== null && r.ownerId !== null;
     if (!lost(row)) throw conflict(`only a desktop that failed because its home's node is lost can start with a new home; this one is ${row.state}`);
-    const replaced = await this.queue.run(id, async () =>
-      this.options.db.transaction(async (tx) => {
+    const replaced = await this.queue.run(id, async () => {
+      const swap = await this.options.db.transaction(async (tx) => {
         await lockHomes(tx);
         const current = await loadDesktop(tx, id);
         if (!current || !lost(current)) throw conflict('the desktop changed meanwhile: it is no longer failed for its home');
-        const swap = await standInHome(tx, this.options, { id: current.ownerId!, username: ownerName }, id, current.homeId!);
-        const where = swap.location ? ` on node ${swap.location.slice(0, 12)}` : '';
-        await this.journal.record(tx, id, 'home', `${by} confirmed starting with the stand-in home "${swap.standIn}": the home "${swap.name}" stays${where} with its files, and new desktops take it again once that node is back`);
-        return swap;
-      }),
-    );
+        const swapped = await standInHome(tx, this.options, { id: current.ownerId!, username: ownerName }, id, current.homeId!);
+        const where = swapped.location ? ` on node ${swapped.location.slice(0, 12)}` : '';
+        await this.journal.record(tx, id, 'home', `${by} confirmed starting with the stand-in home "${swapped.standIn}": the home "${swapped.name}" stays${where} with its files, and new desktops take it again once that node is back`);
+        return { ...swapped, runtimeId: current.runtimeId };
+      });
+      // A stopped instance (its start failed) mounts the old home, fixed when it was made: it is
+      // removed, and the start makes a new one with the stand-in.
+      const runtime = this.options.runtimes.get(row.runtime);
+      if (swap.runtimeId && runtime) {
+        await runtime.remove(swap.runtimeId);
+        await this.options.db.update(desktops).set({ runtimeId: null, upstream: null, updatedAt: new Date() }).where(eq(desktops.id, id));
+      }
+      return swap;
+    });
     this.logger.info({ desktopId: id, owner: row.ownerId, by, home: replaced.name, standIn: replaced.standIn, node: replaced.location }, 'desktop given a stand-in home in place of one on a lost node');
     return this.start(scope, id);
   }

@@ -593,11 +593,13 @@ export class SwarmRuntime implements DesktopRuntime {
       }
     }
     try {
-      return await this.waitForTask(service!.ID, onEvent, this.pinned(spec.home));
+      const pin = homeNode ? { where: `${homeLabel(spec.home!, spec.ownerName)} lives on node ${describeNode(homeNode)}` } : undefined;
+      return await this.waitForTask(service!.ID, onEvent, this.pinned(spec.home), pin);
     } catch (err) {
       const logs = await this.logs(service!.ID, 20).catch(() => '');
       await this.remove(service!.ID).catch(() => undefined);
-      throw new Error(`desktop ${spec.proxyPath} did not start: ${(err as Error).message}${logs ? `; last output: ${logs.trim()}` : ''}`);
+      const message = `desktop ${spec.proxyPath} did not start: ${(err as Error).message}${logs ? `; last output: ${logs.trim()}` : ''}`;
+      throw err instanceof HomeUnreachable ? new HomeUnreachable(message) : new Error(message);
     }
   }
 
@@ -672,7 +674,12 @@ export class SwarmRuntime implements DesktopRuntime {
    * Waits until the service's newest task runs (its upstream), or ended (why, on which node).
    * `withHome`: the desktop mounts a home, whose location (the task's node) comes back with it.
    */
-  private async waitForTask(serviceId: string, onEvent?: (event: RuntimeEvent) => void, withHome = false): Promise<RuntimeInstance> {
+  /**
+   * `pin`: the desktop is placed on its home's node (`where` says which home, which node), so a
+   * task no node can run means that node cannot (full, or the type's own constraints exclude it):
+   * reported as HomeUnreachable, a lost home's node.
+   */
+  private async waitForTask(serviceId: string, onEvent?: (event: RuntimeEvent) => void, withHome = false, pin?: { where: string }): Promise<RuntimeInstance> {
     const deadline = Date.now() + this.startTimeoutMs;
     const started = Date.now();
     let last = '';
@@ -692,7 +699,10 @@ export class SwarmRuntime implements DesktopRuntime {
         if (state === 'running') return { ...(await this.instanceOf(serviceId)), ...(withHome && task.NodeID ? { homeLocation: task.NodeID } : {}) };
         if (ENDED.has(state)) throw new Error(endedReason(task, await this.nodeName(task.NodeID)));
         // Unschedulable (no node fits): it would wait forever.
-        if (state === 'pending' && task.Status.Err && Date.now() - started > 10_000) throw new Error(`no node can run it: ${task.Status.Err}`);
+        if (state === 'pending' && task.Status.Err && Date.now() - started > 10_000) {
+          if (pin) throw new HomeUnreachable(`${pin.where}, which cannot run it now: ${task.Status.Err}`);
+          throw new Error(`no node can run it: ${task.Status.Err}`);
+        }
       }
       await new Promise((r) => setTimeout(r, 250));
     }
@@ -719,7 +729,7 @@ export class SwarmRuntime implements DesktopRuntime {
       // Placed where its home lives now (it may have been moved while the desktop was stopped).
       const homeNode = this.pinned(home) ? await this.homeNode(home) : undefined;
       await this.scale(current, 1, homeNode?.ID);
-      return await this.waitForTask(runtimeId, undefined, this.pinned(home));
+      return await this.waitForTask(runtimeId, undefined, this.pinned(home), homeNode ? { where: `${homeLabel(home!)} lives on node ${describeNode(homeNode)}` } : undefined);
     } catch (err) {
       if (engineStatus(err) === 404) throw new Error(`swarm service ${runtimeId.slice(0, 12)} no longer exists`);
       throw asEngineError(this.docker, err);
@@ -907,7 +917,7 @@ export class SwarmRuntime implements DesktopRuntime {
   private async homeNode(home: HomeMount, owner?: string): Promise<SwarmNode | undefined> {
     const nodes = await this.nodes();
     const copies = await this.homeCopies(home.id, nodes);
-    const which = `home "${home.name ?? home.id}"${owner ? ` of ${owner}` : ''}`;
+    const which = homeLabel(home, owner);
     const holders = copies.filter((c) => c.state === 'found').map((c) => c.node);
     if (holders.length > 1) {
       throw new Error(`${which} is on ${holders.length} nodes (${holders.map(describeNode).join(', ')}): delete the copy that is not wanted (docker volume rm ${homeVolumeName(home.id)} on that node)`);
@@ -1066,6 +1076,11 @@ function endedReason(task: SwarmTask, where: string): string {
   // A container that exited (a failed task says "non-zero exit"); a rejected or orphaned task never ran one.
   const exited = code !== undefined && (state === 'complete' || state === 'shutdown' || (state === 'failed' && /exit/.test(why)));
   return exited ? `exited with code ${code} on ${where}` : `task ${state} on ${where}: ${why}`;
+}
+
+/** A home as reasons name it: `home "home" of alice`. */
+function homeLabel(home: HomeMount, owner?: string): string {
+  return `home "${home.name ?? home.id}"${owner ? ` of ${owner}` : ''}`;
 }
 
 /** A node as people tell nodes apart (hostnames repeat: the test swarm's engines share one). */
