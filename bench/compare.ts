@@ -89,7 +89,8 @@ async function main(): Promise<void> {
     const proxies: { label: string; service: Service; base: string }[] = [];
     const sides = [
       [rev! + (args['old-env'].length ? ` (${args['old-env'].join(' ')})` : ''), oldMain, oldEnv],
-      ['working tree' + (args['new-env'].length ? ` (${args['new-env'].join(' ')})` : ''), undefined, newEnv],
+      // Both through tsx from their sources: the same loader on each side, whatever REV's build was.
+      ['working tree' + (args['new-env'].length ? ` (${args['new-env'].join(' ')})` : ''), path.join(repoRoot, 'services/proxy/src/main.ts'), newEnv],
     ] as const;
     for (const [label, entry, env] of sides) {
       const port = await freePort();

@@ -1,5 +1,5 @@
 /**
- * `pnpm bench`: the same traffic five ways (direct, nginx, configurable-http-proxy, deskhub's
+ * `pnpm bench`: the same traffic six ways (direct, nginx, HAProxy, configurable-http-proxy, deskhub's
  * proxy without and with access control), interleaved in rounds, plus the route-stream and
  * access-token figures only deskhub has. Writes
  * bench/results/latest.{json,md} and timestamped copies. See bench/README.md for each figure.
@@ -7,8 +7,8 @@
  *   pnpm bench                 full run: 3 rounds, 8 s per run, 1,000 and 10,000 idle WebSockets
  *   pnpm bench --quick         every figure briefly (1 round, 2 s runs): proves the harness works
  *   pnpm bench --only pool     the warm pool's figures alone (lib/pool.ts; no proxy targets started)
- *   options: --rounds N  --seconds S  --targets direct,nginx,chp,deskhub,deskhub+auth  --out DIR  --cpu-prof
- *            --skip small,mib,rtt,frames,memory,tls-memory,change,propagation,snapshot,verify,pool  --only (the same names)
+ *   options: --rounds N  --seconds S  --targets direct,nginx,haproxy,chp,deskhub,deskhub+auth  --out DIR  --cpu-prof
+ *            --skip small,mib,rtt,frames,memory,hold,tls-memory,change,propagation,snapshot,verify,pool  --only (the same names)
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -18,12 +18,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnService, type Service } from './lib/child.ts';
 import { replicaAllocator, startDeskhubStream, type DeskhubStream } from './lib/deskhub.ts';
 import {
-  idleSocketMemory, mibBodies, routeChangeWithOpenSockets, smallRequests, wsFrames, wsRoundTrips, type Settings,
+  idleHold, idleSocketMemory, mibBodies, routeChangeWithOpenSockets, settledRss, smallRequests, wsFrames, wsRoundTrips, type Settings,
 } from './lib/figures.ts';
 import { describeMachine, openFileLimit } from './lib/machine.ts';
-import { treeRssBytes } from './lib/proc.ts';
 import { summarizeProfiles } from './lib/profile.ts';
-import { checkTargets, markdown, medians, ratios, updateReadme, type RoundResult, type RunResults } from './lib/report.ts';
+import { checkRoundTwo, checkTargets, markdown, medians, ratios, updateReadme, type RoundResult, type RunResults } from './lib/report.ts';
+import { standingChart } from './lib/chart.ts';
 import { lookupFigures, routePropagation, snapshotLoad, type LoadedSnapshot } from './lib/route-figures.ts';
 import { allTargets, authFigures, startTarget, targetLabels, type Target, type TargetName } from './lib/targets.ts';
 import { benchAccessToken } from '../packages/access-token/bench.ts';
@@ -31,10 +31,10 @@ import { poolFigures, poolMarkdown, type PoolSettings } from './lib/pool.ts';
 import { tlsIdleMemory } from './lib/tls-memory.ts';
 import { checkWrk, runWrk } from './lib/wrk.ts';
 
-const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'tls-memory', 'change', 'propagation', 'snapshot', 'verify', 'pool'] as const;
+const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'hold', 'tls-memory', 'change', 'propagation', 'snapshot', 'verify', 'pool'] as const;
 type FigureName = (typeof figureNames)[number];
 /** Figures measured through the targets: without any of them no target is started. */
-const targetFigures: FigureName[] = ['small', 'mib', 'rtt', 'frames', 'memory', 'change'];
+const targetFigures: FigureName[] = ['small', 'mib', 'rtt', 'frames', 'memory', 'hold', 'change'];
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
 
@@ -93,6 +93,9 @@ const settings: Settings = {
   snapshotSizes: [10, 100_000],
   tlsMemoryRounds: 3,
   tlsMemoryReleaseMs: quick ? 2000 : 12_000,
+  holdSockets: largeCount,
+  holdMs: quick ? 20_000 : 10 * 60_000,
+  holdSampleMs: quick ? 5000 : 60_000,
 };
 // Deployed topology with two proxy replicas, as the soak runs it; the pool interval left at its default.
 const poolSettings: PoolSettings = { claims: quick ? 3 : 20, poolSize: quick ? 3 : 10, replicas: 2, poolIntervalMs: 5000 };
@@ -106,6 +109,9 @@ async function main(): Promise<number> {
   const machine = describeMachine(repoRoot);
   if (targets.includes('nginx') && machine.nginx === 'missing') {
     throw new Error('nginx is not installed: run scripts/ensure-services.sh (Debian package nginx-light)');
+  }
+  if (targets.includes('haproxy') && machine.haproxy === 'missing') {
+    throw new Error('haproxy is not installed: run scripts/ensure-services.sh (Debian package haproxy)');
   }
   const runDir = mkdtempSync(path.join(os.tmpdir(), 'deskhub-bench-'));
   const profileDir = path.join(runDir, 'profiles');
@@ -124,6 +130,7 @@ async function main(): Promise<number> {
     settings,
     targets,
     idleRssBytes: {},
+    memory: {},
     rounds: [],
     routeChange: {},
     snapshot: [],
@@ -183,17 +190,6 @@ async function main(): Promise<number> {
       log(`starting ${targetLabels[name]}`);
       running.set(name, await startTarget(name, ctx));
     }
-    await sleep(1000);
-    // deskhub+auth is the same process as deskhub: its memory is not a separate question.
-    for (const [name, t] of running) if (t.pid && name !== 'deskhub+auth') results.idleRssBytes[name] = treeRssBytes(t.pid);
-    const deskhubPid = running.get('deskhub')?.pid ?? running.get('deskhub+auth')?.pid;
-    if (deskhubPid) results.deskhubAllocator = replicaAllocator(deskhubPid);
-
-    // Node proxies compile their hot paths in the first seconds; every target gets the same warm-up.
-    for (const t of running.values()) {
-      await runWrk({ url: `${t.httpBase}small`, threads: 1, connections: 10, seconds: quick ? 1 : 2, runDir, headers: t.headers });
-    }
-
     const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
       try {
         return await fn();
@@ -204,6 +200,30 @@ async function main(): Promise<number> {
         return undefined;
       }
     };
+
+    // Memory first, from each fresh process: RSS settled before any traffic, then with idle
+    // WebSockets open (figures.ts idleSocketMemory). deskhub+auth is the same process as deskhub:
+    // its memory is not a separate question.
+    for (const [name, t] of running) {
+      if (!t.pid || name === 'deskhub+auth') continue;
+      if (skip.has('memory')) {
+        results.idleRssBytes[name] = await settledRss(t.pid, 1000);
+        continue;
+      }
+      log(`memory: ${targetLabels[name]} fresh, then ${settings.socketCounts.join(' and ')} idle WebSockets`);
+      const m = await attempt(`memory via ${name}`, () => idleSocketMemory(t, settings));
+      if (m) {
+        results.memory[name] = m;
+        results.idleRssBytes[name] = m.baselineRssBytes;
+      }
+    }
+    const deskhubPid = running.get('deskhub')?.pid ?? running.get('deskhub+auth')?.pid;
+    if (deskhubPid) results.deskhubAllocator = replicaAllocator(deskhubPid);
+
+    // Node proxies compile their hot paths in the first seconds; every target gets the same warm-up.
+    for (const t of running.values()) {
+      await runWrk({ url: `${t.httpBase}small`, threads: 1, connections: 10, seconds: quick ? 1 : 2, runDir, headers: t.headers });
+    }
 
     for (let round = 1; targets.length && round <= rounds; round++) {
       // Rotating the order each round spreads slow drift of the machine (other load, heat) over every target.
@@ -222,10 +242,15 @@ async function main(): Promise<number> {
       await each('mib', async (t, r) => void (r.mib = await mibBodies(t, settings, runDir)));
       await each('rtt', async (t, r) => void (r.rtt = await wsRoundTrips(t, settings)));
       await each('frames', async (t, r) => void (r.frames = await wsFrames(t, settings)));
-      await each('memory', async (t, r) => void (r.memory = await idleSocketMemory(t, settings)));
       results.rounds.push({ round, order, results: perTarget });
     }
 
+    const held = running.get('deskhub');
+    if (held && !skip.has('hold')) {
+      log(`${settings.holdSockets} idle WebSockets held through one deskhub replica for ${settings.holdMs / 1000} s, sampled every ${settings.holdSampleMs / 1000} s`);
+      const h = await attempt('idle WebSockets held', () => idleHold(held, settings.holdSockets, settings.holdMs, settings.holdSampleMs));
+      if (h) results.hold = h;
+    }
     if (!skip.has('change')) {
       let n = 0;
       for (const [name, t] of running) {
@@ -283,20 +308,24 @@ async function main(): Promise<number> {
   results.machine.loadAverageEnd = Math.round(os.loadavg()[0]! * 100) / 100;
   const med = medians(results);
   const checks = targets.includes('deskhub') ? checkTargets(results, med) : [];
-  const md = markdown(results, med, checks);
+  const roundTwo = targets.includes('deskhub') ? checkRoundTwo(results, med) : [];
+  const md = markdown(results, med, checks, { roundTwo });
   mkdirSync(outDir, { recursive: true });
-  const json = JSON.stringify({ ...results, medians: med, ratios: ratios(med), targetChecks: checks }, null, 2) + '\n';
+  const json = JSON.stringify({ ...results, medians: med, ratios: ratios(med), targetChecks: checks, roundTwoChecks: roundTwo }, null, 2) + '\n';
   // A run of the pool alone keeps its own files: latest.* stays the last run of the proxy figures.
   const poolOnly = figureNames.every((f) => f === 'pool' || skip.has(f));
   const stamp = `${results.startedAt.slice(0, 19).replace(/:/g, '-')}-${results.mode}${poolOnly ? '-pool' : ''}`;
   const names = [poolOnly ? null : 'latest', results.pool ? 'pool-latest' : null, stamp].filter((n): n is string => n !== null);
+  // The standing at a glance: each target against nginx (lib/chart.ts), beside the tables.
+  const chart = med.nginx ? standingChart(med, targets, `deskhub against nginx, HAProxy and CHP: ${results.mode} run ${results.startedAt.slice(0, 16).replace('T', ' ')} UTC`) : null;
   for (const name of names) {
     writeFileSync(path.join(outDir, `${name}.json`), json);
     writeFileSync(path.join(outDir, `${name}.md`), md + '\n');
+    if (chart && name !== 'pool-latest') writeFileSync(path.join(outDir, `${name}.svg`), chart);
   }
   if (results.mode === 'full' && outDir === path.join(repoRoot, 'bench/results')) {
     const readme = path.join(repoRoot, 'bench/README.md');
-    if (targets.length) updateReadme(readme, markdown(results, med, checks, { pool: false }));
+    if (targets.length) updateReadme(readme, markdown(results, med, checks, { pool: false, roundTwo }));
     if (results.pool) updateReadme(readme, poolMarkdown(results.pool), 'bench:pool');
   }
   process.stdout.write(md + '\n');

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (Debian packages) and starts what the test suite talks to for real:
 # PostgreSQL, Redis (tests start their own redis-server processes), Docker Engine and
-# docker-compose, Chromium, Firefox ESR, nginx and wrk (benchmark harness). Idempotent: does nothing that is already done.
+# docker-compose, Chromium, Firefox ESR, nginx, HAProxy and wrk (benchmark harness). Idempotent: does nothing that is already done.
 # Needs root on Debian 12. The caller (scripts/test.sh) sets TEST_DATABASE_URL; this script makes it valid.
 set -euo pipefail
 
@@ -14,6 +14,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v firefox-esr >/dev/null || need+=(firefox-esr)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+# The strongest proxy a user could put in front of desktops: the benchmark's bar (bench/lib/haproxy.ts).
+command -v haproxy >/dev/null || need+=(haproxy)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 # docker-compose.yml is brought up for real (deploy/test/compose.test.ts) with Debian's Compose 1.29.
@@ -30,6 +32,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # the packages' own start attempts may have started nginx on :80; tests start their own
   (command -v nginx >/dev/null && nginx -s quit 2>/dev/null) || true
+  # and HAProxy's package its service; the benchmark starts its own
+  if [[ " ${need[*]} " == *" haproxy "* ]]; then (service haproxy stop >/dev/null 2>&1 || pkill -x haproxy) || true; fi
 fi
 
 wait_for() { # name, command...

@@ -3,6 +3,7 @@
  * the harness acting as the control plane (the only publisher), and proxy replicas started as
  * separate processes from services/proxy/src/main.ts so their CPU and memory can be read.
  */
+import { buildPackage, compiledPackages } from '../../scripts/build-dist.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { allocatorInUse, createLogger, parseEnvFile, type Allocator } from '../../packages/config/src/index.ts';
@@ -66,7 +67,9 @@ export function benchRoute(routePath: string, upstreamPort: number): Route {
 
 /** `nodeArgs` go before the entry point of every replica (e.g. --cpu-prof). */
 export async function startDeskhubStream(repoRoot: string, runDir: string, nodeArgs: string[] = []): Promise<DeskhubStream> {
-  const main = path.join(repoRoot, 'services/proxy/src/main.ts');
+  // Replicas run as deployed: the compiled proxy (scripts/build-dist.ts), no TypeScript loader.
+  for (const pkg of compiledPackages) buildPackage(pkg, true);
+  const main = path.join(repoRoot, 'services/proxy/dist/main.js');
   const allocatorEnv = deployedAllocatorEnv(repoRoot);
   const redis = await startRedis();
   const logger = createLogger('bench', 'warn');
@@ -95,10 +98,12 @@ export async function startDeskhubStream(repoRoot: string, runDir: string, nodeA
     startReplica(opts) {
       const entry = opts.main ?? main;
       if (!existsSync(entry)) throw new Error(`deskhub: ${entry} does not exist (the proxy is not built)`);
+      // Another version's sources (compare.ts) run through tsx; the built proxy with its packages' dist/.
+      const loader = entry.endsWith('.ts') ? ['--import', 'tsx'] : ['--conditions=deskhub-dist'];
       const service = spawnService({
         name: opts.name,
         command: process.execPath,
-        args: [...nodeArgs, '--import', 'tsx', entry],
+        args: [...nodeArgs, ...loader, entry],
         cwd: repoRoot,
         env: {
           PORT: String(opts.port),

@@ -30,6 +30,10 @@ export interface Settings {
   tlsMemoryRounds: number;
   /** How long RSS is left to fall after the TLS sockets close before it may count as settled, ms. */
   tlsMemoryReleaseMs: number;
+  /** Idle WebSockets held through one deskhub replica, for how long, sampled how often. */
+  holdSockets: number;
+  holdMs: number;
+  holdSampleMs: number;
 }
 
 function wrkErrors(r: WrkResult): number {
@@ -132,42 +136,74 @@ export async function wsFrames(target: Target, s: Settings): Promise<FramesResul
 }
 
 export interface MemoryResult {
-  /** RSS just before the sockets were opened in this round, bytes. */
+  /** RSS of the fresh process (started, its route set up, no traffic yet), settled, bytes. */
   baselineRssBytes: number;
   rssBytes: [number, number];
-  /** (RSS with n open - baseline) / n, bytes. */
+  /** (RSS with n open - fresh RSS) / n, bytes. */
   perSocketBytes: [number, number];
   counts: [number, number];
+  /** deskhub's replicas: V8's used heap at the same three points (its /metrics), bytes. */
+  heapBytes?: [number, number, number];
+  /** How long each of the three readings waited for RSS to settle, ms. */
+  settleMs: [number, number, number];
 }
 
-/** Reads RSS a few times after things settle (`settleMs`) and keeps the median (a GC or an allocation burst moves single readings). */
-export async function settledRss(pid: number, settleMs = 500): Promise<number> {
-  await sleep(settleMs);
+const SETTLE_STEP_MS = 500;
+const SETTLE_READINGS = 6;
+
+/**
+ * RSS once it has stopped moving: after `minWaitMs`, read every 0.5 s until the last six
+ * readings (3 s) all lie within 1% of their median, or `maxWaitMs` passed; that median. A GC,
+ * an allocator returning pages or a burst of allocations moves single readings; a heap still
+ * settling moves the whole window.
+ */
+export async function settledRss(pid: number, minWaitMs = 500, maxWaitMs = 30_000): Promise<number> {
+  return (await settle(pid, minWaitMs, maxWaitMs)).rss;
+}
+
+async function settle(pid: number, minWaitMs: number, maxWaitMs: number): Promise<{ rss: number; waitedMs: number }> {
+  const started = Date.now();
+  await sleep(minWaitMs);
   const readings: number[] = [];
-  for (let i = 0; i < 5; i++) {
+  for (;;) {
     readings.push(treeRssBytes(pid));
-    await sleep(100);
+    const window = readings.slice(-SETTLE_READINGS);
+    const mid = median(window);
+    const steady = window.length === SETTLE_READINGS && window.every((r) => Math.abs(r - mid) <= 0.01 * mid);
+    if (steady || Date.now() - started >= maxWaitMs) return { rss: mid, waitedMs: Date.now() - started };
+    await sleep(SETTLE_STEP_MS);
   }
-  return median(readings);
 }
 
+/**
+ * Memory per idle WebSocket, measured once per target from its fresh process: RSS settled before
+ * any traffic, then with n1 and n2 idle WebSockets open, each settled (settle above). Measured
+ * between two steps of a process that had already carried traffic, the figure read the heap
+ * shrinking in between (deskhub: -94 KiB per socket at 1,000).
+ */
 export async function idleSocketMemory(target: Target, s: Settings): Promise<MemoryResult | null> {
   if (!target.pid) return null;
   const pid = target.pid;
   const [n1, n2] = s.socketCounts;
   const sockets = idleSockets();
   try {
-    const baseline = await settledRss(pid);
+    const heap = async () => (target.heapBytes ? target.heapBytes() : undefined);
+    const fresh = await settle(pid, 1000, 30_000);
+    const heap0 = await heap();
     await sockets.open(`${target.wsBase}idle`, n1);
-    const rss1 = await settledRss(pid);
+    const one = await settle(pid, 1000, 30_000);
+    const heap1 = await heap();
     await sockets.open(`${target.wsBase}idle`, n2 - n1);
-    const rss2 = await settledRss(pid);
+    const two = await settle(pid, 1000, 60_000);
+    const heap2 = await heap();
     if (sockets.closes > 0) throw new Error(`${sockets.closes} idle sockets closed while open`);
     return {
-      baselineRssBytes: baseline,
-      rssBytes: [rss1, rss2],
-      perSocketBytes: [(rss1 - baseline) / n1, (rss2 - baseline) / n2],
+      baselineRssBytes: fresh.rss,
+      rssBytes: [one.rss, two.rss],
+      perSocketBytes: [(one.rss - fresh.rss) / n1, (two.rss - fresh.rss) / n2],
       counts: [n1, n2],
+      ...(heap0 !== undefined && heap1 !== undefined && heap2 !== undefined ? { heapBytes: [heap0, heap1, heap2] as [number, number, number] } : {}),
+      settleMs: [fresh.waitedMs, one.waitedMs, two.waitedMs],
     };
   } finally {
     await sockets.closeAll();
@@ -189,6 +225,7 @@ export interface RouteChangeResult {
 
 const changeHow: Record<string, string> = {
   nginx: 'new location + nginx -s reload',
+  haproxy: 'new backend + reload (SIGUSR2 to the master)',
   chp: 'POST /api/routes',
   deskhub: 'route stream publish (put)',
 };
@@ -208,5 +245,52 @@ export async function routeChangeWithOpenSockets(target: Target, n: number, chan
   } finally {
     await sockets.closeAll();
     await sleep(300);
+  }
+}
+
+export interface HoldResult {
+  sockets: number;
+  /** How long they were held, ms. */
+  heldMs: number;
+  /** One sample per interval from the moment all were open: ms since then, RSS and (deskhub) used heap, bytes. */
+  samples: Array<{ atMs: number; rssBytes: number; heapBytes?: number }>;
+  /** Last RSS sample over the one at the end of the first interval, minus 1 (0.03: grew 3%). */
+  rssGrowth: number;
+  heapGrowth?: number;
+  /** Sockets the proxy closed while they were held (should be 0). */
+  closed: number;
+}
+
+/**
+ * Idle WebSockets held open through one replica for a long while (the full run: 10,000 for 10
+ * minutes), RSS and heap sampled each interval: memory must stay flat once they are open. Growth
+ * is read from the end of the first interval, by when every socket's buffers exist, to the end.
+ */
+export async function idleHold(target: Target, count: number, durationMs: number, sampleMs: number): Promise<HoldResult | null> {
+  if (!target.pid) return null;
+  const pid = target.pid;
+  const sockets = idleSockets();
+  try {
+    await sockets.open(`${target.wsBase}hold`, count);
+    const start = Date.now();
+    const sample = async () => ({ atMs: Date.now() - start, rssBytes: treeRssBytes(pid), ...(target.heapBytes ? { heapBytes: await target.heapBytes() } : {}) });
+    const samples = [await sample()];
+    while (Date.now() - start < durationMs) {
+      await sleep(Math.min(sampleMs, durationMs - (Date.now() - start)));
+      samples.push(await sample());
+    }
+    const from = samples[1] ?? samples[0]!;
+    const to = samples.at(-1)!;
+    return {
+      sockets: count,
+      heldMs: Date.now() - start,
+      samples,
+      rssGrowth: to.rssBytes / from.rssBytes - 1,
+      ...(from.heapBytes && to.heapBytes ? { heapGrowth: to.heapBytes / from.heapBytes - 1 } : {}),
+      closed: sockets.closes,
+    };
+  } finally {
+    await sockets.closeAll();
+    await sleep(500);
   }
 }

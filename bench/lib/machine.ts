@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import { haproxyVersion } from './haproxy.ts';
 
 export interface Machine {
   nproc: number;
@@ -11,6 +12,7 @@ export interface Machine {
   kernel: string;
   node: string;
   nginx: string;
+  haproxy: string;
   wrk: string;
   chp: string;
   redis: string;
@@ -69,6 +71,7 @@ export function describeMachine(repoRoot: string): Machine {
     kernel: os.release(),
     node: process.version,
     nginx: run('sh', ['-c', 'nginx -v 2>&1']).replace(/^nginx version:\s*/, ''),
+    haproxy: haproxyVersion(),
     wrk: (/wrk\s+(\S+)/.exec(run('sh', ['-c', 'wrk -v 2>&1 || true'])) ?? [])[1] ?? 'missing',
     chp,
     redis: (/v=(\S+)/.exec(run('redis-server', ['--version'])) ?? [])[1] ?? 'missing',

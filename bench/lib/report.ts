@@ -3,7 +3,7 @@
  * against direct, nginx and CHP, the proxy issue's targets met or not, as JSON and Markdown.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import type { FramesResult, MemoryResult, MibResult, RouteChangeResult, RttResult, Settings, SmallResult } from './figures.ts';
+import type { FramesResult, HoldResult, MemoryResult, MibResult, RouteChangeResult, RttResult, Settings, SmallResult } from './figures.ts';
 import type { Allocator } from '../../packages/config/src/index.ts';
 import type { Machine } from './machine.ts';
 import type { PropagationResult, SnapshotResult } from './route-figures.ts';
@@ -31,11 +31,15 @@ export interface RunResults {
   targets: TargetName[];
   /** The malloc deskhub's replicas run on, read from the running replica (deploy/allocator.env asks for jemalloc). */
   deskhubAllocator?: Allocator;
-  /** Fresh proxy RSS right after start-up and route set-up, before any traffic, bytes. */
+  /** Fresh proxy RSS right after start-up and route set-up, before any traffic, settled, bytes. */
   idleRssBytes: Partial<Record<TargetName, number>>;
+  /** Idle WebSockets' memory, once per target from its fresh process (figures.ts idleSocketMemory). */
+  memory: Partial<Record<TargetName, MemoryResult>>;
   rounds: { round: number; order: TargetName[]; results: Partial<Record<TargetName, RoundResult>> }[];
   routeChange: Partial<Record<TargetName, RouteChangeResult>>;
   propagation?: PropagationResult;
+  /** Idle WebSockets held through one deskhub replica, memory sampled (figures.ts idleHold). */
+  hold?: HoldResult;
   /** Idle WebSockets to a TLS upstream, opened and closed in rounds (lib/tls-memory.ts). */
   tlsMemory?: TlsMemoryResult;
   snapshot: SnapshotResult[];
@@ -95,6 +99,14 @@ export function medians(results: RunResults): Medians {
       const v = median(values);
       if (Number.isFinite(v)) m[row.key] = v;
     }
+    // Memory is measured once, from the fresh process, not per round.
+    const memory = results.memory?.[t];
+    if (memory) {
+      for (const row of rows(results.settings)) {
+        const v = row.get({ memory });
+        if (v !== undefined && Number.isFinite(v)) m[row.key] = v;
+      }
+    }
     const idle = results.idleRssBytes[t];
     if (idle !== undefined) m.rssIdleMiB = idle / mib;
     out[t] = m;
@@ -108,7 +120,7 @@ export function ratios(med: Medians): Partial<Record<TargetName, Partial<Record<
   for (const [t, m] of Object.entries(med) as [TargetName, Record<string, number>][]) {
     const perRef: Partial<Record<TargetName, Record<string, number>>> = {};
     // deskhub+auth against deskhub is the cost of authorization (issue 5).
-    const refs: TargetName[] = t === 'deskhub+auth' ? ['direct', 'nginx', 'chp', 'deskhub'] : ['direct', 'nginx', 'chp'];
+    const refs: TargetName[] = t === 'deskhub+auth' ? ['direct', 'nginx', 'haproxy', 'chp', 'deskhub'] : ['direct', 'nginx', 'haproxy', 'chp'];
     for (const ref of refs) {
       const r = med[ref];
       if (!r || ref === t) continue;
@@ -127,20 +139,28 @@ export interface TargetCheck {
   met: boolean | null;
 }
 
+/** A list of checks: each a goal, what was measured, and whether it was met (null: not measured). */
+function checker() {
+  const checks: TargetCheck[] = [];
+  const add = (goal: string, value: number | undefined, ref: number | undefined, test: ((v: number, r: number) => boolean) | null, fmt: (v: number, r: number) => string) => {
+    if (value === undefined || ref === undefined || !Number.isFinite(value) || !Number.isFinite(ref)) {
+      checks.push({ goal, measured: 'not measured', met: null });
+    } else {
+      checks.push({ goal, measured: fmt(value, ref), met: test ? test(value, ref) : null });
+    }
+  };
+  return { checks, add };
+}
+
+const times = (v: number, r: number) => `${(v / r).toFixed(2)}x (${round(v)} vs ${round(r)})`;
+
 /** The speed targets of the proxy issue (issue 2), checked against this run. */
 export function checkTargets(results: RunResults, med: Medians): TargetCheck[] {
   const d = med.deskhub;
   const n = med.nginx;
   const c = med.chp;
-  const checks: TargetCheck[] = [];
-  const add = (goal: string, value: number | undefined, ref: number | undefined, test: (v: number, r: number) => boolean, fmt: (v: number, r: number) => string) => {
-    if (value === undefined || ref === undefined || !Number.isFinite(value) || !Number.isFinite(ref)) {
-      checks.push({ goal, measured: 'not measured', met: null });
-    } else {
-      checks.push({ goal, measured: fmt(value, ref), met: test(value, ref) });
-    }
-  };
-  const x = (v: number, r: number) => `${(v / r).toFixed(2)}x (${round(v)} vs ${round(r)})`;
+  const { checks, add } = checker();
+  const x = times;
   add('small requests/s >= 3x CHP', d?.smallRequestsPerSecond, c?.smallRequestsPerSecond, (v, r) => v >= 3 * r, x);
   add('small requests/s >= 0.45x nginx', d?.smallRequestsPerSecond, n?.smallRequestsPerSecond, (v, r) => v >= 0.45 * r, x);
   add('proxy CPU per request <= 60 us', d?.cpuPerRequestUs, 60, (v) => v <= 60, (v) => `${v.toFixed(1)} us`);
@@ -172,6 +192,37 @@ export function checkTargets(results: RunResults, med: Medians): TargetCheck[] {
   return checks;
 }
 
+/**
+ * The raised targets of round two (issue 31), with HAProxy as the bar: ratios within this run,
+ * each met or not. The TLS-upstream figure is reported, not judged (the issue asks for the figure).
+ */
+export function checkRoundTwo(results: RunResults, med: Medians): TargetCheck[] {
+  const d = med.deskhub;
+  const n = med.nginx;
+  const h = med.haproxy;
+  const direct = med.direct;
+  const { checks, add } = checker();
+  const us = (v: number, r: number) => `${round(v)} us vs ${round(r)} us (${(v / r).toFixed(2)}x)`;
+  add('proxy CPU per small request <= 1.3x nginx', d?.cpuPerRequestUs, n?.cpuPerRequestUs, (v, r) => v <= 1.3 * r, times);
+  add('1 MiB bodies MB/s >= 1.5x nginx', d?.mibMegabytesPerSecond, n?.mibMegabytesPerSecond, (v, r) => v >= 1.5 * r, times);
+  add('1 MiB bodies MB/s against HAProxy (reported)', d?.mibMegabytesPerSecond, h?.mibMegabytesPerSecond, null, times);
+  add('WebSocket 64 KiB frames/s >= 0.9x direct', d?.wsFramesPerSecond, direct?.wsFramesPerSecond, (v, r) => v >= 0.9 * r, times);
+  add('WebSocket 64 KiB frames/s ahead of HAProxy', d?.wsFramesPerSecond, h?.wsFramesPerSecond, (v, r) => v > r, times);
+  add('WebSocket round trip p99 <= 1.5x direct', d?.wsRttP99Us, direct?.wsRttP99Us, (v, r) => v <= 1.5 * r, us);
+  add("WebSocket round trip p99 below HAProxy's", d?.wsRttP99Us, h?.wsRttP99Us, (v, r) => v < r, us);
+  const n2 = results.settings.socketCounts[1];
+  add(`memory per idle WebSocket <= 8 KiB, plain upstream (at ${n2}, from the fresh process)`, d?.perSocketN2KiB, 8, (v) => v <= 8, (v) => `${v.toFixed(1)} KiB`);
+  const tm = results.tlsMemory;
+  add(`memory per idle WebSocket, TLS upstream (at ${tm?.count ?? 2000}; reported)`, tm ? tm.perSocketBytes / 1024 : undefined, 0, null, (v) => `${v.toFixed(1)} KiB`);
+  const hold = results.hold;
+  const heldFor = (ms: number) => (ms >= 60_000 ? `${Math.round(ms / 60_000)} min` : `${Math.round(ms / 1000)} s`);
+  const holdGoal = `${hold?.sockets ?? 10000} idle WebSockets held ${heldFor(hold?.heldMs ?? 600_000)} through one replica: RSS and heap grow < 5% after the first interval`;
+  add(holdGoal, hold ? Math.max(hold.rssGrowth, hold.heapGrowth ?? -Infinity) : undefined, 0.05, (v) => v < 0.05 && hold!.closed === 0,
+    () => `RSS ${(hold!.rssGrowth * 100).toFixed(1)}%, heap ${hold!.heapGrowth === undefined ? '—' : `${(hold!.heapGrowth * 100).toFixed(1)}%`}; ${hold!.closed} closed`);
+  add('a fresh replica <= 50 MiB RSS', d?.rssIdleMiB, 50, (v) => v <= 50, (v) => `${v.toFixed(1)} MiB`);
+  return checks;
+}
+
 function round(v: number): string {
   return v >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1);
 }
@@ -182,14 +233,14 @@ function fmt(v: number | undefined, decimals: number): string {
 }
 
 /** `pool: false` leaves the warm pool's section out (the README keeps it in a section of its own). */
-export function markdown(results: RunResults, med: Medians, checks: TargetCheck[], options: { pool?: boolean } = {}): string {
+export function markdown(results: RunResults, med: Medians, checks: TargetCheck[], options: { pool?: boolean; roundTwo?: TargetCheck[] } = {}): string {
   const m = results.machine;
   const t = results.targets;
   const lines: string[] = [];
   lines.push(`### Benchmark ${results.mode} run, ${results.startedAt.slice(0, 16).replace('T', ' ')} UTC`);
   lines.push('');
   lines.push(
-    `Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memoryGiB} GiB, Linux ${m.kernel}; Node ${m.node}; nginx ${m.nginx}; ` +
+    `Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memoryGiB} GiB, Linux ${m.kernel}; Node ${m.node}; nginx ${m.nginx}; HAProxy ${m.haproxy ?? 'not run'}; ` +
       `configurable-http-proxy ${m.chp}; Redis ${m.redis}; wrk ${m.wrk}; open-file limit ${m.openFileLimit}; ` +
       `load average ${m.loadAverageStart} at start, ${m.loadAverageEnd ?? '?'} at end; ` +
       (results.deskhubAllocator ? `deskhub's replicas on ${results.deskhubAllocator === 'jemalloc' ? 'jemalloc (deploy/allocator.env)' : "glibc's malloc (libjemalloc2 missing: not as deployed)"}; ` : '') +
@@ -240,7 +291,7 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
   if (d) {
     lines.push('deskhub relative to the others (value ÷ theirs; above 1 is better for throughput, below 1 is better for latency, CPU and memory):');
     lines.push('');
-    const refs = (['direct', 'nginx', 'chp'] as TargetName[]).filter((r) => med[r]);
+    const refs = (['direct', 'nginx', 'haproxy', 'chp'] as TargetName[]).filter((r) => med[r]);
     lines.push(`| figure | ${refs.map((r) => `÷ ${targetLabels[r]}`).join(' | ')} |`);
     lines.push(`|---|${refs.map(() => '---:').join('|')}|`);
     for (const row of allRows.filter((r) => r.better !== 'info')) {
@@ -275,6 +326,29 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
     lines.push('');
   }
 
+  const memoryOf = Object.entries(results.memory ?? {}) as [TargetName, MemoryResult][];
+  if (memoryOf.length) {
+    const [n1, n2] = results.settings.socketCounts;
+    const waits = memoryOf.map(([x, r]) => `${targetLabels[x]} ${r.settleMs.map((w) => (w / 1000).toFixed(1)).join('/')} s`).join(', ');
+    const heap = results.memory.deskhub?.heapBytes;
+    lines.push(
+      `Memory per idle WebSocket: once per target, from its fresh process (started, route set up, no traffic yet): RSS of its process tree settled (read every 0.5 s until six readings lie within 1% of their median), ` +
+        `then with ${n1} and ${n2} idle WebSockets open, each settled the same way; (RSS open - RSS fresh) / count. Waits to settle (fresh/${n1}/${n2}): ${waits}.` +
+        (heap ? ` deskhub's used V8 heap at the same points: ${heap.map((b) => (b / 1048576).toFixed(1)).join(' / ')} MiB.` : ''),
+    );
+    lines.push('');
+  }
+  const hold = results.hold;
+  if (hold) {
+    const mb = (b: number) => (b / 1048576).toFixed(1);
+    lines.push(
+      `${hold.sockets} idle WebSockets held through one deskhub replica for ${(hold.heldMs / 1000).toFixed(0)} s (${hold.closed} closed by the proxy): ` +
+        `RSS ${hold.samples.map((x) => mb(x.rssBytes)).join(', ')} MiB; heap ${hold.samples.map((x) => (x.heapBytes === undefined ? '—' : mb(x.heapBytes))).join(', ')} MiB ` +
+        `(one sample each ${(results.settings.holdSampleMs / 1000).toFixed(0)} s); growth after the first interval: RSS ${(hold.rssGrowth * 100).toFixed(1)}%` +
+        (hold.heapGrowth === undefined ? '.' : `, heap ${(hold.heapGrowth * 100).toFixed(1)}%.`),
+    );
+    lines.push('');
+  }
   const tm = results.tlsMemory;
   if (tm) {
     const mib = (b: number) => (b / 1048576).toFixed(1);
@@ -310,14 +384,17 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
     lines.push('');
   }
   if (results.pool && options.pool !== false) lines.push(poolMarkdown(results.pool));
-  if (checks.length) {
-    lines.push('Targets from the proxy issue (issue 2):');
+  const table = (title: string, list: TargetCheck[]) => {
+    if (!list.length) return;
+    lines.push(title);
     lines.push('');
     lines.push('| target | measured | met |');
     lines.push('|---|---|---|');
-    for (const c of checks) lines.push(`| ${c.goal} | ${c.measured} | ${c.met === null ? '—' : c.met ? 'yes' : '**no**'} |`);
+    for (const c of list) lines.push(`| ${c.goal} | ${c.measured} | ${c.met === null ? '—' : c.met ? 'yes' : '**no**'} |`);
     lines.push('');
-  }
+  };
+  table('Targets of round two (issue 31), HAProxy the bar:', options.roundTwo ?? []);
+  table('Targets from the proxy issue (issue 2):', checks);
   const wrkErrors = t.flatMap((x) =>
     results.rounds.flatMap((r) => {
       const rr = r.results[x];

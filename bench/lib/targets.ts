@@ -1,5 +1,5 @@
 /**
- * The ways the same traffic reaches the upstream: direct, nginx, configurable-http-proxy,
+ * The ways the same traffic reaches the upstream: direct, nginx, HAProxy, configurable-http-proxy,
  * deskhub's proxy, and deskhub's proxy with access control on (every request carries a valid
  * access cookie, so its figures show what authorization costs). Each target exposes the upstream under a URL prefix, names the process
  * whose CPU and memory are measured, and can make an unrelated route change (for the figure
@@ -10,20 +10,22 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { freePort, httpGet, portOpen, spawnService, waitUntil, type Service } from './child.ts';
 import { nginxArgs, reloadNginx, writeNginxConf, type NginxConfig } from './nginx.ts';
+import { haproxyArgs, writeHaproxyConf, type HaproxyConfig } from './haproxy.ts';
 import type { DeskhubStream } from './deskhub.ts';
 import { openFileLimit } from './machine.ts';
 import { ACCESS_COOKIE_NAME, createSigner, generateKeyPair } from '../../packages/access-token/src/index.ts';
 import { BENCH_OWNER } from './deskhub.ts';
 import { openSocket } from './ws-load.ts';
 
-export type TargetName = 'direct' | 'nginx' | 'chp' | 'deskhub' | 'deskhub+auth';
-export const allTargets: TargetName[] = ['direct', 'nginx', 'chp', 'deskhub', 'deskhub+auth'];
+export type TargetName = 'direct' | 'nginx' | 'haproxy' | 'chp' | 'deskhub' | 'deskhub+auth';
+export const allTargets: TargetName[] = ['direct', 'nginx', 'haproxy', 'chp', 'deskhub', 'deskhub+auth'];
 /** deskhub+auth only answers the question "what does authorization cost": the figures where it can matter. */
 export const authFigures = ['small', 'mib', 'rtt'] as const;
 
 export const targetLabels: Record<TargetName, string> = {
   direct: 'direct',
   nginx: 'nginx (1 worker)',
+  haproxy: 'HAProxy (1 thread)',
   chp: 'configurable-http-proxy',
   deskhub: 'deskhub proxy',
   'deskhub+auth': 'deskhub proxy + auth',
@@ -40,6 +42,8 @@ export interface Target {
   pid: number | null;
   /** Adds a route to another upstream and resolves once this target serves it. */
   changeRoute(n: number): Promise<void>;
+  /** deskhub's replicas: V8's used heap, from the replica's /metrics. */
+  heapBytes?(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -80,12 +84,38 @@ async function startDirect(ctx: TargetContext): Promise<Target> {
   };
 }
 
-async function startNginx(ctx: TargetContext): Promise<Target> {
+/**
+ * A proxy run from a configuration file of locations (nginx, HAProxy): checked installed, started
+ * on the bench route, and a route change is a new location and the proxy's own graceful reload.
+ */
+async function startConfigured<C extends { port: number; locations: Array<{ prefix: string; upstreamPort: number }> }>(
+  ctx: TargetContext,
+  proxy: { name: 'nginx' | 'haproxy'; label: string; package: string; conf: C; write(conf: C): void; args(conf: C): string[]; reload(conf: C, service: Service): void },
+): Promise<Target> {
   try {
-    execFileSync('nginx', ['-v'], { stdio: 'ignore' });
+    execFileSync(proxy.name, ['-v'], { stdio: 'ignore' });
   } catch {
-    throw new Error('nginx is not installed: run scripts/ensure-services.sh (Debian package nginx-light)');
+    throw new Error(`${proxy.name} is not installed: run scripts/ensure-services.sh (Debian package ${proxy.package})`);
   }
+  const { conf } = proxy;
+  proxy.write(conf);
+  const service = spawnService({ name: proxy.name, command: proxy.name, args: proxy.args(conf), logDir: ctx.runDir });
+  const b = bases(conf.port, '/desktop/bench/');
+  await waitUntil(service, `${proxy.label} serving the bench route`, async () => (await httpGet(`${b.httpBase}small`)).status === 200);
+  return {
+    name: proxy.name,
+    ...b,
+    pid: service.pid,
+    async changeRoute(n) {
+      conf.locations.push({ prefix: `/desktop/other-${n}/`, upstreamPort: ctx.upstreamPort });
+      proxy.reload(conf, service);
+      await waitServed(service, `http://127.0.0.1:${conf.port}/desktop/other-${n}/small`);
+    },
+    stop: () => service.stop(),
+  };
+}
+
+async function startNginx(ctx: TargetContext): Promise<Target> {
   const conf: NginxConfig = {
     dir: path.join(ctx.runDir, 'nginx'),
     port: await freePort(),
@@ -95,21 +125,30 @@ async function startNginx(ctx: TargetContext): Promise<Target> {
     fileLimit: openFileLimit('hard'),
     locations: [{ prefix: '/desktop/bench/', upstreamPort: ctx.upstreamPort }],
   };
-  writeNginxConf(conf);
-  const service = spawnService({ name: 'nginx', command: 'nginx', args: nginxArgs(conf), logDir: ctx.runDir });
-  const b = bases(conf.port, '/desktop/bench/');
-  await waitUntil(service, 'nginx serving the bench route', async () => (await httpGet(`${b.httpBase}small`)).status === 200);
-  return {
-    name: 'nginx',
-    ...b,
-    pid: service.pid,
-    async changeRoute(n) {
-      conf.locations.push({ prefix: `/desktop/other-${n}/`, upstreamPort: ctx.upstreamPort });
-      reloadNginx(conf);
-      await waitServed(service, `http://127.0.0.1:${conf.port}/desktop/other-${n}/small`);
-    },
-    stop: () => service.stop(),
+  return startConfigured(ctx, { name: 'nginx', label: 'nginx', package: 'nginx-light', conf, write: writeNginxConf, args: nginxArgs, reload: reloadNginx });
+}
+
+async function startHaproxy(ctx: TargetContext): Promise<Target> {
+  const conf: HaproxyConfig = {
+    dir: path.join(ctx.runDir, 'haproxy'),
+    port: await freePort(),
+    connections: ctx.maxSockets + 512,
+    fileLimit: openFileLimit('hard'),
+    locations: [{ prefix: '/desktop/bench/', upstreamPort: ctx.upstreamPort }],
   };
+  return startConfigured(ctx, {
+    name: 'haproxy',
+    label: 'HAProxy',
+    package: 'haproxy',
+    conf,
+    write: writeHaproxyConf,
+    args: haproxyArgs,
+    // Master-worker reload: a new worker takes new connections; the old one keeps its WebSockets.
+    reload: (c, service) => {
+      writeHaproxyConf(c);
+      process.kill(service.pid, 'SIGUSR2');
+    },
+  });
 }
 
 async function startChp(ctx: TargetContext): Promise<Target> {
@@ -164,12 +203,21 @@ async function startDeskhub(ctx: TargetContext): Promise<Target> {
     name: 'deskhub',
     ...b,
     pid: service.pid,
+    heapBytes: () => replicaHeapBytes(metricsPort),
     async changeRoute(n) {
       await stream.put(`other-${n}`, ctx.upstreamPort);
       await waitServed(service, `http://127.0.0.1:${port}/desktop/other-${n}/small`);
     },
     stop: () => service.stop(),
   };
+}
+
+/** A replica's used V8 heap, from its Prometheus metrics (prom-client's default metrics). */
+export async function replicaHeapBytes(metricsPort: number): Promise<number> {
+  const text = (await httpGet(`http://127.0.0.1:${metricsPort}/metrics`)).body;
+  const m = /^deskhub_proxy_nodejs_heap_size_used_bytes\s+(\d+(?:\.\d+)?(?:e\+?\d+)?)/m.exec(text);
+  if (!m) throw new Error('the replica\'s /metrics has no deskhub_proxy_nodejs_heap_size_used_bytes');
+  return Number(m[1]);
 }
 
 /**
@@ -237,6 +285,8 @@ export async function startTarget(name: TargetName, ctx: TargetContext): Promise
       return startDirect(ctx);
     case 'nginx':
       return startNginx(ctx);
+    case 'haproxy':
+      return startHaproxy(ctx);
     case 'chp':
       return startChp(ctx);
     case 'deskhub':

@@ -8,9 +8,12 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { nginxConf } from '../lib/nginx.ts';
+import { haproxyConf, haproxyMaxconn } from '../lib/haproxy.ts';
 import { median, percentile } from '../lib/stats.ts';
 
 const repoRoot = path.resolve(import.meta.dirname, '../..');
+// Quick mode still settles every target's memory and holds idle WebSockets for 20 s: past tap's 300 s under CI load.
+t.setTimeout(900_000);
 
 t.test('percentiles are nearest-rank and medians ignore non-finite values', async (t) => {
   const samples = Array.from({ length: 100 }, (_, i) => i + 1);
@@ -32,7 +35,18 @@ t.test('nginx is configured like a desktop proxy', async (t) => {
   t.match(conf, /pid \/tmp\/x\/nginx\.pid;/);
 });
 
-t.test('pnpm bench --quick measures every figure for every target', { timeout: 400_000 }, async (t) => {
+t.test('HAProxy is configured like a desktop proxy, within the open-file limit', async (t) => {
+  const conf = haproxyConf({ dir: '/tmp/x', port: 1234, connections: 10_512, fileLimit: 20_000, locations: [{ prefix: '/desktop/bench/', upstreamPort: 4321 }] });
+  t.match(conf, /nbthread 1\n/, 'one thread, as nginx has one worker');
+  t.match(conf, /http-reuse always/, 'upstream connections reused');
+  t.match(conf, /http-request replace-path \^\/desktop\/bench\/\(\.\*\) \/\\1/, 'the prefix stripped in the backend');
+  t.match(conf, /timeout tunnel 3600s/, 'WebSockets (tunnels) outlive the run');
+  t.match(conf, /use_backend b0 if \{ path_beg \/desktop\/bench\/ \}/);
+  t.equal(haproxyMaxconn({ connections: 10_512, fileLimit: 20_000 }), 9872, 'maxconn: two descriptors per connection under the hard limit');
+  t.equal(haproxyMaxconn({ connections: 1_000, fileLimit: 20_000 }), 1000, 'or what the run needs');
+});
+
+t.test('pnpm bench --quick measures every figure for every target', { timeout: 600_000 }, async (t) => {
   const out = mkdtempSync(path.join(os.tmpdir(), 'deskhub-bench-test-'));
   t.teardown(() => rmSync(out, { recursive: true, force: true }));
   // tap's process-info hook adds itself to NODE_OPTIONS of every process spawned from here; through
@@ -49,7 +63,8 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 4
   t.same(r.errors, [], 'no figure failed');
   t.equal(r.mode, 'quick');
   t.ok(r.machine.nproc >= 1 && r.machine.node === process.version && r.machine.nginx !== 'missing', 'machine described');
-  t.same(r.targets, ['direct', 'nginx', 'chp', 'deskhub', 'deskhub+auth']);
+  t.same(r.targets, ['direct', 'nginx', 'haproxy', 'chp', 'deskhub', 'deskhub+auth']);
+  t.ok(r.machine.haproxy !== 'missing', 'HAProxy described');
   // deskhub+auth measures only what authorization can change, each figure with the cookie (the
   // harness refuses to start it unless a request without the cookie is refused).
   const auth = r.medians['deskhub+auth'];
@@ -70,6 +85,7 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 4
     if (target === 'direct') continue;
     for (const key of ['cpuPerRequestUs', 'rssIdleMiB', 'rssN2MiB']) t.ok(m[key] > 0, `${target}: ${key} measured`);
     t.ok(Number.isFinite(m.perSocketN2KiB), `${target}: memory per socket measured`);
+    t.ok(r.memory[target].baselineRssBytes === r.idleRssBytes[target], `${target}: memory measured from the fresh process`);
     const change = r.routeChange[target];
     t.equal(change.sockets, 1000, `${target}: route change measured with 1000 sockets open`);
     t.ok(change.dropped + change.echoedAfter >= 0 && change.echoedAfter <= change.sockets, `${target}: route change counted`);
@@ -84,6 +100,11 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 4
   t.equal(r.tlsMemory.allocator, 'jemalloc', 'the replica ran as deployed, on jemalloc (deploy/allocator.env)');
   t.equal(r.deskhubAllocator, 'jemalloc', "deskhub's replicas ran on jemalloc");
   t.ok(r.targetChecks.length >= 12, 'the targets checked, the TLS-upstream memory ones included');
+  t.ok(r.roundTwoChecks.length >= 10 && r.roundTwoChecks.every((c: { measured: string }) => c.measured !== 'not measured'), "round two's targets checked, every one measured");
+  t.ok(r.hold.samples.length >= 4 && r.hold.closed === 0 && r.hold.samples.every((s: { heapBytes?: number }) => s.heapBytes! > 0), 'idle WebSockets held, RSS and heap sampled');
+  const svg = readFileSync(path.join(out, 'latest.svg'), 'utf8');
+  t.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/, 'the standing chart is drawn');
+  for (const label of ['HAProxy (1 thread)', 'configurable-http-proxy', 'deskhub proxy', 'small requests/s', 'memory per idle WebSocket']) t.match(svg, label);
   // The warm pool (lib/pool.ts): the process runtime always, Docker when the engine and image are here.
   type PoolRuntime = { runtime: string; pooled: { samplesMs: number[]; p99Ms: number }; cold: { samplesMs: number[] }; burst: { claims: number; fromPool: number; refillFromFirstPostMs: number }; pooledNotClaimed: number };
   const pool = r.pool as { runtimes: PoolRuntime[]; notMeasured: string[] };
@@ -98,7 +119,9 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 4
   }
 
   const md = readFileSync(path.join(out, 'latest.md'), 'utf8');
-  t.match(md, '| figure | direct | nginx (1 worker) | configurable-http-proxy | deskhub proxy | deskhub proxy + auth |');
+  t.match(md, '| figure | direct | nginx (1 worker) | HAProxy (1 thread) | configurable-http-proxy | deskhub proxy | deskhub proxy + auth |');
+  t.match(md, 'Targets of round two (issue 31)');
+  t.match(md, /Memory per idle WebSocket: once per target, from its fresh process/);
   t.match(md, '| figure | deskhub proxy | deskhub proxy + auth | + auth ÷ without |');
   t.match(md, /\| verify, cold [^|]*\| [\d,]+ \|/);
   t.match(md, /Machine: \d+ cores/);

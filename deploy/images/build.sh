@@ -373,13 +373,15 @@ build_deskhub() {
   command -v git >/dev/null && git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 \
     || { log "building $image needs git and a git checkout (the image holds the files git tracks)"; exit 1; }
   # The web UI is served from its build (packages/web-ui/dist); its sources stay out of the image.
-  (cd "$repo" && node --import tsx packages/web-ui/src/build-cli.ts --if-stale) >&2
+  # The services run compiled (scripts/build-dist.ts: each package's dist/, the web UI's dist-server/).
+  (cd "$repo" && node --import tsx packages/web-ui/src/build-cli.ts --if-stale && node --import tsx scripts/build-dist.ts --if-stale) >&2
+  local compiled=(packages/config/dist packages/route-stream/dist packages/access-token/dist packages/demo-desktop/dist packages/web-ui/dist-server services/proxy/dist services/control-plane/dist)
   local files=()
   mapfile -d '' files < <(git -C "$repo" ls-files -z -- "${deskhub_sources[@]}")
   hash=$( {
     recipe_hash "$suite ${deskhub_packages[*]} $apt_sources"
     sha256sum "$node" | cut -c1-64
-    (cd "$repo" && sha256sum "${files[@]}" && find packages/web-ui/dist -type f -print0 | sort -z | xargs -0 sha256sum)
+    (cd "$repo" && sha256sum "${files[@]}" && find packages/web-ui/dist "${compiled[@]}" -type f -print0 | sort -z | xargs -0 sha256sum)
   } | sha256sum | cut -c1-64)
   up_to_date "$image" "$hash" && return 0
   need_rootfs_tools "$image"
@@ -393,6 +395,8 @@ build_deskhub() {
   mkdir -p "$app/packages/web-ui"
   (cd "$repo" && printf '%s\0' "${files[@]}" | tar --null -T - -cf -) | tar -C "$app" -xf -
   cp -a "$repo/packages/web-ui/dist" "$app/packages/web-ui/dist"
+  local dir
+  for dir in "${compiled[@]}"; do cp -a "$repo/$dir" "$app/$dir"; done
   local pnpm=(npx -y pnpm@10) install_log="$root.pnpm.log"
   if ! (cd "$app" && COREPACK_ENABLE_STRICT=0 "${pnpm[@]}" install --prod --frozen-lockfile --ignore-scripts --offline) >"$install_log" 2>&1; then
     log "pnpm's store lacks some packages; installing from the npm registry"
@@ -403,7 +407,7 @@ build_deskhub() {
   chown -R root:root "$app"
   import_rootfs "$root" "$image" deskhub "$hash" \
     'ENTRYPOINT ["/usr/bin/tini", "--"]' \
-    'CMD ["node", "--import", "tsx", "services/proxy/src/main.ts"]' \
+    'CMD ["node", "--conditions=deskhub-dist", "services/proxy/dist/main.js"]' \
     'WORKDIR /opt/deskhub' \
     'USER deskhub' \
     'EXPOSE 8080'
