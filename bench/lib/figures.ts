@@ -259,6 +259,9 @@ export interface HoldResult {
   heapGrowth?: number;
   /** Sockets the proxy closed while they were held (should be 0). */
   closed: number;
+  /** Those closes by code and reason, and when (ms since the first socket opened): the first and the last. */
+  closeCodes?: Record<string, number>;
+  closedBetweenMs?: [number, number];
 }
 
 /**
@@ -288,6 +291,7 @@ export async function idleHold(target: Target, count: number, durationMs: number
       rssGrowth: to.rssBytes / from.rssBytes - 1,
       ...(from.heapBytes && to.heapBytes ? { heapGrowth: to.heapBytes / from.heapBytes - 1 } : {}),
       closed: sockets.closes,
+      ...(sockets.closes > 0 ? { closeCodes: sockets.closeCodes, closedBetweenMs: [Math.min(...sockets.closedAtMs), Math.max(...sockets.closedAtMs)] as [number, number] } : {}),
     };
   } finally {
     await sockets.closeAll();

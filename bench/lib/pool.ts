@@ -76,6 +76,11 @@ export interface PoolRuntimeResult {
     refillStartedMs: number[];
     refillReadyMs: number[];
   };
+  /**
+   * `claims` creates of the cold type at once (issue 31: create→running, 20 one at a time and 20
+   * at once): each one's create→running; none of them can be a claim.
+   */
+  coldBurst: Series;
   /** Pooled creates that were not claims (should be 0: the pool was full before each). */
   pooledNotClaimed: number;
   /** Events saying a replica did not confirm a route in time (should be 0). */
@@ -403,6 +408,13 @@ async function measureRuntime(topo: PoolTopology, runtime: PoolRuntime, settings
   log(`pool (${runtime}): refilled ${(refill / 1000).toFixed(1)} s after the first POST of the burst`);
   for (const c of burst) await remove(c.id);
 
+  // As many cold creates at once as were made one at a time: what a morning rush costs without a pool.
+  await poolFull(admin, pooledType, settings.poolSize);
+  log(`pool (${runtime}): ${settings.claims} cold creates at once`);
+  const coldBurst = await Promise.all(Array.from({ length: settings.claims }, (_, i) => timedCreate(user, coldType, `rush-${i + 1}`)));
+  log(`pool (${runtime}): cold rush running after median ${median(coldBurst.map((c) => c.runningMs)).toFixed(0)} ms, slowest ${Math.max(...coldBurst.map((c) => c.runningMs)).toFixed(0)} ms`);
+  for (const c of coldBurst) await remove(c.id);
+
   return {
     runtime,
     desktop: runtime === 'docker' ? `${DOCKER_IMAGE} container` : 'busybox httpd process',
@@ -417,8 +429,9 @@ async function measureRuntime(topo: PoolTopology, runtime: PoolRuntime, settings
       refillStartedMs,
       refillReadyMs,
     },
+    coldBurst: series(coldBurst),
     pooledNotClaimed: pooled.filter((c) => !c.claimed).length,
-    laggingReplicaNotes: [...pooled, ...cold, ...burst].reduce((n, c) => n + c.lagging, 0),
+    laggingReplicaNotes: [...pooled, ...cold, ...burst, ...coldBurst].reduce((n, c) => n + c.lagging, 0),
   };
 }
 
@@ -489,6 +502,13 @@ export function poolMarkdown(p: PoolResult): string {
         `and were ready at ${b.refillReadyMs.map((v) => (v / 1000).toFixed(1)).join(', ')} s.` +
         (r.pooledNotClaimed ? ` **${r.pooledNotClaimed} pooled creates were not claims.**` : '') +
         (r.laggingReplicaNotes ? ` **${r.laggingReplicaNotes} route changes not confirmed by every replica in time.**` : ''),
+    );
+  }
+  for (const r of p.runtimes) {
+    const c = r.coldBurst;
+    if (!c) continue;
+    lines.push(
+      `Cold, ${c.samplesMs.length} at once (${r.runtime}): create→running median ${f(c.medianMs)}, p99 ${f(c.p99Ms)} (one at a time: median ${f(r.cold.medianMs)}, p99 ${f(r.cold.p99Ms)}); POST answered after median ${f(c.answeredMedianMs)}.`,
     );
   }
   for (const n of p.notMeasured) lines.push(`Not measured: ${n}.`);

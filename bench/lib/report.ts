@@ -342,7 +342,9 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
   if (hold) {
     const mb = (b: number) => (b / 1048576).toFixed(1);
     lines.push(
-      `${hold.sockets} idle WebSockets held through one deskhub replica for ${(hold.heldMs / 1000).toFixed(0)} s (${hold.closed} closed by the proxy): ` +
+      `${hold.sockets} idle WebSockets held through one deskhub replica for ${(hold.heldMs / 1000).toFixed(0)} s (${hold.closed} closed` +
+        (hold.closeCodes ? `: ${Object.entries(hold.closeCodes).map(([k, v]) => `${v} with ${k}`).join(', ')}, between ${((hold.closedBetweenMs?.[0] ?? 0) / 1000).toFixed(1)} and ${((hold.closedBetweenMs?.[1] ?? 0) / 1000).toFixed(1)} s after the first opened` : '') +
+        `): ` +
         `RSS ${hold.samples.map((x) => mb(x.rssBytes)).join(', ')} MiB; heap ${hold.samples.map((x) => (x.heapBytes === undefined ? '—' : mb(x.heapBytes))).join(', ')} MiB ` +
         `(one sample each ${(results.settings.holdSampleMs / 1000).toFixed(0)} s); growth after the first interval: RSS ${(hold.rssGrowth * 100).toFixed(1)}%` +
         (hold.heapGrowth === undefined ? '.' : `, heap ${(hold.heapGrowth * 100).toFixed(1)}%.`),

@@ -107,6 +107,9 @@ export interface IdleSockets {
   readonly sockets: WebSocket[];
   /** Sockets that closed since they were opened, other than by closeAll (should stay 0). */
   readonly closes: number;
+  /** Those closes by code and reason ("1006 ", "1001 going away"), and when each happened (ms since the first open). */
+  readonly closeCodes: Record<string, number>;
+  readonly closedAtMs: number[];
   /** Opens `n` more sockets, `concurrency` handshakes at a time, and keeps them idle. */
   open(url: string, n: number, concurrency?: number): Promise<void>;
   /** Sends one small message on every socket and resolves with how many echoed it back. */
@@ -118,19 +121,28 @@ export function idleSockets(): IdleSockets {
   const sockets: WebSocket[] = [];
   let closes = 0;
   let closing = false;
+  const closeCodes: Record<string, number> = {};
+  const closedAtMs: number[] = [];
+  const since = Date.now();
   return {
     sockets,
     get closes() {
       return closes;
     },
+    closeCodes,
+    closedAtMs,
     async open(url, n, concurrency = 200) {
       let started = 0;
       const worker = async () => {
         while (started < n) {
           started++;
           const ws = await openSocket(url);
-          ws.once('close', () => {
-            if (!closing) closes++;
+          ws.once('close', (code: number, reason: Buffer) => {
+            if (closing) return;
+            closes++;
+            const key = `${code} ${reason.toString()}`.trim();
+            closeCodes[key] = (closeCodes[key] ?? 0) + 1;
+            closedAtMs.push(Date.now() - since);
           });
           sockets.push(ws);
         }

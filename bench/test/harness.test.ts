@@ -106,7 +106,7 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 6
   t.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/, 'the standing chart is drawn');
   for (const label of ['HAProxy (1 thread)', 'configurable-http-proxy', 'deskhub proxy', 'small requests/s', 'memory per idle WebSocket']) t.match(svg, label);
   // The warm pool (lib/pool.ts): the process runtime always, Docker when the engine and image are here.
-  type PoolRuntime = { runtime: string; pooled: { samplesMs: number[]; p99Ms: number }; cold: { samplesMs: number[] }; burst: { claims: number; fromPool: number; refillFromFirstPostMs: number }; pooledNotClaimed: number };
+  type PoolRuntime = { runtime: string; pooled: { samplesMs: number[]; p99Ms: number }; cold: { samplesMs: number[] }; coldBurst: { samplesMs: number[]; p99Ms: number }; burst: { claims: number; fromPool: number; refillFromFirstPostMs: number }; pooledNotClaimed: number };
   const pool = r.pool as { runtimes: PoolRuntime[]; notMeasured: string[] };
   t.ok(pool.runtimes.some((p) => p.runtime === 'process'), 'warm pool measured on the process runtime');
   t.equal(pool.runtimes.length + pool.notMeasured.length, 2, 'Docker measured, or said why not');
@@ -115,6 +115,7 @@ t.test('pnpm bench --quick measures every figure for every target', { timeout: 6
     t.equal(p.cold.samplesMs.length, 3, `${p.runtime}: 3 cold creates`);
     t.equal(p.pooledNotClaimed, 0, `${p.runtime}: every pooled create was a claim`);
     t.equal(p.burst.fromPool, p.burst.claims, `${p.runtime}: the burst claimed from the pool`);
+    t.ok(p.coldBurst.samplesMs.length === 3 && p.coldBurst.p99Ms > 0, `${p.runtime}: 3 cold creates at once measured`);
     t.ok(p.pooled.p99Ms > 0 && p.burst.refillFromFirstPostMs > 0, `${p.runtime}: create→running and refill measured`);
   }
 
