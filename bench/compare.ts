@@ -12,7 +12,8 @@
  *
  * Same set-up as `pnpm bench` (bench/lib/deskhub.ts): one Redis, the route stream, bench/upstream.ts.
  * REV's services/proxy is extracted with `git archive` into a temp tree that uses this checkout's
- * node_modules. Options: --rounds N (7), --seconds S (5), and --old-env / --new-env KEY=VALUE
+ * node_modules. Both sides run through tsx; --compiled runs the working tree's compiled dist/ instead (as
+ * deployed). Options: --rounds N (7), --seconds S (5), and --old-env / --new-env KEY=VALUE
  * (repeatable) to start one side with other environment, e.g. the same revision under two
  * allocators: `bench:compare HEAD --old-env LD_PRELOAD= --new-env MALLOC_CONF=dirty_decay_ms:0`.
  */
@@ -34,6 +35,7 @@ const { values: args, positionals } = parseArgs({
     rounds: { type: 'string', default: '7' },
     seconds: { type: 'string', default: '5' },
     'old-env': { type: 'string', multiple: true, default: [] },
+    compiled: { type: 'boolean', default: false },
     'new-env': { type: 'string', multiple: true, default: [] },
   },
   allowPositionals: true,
@@ -42,7 +44,7 @@ const rev = positionals[0];
 const rounds = Number(args.rounds);
 const seconds = Number(args.seconds);
 if (!rev || !Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(seconds) || seconds < 1) {
-  process.stderr.write('usage: node --import tsx bench/compare.ts REV [--rounds N] [--seconds S] [--old-env KEY=VALUE]... [--new-env KEY=VALUE]...\n');
+  process.stderr.write('usage: node --import tsx bench/compare.ts REV [--rounds N] [--seconds S] [--old-env KEY=VALUE]... [--new-env KEY=VALUE]... [--compiled]\n');
   process.exit(2);
 }
 
@@ -89,8 +91,9 @@ async function main(): Promise<void> {
     const proxies: { label: string; service: Service; base: string }[] = [];
     const sides = [
       [rev! + (args['old-env'].length ? ` (${args['old-env'].join(' ')})` : ''), oldMain, oldEnv],
-      // Both through tsx from their sources: the same loader on each side, whatever REV's build was.
-      ['working tree' + (args['new-env'].length ? ` (${args['new-env'].join(' ')})` : ''), path.join(repoRoot, 'services/proxy/src/main.ts'), newEnv],
+      // Both through tsx from their sources, the same loader on each side whatever REV's build was;
+      // --compiled: the working tree as deployed (its dist/, no loader) against REV through tsx.
+      ['working tree' + (args.compiled ? ', compiled' : '') + (args['new-env'].length ? ` (${args['new-env'].join(' ')})` : ''), args.compiled ? undefined : path.join(repoRoot, 'services/proxy/src/main.ts'), newEnv],
     ] as const;
     for (const [label, entry, env] of sides) {
       const port = await freePort();
