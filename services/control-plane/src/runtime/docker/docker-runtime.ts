@@ -31,7 +31,7 @@ import type {
 import { EventWatcher } from './events.ts';
 import { ensureImage, imagePresent, missingImageMessage } from './images.ts';
 import { installHostGuard } from './host-guard.ts';
-import { DEFAULT_HELPER_IMAGE, homeStorageEnvSpec, optionalHomeStorage, SharedHomes, type HomeStorage } from './shared-homes.ts';
+import { homeStorageEnvSpec, optionalHomeStorage, sharedHomesFor, type HomeStorage, type SharedHomes } from './shared-homes.ts';
 import {
   asEngineError,
   demultiplex,
@@ -130,7 +130,7 @@ export class DockerRuntime implements DesktopRuntime {
     this.hostGuard = options.hostGuard ?? 'iptables';
     this.stopTimeout = options.stopTimeoutSeconds ?? 10;
     this.log = options.logger;
-    this.shared = options.homeStorage ? new SharedHomes(options.homeStorage, { docker: this.docker, image: options.homeHelperImage ?? DEFAULT_HELPER_IMAGE, instance: this.instance }) : undefined;
+    this.shared = sharedHomesFor(options, this.docker, this.instance);
   }
 
   /** Label filters that select this installation's desktops. */
@@ -157,8 +157,8 @@ export class DockerRuntime implements DesktopRuntime {
     if (!engine.ok) return engine;
     if (!type.image) return { ok: false, reason: `desktop type ${type.id} has no image` };
     if (type.home && this.shared) {
-      const problem = await this.shared.problem().catch((err: unknown) => `the homes' storage could not be checked: ${errorText(err)}`);
-      if (problem) return { ok: false, reason: `desktop type ${type.id} keeps a home: ${problem}` };
+      const storage = await this.shared.availability(type.id);
+      if (!storage.ok) return storage;
     }
     if ((type.pullPolicy ?? 'if-missing') !== 'never') return { ok: true };
     try {

@@ -269,6 +269,26 @@ export async function removeHomeVolume(docker: Docker, homeId: string): Promise<
   }
 }
 
+/**
+ * A short-lived helper container (homes' moves and shared storage): runs `script` with sh as
+ * root, no network, the one mount given; labelled as deskhub's with `labels` saying what for.
+ */
+export function createHelper(
+  docker: Docker,
+  helper: { image: string; instance: string; script: string; env?: string[]; labels: Record<string, string>; mount: Docker.MountSettings; workingDir?: string },
+): Promise<Docker.Container> {
+  return docker.createContainer({
+    Image: helper.image,
+    User: 'root',
+    Entrypoint: ['sh', '-c'],
+    Cmd: [helper.script],
+    Env: helper.env ?? [],
+    ...(helper.workingDir ? { WorkingDir: helper.workingDir } : {}),
+    Labels: { deskhub: '1', 'deskhub.instance': helper.instance, ...helper.labels },
+    HostConfig: { NetworkMode: 'none', Mounts: [helper.mount] },
+  });
+}
+
 /** Starts a helper container, waits for it, and resolves with its output (trimmed); rejects on a non-zero exit. */
 export async function runToOutput(container: Docker.Container): Promise<string> {
   await container.start();

@@ -20,9 +20,9 @@
  */
 import Docker from 'dockerode';
 import { ConfigError, env, type ConfigOf } from '@deskhub/config';
-import type { HomeStatus } from '../types.ts';
+import type { Availability, HomeStatus } from '../types.ts';
 import { pinnedImage } from './images.ts';
-import { errorText, homeVolumeName, runToOutput } from './engine.ts';
+import { createHelper, errorText, removeHomeVolume, runToOutput } from './engine.ts';
 
 /** A volume driver and its options, `{home}` standing for the home's id. */
 export interface HomeStorage {
@@ -30,7 +30,7 @@ export interface HomeStorage {
   options: Record<string, string>;
 }
 
-export const DEFAULT_HELPER_IMAGE = 'deskhub/deskhub:local';
+const DEFAULT_HELPER_IMAGE = 'deskhub/deskhub:local';
 
 /** The local driver's options (moby volume/local: validOpts). */
 const LOCAL_OPTIONS = new Set(['type', 'o', 'device', 'size']);
@@ -91,6 +91,11 @@ export function optionalHomeStorage(config: ConfigOf<typeof homeStorageEnvSpec>)
   return storage ? { homeStorage: storage, homeHelperImage: config.HOME_HELPER_IMAGE } : {};
 }
 
+/** The runtime's shared homes, when its options name a storage (both Docker runtimes build theirs here). */
+export function sharedHomesFor(options: { homeStorage?: HomeStorage; homeHelperImage?: string }, docker: Docker, instance: string): SharedHomes | undefined {
+  return options.homeStorage ? new SharedHomes(options.homeStorage, { docker, image: options.homeHelperImage ?? DEFAULT_HELPER_IMAGE, instance }) : undefined;
+}
+
 /** Where helpers run: an engine that reaches the storage, and the image they run. */
 export interface HelperSite {
   docker: Docker;
@@ -115,8 +120,14 @@ export class SharedHomes {
     return { Name: this.storage.driver, Options: options };
   }
 
-  /** What keeps it from working here, or undefined: the helper image must be on the helpers' engine. */
-  async problem(): Promise<string | undefined> {
+  /** Whether a type with a home can run here: not when the storage's plugin or helper image is missing. */
+  async availability(typeId: string): Promise<Availability> {
+    const problem = await this.problem().catch((err: unknown) => `the homes' storage could not be checked: ${errorText(err)}`);
+    return problem ? { ok: false, reason: `desktop type ${typeId} keeps a home: ${problem}` } : { ok: true };
+  }
+
+  /** What keeps it from working here, or undefined: the plugin, or the helper image, must be on the helpers' engine. */
+  private async problem(): Promise<string | undefined> {
     if (!this.foldered) {
       const info = (await this.site.docker.info()) as { Plugins?: { Volume?: string[] } };
       const plugins = info.Plugins?.Volume ?? [];
@@ -160,16 +171,7 @@ export class SharedHomes {
    * refused there), then its folder (local driver). A missing one is not an error.
    */
   async remove(homeId: string, engines: Docker[]): Promise<void> {
-    for (const engine of engines) {
-      try {
-        await engine.getVolume(homeVolumeName(homeId)).remove();
-      } catch (err) {
-        const status = (err as { statusCode?: number }).statusCode;
-        if (status === 404) continue;
-        if (status === 409) throw new Error(`home ${homeId} is in use by a container: ${errorText(err)}`);
-        throw err;
-      }
-    }
+    for (const engine of engines) await removeHomeVolume(engine, homeId);
     if (this.foldered) await this.helper(homeId, 'rm -rf -- "/homes/$HOME_ID"');
   }
 
@@ -182,14 +184,13 @@ export class SharedHomes {
     if (homeId !== undefined && !HOME_ID.test(homeId)) throw new Error(`not a home id: ${homeId}`);
     const { docker, instance } = this.site;
     const root = { ...this.storage.options, device: this.storage.options.device!.slice(0, -'/{home}'.length) || '/' };
-    const container: Docker.Container = await docker.createContainer({
-      Image: await pinnedImage(docker, this.site.image),
-      User: 'root',
-      Entrypoint: ['sh', '-c'],
-      Cmd: [script],
-      Env: homeId ? [`HOME_ID=${homeId}`] : [],
-      Labels: { deskhub: '1', 'deskhub.instance': instance, 'deskhub.home-helper': homeId ?? 'list' },
-      HostConfig: { NetworkMode: 'none', Mounts: [{ Type: 'volume', Source: '', Target: '/homes', VolumeOptions: { NoCopy: true, Labels: { deskhub: '1', 'deskhub.instance': instance }, DriverConfig: { Name: 'local', Options: root } } }] },
+    const container = await createHelper(docker, {
+      image: await pinnedImage(docker, this.site.image),
+      instance,
+      script,
+      env: homeId ? [`HOME_ID=${homeId}`] : [],
+      labels: { 'deskhub.home-helper': homeId ?? 'list' },
+      mount: { Type: 'volume', Source: '', Target: '/homes', VolumeOptions: { NoCopy: true, Labels: { deskhub: '1', 'deskhub.instance': instance }, DriverConfig: { Name: 'local', Options: root } } },
     });
     try {
       return await runToOutput(container);

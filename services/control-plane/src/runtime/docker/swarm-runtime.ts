@@ -33,7 +33,7 @@ import type { CatalogEntry } from '../../catalog.ts';
 import { parseSize } from '../../sizes.ts';
 import { ensureImage, pinnedImage } from './images.ts';
 import { HEALTH_FILE, parseCidrs, parsePortRange } from './node-guard.ts';
-import { DEFAULT_HELPER_IMAGE, homeStorageEnvSpec, optionalHomeStorage, SharedHomes, type HomeStorage } from './shared-homes.ts';
+import { homeStorageEnvSpec, optionalHomeStorage, sharedHomesFor, type HomeStorage, type SharedHomes } from './shared-homes.ts';
 import { HomeUnreachable, type NodeView, type Availability, type DesktopRuntime, type DesktopSpec, type HomeMount, type HomeStatus, type RuntimeEvent, type RuntimeInstance, type RuntimeStatus } from '../types.ts';
 import {
   asEngineError,
@@ -53,6 +53,7 @@ import {
   labelFilters,
   listHomeVolumes,
   removeHomeVolume,
+  createHelper,
   runToOutput,
   unreachableMessage,
   upstreamSettingsFromLabels,
@@ -322,12 +323,31 @@ export class SwarmRuntime implements DesktopRuntime {
     this.orphanNetworkAfterMs = options.orphanNetworkAfterMs ?? 120_000;
     this.nodeEngines = options.nodeEngines;
     this.log = options.logger;
-    this.shared = options.homeStorage ? new SharedHomes(options.homeStorage, { docker: this.docker, image: options.homeHelperImage ?? DEFAULT_HELPER_IMAGE, instance: this.instance }) : undefined;
+    this.shared = sharedHomesFor(options, this.docker, this.instance);
   }
 
   /** Whether this home lives on one node (a local volume), so its desktops are placed there. */
   private pinned(home: HomeMount | undefined): home is HomeMount {
     return !!home && !this.shared;
+  }
+
+  /**
+   * What waitForTask needs to know of a desktop's home: nothing without a pinned home; with one,
+   * its location comes back, and `where` (the home and its node) names a node that cannot run it.
+   */
+  private homeWait(home: HomeMount | undefined, node: SwarmNode | undefined, owner?: string): { where?: string } | undefined {
+    if (!this.pinned(home)) return undefined;
+    return node ? { where: `${homeLabel(home, owner)} lives on node ${describeNode(node)}` } : {};
+  }
+
+  /** The engines to ask directly: the manager's, and every ready node's that SWARM_NODE_ENGINES reaches (each once). */
+  private readyEngines(nodes: Iterable<SwarmNode>): Docker[] {
+    const engines = new Set([this.docker]);
+    for (const node of nodes) {
+      const engine = node.Status.State === 'ready' ? this.nodeEngines?.(node) : undefined;
+      if (engine) engines.add(engine);
+    }
+    return [...engines];
   }
 
   get labelFilters(): string[] {
@@ -476,8 +496,8 @@ export class SwarmRuntime implements DesktopRuntime {
     if (!swarm.ok) return swarm;
     if (!type.image) return { ok: false, reason: `desktop type ${type.id} has no image` };
     if (type.home && this.shared) {
-      const problem = await this.shared.problem().catch((err: unknown) => `the homes' storage could not be checked: ${errorText(err)}`);
-      if (problem) return { ok: false, reason: `desktop type ${type.id} keeps a home: ${problem}` };
+      const storage = await this.shared.availability(type.id);
+      if (!storage.ok) return storage;
     } else if (type.home && !this.nodeEngines) {
       return { ok: false, reason: `desktop type ${type.id} keeps a home, and homes on a swarm live on one node: set SWARM_NODE_ENGINES so deskhub can find, size, move and delete them on each node` };
     }
@@ -593,8 +613,7 @@ export class SwarmRuntime implements DesktopRuntime {
       }
     }
     try {
-      const pin = homeNode ? { where: `${homeLabel(spec.home!, spec.ownerName)} lives on node ${describeNode(homeNode)}` } : undefined;
-      return await this.waitForTask(service!.ID, onEvent, this.pinned(spec.home), pin);
+      return await this.waitForTask(service!.ID, onEvent, this.homeWait(spec.home, homeNode, spec.ownerName));
     } catch (err) {
       const logs = await this.logs(service!.ID, 20).catch(() => '');
       await this.remove(service!.ID).catch(() => undefined);
@@ -656,8 +675,7 @@ export class SwarmRuntime implements DesktopRuntime {
         // The manager forgets a task a moment before its node has removed the container (and let
         // go of the home's volume): the engines are asked directly, the manager's own (where a
         // one-node swarm runs everything) and every node's that SWARM_NODE_ENGINES reaches.
-        const engines = new Set([this.docker, ...[...nodes.values()].filter((n) => n.Status.State === 'ready').map((n) => this.nodeEngines?.(n)).filter((e): e is Docker => !!e)]);
-        const left = await Promise.all([...engines].map((engine) => withTimeout(engine.listContainers({ all: true, filters: { label: [`com.docker.swarm.service.id=${serviceId}`] } }), 10_000).catch(() => [])));
+        const left = await Promise.all(this.readyEngines(nodes.values()).map((engine) => withTimeout(engine.listContainers({ all: true, filters: { label: [`com.docker.swarm.service.id=${serviceId}`] } }), 10_000).catch(() => [])));
         if (left.every((containers) => containers.length === 0)) return;
       }
       await new Promise((r) => setTimeout(r, 250));
@@ -672,14 +690,12 @@ export class SwarmRuntime implements DesktopRuntime {
 
   /**
    * Waits until the service's newest task runs (its upstream), or ended (why, on which node).
-   * `withHome`: the desktop mounts a home, whose location (the task's node) comes back with it.
-   */
-  /**
-   * `pin`: the desktop is placed on its home's node (`where` says which home, which node), so a
+   * `home` (homeWait): the desktop mounts a home that lives on one node, whose location (the
+   * task's node) comes back with it. With `where`, the desktop is placed on its home's node, so a
    * task no node can run means that node cannot (full, or the type's own constraints exclude it):
    * reported as HomeUnreachable, a lost home's node.
    */
-  private async waitForTask(serviceId: string, onEvent?: (event: RuntimeEvent) => void, withHome = false, pin?: { where: string }): Promise<RuntimeInstance> {
+  private async waitForTask(serviceId: string, onEvent?: (event: RuntimeEvent) => void, home?: { where?: string }): Promise<RuntimeInstance> {
     const deadline = Date.now() + this.startTimeoutMs;
     const started = Date.now();
     let last = '';
@@ -696,11 +712,11 @@ export class SwarmRuntime implements DesktopRuntime {
           onEvent?.({ kind: 'start', message: `placed on ${await this.nodeName(task.NodeID)}: preparing and starting` });
         }
         // A home's volume is on the node its task runs on: that is the home's location.
-        if (state === 'running') return { ...(await this.instanceOf(serviceId)), ...(withHome && task.NodeID ? { homeLocation: task.NodeID } : {}) };
+        if (state === 'running') return { ...(await this.instanceOf(serviceId)), ...(home && task.NodeID ? { homeLocation: task.NodeID } : {}) };
         if (ENDED.has(state)) throw new Error(endedReason(task, await this.nodeName(task.NodeID)));
         // Unschedulable (no node fits): it would wait forever.
         if (state === 'pending' && task.Status.Err && Date.now() - started > 10_000) {
-          if (pin) throw new HomeUnreachable(`${pin.where}, which cannot run it now: ${task.Status.Err}`);
+          if (home?.where) throw new HomeUnreachable(`${home.where}, which cannot run it now: ${task.Status.Err}`);
           throw new Error(`no node can run it: ${task.Status.Err}`);
         }
       }
@@ -720,7 +736,7 @@ export class SwarmRuntime implements DesktopRuntime {
     try {
       const service = (await this.docker.getService(runtimeId).inspect()) as SwarmService;
       const [task] = await this.tasksOf(runtimeId);
-      if ((service.Spec.Mode?.Replicated?.Replicas ?? 0) === 1 && task && !ENDED.has(task.Status.State)) return await this.waitForTask(runtimeId, undefined, this.pinned(home));
+      if ((service.Spec.Mode?.Replicated?.Replicas ?? 0) === 1 && task && !ENDED.has(task.Status.State)) return await this.waitForTask(runtimeId, undefined, this.homeWait(home, undefined));
       // A task that ended is never restarted: the service goes to no task, then to a new one,
       // placed anew. (Scaled up while its ended task is still there, the orchestrator counts that
       // task's slot as taken and makes none.)
@@ -729,7 +745,7 @@ export class SwarmRuntime implements DesktopRuntime {
       // Placed where its home lives now (it may have been moved while the desktop was stopped).
       const homeNode = this.pinned(home) ? await this.homeNode(home) : undefined;
       await this.scale(current, 1, homeNode?.ID);
-      return await this.waitForTask(runtimeId, undefined, this.pinned(home), homeNode ? { where: `${homeLabel(home!)} lives on node ${describeNode(homeNode)}` } : undefined);
+      return await this.waitForTask(runtimeId, undefined, this.homeWait(home, homeNode));
     } catch (err) {
       if (engineStatus(err) === 404) throw new Error(`swarm service ${runtimeId.slice(0, 12)} no longer exists`);
       throw asEngineError(this.docker, err);
@@ -970,9 +986,7 @@ export class SwarmRuntime implements DesktopRuntime {
     if (this.shared) {
       // Every node that ran one of its desktops has a volume object naming the storage: each is
       // removed where its engine can be asked (SWARM_NODE_ENGINES), the manager's always.
-      const nodes = this.nodeEngines ? (await this.nodes()).filter((n) => n.Status.State === 'ready') : [];
-      const engines = new Set([this.docker, ...nodes.map((n) => this.nodeEngines!(n)).filter((e): e is Docker => !!e)]);
-      return this.shared.remove(homeId, [...engines]);
+      return this.shared.remove(homeId, this.readyEngines(this.nodeEngines ? await this.nodes() : []));
     }
     const copies = await this.homeCopies(homeId);
     const found = copies.filter((c) => c.state === 'found');
@@ -1006,22 +1020,21 @@ export class SwarmRuntime implements DesktopRuntime {
     const volume = homeVolumeName(homeId);
     const labels = ((await from.getVolume(volume).inspect()) as { Labels?: Record<string, string> }).Labels ?? {};
     const image = await pinnedImage(this.docker, this.guardImage);
-    const helper = async (engine: Docker, mount: string, readOnly: boolean, script: string, env: string[] = []) =>
-      engine.createContainer({
-        Image: image,
-        User: 'root',
-        Entrypoint: ['sh', '-c'],
-        Cmd: [script],
-        Env: env,
-        WorkingDir: '/home-tree',
-        Labels: { deskhub: '1', 'deskhub.instance': this.instance, 'deskhub.home-move': homeId },
-        HostConfig: { NetworkMode: 'none', Mounts: [{ Type: 'volume', Source: mount, Target: '/home-tree', ReadOnly: readOnly }] },
+    const helper = (engine: Docker, readOnly: boolean, script: string, env: string[] = []) =>
+      createHelper(engine, {
+        image,
+        instance: this.instance,
+        script,
+        env,
+        workingDir: '/home-tree',
+        labels: { 'deskhub.home-move': homeId },
+        mount: { Type: 'volume', Source: volume, Target: '/home-tree', ReadOnly: readOnly },
       });
     const made: Docker.Container[] = [];
     let copied = false;
     try {
       // The source's tree sum, and its top folder's owner and mode (an archive's "./" does not set them on the folder it lands in).
-      const src = await helper(from, volume, true, `stat -c '%u:%g %a' . && ${TREE_SUM}`);
+      const src = await helper(from, true, `stat -c '%u:%g %a' . && ${TREE_SUM}`);
       made.push(src);
       const [top = '', before = ''] = (await runToOutput(src)).split('\n');
       const [owner, mode] = top.split(' ');
@@ -1029,7 +1042,7 @@ export class SwarmRuntime implements DesktopRuntime {
       if (exists) throw new Error(`node ${describeNode(target)} already has a volume ${volume}`);
       await into.createVolume({ Name: volume, Labels: labels });
       copied = true;
-      const dst = await helper(into, volume, false, `chown "$TOP_OWNER" . && chmod "$TOP_MODE" . && ${TREE_SUM}`, [`TOP_OWNER=${owner}`, `TOP_MODE=${mode}`]);
+      const dst = await helper(into, false, `chown "$TOP_OWNER" . && chmod "$TOP_MODE" . && ${TREE_SUM}`, [`TOP_OWNER=${owner}`, `TOP_MODE=${mode}`]);
       made.push(dst);
       const tree = (await src.getArchive({ path: '/home-tree/.' })) as unknown as NodeJS.ReadableStream;
       await dst.putArchive(tree, { path: '/home-tree' });
