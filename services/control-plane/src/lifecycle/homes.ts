@@ -64,16 +64,30 @@ export function inUse(name: string, holder: { proxyPath: string }): Error {
 export async function takeHome(tx: Transaction, options: LifecycleOptions, owner: Owner, type: CatalogEntry, desktopName: string): Promise<string> {
   const home = type.home!;
   const key = { ownerId: owner.id, runtime: type.runtime, name: home.name, desktopName: home.scope === 'desktop' ? desktopName : '' };
-  const where = and(eq(homes.ownerId, key.ownerId), eq(homes.runtime, key.runtime), eq(homes.name, key.name), eq(homes.desktopName, key.desktopName));
-  let [row] = await tx.select().from(homes).where(where);
+  return (await findOrMakeHome(tx, options, owner, key, home.scope)).id;
+}
+
+/**
+ * The home of this identity (owner, runtime, name, desktop name), its row made when missing (409
+ * over MAX_HOMES_PER_USER); 409 when an active desktop other than `except` holds it. Marked used.
+ */
+async function findOrMakeHome(
+  tx: Transaction,
+  options: LifecycleOptions,
+  owner: Owner,
+  key: Pick<HomeRow, 'ownerId' | 'runtime' | 'name' | 'desktopName'>,
+  scope: HomeRow['scope'],
+  except?: string,
+): Promise<HomeRow> {
+  let [row] = await tx.select().from(homes).where(and(eq(homes.ownerId, key.ownerId), eq(homes.runtime, key.runtime), eq(homes.name, key.name), eq(homes.desktopName, key.desktopName)));
   if (!row) {
     await checkHomeQuota(tx, options, owner);
-    [row] = await tx.insert(homes).values({ ...key, scope: home.scope }).returning();
+    [row] = await tx.insert(homes).values({ ...key, scope }).returning();
   }
-  const holder = await homeHolder(tx, row!.id);
-  if (holder) throw inUse(home.name, holder);
+  const holder = await homeHolder(tx, row!.id, except);
+  if (holder) throw inUse(key.name, holder);
   await tx.update(homes).set({ lastUsedAt: new Date() }).where(eq(homes.id, row!.id));
-  return row!.id;
+  return row!;
 }
 
 /** 409 when the owner has MAX_HOMES_PER_USER homes already. */
@@ -97,17 +111,9 @@ export async function standInHome(tx: Transaction, options: LifecycleOptions, ow
   const [home] = await tx.select().from(homes).where(eq(homes.id, homeId));
   if (!home) throw notFound(`no home ${homeId}`);
   const key = { ownerId: home.ownerId, runtime: home.runtime, name: `${home.name} (stand-in for node ${home.location?.slice(0, 12) ?? 'unknown'})`, desktopName: home.desktopName };
-  let [row] = await tx.select().from(homes).where(and(eq(homes.ownerId, key.ownerId), eq(homes.runtime, key.runtime), eq(homes.name, key.name), eq(homes.desktopName, key.desktopName)));
-  if (row) {
-    const holder = await homeHolder(tx, row.id, desktopId);
-    if (holder) throw inUse(row.name, holder);
-  } else {
-    await checkHomeQuota(tx, options, owner);
-    [row] = await tx.insert(homes).values({ ...key, scope: home.scope }).returning();
-  }
-  await tx.update(homes).set({ lastUsedAt: new Date() }).where(eq(homes.id, row!.id));
-  await tx.update(desktops).set({ homeId: row!.id }).where(eq(desktops.id, desktopId));
-  return { name: home.name, standIn: row!.name, location: home.location };
+  const standIn = await findOrMakeHome(tx, options, owner, key, home.scope, desktopId);
+  await tx.update(desktops).set({ homeId: standIn.id }).where(eq(desktops.id, desktopId));
+  return { name: home.name, standIn: standIn.name, location: home.location };
 }
 
 /** Homes in scope, with who uses them and their sizes (from the runtimes). */
