@@ -65,10 +65,14 @@ export function benchRoute(routePath: string, upstreamPort: number): Route {
   };
 }
 
+/** What a proxy replica loads: the proxy and the workspace packages it imports. */
+const PROXY_PACKAGES = ['packages/config', 'packages/route-stream', 'packages/access-token', 'services/proxy'];
+
 /** `nodeArgs` go before the entry point of every replica (e.g. --cpu-prof). */
 export async function startDeskhubStream(repoRoot: string, runDir: string, nodeArgs: string[] = []): Promise<DeskhubStream> {
-  // Replicas run as deployed: the compiled proxy (scripts/build-dist.ts), no TypeScript loader.
-  for (const pkg of compiledPackages) buildPackage(pkg, true);
+  // Replicas run as deployed: the compiled proxy (scripts/build-dist.ts), no TypeScript loader;
+  // built here when its sources (or the packages it loads) changed. The rest is not the proxy's.
+  for (const pkg of compiledPackages.filter((p) => PROXY_PACKAGES.includes(p.dir))) buildPackage(pkg, true);
   const main = path.join(repoRoot, 'services/proxy/dist/main.js');
   const allocatorEnv = deployedAllocatorEnv(repoRoot);
   const redis = await startRedis();

@@ -23,6 +23,7 @@ import type { DesktopRuntime, DesktopSpec, RuntimeInstance } from '../src/runtim
 import type { Test } from 'tap';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded, type RunningDeskhub } from '../src/embedded-start.ts';
+import { waitFor } from './helpers.ts';
 
 const run = promisify(execFile);
 export const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
@@ -409,6 +410,19 @@ export async function csrfApi<T>(base: string, cookie: string, method: string, p
   });
   const text = await res.text();
   return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+}
+
+/**
+ * After deskhub was killed mid-create, its next life settles the desktop: failed with no instance
+ * left, or running with exactly one (`instances`: how many the runtime has of it). Resolves with
+ * the desktop then, or as it stayed when it never settles, for the caller's assertions to say so.
+ */
+export async function settledAfterCrash<T extends { state: string }>(current: () => Promise<T>, instances: () => Promise<number>, timeoutMs: number, intervalMs: number): Promise<T> {
+  return waitFor('the crashed desktop to settle', async () => {
+    const v = await current();
+    const n = await instances();
+    return (v.state === 'failed' ? n === 0 : v.state === 'running' && n === 1) ? v : undefined;
+  }, timeoutMs, intervalMs).catch(current);
 }
 
 /** Starts deskhub (`pnpm start`'s entry) as a child process with these settings; resolves once it says it is running. */

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded } from '../src/embedded-start.ts';
 import { DockerRuntime } from '../src/runtime/docker/docker-runtime.ts';
-import { buildImage, csrfApi, csrfSignIn, freePort, startDeskhubProcess, testRuntime } from './docker-helpers.ts';
+import { buildImage, csrfApi, csrfSignIn, freePort, settledAfterCrash, startDeskhubProcess, testRuntime } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
 
 await buildImage('desktop');
@@ -91,11 +91,7 @@ t.test('killed mid-create: the next deskhub leaves nothing stuck and no orphan c
   const current = async () => (await csrfApi<DesktopView>(base2, cookie2, 'GET', `/api/desktops/${launched.body.id}`)).body;
   // Settled: failed with its container gone, or running with exactly one. If it never settles,
   // the assertions below say in what state it stayed.
-  const view = await waitFor('the crashed desktop to settle', async () => {
-    const v = await current();
-    const containers = (await runtime.list()).filter((s) => s.desktopId === launched.body.id);
-    return (v.state === 'failed' ? containers.length === 0 : v.state === 'running' && containers.length === 1) ? v : undefined;
-  }, 60_000, 250).catch(current);
+  const view = await settledAfterCrash(current, async () => (await runtime.list()).filter((s) => s.desktopId === launched.body.id).length, 60_000, 250);
   t.ok(['running', 'failed'].includes(view.state), `not stuck: ${view.state} (${view.reason ?? ''})`);
   const containers = (await runtime.list()).filter((s) => s.desktopId === launched.body.id);
   if (view.state === 'failed') {

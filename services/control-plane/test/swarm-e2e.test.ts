@@ -22,7 +22,7 @@ import { startSwarm, type TestSwarm } from '@deskhub/testkit/swarm';
 import { createTestDatabase } from '@deskhub/testkit/postgres';
 import { startEmbedded } from '../src/embedded-start.ts';
 import { SwarmRuntime } from '../src/runtime/docker/swarm-runtime.ts';
-import { buildImage, csrfApi, csrfSignIn, freePort, startDeskhubOn, startDeskhubProcess, swarmCatalog, type DockerDeskhub } from './docker-helpers.ts';
+import { buildImage, csrfApi, csrfSignIn, freePort, settledAfterCrash, startDeskhubOn, startDeskhubProcess, swarmCatalog, type DockerDeskhub } from './docker-helpers.ts';
 import { waitFor, type DesktopJson } from './helpers.ts';
 
 // Image builds, a swarm of its own, and every step through real engines: minutes, more under load.
@@ -200,11 +200,7 @@ for (const moment of ['service', 'network'] as const) {
     const cookie2 = await csrfSignIn(base2, 'carol');
     const current = async () => (await csrfApi<DesktopJson>(base2, cookie2, 'GET', `/api/desktops/${launched.body.id}`)).body;
     // Settled: failed with its service and network gone, or running with exactly one service.
-    const view = await waitFor('the crashed desktop to settle', async () => {
-      const v = await current();
-      const mine = (await onSwarm()).services.filter((s) => s.desktop === launched.body.id);
-      return (v.state === 'failed' ? mine.length === 0 : v.state === 'running' && mine.length === 1) ? v : undefined;
-    }, 90_000, 500).catch(current);
+    const view = await settledAfterCrash(current, async () => (await onSwarm()).services.filter((s) => s.desktop === launched.body.id).length, 90_000, 500);
     t.ok(['running', 'failed'].includes(view.state), `not stuck: ${view.state} (${view.reason ?? ''})`);
     if (view.state === 'failed') t.match(view.reason, /stopped while this desktop was being created/);
     const known = new Set((await csrfApi<DesktopJson[]>(base2, cookie2, 'GET', '/api/desktops')).body.map((d) => d.id));
