@@ -253,6 +253,23 @@ export function eventStreamUrl(id: string): string {
   return `/api/desktops/${encodeURIComponent(id)}/events/stream`;
 }
 
+/**
+ * A desktop's event stream, closed when the page goes away (navigation, reload): left open, the
+ * browser cuts it mid-load and Firefox reports that as a page error. `close()` also stops
+ * listening for the page going away.
+ */
+export function openEventStream(id: string): EventSource {
+  const source = new EventSource(eventStreamUrl(id));
+  const onPageHide = () => source.close();
+  window.addEventListener('pagehide', onPageHide);
+  const close = source.close.bind(source);
+  source.close = () => {
+    window.removeEventListener('pagehide', onPageHide);
+    close();
+  };
+  return source;
+}
+
 /** Lists may come bare or wrapped ({ desktops: [...] }); the UI accepts both so a small contract drift does not blank the page. */
 export function asList<T>(data: unknown, key: string): T[] {
   if (Array.isArray(data)) return data as T[];

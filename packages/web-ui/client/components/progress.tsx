@@ -4,7 +4,7 @@
  * itself supplies the state, so a lost or missing stream only costs detail, never the outcome.
  */
 import { useEffect, useState } from 'preact/hooks';
-import { api, eventStreamUrl, type Desktop, type DesktopEvent, type DesktopState } from '../api.ts';
+import { api, openEventStream, type Desktop, type DesktopEvent, type DesktopState } from '../api.ts';
 import { claimMessage, latestRun } from '../pool.ts';
 
 export type Stage = 'prepare' | 'pull' | 'start' | 'wait' | 'ready' | 'failed' | 'stopped';
@@ -161,7 +161,7 @@ export function useProgress(desktop: Desktop, onSettled: (d: Desktop) => void): 
     };
 
     if (typeof EventSource !== 'undefined') {
-      source = new EventSource(eventStreamUrl(desktop.id));
+      source = openEventStream(desktop.id);
       source.onmessage = (msg) => {
         try {
           batch.push(JSON.parse(msg.data) as DesktopEvent);

@@ -15,7 +15,7 @@
  * Share (the sharing panel), and while others have the desktop open a banner says who.
  */
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, eventStreamUrl, type Desktop, type DesktopEvent } from '../api.ts';
+import { api, ApiError, openEventStream, type Desktop, type DesktopEvent } from '../api.ts';
 import { ClockNotice } from '../components/clock-notice.tsx';
 import { desktopLabel } from '../components/desktop-card.tsx';
 import { DesktopFrame, FrameActions } from '../components/desktop-frame.tsx';
@@ -80,7 +80,7 @@ export function DesktopView({ id }: { id: string }) {
   useEffect(() => {
     if (typeof EventSource === 'undefined') return;
     let debounce: ReturnType<typeof setTimeout> | undefined;
-    const source = new EventSource(eventStreamUrl(id));
+    const source = openEventStream(id);
     source.onmessage = (msg) => {
       try {
         const ev = JSON.parse(msg.data) as DesktopEvent;
