@@ -11,8 +11,11 @@ export interface RouteTable {
 export interface SubscriberEvents {
   /** A route was added, replaced or removed (by a change or by a resync). */
   change: (path: string, before: Route | undefined, after: Route | undefined) => void;
-  /** A full resync finished. */
-  resync: (version: number, reason: string) => void;
+  /**
+   * A full resync finished, `durationMs` after it began (snapshot read, parsed and swapped in,
+   * retries of a failed read included).
+   */
+  resync: (version: number, reason: string, durationMs: number) => void;
   /** The first snapshot is loaded: the proxy may report ready. */
   ready: (version: number) => void;
 }

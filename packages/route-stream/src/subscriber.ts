@@ -330,6 +330,7 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
   }
 
   private async runResync(firstReason: string): Promise<void> {
+    const startedAt = performance.now();
     let reason = firstReason;
     let retryMs = FIRST_RETRY_MS;
     try {
@@ -347,7 +348,7 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
           continue;
         }
         if (this.closed) return;
-        const outcome = this.load(snapshot, reason);
+        const outcome = this.load(snapshot, reason, startedAt);
         if (outcome === 'store-behind') {
           this.storeBehind = true;
           this.log.warn(
@@ -381,7 +382,7 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
    * Replaces the table with the snapshot (if it is not older than ours), reports every route
    * that differs, then applies the buffered changes that follow it.
    */
-  private load(snapshot: StoredSnapshot, reason: string): LoadOutcome {
+  private load(snapshot: StoredSnapshot, reason: string, startedAt: number): LoadOutcome {
     // A store with no version was never published to (or lost everything): it holds version 0.
     const version = snapshot.version ?? 0;
     if (version < this.applied) return 'store-behind';
@@ -425,8 +426,9 @@ export class StreamSubscriber extends EventEmitter implements RouteSubscriber {
       }
       this.apply(change);
     }
-    this.log.info({ version: this.applied, routes: next.size, reason }, 'route table resynced');
-    this.emitSafely('resync', this.applied, reason);
+    const durationMs = Math.round((performance.now() - startedAt) * 1000) / 1000;
+    this.log.info({ version: this.applied, routes: next.size, reason, durationMs }, 'route table resynced');
+    this.emitSafely('resync', this.applied, reason, durationMs);
     if (!this.isReady) {
       this.isReady = true;
       this.emitSafely('ready', this.applied);

@@ -1,6 +1,7 @@
 /** Test helpers: routes to publish, a logger whose lines the test can read, waiting for events. */
 import { Writable } from 'node:stream';
 import pino from 'pino';
+import type tapRoot from 'tap';
 import type { Logger } from '@deskhub/config';
 import type { Route, RouteSubscriber, SubscriberEvents } from '../src/index.ts';
 
@@ -39,6 +40,15 @@ export function captureLog(): CapturedLog {
 }
 
 /** Resolves with the arguments of the next `event` satisfying `accept`; rejects after timeoutMs. */
+/**
+ * A resync event's version and reason, once its duration is checked: a number of milliseconds,
+ * never negative.
+ */
+export function resyncSeen(t: Pick<typeof tapRoot, 'ok'>, [version, reason, durationMs]: Parameters<SubscriberEvents['resync']>): [number, string] {
+  t.ok(Number.isFinite(durationMs) && durationMs >= 0, `the ${reason} resync says how long it took (${durationMs} ms)`);
+  return [version, reason];
+}
+
 export function nextEvent<E extends keyof SubscriberEvents>(
   subscriber: RouteSubscriber,
   event: E,

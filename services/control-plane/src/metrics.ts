@@ -23,6 +23,12 @@ export function createMetrics() {
     routePublications: new Counter({ name: 'deskhub_route_publications_total', help: 'Route changes and full snapshots published', labelNames: ['kind'], registers: [registry] }),
     routeVersion: new Gauge({ name: 'deskhub_route_version_published', help: 'Route version the route store is known to hold', registers: [registry] }),
     reconcilePasses: new Counter({ name: 'deskhub_reconcile_passes_total', help: 'Reconciliation passes', registers: [registry] }),
+    reconcilePassSeconds: new Histogram({
+      name: 'deskhub_reconcile_pass_seconds',
+      help: 'Time one reconciliation pass took: every runtime listed, the desktops table read, and the repairs it started finished',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
     reconcileActions: new Counter({ name: 'deskhub_reconcile_actions_total', help: 'Repairs made by reconciliation', labelNames: ['action'], registers: [registry] }),
   };
 }

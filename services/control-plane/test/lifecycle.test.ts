@@ -147,6 +147,7 @@ t.test('demo desktop: create, reach it through the proxy, stop, start, delete', 
   }, 10_000);
   t.match(text, /deskhub_desktops\{state="running"\} 1/, 'control-plane metrics count the running desktop');
   t.match(text, /deskhub_desktop_ready_seconds_count\{type="demo",runtime="process"\} 2/);
+  t.match(text, /deskhub_reconcile_pass_seconds_count [1-9]/, 'each reconciliation pass timed');
 
   const deleted = await api(`/api/desktops/${desktop.id}`, { method: 'DELETE' });
   t.equal(deleted.status, 204);

@@ -3,7 +3,7 @@
  * process, e.g. in tests). The hot path only bumps plain numbers; prom-client reads them when
  * /metrics is scraped, so a request never pays for label hashing.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RouteSubscriber } from '@deskhub/route-stream';
 
 export type UpstreamErrorKind = 'refused' | 'reset' | 'timeout' | 'tls' | 'protocol';
@@ -91,6 +91,13 @@ export class ProxyMetrics {
         this.inc(subscriber.resyncs);
       },
     });
+    const resyncSeconds = new Histogram({
+      name: 'deskhub_proxy_route_resync_seconds',
+      help: 'Time a full route table resync took, from its start until the snapshot was loaded (retries of a failed read included)',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [this.registry],
+    });
+    subscriber.on('resync', (_version, _reason, durationMs) => resyncSeconds.observe(durationMs / 1000));
   }
 
   countResponse(status: number): void {

@@ -384,6 +384,7 @@ t.test('health, readiness, metrics only on the internal listener', async (t) => 
   t.match(metrics.text, /deskhub_proxy_routes 1\b/);
   t.match(metrics.text, /deskhub_proxy_route_version 5\b/);
   t.match(metrics.text, /deskhub_proxy_route_resyncs_total [1-9]/);
+  t.match(metrics.text, /deskhub_proxy_route_resync_seconds_count [1-9]/, 'each resync timed');
   t.match(metrics.text, /deskhub_proxy_open_websockets 0\b/);
   t.match(metrics.text, /deskhub_proxy_upstream_errors_total\{kind="refused"\} 0/);
   t.match(metrics.text, /deskhub_proxy_process_resident_memory_bytes \d+/, 'process metrics too');
