@@ -8,7 +8,7 @@
  */
 export { ConfigError, loadConfig, env } from './env.ts';
 export type { EnvSpec, ConfigOf } from './env.ts';
-export { createLogger, loggerOptions, redactPaths, requestIdOptions } from './logger.ts';
+export { createLogger, loggerOptions, redactPaths, requestIdOptions, StandingCondition } from './logger.ts';
 export type { Logger } from './logger.ts';
 export { stopOnSignals } from './shutdown.ts';
 export type { Shutdown, StopOptions } from './shutdown.ts';

@@ -50,3 +50,30 @@ export const requestIdOptions = {
     return randomUUID();
   },
 } as const;
+
+/**
+ * A condition a loop meets again and again (a runtime that cannot list its desktops, an engine
+ * that is not a swarm manager), logged as a warning when it begins or its message changes, at
+ * debug while it stays the same, and at info once when it ends: a warning every few seconds for
+ * a standing condition buries everything else in the log.
+ */
+export class StandingCondition {
+  private readonly current = new Map<string, string>();
+
+  constructor(private readonly log: Pick<Logger, 'debug' | 'info' | 'warn'>) {}
+
+  /** `key` names what fails (a runtime); `err` is the failure's message. */
+  failing(key: string, err: string, fields: Record<string, unknown>, msg: string): void {
+    if (this.current.get(key) === err) {
+      this.log.debug({ ...fields, err }, msg);
+      return;
+    }
+    this.current.set(key, err);
+    this.log.warn({ ...fields, err, repeats: 'logged again only if it changes, and once when it ends' }, msg);
+  }
+
+  /** `key` works again: logged once if it was failing. */
+  ok(key: string, fields: Record<string, unknown>, msg: string): void {
+    if (this.current.delete(key)) this.log.info(fields, msg);
+  }
+}

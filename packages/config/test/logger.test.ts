@@ -1,7 +1,7 @@
 import t from 'tap';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { loggerOptions, requestIdOptions } from '../src/index.ts';
+import { loggerOptions, requestIdOptions, StandingCondition } from '../src/index.ts';
 
 function capture(): { stream: Writable; lines: () => Array<Record<string, unknown>> } {
   const chunks: string[] = [];
@@ -29,4 +29,27 @@ t.test('request ids: a sane x-request-id is kept, anything else replaced', async
   const replaced = gen({ headers: { 'x-request-id': 'bad id\r\nwith newline' } } as never);
   t.match(replaced, /^[0-9a-f-]{36}$/);
   t.match(gen({ headers: {} } as never), /^[0-9a-f-]{36}$/);
+});
+
+t.test('a standing condition is a warning when it begins or changes, and info once when it ends', async (t) => {
+  const out = capture();
+  const log = pino({ ...loggerOptions('test'), level: 'debug' }, out.stream);
+  const condition = new StandingCondition(log);
+  condition.ok('swarm', {}, 'swarm lists again'); // never failed: nothing
+  for (let i = 0; i < 3; i++) condition.failing('swarm', 'not a swarm manager', { runtime: 'swarm' }, 'runtime did not list');
+  condition.failing('docker', 'engine down', { runtime: 'docker' }, 'runtime did not list');
+  condition.failing('swarm', 'connection refused', { runtime: 'swarm' }, 'runtime did not list');
+  condition.ok('swarm', { runtime: 'swarm' }, 'swarm lists again');
+  condition.ok('swarm', { runtime: 'swarm' }, 'swarm lists again');
+  condition.failing('swarm', 'connection refused', { runtime: 'swarm' }, 'runtime did not list');
+  const seen = out.lines().map((l) => `${l.level} ${l.runtime ?? ''} ${l.err ?? ''} ${l.msg}`);
+  t.same(seen, [
+    '40 swarm not a swarm manager runtime did not list',
+    '20 swarm not a swarm manager runtime did not list',
+    '20 swarm not a swarm manager runtime did not list',
+    '40 docker engine down runtime did not list',
+    '40 swarm connection refused runtime did not list',
+    '30 swarm  swarm lists again',
+    '40 swarm connection refused runtime did not list',
+  ]);
 });

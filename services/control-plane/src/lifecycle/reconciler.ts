@@ -9,7 +9,7 @@
  * It also copies the proxies' activity and presence into the desktops table every
  * ACTIVITY_INTERVAL_MS (lifecycle/activity.ts).
  */
-import type { Logger } from '@deskhub/config';
+import { StandingCondition, type Logger } from '@deskhub/config';
 import type { RoutePublisher } from '@deskhub/route-stream';
 import type { Database } from '../db/client.ts';
 import { desktops, desktopStates } from '../db/schema.ts';
@@ -38,6 +38,8 @@ export interface PassResult {
 
 export class Reconciler {
   private readonly logger: Logger;
+  /** Runtimes that cannot list (a Swarm runtime on an engine that is no swarm manager): said once, not every pass. */
+  private readonly listing: StandingCondition;
   private timer: NodeJS.Timeout | null = null;
   private activityTimer: NodeJS.Timeout | null = null;
   private soonTimer: NodeJS.Timeout | null = null;
@@ -49,6 +51,7 @@ export class Reconciler {
 
   constructor(private readonly options: ReconcilerOptions) {
     this.logger = options.logger.child({ component: 'reconciler' });
+    this.listing = new StandingCondition(this.logger);
   }
 
   /** Runs the first pass, then keeps going on a timer and on runtime exit events. */
@@ -98,9 +101,10 @@ export class Reconciler {
     for (const runtime of runtimes.all) {
       try {
         listed.set(runtime.name, await runtime.list());
+        this.listing.ok(runtime.name, { runtime: runtime.name }, 'runtime lists its desktops again');
       } catch (err) {
         skippedRuntimes.push(runtime.name);
-        this.logger.warn({ runtime: runtime.name, err: (err as Error).message }, 'runtime did not list its desktops; leaving them alone this pass');
+        this.listing.failing(runtime.name, (err as Error).message, { runtime: runtime.name }, 'runtime did not list its desktops; leaving them alone while it does not');
       }
     }
     const rows = await db

@@ -27,7 +27,7 @@
 import { createHash } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import Docker from 'dockerode';
-import { ConfigError, env, loadConfig } from '@deskhub/config';
+import { ConfigError, env, loadConfig, StandingCondition } from '@deskhub/config';
 import type { Logger } from 'pino';
 import type { CatalogEntry } from '../../catalog.ts';
 import { parseSize } from '../../sizes.ts';
@@ -861,6 +861,7 @@ export class SwarmRuntime implements DesktopRuntime {
     const read = new Promise<void>((resolve) => (markRead = resolve));
     let primed = false;
     let busy = false;
+    const reading = this.log && new StandingCondition(this.log);
     const poll = async () => {
       if (busy) return;
       busy = true;
@@ -882,8 +883,9 @@ export class SwarmRuntime implements DesktopRuntime {
         }
         primed = true;
         markRead();
+        reading?.ok('tasks', {}, 'swarm task states read again');
       } catch (err) {
-        this.log?.warn({ err: (err as Error).message }, 'reading swarm task states failed; trying again');
+        reading?.failing('tasks', (err as Error).message, {}, 'reading swarm task states failed; trying again');
       } finally {
         busy = false;
       }
