@@ -7,8 +7,9 @@
  *   pnpm bench                 full run: 3 rounds, 8 s per run, 1,000 and 10,000 idle WebSockets
  *   pnpm bench --quick         every figure briefly (1 round, 2 s runs): proves the harness works
  *   pnpm bench --only pool     the warm pool's figures alone (lib/pool.ts; no proxy targets started)
+ *   pnpm bench --only pool,fleet,first-frame   the control plane's and the desktop's figures alone
  *   options: --rounds N  --seconds S  --targets direct,nginx,haproxy,chp,deskhub,deskhub+auth  --out DIR  --cpu-prof
- *            --skip small,mib,rtt,frames,memory,hold,tls-memory,change,propagation,snapshot,verify,pool  --only (the same names)
+ *            --skip small,mib,rtt,frames,memory,hold,tls-memory,change,propagation,snapshot,verify,pool,fleet,first-frame  --only (the same names)
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -28,13 +29,17 @@ import { lookupFigures, routePropagation, snapshotLoad, type LoadedSnapshot } fr
 import { allTargets, authFigures, startTarget, targetLabels, type Target, type TargetName } from './lib/targets.ts';
 import { benchAccessToken } from '../packages/access-token/bench.ts';
 import { poolFigures, poolMarkdown, type PoolSettings } from './lib/pool.ts';
+import { fleetFigures, fleetMarkdown, type FleetSettings } from './lib/fleet.ts';
+import { firstFrameFigures, firstFrameMarkdown, type FirstFrameSettings } from './lib/first-frame.ts';
 import { tlsIdleMemory } from './lib/tls-memory.ts';
 import { checkWrk, runWrk } from './lib/wrk.ts';
 
-const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'hold', 'tls-memory', 'change', 'propagation', 'snapshot', 'verify', 'pool'] as const;
+const figureNames = ['small', 'mib', 'rtt', 'frames', 'memory', 'hold', 'tls-memory', 'change', 'propagation', 'snapshot', 'verify', 'pool', 'fleet', 'first-frame'] as const;
 type FigureName = (typeof figureNames)[number];
 /** Figures measured through the targets: without any of them no target is started. */
 const targetFigures: FigureName[] = ['small', 'mib', 'rtt', 'frames', 'memory', 'hold', 'change'];
+/** The control plane's and the desktop's cases, each on a deployed topology of its own. */
+const controlFigures: FigureName[] = ['pool', 'fleet', 'first-frame'];
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
 
@@ -99,6 +104,11 @@ const settings: Settings = {
 };
 // Deployed topology with two proxy replicas, as the soak runs it; the pool interval left at its default.
 const poolSettings: PoolSettings = { claims: quick ? 3 : 20, poolSize: quick ? 3 : 10, replicas: 2, poolIntervalMs: 5000 };
+// 1,000 desktops across 100 users (issue 31), RECONCILE_INTERVAL_MS at its default in a full run.
+const fleetSettings: FleetSettings = quick
+  ? { users: 10, perUser: 5, concurrency: 10, replicas: 2, listRequests: 50, reconcileIntervalMs: 1000, settleMs: 4000, resyncs: 3 }
+  : { users: 100, perUser: 10, concurrency: 20, replicas: 2, listRequests: 500, reconcileIntervalMs: 5000, settleMs: 30_000, resyncs: 10 };
+const firstFrameSettings: FirstFrameSettings = { launches: quick ? 1 : 5, replicas: 2 };
 
 function log(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
@@ -300,6 +310,15 @@ async function main(): Promise<number> {
       const p = await attempt('warm pool', () => poolFigures(runDir, poolSettings, log, results.errors, (c) => cleanups.push(c)));
       if (p) results.pool = p;
     }
+    if (!skip.has('fleet')) {
+      const f = await attempt('fleet', () => fleetFigures(runDir, fleetSettings, log, (c) => cleanups.push(c)));
+      if (f) results.fleet = f;
+    }
+    if (!skip.has('first-frame')) {
+      log(`click to first frame: ${firstFrameSettings.launches} launches of the X desktop, cold and from the pool`);
+      const f = await attempt('click to first frame', () => firstFrameFigures(runDir, firstFrameSettings, log, (c) => cleanups.push(c)));
+      if (f) results.firstFrame = f;
+    }
   } finally {
     await stopAll();
   }
@@ -312,21 +331,24 @@ async function main(): Promise<number> {
   const md = markdown(results, med, checks, { roundTwo });
   mkdirSync(outDir, { recursive: true });
   const json = JSON.stringify({ ...results, medians: med, ratios: ratios(med), targetChecks: checks, roundTwoChecks: roundTwo }, null, 2) + '\n';
-  // A run of the pool alone keeps its own files: latest.* stays the last run of the proxy figures.
-  const poolOnly = figureNames.every((f) => f === 'pool' || skip.has(f));
-  const stamp = `${results.startedAt.slice(0, 19).replace(/:/g, '-')}-${results.mode}${poolOnly ? '-pool' : ''}`;
-  const names = [poolOnly ? null : 'latest', results.pool ? 'pool-latest' : null, stamp].filter((n): n is string => n !== null);
+  // A run of the control plane's cases alone keeps its own files: latest.* stays the last run of the proxy figures.
+  const controlOnly = figureNames.every((f) => controlFigures.includes(f) || skip.has(f));
+  const controlRan = Boolean(results.pool || results.fleet || results.firstFrame);
+  const stamp = `${results.startedAt.slice(0, 19).replace(/:/g, '-')}-${results.mode}${controlOnly ? '-control' : ''}`;
+  const names = [controlOnly ? null : 'latest', controlRan ? 'control-latest' : null, stamp].filter((n): n is string => n !== null);
   // The standing at a glance: each target against nginx (lib/chart.ts), beside the tables.
   const chart = med.nginx ? standingChart(med, targets, `deskhub against nginx, HAProxy and CHP: ${results.mode} run ${results.startedAt.slice(0, 16).replace('T', ' ')} UTC`) : null;
   for (const name of names) {
     writeFileSync(path.join(outDir, `${name}.json`), json);
     writeFileSync(path.join(outDir, `${name}.md`), md + '\n');
-    if (chart && name !== 'pool-latest') writeFileSync(path.join(outDir, `${name}.svg`), chart);
+    if (chart && name !== 'control-latest') writeFileSync(path.join(outDir, `${name}.svg`), chart);
   }
   if (results.mode === 'full' && outDir === path.join(repoRoot, 'bench/results')) {
     const readme = path.join(repoRoot, 'bench/README.md');
     if (targets.length) updateReadme(readme, markdown(results, med, checks, { pool: false, roundTwo }));
     if (results.pool) updateReadme(readme, poolMarkdown(results.pool), 'bench:pool');
+    if (results.fleet) updateReadme(readme, fleetMarkdown(results.fleet), 'bench:fleet');
+    if (results.firstFrame) updateReadme(readme, firstFrameMarkdown(results.firstFrame), 'bench:first-frame');
   }
   process.stdout.write(md + '\n');
   log(`results written to ${names.map((n) => `${path.relative(process.cwd(), outDir) || '.'}/${n}.{json,md}`).join(', ')}`);

@@ -1,11 +1,10 @@
 /**
- * The warm pool's figures (issue 26, section 3), on the deployed topology: a private Redis and
- * Postgres, the control plane (`src/main.ts`) and proxy replicas as processes of their own, which
- * know routes only through Redis. A create is `running` only once every live replica confirmed its
- * route, so create→running includes the route reaching every replica.
+ * The warm pool's figures (issue 26, section 3) and cold create→running (issue 31, section 3),
+ * on the deployed topology (lib/deployed.ts). A create is `running` only once every live replica
+ * confirmed its route, so create→running includes the route reaching every replica.
  *
  * Per runtime (Docker with the locally built kasm-test image when the engine answers and the image
- * is there; the process runtime with busybox httpd always), the catalog holds the same type twice,
+ * is there; the process runtime with the shipped demo type always), the catalog holds the same type twice,
  * pooled (`pool: { size }`) and not. Measured from the harness over HTTP, as a browser would:
  * - create→running: hrtime before `POST /api/desktops` until the event stream
  *   (`/api/desktops/:id/events/stream`) delivers the event entering `running`. Pooled and cold
@@ -18,19 +17,12 @@
  *   and from the last 201.
  */
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { startPostgresCluster, type PostgresCluster } from '../../packages/testkit/src/postgres-cluster.ts';
-import { startRedis, type RedisServer } from '../../packages/testkit/src/redis.ts';
-import { freePort } from '../../packages/testkit/src/net.ts';
-import { startService, type ServiceProcess } from '../../packages/testkit/src/service.ts';
 import { catalogYaml, shippedType, type CatalogTypeSource } from '../../services/control-plane/test/catalog-fixtures.ts';
-import { dockerCleanup } from '../../soak/lib/docker.ts';
 import { waitFor } from '../../soak/lib/topology.ts';
-import { deployedAllocatorEnv } from './deskhub.ts';
-import { median, percentile } from './stats.ts';
+import { Api, MARK, series, startDeployedTopology, timedCreate, type Created, type DesktopJson, type Series } from './deployed.ts';
+import { median } from './stats.ts';
 
 const run = promisify(execFile);
 
@@ -44,16 +36,6 @@ export interface PoolSettings {
   replicas: number;
   /** POOL_INTERVAL_MS of the control plane (left at its default: a claim wakes a pass at once anyway). */
   poolIntervalMs: number;
-}
-
-export interface Series {
-  /** create→running per create, ms, in order. */
-  samplesMs: number[];
-  medianMs: number;
-  p99Ms: number;
-  maxMs: number;
-  /** Until POST /api/desktops answered (201), median, ms. */
-  answeredMedianMs: number;
 }
 
 export interface PoolRuntimeResult {
@@ -95,254 +77,57 @@ export interface PoolResult {
 }
 
 const DOCKER_IMAGE = 'deskhub/kasm-test:local';
-/** Every process desktop of a run carries this in its environment, so strays can be found in /proc. */
-const MARK = 'DESKHUB_BENCH_POOL_RUN';
 
-interface DesktopJson {
-  id: string;
-  type: string;
-  state: string;
-  pool?: boolean;
-  createdAt?: string;
-  readyAt?: string | null;
-  reason?: string | null;
+/** The shipped catalog's folder: what `{catalogDir}` in its entries means. */
+const shippedCatalogDir = path.resolve(import.meta.dirname, '../../services/control-plane');
+
+/**
+ * The shipped demo type, as it is, runnable from a catalog written elsewhere, and marked (its env
+ * carries MARK=runId) so the case can find its processes.
+ */
+export function demoType(runId: string): CatalogTypeSource {
+  const demo = shippedType('demo');
+  return {
+    ...demo,
+    command: (demo.command as string[]).map((arg) => arg.replaceAll('{catalogDir}', shippedCatalogDir)),
+    // Its working folder by default is the catalog's, where `--import tsx` is found.
+    workingDir: shippedCatalogDir,
+    env: { ...(demo.env as Record<string, string>), [MARK]: runId },
+  };
 }
 
 /** Desktop types: `<runtime>-pooled` and `<runtime>-cold`, identical but for the pool. */
-function catalogText(runtimes: PoolRuntime[], poolSize: number, www: string, runId: string): string {
+function catalogText(runtimes: PoolRuntime[], poolSize: number, runId: string): string {
   const body: Record<PoolRuntime, CatalogTypeSource> = {
     // The shipped kasm-test entry, as it is (image deskhub/kasm-test:local).
     docker: shippedType('kasm-test'),
-    process: {
-      runtime: 'process',
-      command: ['busybox', 'httpd', '-f', '-p', '127.0.0.1:{port}', '-h', www],
-      port: 80,
-      credentials: { kind: 'basic', username: 'webuser', passwordEnv: 'WEB_PASSWORD' },
-      env: { [MARK]: runId },
-      readiness: { path: '/', timeoutSeconds: 30 },
-    },
+    // The shipped demo type (issue 31: create→running for the demo type).
+    process: demoType(runId),
   };
+  // A pooled desktop is made before anyone claims it, so nothing in it may name its owner or path:
+  // the demo type's DESKTOP_NAME ({path}) becomes a fixed name in its pooled variant.
+  const pooledEnv = (type: CatalogTypeSource) =>
+    type.env && 'DESKTOP_NAME' in (type.env as object) ? { env: { ...(type.env as Record<string, string>), DESKTOP_NAME: 'pooled demo desktop' } } : {};
   return catalogYaml(
     runtimes.flatMap((rt) => [
-      { ...body[rt], id: `${rt}-pooled`, name: `${rt} desktop (pooled)`, pool: { size: poolSize, expireAfter: '4h' } },
+      { ...body[rt], ...pooledEnv(body[rt]), id: `${rt}-pooled`, name: `${rt} desktop (pooled)`, pool: { size: poolSize, expireAfter: '4h' } },
       { ...body[rt], id: `${rt}-cold`, name: `${rt} desktop (cold)` },
     ]),
   );
 }
 
-/** Processes carrying this run's mark (process-runtime desktops outlive the control plane by design). */
-function markedProcesses(runId: string): number[] {
-  const needle = `\0${MARK}=${runId}\0`;
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    try {
-      if (`\0${readFileSync(`/proc/${pid}/environ`, 'latin1')}`.includes(needle)) out.push(pid);
-    } catch {
-      // gone, or not ours to read
-    }
-  }
-  return out;
-}
-
 /** Why Docker cannot be measured here, or null when it can. */
-export async function dockerUnavailable(): Promise<string | null> {
+export async function dockerUnavailable(image = DOCKER_IMAGE): Promise<string | null> {
   const info = await run('docker', ['info', '--format', '{{.ServerVersion}}'], { timeout: 10_000 }).catch(() => null);
   if (!info) return 'Docker Engine does not answer (scripts/ensure-services.sh starts it)';
-  const image = await run('docker', ['image', 'inspect', DOCKER_IMAGE, '--format', '{{.Id}}'], { timeout: 10_000 }).catch(() => null);
-  if (!image) return `image ${DOCKER_IMAGE} missing (bash deploy/images/build.sh kasm-test)`;
+  const found = await run('docker', ['image', 'inspect', image, '--format', '{{.Id}}'], { timeout: 10_000 }).catch(() => null);
+  if (!found) return `image ${image} missing (bash deploy/images/build.sh ${image.replace(/^deskhub\/|:local$/g, '')})`;
   return null;
 }
 
-class Api {
-  constructor(
-    readonly base: string,
-    readonly cookie: string,
-  ) {}
-
-  async call<T>(method: string, apiPath: string, body?: unknown): Promise<{ status: number; json: T }> {
-    const res = await fetch(`${this.base}${apiPath}`, {
-      method,
-      headers: { cookie: this.cookie, 'x-deskhub-csrf': '1', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(120_000),
-    });
-    const text = await res.text();
-    if (res.status >= 300) throw new Error(`${method} ${apiPath}: ${res.status} ${text.slice(0, 300)}`);
-    return { status: res.status, json: (text ? JSON.parse(text) : undefined) as T };
-  }
-
-  static async signIn(base: string, username: string): Promise<Api> {
-    const res = await fetch(`${base}/auth/dev-login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username }) });
-    if (res.status !== 200) throw new Error(`dev-login ${username}: ${res.status} ${await res.text()}`);
-    return new Api(base, res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; '));
-  }
-}
-
-interface Created {
-  id: string;
-  answeredMs: number;
-  runningMs: number;
-  claimed: boolean;
-  lagging: number;
-}
-
-/**
- * POST a create, then follow its event stream until it enters `running` (throws on `failed`), the
- * first `running` after the create's own first event.
- * Times from just before the POST, in ms.
- */
-async function timedCreate(api: Api, type: string, name?: string): Promise<Created> {
-  const t0 = performance.now();
-  const { json: desktop } = await api.call<DesktopJson>('POST', '/api/desktops', name ? { type, name } : { type });
-  const answeredMs = performance.now() - t0;
-  const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(), 120_000);
-  let claimed = false;
-  let armed = false;
-  let lagging = 0;
-  try {
-    const res = await fetch(`${api.base}/api/desktops/${desktop.id}/events/stream`, { headers: { cookie: api.cookie }, signal: ac.signal });
-    if (res.status !== 200 || !res.body) throw new Error(`event stream of ${desktop.id}: ${res.status}`);
-    const decoder = new TextDecoder();
-    let buffered = '';
-    for await (const chunk of res.body) {
-      buffered += decoder.decode(chunk as Uint8Array, { stream: true });
-      let end: number;
-      while ((end = buffered.indexOf('\n\n')) >= 0) {
-        const message = buffered.slice(0, end);
-        buffered = buffered.slice(end + 2);
-        const data = message.split('\n').find((l) => l.startsWith('data: '));
-        if (!data) continue;
-        const event = JSON.parse(data.slice(6)) as { message: string; state: string | null };
-        // A claimed member's history holds its own "Ready" from when it joined the pool: only a
-        // `running` after this create's first event (the claim, or the cold create) counts.
-        if (/^Claimed a ready .* from the warm pool/.test(event.message)) (armed = true), (claimed = true);
-        if (/^Creating /.test(event.message) && event.state === 'creating') armed = true;
-        if (!armed) continue;
-        if (/not confirming/.test(event.message)) lagging++;
-        if (event.state === 'running') return { id: desktop.id, answeredMs, runningMs: performance.now() - t0, claimed, lagging };
-        if (event.state === 'failed') throw new Error(`desktop ${desktop.id} (${type}) failed: ${event.message}`);
-      }
-    }
-    throw new Error(`event stream of ${desktop.id} ended before it was running`);
-  } catch (err) {
-    if (ac.signal.aborted) throw new Error(`desktop ${desktop.id} (${type}) not running within 120 s`);
-    throw err;
-  } finally {
-    clearTimeout(timer);
-    ac.abort();
-  }
-}
-
-function series(created: Created[]): Series {
-  const samples = created.map((c) => c.runningMs);
-  return {
-    samplesMs: samples.map((v) => Math.round(v * 10) / 10),
-    medianMs: median(samples),
-    p99Ms: percentile(samples, 99),
-    maxMs: Math.max(...samples),
-    answeredMedianMs: median(created.map((c) => c.answeredMs)),
-  };
-}
-
 interface PoolTopology {
-  controlPlaneUrl: string;
   user: Api;
   admin: Api;
-  close(): Promise<void>;
-}
-
-async function startPoolTopology(runDir: string, runId: string, runtimes: PoolRuntime[], settings: PoolSettings, log: (m: string) => void): Promise<PoolTopology> {
-  const dir = path.join(runDir, 'pool');
-  const www = path.join(dir, 'www');
-  mkdirSync(www, { recursive: true });
-  writeFileSync(path.join(www, 'index.html'), '<!doctype html><title>pool bench</title>\n');
-  const catalog = path.join(dir, 'catalog.yaml');
-  writeFileSync(catalog, catalogText(runtimes, settings.poolSize, www, runId));
-  const instance = `bench-pool-${runId}`;
-  const network = `deskhub-${instance}`;
-  const services: ServiceProcess[] = [];
-  let redis: RedisServer | undefined;
-  let postgres: PostgresCluster | undefined;
-  let closing: Promise<void> | undefined;
-  const close = () => (closing ??= closeOnce());
-  const closeOnce = async () => {
-    // The control plane first, so the pool stops refilling; then what it leaves by design.
-    await services[0]?.stop().catch(() => {});
-    await Promise.all(services.slice(1).map((s) => s.stop().catch(() => {})));
-    if (runtimes.includes('docker')) await dockerCleanup(instance, network);
-    for (const pid of markedProcesses(runId)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    await redis?.close().catch(() => {});
-    await postgres?.close().catch(() => {});
-  };
-  try {
-    [redis, postgres] = await Promise.all([startRedis(), startPostgresCluster()]);
-    const cpPort = await freePort();
-    const replicaPorts = await Promise.all(Array.from({ length: settings.replicas }, async () => [await freePort(), await freePort()] as const));
-    const controlPlaneUrl = `http://127.0.0.1:${cpPort}`;
-    const publicUrl = `http://127.0.0.1:${replicaPorts[0]![0]}`;
-    log(`pool: starting the control plane and ${settings.replicas} proxy replicas (runtimes ${runtimes.join(', ')})`);
-    services.push(
-      await startService({
-        entry: 'services/control-plane/src/main.ts',
-        readyMessage: 'control plane listening',
-        env: {
-          PORT: String(cpPort),
-          HOST: '127.0.0.1',
-          METRICS_PORT: '0',
-          PUBLIC_URL: publicUrl,
-          DATA_DIR: path.join(dir, 'data'),
-          DATABASE_URL: postgres.url,
-          SECRET_KEY: randomBytes(32).toString('base64'),
-          REDIS_URL: redis.url,
-          CATALOG: catalog,
-          DESKHUB_INSTANCE: instance,
-          DOCKER_NETWORK: network,
-          AUTH_MODE: 'dev',
-          ADMIN_USERS: 'bench-admin',
-          MAX_DESKTOPS_PER_USER: '0',
-          MAX_DESKTOPS_TOTAL: '0',
-          POOL_INTERVAL_MS: String(settings.poolIntervalMs),
-        },
-        timeoutMs: 120_000,
-        logFile: path.join(dir, 'control-plane.log'),
-      }),
-    );
-    await waitFor('control plane /readyz', async () => ((await fetch(`${controlPlaneUrl}/readyz`)).status === 200 ? true : undefined), 60_000);
-    const allocatorEnv = deployedAllocatorEnv(path.resolve(import.meta.dirname, '../..'));
-    for (const [i, [port, metricsPort]] of replicaPorts.entries()) {
-      const replica = await startService({
-        entry: 'services/proxy/src/main.ts',
-        readyMessage: 'proxy listening',
-        env: {
-          ...allocatorEnv,
-          PORT: String(port),
-          HOST: '127.0.0.1',
-          METRICS_PORT: String(metricsPort),
-          REDIS_URL: redis.url,
-          CONTROL_PLANE_URL: controlPlaneUrl,
-          PUBLIC_URL: publicUrl,
-          AUTH_MODE: 'dev',
-        },
-        logFile: path.join(dir, `replica-${i + 1}.log`),
-      });
-      services.push(replica);
-      await waitFor(`replica ${i + 1} /readyz`, async () => ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200 ? true : undefined), 30_000);
-    }
-    const [user, admin] = await Promise.all([Api.signIn(controlPlaneUrl, 'bench'), Api.signIn(controlPlaneUrl, 'bench-admin')]);
-    return { controlPlaneUrl, user, admin, close };
-  } catch (err) {
-    await close();
-    throw err;
-  }
 }
 
 /** The pool's members of a type, as the admin API shows them. */
@@ -417,7 +202,7 @@ async function measureRuntime(topo: PoolTopology, runtime: PoolRuntime, settings
 
   return {
     runtime,
-    desktop: runtime === 'docker' ? `${DOCKER_IMAGE} container` : 'busybox httpd process',
+    desktop: runtime === 'docker' ? `${DOCKER_IMAGE} container` : 'the demo type, a Node process',
     pooled: series(pooled),
     cold: series(cold),
     burst: {
@@ -454,10 +239,20 @@ export async function poolFigures(
     result.notMeasured.push(`docker: ${noDocker}`);
     runtimes.shift();
   }
-  const runId = randomBytes(4).toString('hex');
-  const topo = await startPoolTopology(runDir, runId, runtimes, settings, log);
-  onStarted(topo.close);
+  const deployed = await startDeployedTopology(
+    runDir,
+    {
+      name: 'pool',
+      catalog: (_dir, runId) => catalogText(runtimes, settings.poolSize, runId),
+      docker: runtimes.includes('docker'),
+      replicas: settings.replicas,
+      env: { POOL_INTERVAL_MS: String(settings.poolIntervalMs) },
+    },
+    log,
+  );
+  onStarted(deployed.close);
   try {
+    const topo: PoolTopology = { user: await deployed.signIn('bench'), admin: deployed.admin };
     for (const runtime of runtimes) {
       try {
         result.runtimes.push(await measureRuntime(topo, runtime, settings, log));
@@ -468,7 +263,7 @@ export async function poolFigures(
       }
     }
   } finally {
-    await topo.close();
+    await deployed.close();
   }
   return result;
 }

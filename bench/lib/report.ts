@@ -9,6 +9,8 @@ import type { Machine } from './machine.ts';
 import type { PropagationResult, SnapshotResult } from './route-figures.ts';
 import type { TlsMemoryResult } from './tls-memory.ts';
 import { poolMarkdown, type PoolResult } from './pool.ts';
+import { fleetMarkdown, type FleetResult } from './fleet.ts';
+import { firstFrameMarkdown, type FirstFrameResult } from './first-frame.ts';
 import type { BenchRow } from '../../packages/access-token/bench.ts';
 import { median } from './stats.ts';
 import { targetLabels, type TargetName } from './targets.ts';
@@ -47,6 +49,10 @@ export interface RunResults {
   accessToken?: BenchRow[];
   /** The warm pool's create→running, pooled and cold, and its refill after a burst (lib/pool.ts). */
   pool?: PoolResult;
+  /** 1,000 desktops across 100 users: list latency, reconciliation, resync (lib/fleet.ts). */
+  fleet?: FleetResult;
+  /** Click to first frame in Chromium, cold and from the pool (lib/first-frame.ts). */
+  firstFrame?: FirstFrameResult;
   /** Figures that could not be measured, with why. A run with errors exits non-zero. */
   errors: string[];
 }
@@ -232,7 +238,7 @@ function fmt(v: number | undefined, decimals: number): string {
   return v.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
 }
 
-/** `pool: false` leaves the warm pool's section out (the README keeps it in a section of its own). */
+/** `pool: false` leaves the control plane's cases out (the warm pool, the fleet, first frame: the README keeps each in a section of its own). */
 export function markdown(results: RunResults, med: Medians, checks: TargetCheck[], options: { pool?: boolean; roundTwo?: TargetCheck[] } = {}): string {
   const m = results.machine;
   const t = results.targets;
@@ -385,7 +391,11 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
     );
     lines.push('');
   }
-  if (results.pool && options.pool !== false) lines.push(poolMarkdown(results.pool));
+  if (options.pool !== false) {
+    if (results.pool) lines.push(poolMarkdown(results.pool));
+    if (results.fleet) lines.push(fleetMarkdown(results.fleet));
+    if (results.firstFrame) lines.push(firstFrameMarkdown(results.firstFrame));
+  }
   const table = (title: string, list: TargetCheck[]) => {
     if (!list.length) return;
     lines.push(title);

@@ -71,6 +71,23 @@ x11vnc -display "$DISPLAY" -rfbport 5902 -localhost -forever -shared -nopw -quie
   >"$state/x11vnc-viewer.log" 2>&1 &
 viewer_vnc=$!
 
+# The web server starts only once both VNC servers listen: deskhub's readiness probe asks the web
+# server, so a desktop is "running" only when a browser that connects gets a screen (as a Kasm
+# image's web server is KasmVNC itself). Without this wait noVNC's first connections were refused
+# for about two seconds after readiness.
+for port in 5901 5902; do
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    kill -0 "$vnc" "$viewer_vnc" 2>/dev/null || break
+    sleep 0.05
+  done
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
+    cat "$state/x11vnc.log" "$state/x11vnc-viewer.log" >&2
+    echo "deskhub-desktop: x11vnc does not listen on $port" >&2
+    exit 1
+  }
+done
+
 # VNC_PW stays in the environment (kasm-websockify.py reads it there, not from its arguments).
 export VNC_PW
 kasm-websockify --web "$www" --cert "$state/self.pem" --owner-port 5901 --viewer-port 5902 6901 &

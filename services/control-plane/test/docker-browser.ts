@@ -12,9 +12,12 @@ import { repoRoot } from './docker-helpers.ts';
 
 export const artifactsDir = join(repoRoot, 'test-artifacts');
 
-export async function launchChromium(): Promise<Browser> {
+export const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/** `executablePath`: a wrapper that runs Chromium (bench/lib/isolated-browser.ts). */
+export async function launchChromium(executablePath = chromiumPath): Promise<Browser> {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    executablePath,
     headless: true,
     args: [
       '--no-sandbox',
