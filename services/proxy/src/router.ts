@@ -86,6 +86,10 @@ export function disconnectedMessage(reason: string): string {
   return `${/[.!?]$/.test(reason) ? reason : `${reason}.`} Reconnect it from deskhub.`;
 }
 
+function destroyOnError(this: Socket): void {
+  this.destroy();
+}
+
 function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
   return typeof (value as Promise<T> | undefined)?.then === 'function';
 }
@@ -314,7 +318,9 @@ export class Router implements FrontHandlers {
 
   /** A WebSocket handshake the front accepted (request-rules.ts: GET, HTTP/1.1, Upgrade naming websocket, not CONNECT). */
   upgrade(req: ProxyRequest, socket: Socket, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
+    // Not a closure: one made here would share this call's scope, and so keep the request, its
+    // head and the route alive for as long as the WebSocket lives.
+    socket.on('error', destroyOnError);
     if (this.draining) {
       this.metrics.countResponse(503);
       writeRawError(socket, 503, 'deskhub is restarting; reconnect.', wantsHtml(req.accept), 'Retry-After: 1\r\n');

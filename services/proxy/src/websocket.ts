@@ -213,7 +213,7 @@ export function pipeUpgrade(
     connections.delete(target.key, client);
     client.destroy();
     upstream.destroy();
-    answer.close();
+    answer?.close();
   };
 
   /** No tunnel after all: the upstream side goes, the client gets `write`'s bytes, then its connection closes. */
@@ -224,7 +224,7 @@ export function pipeUpgrade(
     connections.delete(target.key, client);
     upstream.destroy();
     stopClientRelay();
-    answer.close();
+    answer?.close();
     write();
   };
 
@@ -235,8 +235,11 @@ export function pipeUpgrade(
     });
   };
 
-  const answer = new UpgradeAnswer(target, client, {
+  // Only until the upstream's answer is read: a tunnel lets go of it (and of its parser), since
+  // whatever this call's closures hold lives as long as the WebSocket.
+  let answer: UpgradeAnswer | null = new UpgradeAnswer(target, client, {
     tunnel: (received, headLength) => {
+      answer = null;
       client.write(received);
       frames.feed(received, headLength, received.length - headLength);
       toClient = relay(upstream, client, { frames });
@@ -245,7 +248,7 @@ export function pipeUpgrade(
     refused: () => endWithAnswer(() => (client instanceof net.Socket ? client.destroySoon() : client.end())),
     unusable: () => {
       metrics.upstreamErrors.protocol++;
-      if (answer.headWritten) cleanup();
+      if (answer?.headWritten) cleanup();
       else failBeforeAnswer(502, 'The upstream sent a response the proxy could not use.');
     },
   });
@@ -254,7 +257,7 @@ export function pipeUpgrade(
   client.on('close', cleanup);
   upstream.on('close', () => {
     // A refusal whose body ran to the connection's end is complete now.
-    if (!closed && answer.refusing) answer.end();
+    if (!closed && answer?.refusing) answer.end();
     cleanup();
   });
   upstream.on('error', (err: NodeJS.ErrnoException) => {
@@ -282,7 +285,7 @@ export function pipeUpgrade(
       metrics.countResponse(Number(chunk.toString('latin1', 9, 12)) || 0);
     }
     // Once the head is a 101, the relay takes the upstream's reads from here on.
-    if (answer.read(chunk)) upstream.off('data', onAnswer);
+    if (answer === null || answer.read(chunk)) upstream.off('data', onAnswer);
   };
   upstream.on('data', onAnswer);
 
