@@ -66,6 +66,15 @@ export function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / clockTicks();
 }
 
+/** How long the process has been running, in ms (0 when it is gone). */
+export function processAgeMs(pid: number): number {
+  const f = statFields(pid);
+  if (!f) return 0;
+  // starttime is field 22 of stat (index 19 here), in clock ticks since boot.
+  const uptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+  return Math.max(0, (uptime - Number(f[19]) / clockTicks()) * 1000);
+}
+
 /** cutime + cstime: CPU of waited-for children, in seconds. */
 export function childrenCpuSeconds(pid: number): number {
   const f = statFields(pid);

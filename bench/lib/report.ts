@@ -3,7 +3,7 @@
  * against direct, nginx and CHP, the proxy issue's targets met or not, as JSON and Markdown.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import type { FramesResult, HoldResult, MemoryResult, MibResult, RouteChangeResult, RttResult, Settings, SmallResult } from './figures.ts';
+import { FRESH_MIN_AGE_MS, type FramesResult, type HoldResult, type MemoryResult, type MibResult, type RouteChangeResult, type RttResult, type Settings, type SmallResult } from './figures.ts';
 import type { Allocator } from '../../packages/config/src/index.ts';
 import type { Machine } from './machine.ts';
 import type { PropagationResult, SnapshotResult } from './route-figures.ts';
@@ -338,7 +338,7 @@ export function markdown(results: RunResults, med: Medians, checks: TargetCheck[
     const waits = memoryOf.map(([x, r]) => `${targetLabels[x]} ${r.settleMs.map((w) => (w / 1000).toFixed(1)).join('/')} s`).join(', ');
     const heap = results.memory.deskhub?.heapBytes;
     lines.push(
-      `Memory per idle WebSocket: once per target, from its fresh process (started, route set up, no traffic yet): RSS of its process tree settled (read every 0.5 s until six readings lie within 1% of their median), ` +
+      `Memory per idle WebSocket: once per target, from its fresh process (started, route set up, no traffic yet, at least ${FRESH_MIN_AGE_MS / 1000} s old so V8 has collected its start-up garbage): RSS of its process tree settled (read every 0.5 s until six readings lie within 1% of their median), ` +
         `then with ${n1} and ${n2} idle WebSockets open, each settled the same way; (RSS open - RSS fresh) / count. Waits to settle (fresh/${n1}/${n2}): ${waits}.` +
         (heap ? ` deskhub's used V8 heap at the same points: ${heap.map((b) => (b / 1048576).toFixed(1)).join(' / ')} MiB.` : ''),
     );
