@@ -39,7 +39,6 @@ export function captureLog(): CapturedLog {
   return { logger, lines, find: (text) => lines.filter((l) => String(l.msg).includes(text)) };
 }
 
-/** Resolves with the arguments of the next `event` satisfying `accept`; rejects after timeoutMs. */
 /**
  * A resync event's version and reason, once its duration is checked: a number of milliseconds,
  * never negative.
@@ -49,6 +48,7 @@ export function resyncSeen(t: Pick<typeof tapRoot, 'ok'>, [version, reason, dura
   return [version, reason];
 }
 
+/** Resolves with the arguments of the next `event` satisfying `accept`; rejects after timeoutMs. */
 export function nextEvent<E extends keyof SubscriberEvents>(
   subscriber: RouteSubscriber,
   event: E,
