@@ -5,8 +5,9 @@
  * Why: Chromium watches the machine's interfaces and aborts loads and connections with
  * ERR_NETWORK_CHANGED whenever one appears or goes, and Docker adds a veth interface for every
  * container it starts. A browser on a user's machine never sees the server's containers start; a
- * browser on the same machine as a warm pool refilling itself does, and noVNC's page then failed
- * to load at all. In a namespace with only its loopback, Chromium sees no change.
+ * browser on the same machine as a warm pool refilling itself does (the Docker tests ride it out
+ * with retries: services/control-plane/test/docker-browser.ts), and a measurement must not. In a
+ * namespace with only its loopback, Chromium sees no change.
  *
  * How: `unshare --net` runs a script that brings up the namespace's loopback, starts a small
  * forwarder there (127.0.0.1:<port> → the Unix socket; file-system sockets cross namespaces) and
