@@ -15,14 +15,14 @@
  *
  * A pooled claim refills the pool at once, so a container starts on this machine while noVNC
  * loads, and a Chromium on this machine would see Docker's new veth interface as a network change
- * and abort the load. So Chromium runs in a network namespace of its own (lib/isolated-browser.ts),
+ * and abort the load. So Chromium runs in a network namespace of its own (services/control-plane/test/isolated-browser.ts),
  * as a user's browser on another machine sees none of the server's interfaces; each sample still
  * counts the ERR_NETWORK_CHANGED messages the page saw (expected: none).
  */
 import path from 'node:path';
 import { catalogYaml, shippedType } from '../../services/control-plane/test/catalog-fixtures.ts';
 import { waitFor } from '../../soak/lib/topology.ts';
-import { launchIsolatedChromium } from './isolated-browser.ts';
+import { launchIsolatedChromium } from '../../services/control-plane/test/isolated-browser.ts';
 import { startDeployedTopology, type DeployedTopology, type DesktopJson } from './deployed.ts';
 import { dockerUnavailable } from './pool.ts';
 import { median, percentile } from './stats.ts';
@@ -162,7 +162,7 @@ export async function firstFrameFigures(
   if (missing) return { ...result, notMeasured: missing };
   const topo = await startDeployedTopology(runDir, { name: 'first-frame', catalog: catalogText, docker: true, replicas: settings.replicas }, log);
   onStarted(topo.close);
-  const isolated = await launchIsolatedChromium(topo.dir, Number(new URL(topo.publicUrl).port)).catch(async (err: Error) => {
+  const isolated = await launchIsolatedChromium(topo.dir, [Number(new URL(topo.publicUrl).port)]).catch(async (err: Error) => {
     await topo.close();
     throw new Error(`Chromium did not start (CHROMIUM_PATH or /usr/bin/chromium, in a network namespace of its own): ${err.message}`);
   });

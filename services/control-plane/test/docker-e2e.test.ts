@@ -5,11 +5,15 @@
 // its input, and live by the idle clocks: typing keeps it connected, left alone it is warned then
 // disconnected (the desktop keeps running), a keep-alive brings the stream back, and with no page
 // open it is stopped.
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import t from 'tap';
 import WebSocket from 'ws';
 import { buildImage, desktopDiagnostics, startDockerDeskhub } from './docker-helpers.ts';
 import { waitFor } from './helpers.ts';
-import { launchChromium, openNoVnc, screenshotDesktop } from './docker-browser.ts';
+import { openNoVnc, screenshotDesktop } from './docker-browser.ts';
+import { launchIsolatedChromium } from './isolated-browser.ts';
 
 await buildImage('kasm-test');
 await buildImage('desktop');
@@ -94,8 +98,10 @@ t.test('the real desktop image, through the API and the proxy, in headless Chrom
   t.equal(view.state, 'running', view.reason ?? '');
   t.match(view.url, /\/desktop\/bob-desktop\/\?path=desktop\/bob-desktop\/websockify/);
 
-  const browser = await launchChromium();
-  t.teardown(() => browser.close());
+  // In a network namespace of its own: containers other tests start must not cut this page's
+  // WebSocket (Chromium cuts open connections when the host's interfaces change).
+  const { browser, close: closeBrowser } = await launchIsolatedChromium(mkdtempSync(path.join(os.tmpdir(), 'deskhub-browser-')), [Number(new URL(base).port)]);
+  t.teardown(closeBrowser);
   // No certificate exception and no HTTP credentials: the proxy injects the desktop's password.
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   // Every WebSocket close the page sees, with its code and reason (the proxy's idle disconnect says why).

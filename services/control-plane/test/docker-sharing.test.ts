@@ -4,11 +4,15 @@
 // through the hand-off and sees it. What Bob types and clicks changes nothing (the desktop's
 // read-only user, and the proxy's filter behind it), while Alice's typing runs; the owner API and
 // the owner's Downloads answer 403 to Bob and not to Alice; revoking closes Bob's stream at once.
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import t from 'tap';
 import type { Page } from 'playwright-core';
 import { buildImage, desktopDiagnostics, execIn, startDockerDeskhub } from './docker-helpers.ts';
 import { cookieOf, hostRequest, waitFor } from './helpers.ts';
-import { launchChromium, openNoVnc, screenshotDesktop } from './docker-browser.ts';
+import { openNoVnc, screenshotDesktop } from './docker-browser.ts';
+import { launchIsolatedChromium } from './isolated-browser.ts';
 
 await buildImage('desktop');
 
@@ -54,8 +58,10 @@ t.test('a desktop shared for viewing, in a real browser', async (t) => {
   const [forBob] = (await api<Array<{ openUrl: string; mode: string }>>(bob, 'GET', '/api/shared')).body;
   t.equal(forBob?.mode, 'view');
 
-  const browser = await launchChromium();
-  t.teardown(() => browser.close());
+  // In a network namespace of its own: containers other tests start must not cut this page's
+  // WebSocket (Chromium cuts open connections when the host's interfaces change).
+  const { browser, close: closeBrowser } = await launchIsolatedChromium(mkdtempSync(path.join(os.tmpdir(), 'deskhub-browser-')), [port]);
+  t.teardown(closeBrowser);
   /** A browser context signed in as `session` (the UI's cookie, on the UI's host only). */
   async function pageFor(session: string): Promise<Page> {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
