@@ -181,8 +181,20 @@ async function settle(pid: number, minWaitMs: number, maxWaitMs: number): Promis
  * between two steps of a process that had already carried traffic, the figure read the heap
  * shrinking in between (deskhub: -94 KiB per socket at 1,000).
  */
-/** The youngest a target's process is when its fresh memory is read (idleSocketMemory). */
+/** The youngest a process is when its fresh memory is read (untilSettledAge). */
 export const FRESH_MIN_AGE_MS = 30_000;
+
+/**
+ * Waits until the process is FRESH_MIN_AGE_MS old. V8 collects its start-up garbage only once
+ * the process has been idle a while (its memory reducer): a deskhub replica read 80 MiB when
+ * measured a few seconds after start, 61 MiB from 30 s on, and a fresh reading taken before that
+ * made "memory per socket" negative when the collection came while the sockets were open (the
+ * TLS-upstream figure with 200 sockets, in CI). Every fresh reading waits, however long the
+ * start took.
+ */
+export async function untilSettledAge(pid: number): Promise<void> {
+  await sleep(Math.max(0, FRESH_MIN_AGE_MS - processAgeMs(pid)));
+}
 
 export async function idleSocketMemory(target: Target, s: Settings): Promise<MemoryResult | null> {
   if (!target.pid) return null;
@@ -191,10 +203,7 @@ export async function idleSocketMemory(target: Target, s: Settings): Promise<Mem
   const sockets = idleSockets();
   try {
     const heap = async () => (target.heapBytes ? target.heapBytes() : undefined);
-    // V8 collects its start-up garbage only once the process has been idle a while (its memory
-    // reducer): a deskhub replica read 80 MiB when measured a few seconds after start, 61 MiB
-    // from 30 s on. Every target is read at that age at least, however long its start took.
-    await sleep(Math.max(0, FRESH_MIN_AGE_MS - processAgeMs(pid)));
+    await untilSettledAge(pid);
     const fresh = await settle(pid, 1000, 30_000);
     const heap0 = await heap();
     await sockets.open(`${target.wsBase}idle`, n1);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { freePort, httpGet, spawnService, waitUntil, type Service } from './child.ts';
 import type { Allocator } from '../../packages/config/src/index.ts';
 import { benchRoute, replicaAllocator, type DeskhubStream } from './deskhub.ts';
-import { settledRss } from './figures.ts';
+import { settledRss, untilSettledAge } from './figures.ts';
 import { treeRssBytes } from './proc.ts';
 import { idleSockets } from './ws-load.ts';
 
@@ -92,6 +92,7 @@ export async function tlsIdleMemory(deskhub: DeskhubStream, repoRoot: string, ru
   const sockets = idleSockets();
   try {
     const pid = desktop.replica.pid!;
+    await untilSettledAge(pid);
     const fresh = await settledRss(pid, SETTLE_MS);
     const openRss: number[] = [];
     const closedRss: number[] = [];
