@@ -99,9 +99,26 @@ export interface DeployedTopology {
   close(): Promise<void>;
 }
 
+/**
+ * Every service binds port 0 and says where it listens, but for the first replica: its address is
+ * the control plane's PUBLIC_URL, so it is chosen before the control plane starts, and another
+ * process on this machine (an outgoing connection's ephemeral port, another test) can take it in
+ * the meantime. Then the whole topology starts again, up to three times.
+ */
 export async function startDeployedTopology(runDir: string, options: DeployedOptions, log: (m: string) => void): Promise<DeployedTopology> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(runDir, options, log, attempt);
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+      log(`${options.name}: a port chosen in advance was taken meanwhile; starting again (${(err as Error).message.slice(0, 200)})`);
+    }
+  }
+}
+
+async function startOnce(runDir: string, options: DeployedOptions, log: (m: string) => void, attempt: number): Promise<DeployedTopology> {
   const runId = randomBytes(4).toString('hex');
-  const dir = path.join(runDir, options.name);
+  const dir = path.join(runDir, attempt === 1 ? options.name : `${options.name}-attempt-${attempt}`);
   mkdirSync(dir, { recursive: true });
   const catalog = path.join(dir, 'catalog.yaml');
   writeFileSync(catalog, options.catalog(dir, runId));
@@ -129,19 +146,16 @@ export async function startDeployedTopology(runDir: string, options: DeployedOpt
   };
   try {
     [redis, postgres] = await Promise.all([startRedis(), startPostgresCluster()]);
-    const [cpPort, cpMetricsPort] = [await freePort(), await freePort()];
-    const replicaPorts = await Promise.all(Array.from({ length: options.replicas }, async () => [await freePort(), await freePort()] as const));
-    const controlPlaneUrl = `http://127.0.0.1:${cpPort}`;
-    const publicUrl = `http://127.0.0.1:${replicaPorts[0]![0]}`;
+    const publicPort = await freePort();
+    const publicUrl = `http://127.0.0.1:${publicPort}`;
     log(`${options.name}: starting the control plane and ${options.replicas} proxy replicas`);
-    services.push(
-      await startService({
+    const controlPlane = await startService({
         entry: 'services/control-plane/src/main.ts',
         readyMessage: 'control plane listening',
         env: {
-          PORT: String(cpPort),
+          PORT: '0',
           HOST: '127.0.0.1',
-          METRICS_PORT: String(cpMetricsPort),
+          METRICS_PORT: '0',
           PUBLIC_URL: publicUrl,
           DATA_DIR: path.join(dir, 'data'),
           DATABASE_URL: postgres.url,
@@ -158,20 +172,22 @@ export async function startDeployedTopology(runDir: string, options: DeployedOpt
         },
         timeoutMs: 120_000,
         logFile: path.join(dir, 'control-plane.log'),
-      }),
-    );
+      });
+    services.push(controlPlane);
+    const controlPlaneUrl = String(controlPlane.ready.url);
+    const controlPlaneMetricsUrl = String(controlPlane.ready.metrics).replace(/\/metrics$/, '');
     await waitFor('control plane /readyz', async () => ((await fetch(`${controlPlaneUrl}/readyz`)).status === 200 ? true : undefined), 60_000);
     const allocatorEnv = deployedAllocatorEnv(path.resolve(import.meta.dirname, '../..'));
     const replicas: DeployedTopology['replicas'] = [];
-    for (const [i, [port, metricsPort]] of replicaPorts.entries()) {
+    for (let i = 0; i < options.replicas; i++) {
       const replica = await startService({
         entry: 'services/proxy/src/main.ts',
         readyMessage: 'proxy listening',
         env: {
           ...allocatorEnv,
-          PORT: String(port),
+          PORT: i === 0 ? String(publicPort) : '0',
           HOST: '127.0.0.1',
-          METRICS_PORT: String(metricsPort),
+          METRICS_PORT: '0',
           REDIS_URL: redis.url,
           CONTROL_PLANE_URL: controlPlaneUrl,
           PUBLIC_URL: publicUrl,
@@ -180,15 +196,16 @@ export async function startDeployedTopology(runDir: string, options: DeployedOpt
         logFile: path.join(dir, `replica-${i + 1}.log`),
       });
       services.push(replica);
-      await waitFor(`replica ${i + 1} /readyz`, async () => ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200 ? true : undefined), 30_000);
-      replicas.push({ url: `http://127.0.0.1:${port}`, metricsUrl: `http://127.0.0.1:${metricsPort}` });
+      const url = String(replica.ready.url);
+      await waitFor(`replica ${i + 1} /readyz`, async () => ((await fetch(`${url}/readyz`)).status === 200 ? true : undefined), 30_000);
+      replicas.push({ url, metricsUrl: String(replica.ready.metricsUrl) });
     }
     const admin = await Api.signIn(controlPlaneUrl, 'bench-admin');
     return {
       dir,
       runId,
       controlPlaneUrl,
-      controlPlaneMetricsUrl: `http://127.0.0.1:${cpMetricsPort}`,
+      controlPlaneMetricsUrl,
       publicUrl,
       replicas,
       redisUrl: redis.url,
