@@ -23,8 +23,8 @@ import path from 'node:path';
 import { catalogYaml, shippedType } from '../../services/control-plane/test/catalog-fixtures.ts';
 import { waitFor } from '../../soak/lib/topology.ts';
 import { launchIsolatedChromium } from '../../services/control-plane/test/isolated-browser.ts';
-import { startDeployedTopology, type DeployedTopology, type DesktopJson } from './deployed.ts';
-import { dockerUnavailable } from './pool.ts';
+import { startDeployedTopology } from './deployed.ts';
+import { dockerUnavailable, poolFull } from './pool.ts';
 import { median, percentile } from './stats.ts';
 
 export interface FirstFrameSettings {
@@ -144,13 +144,6 @@ function summary(samples: FirstFrameSample[]): FirstFrameSeries {
   };
 }
 
-async function poolFull(topo: DeployedTopology): Promise<void> {
-  await waitFor('the X desktop pool full', async () => {
-    const list = (await topo.admin.call<DesktopJson[]>('GET', '/api/admin/desktops')).json.filter((d) => d.pool && d.type === POOLED);
-    return list.length === 1 && list[0]!.state === 'running' ? true : undefined;
-  }, 180_000, 100);
-}
-
 export async function firstFrameFigures(
   runDir: string,
   settings: FirstFrameSettings,
@@ -264,16 +257,16 @@ export async function firstFrameFigures(
     };
 
     // One of each first, not counted: the first launch pays for code compiled once, and the page's assets.
-    await poolFull(topo);
+    await poolFull(topo.admin, POOLED, 1);
     await launchOnce(POOLED);
-    await poolFull(topo);
+    await poolFull(topo.admin, POOLED, 1);
     await launchOnce(COLD);
     const cold: FirstFrameSample[] = [];
     const pooled: FirstFrameSample[] = [];
     for (let i = 0; i < settings.launches; i++) {
-      await poolFull(topo);
+      await poolFull(topo.admin, POOLED, 1);
       pooled.push(await launchOnce(POOLED));
-      await poolFull(topo);
+      await poolFull(topo.admin, POOLED, 1);
       cold.push(await launchOnce(COLD));
       log(`first frame: ${i + 1}/${settings.launches}: from the pool ${pooled.at(-1)!.clickToFrameMs.toFixed(0)} ms, cold ${cold.at(-1)!.clickToFrameMs.toFixed(0)} ms`);
     }

@@ -136,7 +136,7 @@ async function members(admin: Api, type: string): Promise<DesktopJson[]> {
 }
 
 /** Resolves once the pool of `type` holds `size` members, every one running. */
-function poolFull(admin: Api, type: string, size: number, timeoutMs = 180_000): Promise<true> {
+export function poolFull(admin: Api, type: string, size: number, timeoutMs = 180_000): Promise<true> {
   return waitFor(`the pool of ${type} full (${size} running)`, async () => {
     const list = await members(admin, type);
     return list.length === size && list.every((m) => m.state === 'running') ? true : undefined;
